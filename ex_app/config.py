@@ -1,0 +1,81 @@
+"""All of Recognize's settings, typed, in one place.
+
+Values come from environment variables prefixed ``RECOGNIZE_`` (for example
+``RECOGNIZE_MAX_IMAGE_SIDE=1600``); command-line flags override them. The data folder
+defaults to AppAPI's ``APP_PERSISTENT_STORAGE`` and otherwise to a per-user data folder.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import platformdirs
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+MANIFEST_PATH = PROJECT_ROOT / "models" / "manifest.yml"
+RULES_PATH = PROJECT_ROOT / "rules.yml"
+
+
+def default_data_dir() -> Path:
+    """AppAPI's persistent storage when running as an ExApp, else the user's data folder."""
+    persistent = os.environ.get("APP_PERSISTENT_STORAGE")
+    if persistent:
+        return Path(persistent)
+    return Path(platformdirs.user_data_dir("recognize", appauthor=False))
+
+
+def default_model_mirror() -> Path | None:
+    """The shared model mirror beside the project checkout, when present."""
+    mirror = PROJECT_ROOT.parent / "shared" / "models"
+    return mirror if mirror.is_dir() else None
+
+
+class Settings(BaseSettings):
+    """Everything a run of Recognize can be told."""
+
+    model_config = SettingsConfigDict(env_prefix="RECOGNIZE_", extra="ignore")
+
+    data_dir: Path = Field(default_factory=default_data_dir)
+    model_mirror: Path | None = Field(default_factory=default_model_mirror)
+    database_url: str | None = None  # default: SQLite in data_dir
+
+    # Which analyzers run.
+    faces_enabled: bool = True
+    objects_enabled: bool = True
+
+    # Resources.
+    threads: int = Field(default=1, ge=1)
+    max_image_side: int = Field(default=1920, ge=64)
+    max_image_pixels: int = Field(default=178_956_970, ge=1)  # Pillow's own bomb limit
+
+    # Faces.
+    face_min_score: float = Field(default=0.8, gt=0, lt=1)
+    face_min_size: int = Field(default=24, ge=1)  # pixels, shorter side of the box
+    face_cluster_distance: float = Field(default=0.45, gt=0)  # dlib embedding space
+    face_min_faces_per_person: int = Field(default=2, ge=1)
+
+    # Objects and scenes.
+    object_top_k: int = Field(default=5, ge=1)
+    object_min_score: float = Field(default=0.05, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _resolve_paths(self) -> "Settings":
+        self.data_dir = self.data_dir.expanduser().resolve()
+        if self.model_mirror is not None:
+            self.model_mirror = self.model_mirror.expanduser().resolve()
+        return self
+
+    @property
+    def models_dir(self) -> Path:
+        return self.data_dir / "models"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.data_dir / "cache"
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'recognize.db'}"
