@@ -1,0 +1,104 @@
+"""The model manifest: which model files Recognize uses, their hashes, and where to get them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from ex_app.config import MANIFEST_PATH
+
+
+class ManifestError(ValueError):
+    """The manifest file is unreadable or an entry in it is invalid."""
+
+
+class UrlSource(BaseModel):
+    """An HTTP(S) download of the model file."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    url: str = Field(pattern=r"^https?://\S+$")
+
+
+class PackageSource(BaseModel):
+    """A model file shipped inside an installed Python package, used in place."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    python_package: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    path: str = Field(min_length=1)
+
+    @field_validator("path")
+    @classmethod
+    def _stays_inside_package(cls, value: str) -> str:
+        if Path(value).is_absolute() or ".." in Path(value).parts:
+            raise ValueError("must be a relative path inside the package")
+        return value
+
+
+class ModelSpec(BaseModel):
+    """One model file: what it is for, its exact bytes (sha256, size), and its sources in order."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(pattern=r"^[a-z0-9_]+$")
+    task: str
+    file: str = Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    size: int = Field(gt=0)
+    licence: str
+    inputs: str
+    sources: tuple[UrlSource | PackageSource, ...] = Field(min_length=1)
+
+    @field_validator("sources")
+    @classmethod
+    def _one_package_at_most(
+        cls, sources: tuple[UrlSource | PackageSource, ...]
+    ) -> tuple[UrlSource | PackageSource, ...]:
+        if sum(isinstance(s, PackageSource) for s in sources) > 1:
+            raise ValueError("at most one python_package source")
+        return sources
+
+    @property
+    def urls(self) -> tuple[str, ...]:
+        """The download URLs, in the order to try them."""
+        return tuple(s.url for s in self.sources if isinstance(s, UrlSource))
+
+    @property
+    def package(self) -> PackageSource | None:
+        """The installed Python package that ships this file, if any."""
+        return next((s for s in self.sources if isinstance(s, PackageSource)), None)
+
+
+def _describe(error: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(part) for part in e['loc']) or 'entry'}: {e['msg']}"
+        for e in error.errors()
+    )
+
+
+def load_manifest(path: Path = MANIFEST_PATH) -> dict[str, ModelSpec]:
+    """Read and validate the manifest; production sources must be https."""
+    try:
+        document = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as error:
+        raise ManifestError(f"{path}: cannot read manifest: {error}") from error
+    entries = document.get("models") if isinstance(document, dict) else None
+    if not isinstance(entries, dict) or not entries:
+        raise ManifestError(f"{path}: expected a non-empty 'models' mapping")
+
+    manifest: dict[str, ModelSpec] = {}
+    for name, entry in entries.items():
+        if not isinstance(entry, dict):
+            raise ManifestError(f"{path}: model {name!r}: expected a mapping of fields")
+        try:
+            spec = ModelSpec.model_validate({**entry, "name": name})
+        except ValidationError as error:
+            raise ManifestError(f"{path}: model {name!r}: {_describe(error)}") from error
+        insecure = [url for url in spec.urls if not url.startswith("https://")]
+        if insecure:
+            raise ManifestError(f"{path}: model {name!r}: sources must be https: {insecure}")
+        manifest[name] = spec
+    return manifest

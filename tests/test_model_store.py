@@ -1,0 +1,303 @@
+"""The model manifest and store, against real model files and a real local HTTP server."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ex_app.models.manifest import ManifestError, ModelSpec, load_manifest
+from ex_app.models.store import ModelStore, ModelUnavailable, file_sha256, package_file
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+SHARED_MODELS = PROJECT_ROOT.parent / "shared" / "models"
+BIG_MODEL = SHARED_MODELS / "efficientnet_lite0.onnx"  # 18.6 MB: many chunks
+SMALL_MODEL = SHARED_MODELS / "face_detection_yunet.onnx"
+OTHER_MODEL = SHARED_MODELS / "musicnn_mtt.onnx"
+
+
+@dataclass
+class ServedFiles:
+    """What the test server serves and what it saw."""
+
+    files: dict[str, bytes] = field(default_factory=dict)
+    supports_range: bool = True
+    cut_next_response_after: int | None = None
+    requests: list[tuple[str, str | None]] = field(default_factory=list)
+
+
+class ModelFileHandler(BaseHTTPRequestHandler):
+    """Serves ``ServedFiles``, honouring Range when allowed, cutting a response when told."""
+
+    def do_GET(self) -> None:
+        served = self.server.served  # type: ignore[attr-defined]
+        range_header = self.headers.get("Range")
+        served.requests.append((self.path, range_header))
+        body = served.files.get(self.path)
+        if body is None:
+            self.send_error(404)
+            return
+        start = 0
+        if range_header and served.supports_range:
+            start = int(range_header.removeprefix("bytes=").split("-")[0])
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
+        else:
+            self.send_response(200)
+        self.send_header("Content-Length", str(len(body) - start))
+        self.end_headers()
+        payload = body[start:]
+        if served.cut_next_response_after is not None:
+            payload = payload[: served.cut_next_response_after]
+            served.cut_next_response_after = None
+        self.wfile.write(payload)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def server() -> Iterator[tuple[str, ServedFiles]]:
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), ModelFileHandler)
+    httpd.served = ServedFiles()  # type: ignore[attr-defined]
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}", httpd.served  # type: ignore[attr-defined]
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def spec_for(name: str, payload: Path, urls: list[str], file: str | None = None) -> ModelSpec:
+    """A manifest entry describing a real file's bytes, fetched from ``urls``."""
+    return ModelSpec(
+        name=name,
+        task="test",
+        file=file or payload.name,
+        sha256=file_sha256(payload),
+        size=payload.stat().st_size,
+        licence="test",
+        inputs="test",
+        sources=tuple({"url": url} for url in urls),
+    )
+
+
+def serve(served: ServedFiles, base: str, payload: Path) -> str:
+    served.files["/" + payload.name] = payload.read_bytes()
+    return f"{base}/{payload.name}"
+
+
+def test_download_verifies_and_reports_progress(tmp_path, server):
+    base, served = server
+    spec = spec_for("big", BIG_MODEL, [serve(served, base, BIG_MODEL)])
+    store = ModelStore(tmp_path, {"big": spec})
+    calls: list[tuple[int, int]] = []
+
+    path = store.fetch("big", progress=lambda done, total: calls.append((done, total)))
+
+    assert path == tmp_path / "big" / spec.sha256[:16] / BIG_MODEL.name
+    assert file_sha256(path) == spec.sha256
+    assert len(calls) > 2
+    done_values = [done for done, _ in calls]
+    assert done_values == sorted(done_values) and len(set(done_values)) == len(done_values)
+    assert calls[-1] == (spec.size, spec.size)
+    assert {total for _, total in calls} == {spec.size}
+    assert not path.with_name(path.name + ".part").exists()
+
+
+def test_wrong_hash_fails_each_source_clearly_and_leaves_nothing(tmp_path, server):
+    base, served = server
+    url = serve(served, base, SMALL_MODEL)
+    wrong = spec_for("probe", SMALL_MODEL, [f"{base}/missing.onnx", url]).model_copy(
+        update={"sha256": hashlib.sha256(b"other bytes").hexdigest()}
+    )
+    store = ModelStore(tmp_path / "models", {"probe": wrong}, mirror=tmp_path / "empty")
+
+    with pytest.raises(ModelUnavailable) as failure:
+        store.path("probe")
+
+    reasons = failure.value.reasons
+    assert len(reasons) == 3
+    assert "mirror" in reasons[0] and "no file" in reasons[0]
+    assert "missing.onnx" in reasons[1] and "HTTP 404" in reasons[1]
+    assert reasons[2].startswith(url) and "sha256 mismatch" in reasons[2]
+    assert wrong.sha256 in reasons[2] and file_sha256(SMALL_MODEL) in reasons[2]
+    assert "sha256 mismatch" in str(failure.value)
+    version_dir = store.stored_path("probe").parent
+    assert [p.name for p in version_dir.iterdir()] == []
+
+
+def test_broken_download_resumes_with_range_request(tmp_path, server):
+    base, served = server
+    spec = spec_for("big", BIG_MODEL, [serve(served, base, BIG_MODEL)])
+    store = ModelStore(tmp_path, {"big": spec})
+    cut = 5_000_000
+    served.cut_next_response_after = cut
+
+    with pytest.raises(ModelUnavailable) as failure:
+        store.fetch("big")
+    assert "kept to resume" in failure.value.reasons[0]
+    part = store.stored_path("big").with_name(BIG_MODEL.name + ".part")
+    assert part.stat().st_size == cut
+    assert not store.stored_path("big").exists()
+
+    calls: list[tuple[int, int]] = []
+    path = store.fetch("big", progress=lambda done, total: calls.append((done, total)))
+
+    assert served.requests[-1] == ("/" + BIG_MODEL.name, f"bytes={cut}-")
+    assert calls[0][0] > cut and calls[-1] == (spec.size, spec.size)
+    assert file_sha256(path) == spec.sha256
+    assert not part.exists()
+
+
+def test_server_without_range_support_restarts(tmp_path, server):
+    base, served = server
+    served.supports_range = False
+    spec = spec_for("big", BIG_MODEL, [serve(served, base, BIG_MODEL)])
+    store = ModelStore(tmp_path, {"big": spec})
+    served.cut_next_response_after = 3_000_000
+    with pytest.raises(ModelUnavailable):
+        store.fetch("big")
+
+    calls: list[tuple[int, int]] = []
+    path = store.fetch("big", progress=lambda done, total: calls.append((done, total)))
+
+    assert served.requests[-1][1] == "bytes=3000000-"  # asked, but got the whole file
+    assert calls[0][0] <= 3_000_000 and calls[-1] == (spec.size, spec.size)
+    assert file_sha256(path) == spec.sha256
+
+
+def test_fetch_from_mirror_copies_and_verifies(tmp_path, server):
+    base, served = server
+    manifest = load_manifest()
+    store = ModelStore(tmp_path, manifest, mirror=SHARED_MODELS)
+    calls: list[tuple[int, int]] = []
+
+    path = store.fetch("face_detection_yunet", progress=lambda d, t: calls.append((d, t)))
+
+    assert path == store.stored_path("face_detection_yunet")
+    assert path.read_bytes() == SMALL_MODEL.read_bytes()
+    assert calls[-1] == (SMALL_MODEL.stat().st_size,) * 2
+    assert store.path("imagenet_labels").read_text().startswith("n01440764\ttench\n")
+
+
+def test_dlib_files_come_verified_from_the_python_package(tmp_path):
+    manifest = load_manifest()
+    store = ModelStore(tmp_path, manifest)
+
+    for name in ("dlib_face_landmarks_5", "dlib_face_embedder"):
+        path = store.path(name)
+        assert "face_recognition_models" in path.parts
+        assert path.name == manifest[name].file
+        assert not store.stored_path(name).exists()  # used in place, not copied
+
+    tampered = manifest["dlib_face_embedder"].model_copy(
+        update={"sha256": "0" * 64, "sources": manifest["dlib_face_embedder"].sources[:1]}
+    )
+    with pytest.raises(ModelUnavailable) as failure:
+        ModelStore(tmp_path / "other", {"dlib_face_embedder": tampered}).path("dlib_face_embedder")
+    assert failure.value.reasons == [
+        f"python package face_recognition_models: sha256 mismatch: {package_file(tampered)} "
+        f"has {manifest['dlib_face_embedder'].sha256}, expected {'0' * 64}"
+    ]
+
+
+def test_present_file_is_not_refetched_nor_rehashed_unless_changed(tmp_path, server):
+    base, served = server
+    spec = spec_for("small", SMALL_MODEL, [serve(served, base, SMALL_MODEL)])
+    path = ModelStore(tmp_path, {"small": spec}).path("small")
+    assert len(served.requests) == 1
+
+    fresh_store = ModelStore(tmp_path, {"small": spec})
+    assert fresh_store.path("small") == path
+    assert fresh_store.fetch("small") == path
+    assert len(served.requests) == 1
+
+    # Same size and mtime: the sidecar is trusted and the file is not re-hashed.
+    stat = path.stat()
+    original = path.read_bytes()
+    path.write_bytes(bytes([original[0] ^ 0xFF]) + original[1:])
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert fresh_store.path("small") == path
+    assert len(served.requests) == 1
+
+    # A changed mtime makes the store re-hash, reject and fetch again.
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+    assert fresh_store.path("small") == path
+    assert len(served.requests) == 2
+    assert path.read_bytes() == original
+
+
+def test_new_manifest_hash_fetches_beside_the_old_version(tmp_path, server):
+    base, served = server
+    old = spec_for("detector", SMALL_MODEL, [serve(served, base, SMALL_MODEL)], file="m.onnx")
+    new = spec_for("detector", OTHER_MODEL, [serve(served, base, OTHER_MODEL)], file="m.onnx")
+
+    old_path = ModelStore(tmp_path, {"detector": old}).path("detector")
+    new_path = ModelStore(tmp_path, {"detector": new}).path("detector")
+
+    assert old_path != new_path and old_path.name == new_path.name == "m.onnx"
+    assert old_path.read_bytes() == SMALL_MODEL.read_bytes()
+    assert new_path.read_bytes() == OTHER_MODEL.read_bytes()
+
+
+def test_status_lists_every_model_and_what_is_present(tmp_path):
+    manifest = load_manifest()
+    store = ModelStore(tmp_path, manifest, mirror=SHARED_MODELS)
+    store.path("musicnn_msd_labels")
+
+    rows = {row.name: row for row in store.status()}
+
+    assert set(rows) == set(manifest)
+    assert rows["musicnn_msd_labels"].present
+    assert rows["musicnn_msd_labels"].path == store.stored_path("musicnn_msd_labels")
+    assert rows["dlib_face_embedder"].present  # the installed package ships it
+    assert not rows["efficientnet_lite0"].present and rows["efficientnet_lite0"].path is None
+    assert rows["efficientnet_lite0"].size == BIG_MODEL.stat().st_size
+
+
+def test_manifest_matches_the_mirror_and_the_installed_package():
+    manifest = load_manifest()
+    mirror_files = {p.name for p in SHARED_MODELS.iterdir() if p.name != "README.md"}
+
+    assert mirror_files <= {spec.file for spec in manifest.values()}
+    for spec in manifest.values():
+        assert spec.urls and all(url.startswith("https://") for url in spec.urls)
+        local = SHARED_MODELS / spec.file if spec.package is None else package_file(spec)
+        assert local is not None and local.is_file(), spec.name
+        assert local.stat().st_size == spec.size, spec.name
+        assert file_sha256(local) == spec.sha256, spec.name
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda entry: entry.pop("sha256"), "'probe': sha256: Field required"),
+        (lambda entry: entry.update(sha256="ABC123"), "'probe': sha256: String should match"),
+        (lambda entry: entry.update(sources=[{"url": "http://x/y"}]), "must be https"),
+        (lambda entry: entry.update(sizes=1), "sizes: Extra inputs are not permitted"),
+    ],
+)
+def test_manifest_errors_name_the_model_and_the_field(tmp_path, change, message):
+    entry = {
+        "task": "t",
+        "file": "probe.onnx",
+        "sha256": "a" * 64,
+        "size": 1,
+        "licence": "MIT",
+        "inputs": "x",
+        "sources": [{"url": "https://example.org/probe.onnx"}],
+    }
+    change(entry)
+    path = tmp_path / "manifest.yml"
+    path.write_text(yaml.safe_dump({"models": {"probe": entry}}))
+
+    with pytest.raises(ManifestError, match="probe") as failure:
+        load_manifest(path)
+    assert message in str(failure.value)
