@@ -100,7 +100,7 @@ class ModelStore:
 
     def path(self, name: str) -> Path:
         """The verified local file for a model, fetching it first if needed."""
-        return self._present(self._spec(name)) or self.fetch(name)
+        return self.fetch(name)
 
     def fetch(self, name: str, progress: Progress | None = None) -> Path:
         """Make a verified copy available (unless one is) and return its path.
