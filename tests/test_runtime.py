@@ -122,3 +122,9 @@ def test_tflite_session_finds_faces_and_not_coffee(blazeface):
     assert blazeface.output_names == ["regressors", "classificators"]
     assert min(face_scores) > 0.5, face_scores
     assert no_face_score < 0.5 and no_face_score < min(face_scores) - 0.2
+
+
+def test_tflite_refuses_a_batch_where_the_model_fixes_the_batch_size():
+    session = open_session(blazeface_front_model())
+    with pytest.raises(ValueError, match="takes shape"):
+        session.run({session.input_names[0]: np.zeros((3, 128, 128, 3), np.float32)})

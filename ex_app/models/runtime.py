@@ -63,7 +63,7 @@ class OnnxSession:
 
 
 class TFLiteSession:
-    """A LiteRT interpreter; resizes its inputs to the shapes it is fed."""
+    """A LiteRT interpreter; inputs with free (-1) dimensions are resized to what is fed."""
 
     def __init__(self, path: Path, threads: int = 1):
         from ai_edge_litert.interpreter import Interpreter
@@ -79,9 +79,21 @@ class TFLiteSession:
         resized = False
         for detail in self._inputs:
             value = feeds[detail["name"]]
-            if tuple(value.shape) != tuple(detail["shape"]):
-                self._interpreter.resize_tensor_input(detail["index"], value.shape)
-                resized = True
+            if tuple(value.shape) == tuple(detail["shape"]):
+                continue
+            signature = detail.get("shape_signature", detail["shape"])
+            fixed = [
+                (want, got)
+                for want, got in zip(signature, value.shape, strict=False)
+                if want != -1 and want != got
+            ]
+            if fixed or len(signature) != value.ndim:
+                raise ValueError(
+                    f"input {detail['name']!r} takes shape {list(signature)} (-1: any), "
+                    f"got {list(value.shape)}"
+                )
+            self._interpreter.resize_tensor_input(detail["index"], value.shape)
+            resized = True
         if resized:
             self._interpreter.allocate_tensors()
             self._inputs = self._interpreter.get_input_details()
