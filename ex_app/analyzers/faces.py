@@ -1,0 +1,207 @@
+"""Faces in a photo: YuNet finds them, dlib aligns and embeds them, each gets a quality score.
+
+The analyzer is a pure function of decoded RGB pixels; model files are opened once, in
+:class:`FaceAnalyzer`'s constructor.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import dlib
+import numpy as np
+
+# YuNet misses faces that fill a tiny image (ORL's 23×28 crops) and, more and more often,
+# faces over about 250 detector pixels (LFW crops scaled so the face is 300 px: 86% found;
+# 450 px: 74%). So small images are upscaled until their shorter side is FINE_MIN_SIDE, and
+# bigger images are searched a second time scaled down to a longer side of COARSE_SIDE;
+# detections of both passes are merged by non-maximum suppression.
+FINE_MIN_SIDE = 256
+COARSE_SIDE = 320
+COARSE_FROM_SIDE = 480  # the coarse pass runs when the fine pass's longer side reaches this
+FINE_MAX_SIDE = 1920  # upscaling stops here, so a thin strip cannot grow without bound
+NMS_IOU = 0.3
+
+CHIP_PADDING = 0.25  # around the landmarks of dlib's 150×150 chips, as dlib was trained
+SHARPNESS_SIDE = 64  # the face box is resized to this square before measuring sharpness
+
+# Constants of face_quality's components.
+SCORE_FLOOR, SCORE_FULL = 0.5, 0.95
+SIZE_FULL = 100.0  # shorter box side in pixels at which a face is "big enough"
+SHARPNESS_HALF = 100.0  # box_sharpness that maps to 0.5
+
+
+@dataclass
+class Face:
+    """One detected face, in the coordinates of the image given to the analyzer."""
+
+    box: tuple[float, float, float, float]  # x, y, w, h in input pixels
+    score: float  # YuNet's detection score
+    landmarks: np.ndarray  # 5×2: right eye, left eye, nose tip, right, left mouth corner
+    quality: float  # 0..1, see face_quality
+    sharpness: float  # box_sharpness: Laplacian variance of the grey face at 64×64
+    pose: float  # 0..1 frontality from the landmarks, 1 = frontal
+    embedding: np.ndarray  # 128 float32, dlib's raw descriptor: not L2-normalised (norm 1.3–1.7)
+
+
+@dataclass
+class Detection:
+    """What YuNet reports for one face, before alignment and embedding."""
+
+    box: tuple[float, float, float, float]  # x, y, w, h in input pixels, clipped to the image
+    score: float
+    landmarks: np.ndarray  # 5×2 float32, same order as Face.landmarks
+
+
+class FaceAnalyzer:
+    """Detects, aligns, embeds and rates the faces in an RGB image."""
+
+    def __init__(
+        self,
+        detector_path: Path,
+        landmarks_path: Path,
+        embedder_path: Path,
+        min_score: float = 0.8,
+        min_size: int = 16,
+        threads: int = 1,
+    ):
+        self.min_score = min_score
+        self.min_size = min_size
+        # OpenCV's thread count is process-wide; YuNet runs on OpenCV's DNN module.
+        cv2.setNumThreads(threads)
+        self._detector = cv2.FaceDetectorYN.create(
+            str(detector_path), "", (320, 320), min_score, NMS_IOU, 5000
+        )
+        self._shape_predictor = dlib.shape_predictor(str(landmarks_path))
+        self._embedder = dlib.face_recognition_model_v1(str(embedder_path))
+
+    def analyze(self, rgb: np.ndarray) -> list[Face]:
+        """All faces of at least min_score and min_size in an H×W×3 uint8 RGB image."""
+        rgb = np.ascontiguousarray(rgb, dtype=np.uint8)
+        detections = self.detect(rgb)
+        if not detections:
+            return []
+        shapes = dlib.full_object_detections()
+        for detection in detections:
+            x, y, w, h = detection.box
+            rect = dlib.rectangle(round(x), round(y), round(x + w), round(y + h))
+            shapes.append(self._shape_predictor(rgb, rect))
+        # One call for all faces; as fast per face as one call per chip, and the same output.
+        embeddings = self._embedder.compute_face_descriptor(rgb, shapes, padding=CHIP_PADDING)
+        grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+        faces = []
+        for detection, embedding in zip(detections, embeddings):
+            sharpness = box_sharpness(grey, detection.box)
+            pose = frontality(detection.landmarks)
+            size = min(detection.box[2], detection.box[3])
+            faces.append(
+                Face(
+                    box=detection.box,
+                    score=detection.score,
+                    landmarks=detection.landmarks,
+                    quality=face_quality(detection.score, size, sharpness, pose),
+                    sharpness=sharpness,
+                    pose=pose,
+                    embedding=np.asarray(embedding, dtype=np.float32),
+                )
+            )
+        return faces
+
+    def detect(self, rgb: np.ndarray) -> list[Detection]:
+        """The faces YuNet finds at min_score and min_size, without alignment or embedding."""
+        height, width = rgb.shape[:2]
+        bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+        rows = [self._detect_at(bgr, scale) for scale in detection_scales(width, height)]
+        found = np.concatenate(rows)
+        if not len(found):
+            return []
+        boxes, scores = found[:, :4].tolist(), found[:, 14].tolist()
+        keep = cv2.dnn.NMSBoxes(boxes, scores, self.min_score, NMS_IOU)
+        results = []
+        for row in found[np.asarray(keep, dtype=int).reshape(-1)]:
+            x0, y0 = max(row[0], 0.0), max(row[1], 0.0)
+            x1, y1 = min(row[0] + row[2], width), min(row[1] + row[3], height)
+            if min(x1 - x0, y1 - y0) < self.min_size:
+                continue
+            results.append(
+                Detection(
+                    box=(float(x0), float(y0), float(x1 - x0), float(y1 - y0)),
+                    score=float(row[14]),
+                    landmarks=row[4:14].reshape(5, 2).astype(np.float32),
+                )
+            )
+        return results
+
+    def _detect_at(self, bgr: np.ndarray, scale: float) -> np.ndarray:
+        """YuNet's rows (x, y, w, h, 5 landmarks, score) at one scale, in input pixels."""
+        if scale != 1.0:
+            size = (round(bgr.shape[1] * scale), round(bgr.shape[0] * scale))
+            interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC
+            bgr = cv2.resize(bgr, size, interpolation=interpolation)
+        self._detector.setInputSize((bgr.shape[1], bgr.shape[0]))
+        _, rows = self._detector.detect(bgr)
+        if rows is None:
+            return np.zeros((0, 15), dtype=np.float32)
+        rows = rows.copy()
+        rows[:, :14] /= scale
+        return rows
+
+
+def detection_scales(width: int, height: int) -> list[float]:
+    """The scales YuNet looks at an image at: a fine pass, plus a coarse one for big images."""
+    upscale = min(FINE_MIN_SIDE / min(width, height), FINE_MAX_SIDE / max(width, height))
+    fine = max(1.0, upscale)
+    scales = [fine]
+    if max(width, height) * fine >= COARSE_FROM_SIDE:
+        scales.append(COARSE_SIDE / max(width, height))
+    return scales
+
+
+def box_sharpness(grey: np.ndarray, box: tuple[float, float, float, float]) -> float:
+    """Variance of the Laplacian of the face box resized to 64×64: low for blurred faces.
+
+    Measured at a fixed size so that values compare across face sizes; tiny faces, upscaled
+    smoothly, come out soft, as they are.
+    """
+    x, y, w, h = (round(v) for v in box)
+    crop = grey[y : y + max(h, 1), x : x + max(w, 1)]
+    shrink = crop.shape[1] > SHARPNESS_SIDE
+    interpolation = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
+    square = cv2.resize(crop, (SHARPNESS_SIDE, SHARPNESS_SIDE), interpolation=interpolation)
+    return float(cv2.Laplacian(square, cv2.CV_64F).var())
+
+
+def frontality(landmarks: np.ndarray) -> float:
+    """1 for a frontal face, towards 0 as it turns: symmetry of the nose between eyes and mouth.
+
+    The nose tip's distance to each eye and to each mouth corner; for each pair, the shorter
+    divided by the longer; the product of both ratios.
+    """
+    right_eye, left_eye, nose, right_mouth, left_mouth = landmarks.astype(np.float64)
+
+    def ratio(a: np.ndarray, b: np.ndarray) -> float:
+        da, db = np.linalg.norm(a - nose), np.linalg.norm(b - nose)
+        return float(min(da, db) / max(da, db, 1e-6))
+
+    return ratio(right_eye, left_eye) * ratio(right_mouth, left_mouth)
+
+
+def face_quality(score: float, size: float, sharpness: float, pose: float) -> float:
+    """A face's fitness for recognition, 0..1: the geometric mean of four components.
+
+    - detection: (score − 0.5) / 0.45, clipped to 0..1 (YuNet's 0.95 and above count as 1)
+    - size: shorter box side / 100 px, clipped to 0..1
+    - sharpness: s / (s + 100), s = :func:`box_sharpness` (LFW's news photos: median about
+      390; 100 after a Gaussian blur of σ = face width / 60; 30 after σ = width / 30)
+    - pose: :func:`frontality`
+    Any component at 0 makes the quality 0.
+    """
+    components = (
+        np.clip((score - SCORE_FLOOR) / (SCORE_FULL - SCORE_FLOOR), 0.0, 1.0),
+        np.clip(size / SIZE_FULL, 0.0, 1.0),
+        sharpness / (sharpness + SHARPNESS_HALF),
+        np.clip(pose, 0.0, 1.0),
+    )
+    return float(np.prod(components) ** (1 / len(components)))
