@@ -53,7 +53,7 @@ class Settings(BaseSettings):
 
     # Faces.
     face_min_score: float = Field(default=0.8, gt=0, lt=1)
-    face_min_size: int = Field(default=24, ge=1)  # pixels, shorter side of the box
+    face_min_size: int = Field(default=16, ge=1)  # pixels, shorter side of the box
     face_cluster_distance: float = Field(default=0.45, gt=0)  # dlib embedding space
     face_min_faces_per_person: int = Field(default=2, ge=1)
 

@@ -1,0 +1,240 @@
+"""The ``recognize`` command: scan a folder, read results, manage models and state."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+import click
+from sqlalchemy import delete, func, select, update
+from tqdm import tqdm
+
+from ex_app.config import Settings
+from ex_app.engine import Engine
+from ex_app.models.store import ModelUnavailable
+from ex_app.sinks.json_export import export_results, overall_status
+from ex_app.store import schema
+from ex_app.store.schema import TaskStatus
+from ex_app.work.pipeline import FACES
+from ex_app.work.progress import measure_progress
+from ex_app.work.scan import LOCAL_SOURCE
+
+
+@click.group()
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder for all state: database, models, caches. [env: RECOGNIZE_DATA_DIR; "
+    "default: APP_PERSISTENT_STORAGE, else a per-user data folder]",
+)
+@click.option(
+    "--model-mirror",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Local folder to take model files from before any download. [env: RECOGNIZE_MODEL_MIRROR]",
+)
+@click.option("-v", "--verbose", is_flag=True, help="Log what happens.")
+@click.pass_context
+def main(ctx: click.Context, data_dir: Path | None, model_mirror: Path | None, verbose: bool) -> None:
+    """Recognize: private tagging of photos (faces into persons, objects, scenes)."""
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, stream=sys.stderr)
+    flags = {"data_dir": data_dir, "model_mirror": model_mirror}
+    ctx.obj = Engine(Settings(**{k: v for k, v in flags.items() if v is not None}))
+
+
+@main.command()
+@click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a terminal).")
+@click.pass_obj
+def scan(engine: Engine, folder: Path, progress: bool | None) -> None:
+    """Analyze the new and changed media files below FOLDER."""
+    bar = tqdm(total=0, unit="file", disable=None if progress is None else not progress)
+
+    def planned(count: int) -> None:
+        bar.reset(total=count)
+
+    try:
+        report = engine.scan(folder, on_planned=planned, on_file_done=lambda _: bar.update())
+    except ModelUnavailable as error:
+        raise click.ClickException(str(error)) from error
+    finally:
+        bar.close()
+    s = report.sync
+    click.echo(
+        f"{s.added} new, {s.changed} changed, {s.removed} removed, {s.unchanged} unchanged; "
+        f"{report.processed} files analyzed; {report.persons} persons"
+    )
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, required=True, help="Print JSON (the only format).")
+@click.option(
+    "--root",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Only files of this scanned folder.",
+)
+@click.pass_obj
+def export(engine: Engine, as_json: bool, root: Path | None) -> None:
+    """Print all results: files with their tags, labels and faces, and persons."""
+    with engine.sessions() as session:
+        root_id = None
+        if root is not None:
+            root_id = session.scalar(
+                select(schema.Root.id).where(
+                    schema.Root.source == LOCAL_SOURCE,
+                    schema.Root.location == str(root.resolve()),
+                )
+            )
+            if root_id is None:
+                raise click.ClickException(f"{root} has not been scanned")
+        click.echo(json.dumps(export_results(session, root_id), indent=1))
+
+
+@main.command()
+@click.pass_obj
+def persons(engine: Engine) -> None:
+    """List persons with their face counts."""
+    with engine.sessions() as session:
+        rows = session.execute(
+            select(schema.Person, func.count(schema.Face.id))
+            .join(schema.Face, isouter=True)
+            .group_by(schema.Person.id)
+            .order_by(func.count(schema.Face.id).desc(), schema.Person.id)
+        ).all()
+    for person, count in rows:
+        name = person.name or "(unnamed)"
+        click.echo(f"{person.id:>6}  {count:>5} faces  {name}{'  [hidden]' if person.hidden else ''}")
+    click.echo(f"{len(rows)} persons")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def stats(engine: Engine, as_json: bool) -> None:
+    """Counts of files by status, faces, persons and tags."""
+    with engine.sessions() as session:
+        task_statuses: dict[int, set[str]] = {
+            file_id: set() for file_id in session.scalars(select(schema.File.id))
+        }
+        for file_id, status in session.execute(select(schema.Task.file_id, schema.Task.status)):
+            task_statuses[file_id].add(status)
+        statuses: dict[str, int] = {}
+        for file_statuses in task_statuses.values():
+            status = overall_status(file_statuses)
+            statuses[status] = statuses.get(status, 0) + 1
+        tags = dict(
+            session.execute(
+                select(schema.FileTag.tag, func.count())
+                .group_by(schema.FileTag.tag)
+                .order_by(func.count().desc(), schema.FileTag.tag)
+            ).all()
+        )
+        figures = {
+            "files": len(task_statuses),
+            "by_status": statuses,
+            "faces": session.scalar(select(func.count(schema.Face.id))),
+            "faces_unassigned": session.scalar(
+                select(func.count(schema.Face.id)).where(schema.Face.person_id.is_(None))
+            ),
+            "persons": session.scalar(select(func.count(schema.Person.id))),
+            "tags": tags,
+        }
+    if as_json:
+        click.echo(json.dumps(figures, indent=1))
+        return
+    click.echo(f"files: {figures['files']} ({', '.join(f'{v} {k}' for k, v in statuses.items())})")
+    click.echo(f"faces: {figures['faces']} ({figures['faces_unassigned']} unassigned)")
+    click.echo(f"persons: {figures['persons']}")
+    click.echo("tags: " + ", ".join(f"{tag} {count}" for tag, count in tags.items()))
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def progress(engine: Engine, as_json: bool) -> None:
+    """Work done and left per analyzer, recent throughput and time left."""
+    with engine.sessions() as session:
+        report = measure_progress(session)
+    if as_json:
+        click.echo(json.dumps([p.as_dict() for p in report], indent=1))
+        return
+    for p in report:
+        eta = "unknown" if p.eta_seconds is None else _duration(p.eta_seconds)
+        click.echo(
+            f"{p.analyzer}: {p.done} done, {p.pending} pending, {p.failed} failed; "
+            f"{p.per_minute:.1f}/min; time left {eta}"
+        )
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+
+
+@main.command()
+@click.option("--all", "everything", is_flag=True, help="Forget every file and result.")
+@click.option("--faces", is_flag=True, help="Forget faces and persons; faces are found again.")
+@click.option("--clusters", is_flag=True, help="Forget persons; faces are grouped again.")
+@click.option("--errors", is_flag=True, help="Retry files that failed.")
+@click.pass_obj
+def reset(engine: Engine, everything: bool, faces: bool, clusters: bool, errors: bool) -> None:
+    """Forget some state so that the next scan redoes that work."""
+    if not (everything or faces or clusters or errors):
+        raise click.UsageError("say what to reset: --all, --faces, --clusters or --errors")
+    with engine.sessions.begin() as session:
+        if everything:
+            session.execute(delete(schema.Root))
+            session.execute(delete(schema.Person))
+        if faces:
+            session.execute(delete(schema.Face))
+            session.execute(
+                update(schema.Task).where(schema.Task.analyzer == FACES).values(status=TaskStatus.PENDING)
+            )
+        if faces or clusters:
+            session.execute(update(schema.Face).values(person_id=None))
+            session.execute(delete(schema.Person))
+        if errors:
+            session.execute(
+                update(schema.Task)
+                .where(schema.Task.status == TaskStatus.ERROR)
+                .values(status=TaskStatus.PENDING, error=None)
+            )
+    click.echo("reset done")
+
+
+@main.group()
+def models() -> None:
+    """The model files: list them, fetch them."""
+
+
+@models.command("list")
+@click.pass_obj
+def models_list(engine: Engine) -> None:
+    """Each model with its task, size and whether it is present."""
+    for status in engine.models.status():
+        where = str(status.path) if status.present else "missing"
+        click.echo(f"{status.name:<24} {status.task:<28} {status.size / 1e6:>7.1f} MB  {where}")
+
+
+@models.command("fetch")
+@click.argument("names", nargs=-1)
+@click.pass_obj
+def models_fetch(engine: Engine, names: tuple[str, ...]) -> None:
+    """Fetch and verify models (all of them when no NAMES are given)."""
+    manifest = engine.models.manifest
+    for name in names or tuple(manifest):
+        if name not in manifest:
+            raise click.ClickException(f"unknown model {name!r}; known: {', '.join(manifest)}")
+        with tqdm(total=manifest[name].size, unit="B", unit_scale=True, desc=name, disable=None) as bar:
+
+            def advance(done: int, total: int) -> None:
+                bar.total = total
+                bar.update(done - bar.n)
+
+            try:
+                path = engine.models.fetch(name, progress=advance)
+            except ModelUnavailable as error:
+                raise click.ClickException(str(error)) from error
+        click.echo(f"{name}: {path}")

@@ -1,0 +1,68 @@
+"""The engine: settings, database, model store and pipeline wired together.
+
+The CLI and the ExApp both drive Recognize through this one object.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from ex_app.config import MANIFEST_PATH, Settings
+from ex_app.models.manifest import load_manifest
+from ex_app.models.store import ModelStore
+from ex_app.people.grouping import regroup_persons
+from ex_app.store.database import open_database
+from ex_app.work.pipeline import Pipeline
+from ex_app.work.scan import SyncReport, process_pending, sync_folder
+
+
+@dataclass
+class ScanReport:
+    sync: SyncReport
+    processed: int
+    persons: int
+
+
+class Engine:
+    """Recognize's state (in settings.data_dir) and the work done on it."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+
+    @cached_property
+    def sessions(self) -> sessionmaker[Session]:
+        return open_database(self.settings.resolved_database_url)
+
+    @cached_property
+    def models(self) -> ModelStore:
+        return ModelStore(
+            self.settings.models_dir, load_manifest(MANIFEST_PATH), mirror=self.settings.model_mirror
+        )
+
+    @cached_property
+    def pipeline(self) -> Pipeline:
+        return Pipeline(self.settings, self.models)
+
+    def scan(
+        self,
+        folder: Path,
+        on_planned: Callable[[int], None] = lambda count: None,
+        on_file_done: Callable[[str], None] = lambda path: None,
+    ) -> ScanReport:
+        """Record the folder's new and changed files, analyze them, then regroup faces."""
+        root_id, sync = sync_folder(self.sessions, folder, self.pipeline)
+        processed = process_pending(
+            self.sessions, folder, root_id, self.pipeline, on_planned, on_file_done
+        )
+        with self.sessions.begin() as session:
+            persons = regroup_persons(
+                session,
+                max_distance=self.settings.face_cluster_distance,
+                min_faces=self.settings.face_min_faces_per_person,
+            )
+        return ScanReport(sync=sync, processed=processed, persons=persons)

@@ -1,0 +1,147 @@
+"""The database tables: scanned roots, files, per-analyzer task state and results, persons."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Root(Base):
+    """A scanned tree: a local folder, or later a Nextcloud user's files."""
+
+    __tablename__ = "roots"
+    __table_args__ = (UniqueConstraint("source", "location"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    source: Mapped[str] = mapped_column(String(32))
+    location: Mapped[str] = mapped_column(Text)
+    files: Mapped[list["File"]] = relationship(back_populates="root", cascade="all, delete-orphan")
+
+
+class File(Base):
+    """One media file, identified by its path inside a root."""
+
+    __tablename__ = "files"
+    __table_args__ = (UniqueConstraint("root_id", "path"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    root_id: Mapped[int] = mapped_column(ForeignKey("roots.id", ondelete="CASCADE"), index=True)
+    path: Mapped[str] = mapped_column(Text)
+    kind: Mapped[str] = mapped_column(String(16))
+    size: Mapped[int] = mapped_column(BigInteger)
+    mtime_ns: Mapped[int] = mapped_column(BigInteger)
+    content_hash: Mapped[str] = mapped_column(String(64))
+    width: Mapped[int | None] = mapped_column(Integer)
+    height: Mapped[int | None] = mapped_column(Integer)
+
+    root: Mapped[Root] = relationship(back_populates="files")
+    tasks: Mapped[list["Task"]] = relationship(back_populates="file", cascade="all, delete-orphan")
+    faces: Mapped[list["Face"]] = relationship(back_populates="file", cascade="all, delete-orphan")
+    labels: Mapped[list["Label"]] = relationship(cascade="all, delete-orphan")
+    tags: Mapped[list["FileTag"]] = relationship(cascade="all, delete-orphan")
+
+
+class TaskStatus:
+    PENDING = "pending"
+    DONE = "done"
+    ERROR = "error"
+
+
+class Task(Base):
+    """The state of one analyzer on one file."""
+
+    __tablename__ = "tasks"
+    __table_args__ = (UniqueConstraint("file_id", "analyzer"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    file_id: Mapped[int] = mapped_column(ForeignKey("files.id", ondelete="CASCADE"), index=True)
+    analyzer: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(16), default=TaskStatus.PENDING, index=True)
+    error: Mapped[str | None] = mapped_column(Text)
+    model_version: Mapped[str | None] = mapped_column(String(64))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    file: Mapped[File] = relationship(back_populates="tasks")
+
+
+class Person(Base):
+    """A group of faces believed to be one human."""
+
+    __tablename__ = "persons"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str | None] = mapped_column(Text)
+    hidden: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    faces: Mapped[list["Face"]] = relationship(back_populates="person")
+
+
+class Face(Base):
+    """A detected face: where it is, how good it is, its embedding and its person."""
+
+    __tablename__ = "faces"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    file_id: Mapped[int] = mapped_column(ForeignKey("files.id", ondelete="CASCADE"), index=True)
+    x: Mapped[float] = mapped_column(Float)
+    y: Mapped[float] = mapped_column(Float)
+    w: Mapped[float] = mapped_column(Float)
+    h: Mapped[float] = mapped_column(Float)
+    score: Mapped[float] = mapped_column(Float)
+    quality: Mapped[float] = mapped_column(Float)
+    sharpness: Mapped[float] = mapped_column(Float)
+    landmarks: Mapped[bytes] = mapped_column(LargeBinary)  # 5×2 float32, original pixels
+    embedding: Mapped[bytes] = mapped_column(LargeBinary)  # 128 float32
+    person_id: Mapped[int | None] = mapped_column(
+        ForeignKey("persons.id", ondelete="SET NULL"), index=True
+    )
+
+    file: Mapped[File] = relationship(back_populates="faces")
+    person: Mapped[Person | None] = relationship(back_populates="faces")
+
+
+class Label(Base):
+    """A classifier label (ImageNet class) with its score."""
+
+    __tablename__ = "labels"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    file_id: Mapped[int] = mapped_column(ForeignKey("files.id", ondelete="CASCADE"), index=True)
+    label_id: Mapped[str] = mapped_column(String(32))
+    name: Mapped[str] = mapped_column(Text)
+    score: Mapped[float] = mapped_column(Float)
+
+
+class FileTag(Base):
+    """A human tag given to a file, and the analyzer whose results gave it."""
+
+    __tablename__ = "file_tags"
+
+    file_id: Mapped[int] = mapped_column(
+        ForeignKey("files.id", ondelete="CASCADE"), primary_key=True
+    )
+    analyzer: Mapped[str] = mapped_column(String(32), primary_key=True)
+    tag: Mapped[str] = mapped_column(String(128), primary_key=True)

@@ -1,0 +1,118 @@
+"""Decode one file and run the enabled analyzers on it: the pure middle of the flow.
+
+Models are loaded lazily, once, from the model store. Nothing here touches the database.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+
+from ex_app.analyzers.faces import Face, FaceAnalyzer
+from ex_app.analyzers.objects import Label, ObjectClassifier, load_imagenet_labels
+from ex_app.config import RULES_PATH, Settings
+from ex_app.media.images import decode_image
+from ex_app.media.kinds import MediaKind
+from ex_app.models.runtime import open_session
+from ex_app.models.store import ModelStore
+from ex_app.tagging.rules import TagRules
+
+log = logging.getLogger(__name__)
+
+FACES = "faces"
+OBJECTS = "objects"
+
+# The models each analyzer needs; their hashes make up the analyzer's model version.
+ANALYZER_MODELS: dict[str, tuple[str, ...]] = {
+    FACES: ("face_detection_yunet", "dlib_face_landmarks_5", "dlib_face_embedder"),
+    OBJECTS: ("efficientnet_lite0", "imagenet_labels"),
+}
+
+ANALYZERS_BY_KIND: dict[MediaKind, tuple[str, ...]] = {
+    MediaKind.IMAGE: (FACES, OBJECTS),
+}
+
+
+@dataclass
+class FileAnalysis:
+    """What the analyzers found in one file, in the file's own pixel coordinates."""
+
+    width: int | None = None
+    height: int | None = None
+    faces: list[Face] = field(default_factory=list)
+    labels: list[Label] = field(default_factory=list)
+    tags: list[str] = field(default_factory=list)
+
+
+class Pipeline:
+    """Turns a file on disk into a :class:`FileAnalysis`, for the analyzers asked for."""
+
+    def __init__(self, settings: Settings, models: ModelStore):
+        self._settings = settings
+        self._models = models
+
+    def enabled_analyzers(self, kind: MediaKind) -> tuple[str, ...]:
+        enabled = {FACES: self._settings.faces_enabled, OBJECTS: self._settings.objects_enabled}
+        return tuple(a for a in ANALYZERS_BY_KIND.get(kind, ()) if enabled[a])
+
+    def model_version(self, analyzer: str) -> str:
+        """A short fingerprint of the model files an analyzer runs with."""
+        manifest = self._models.manifest
+        return "+".join(manifest[name].sha256[:8] for name in ANALYZER_MODELS[analyzer])
+
+    @cached_property
+    def face_analyzer(self) -> FaceAnalyzer:
+        s = self._settings
+        return FaceAnalyzer(
+            detector_path=self._models.path("face_detection_yunet"),
+            landmarks_path=self._models.path("dlib_face_landmarks_5"),
+            embedder_path=self._models.path("dlib_face_embedder"),
+            min_score=s.face_min_score,
+            min_size=s.face_min_size,
+            threads=s.threads,
+        )
+
+    @cached_property
+    def object_classifier(self) -> ObjectClassifier:
+        s = self._settings
+        return ObjectClassifier(
+            session=open_session(self._models.path("efficientnet_lite0"), threads=s.threads),
+            labels=load_imagenet_labels(self._models.path("imagenet_labels")),
+            top_k=s.object_top_k,
+            min_score=s.object_min_score,
+        )
+
+    @cached_property
+    def tag_rules(self) -> TagRules:
+        return TagRules.load(RULES_PATH)
+
+    def analyze(self, path: Path, analyzers: tuple[str, ...]) -> FileAnalysis:
+        """Decode the image at path and run the analyzers; raises MediaError for a bad file."""
+        s = self._settings
+        image = decode_image(path, max_side=s.max_image_side, max_pixels=s.max_image_pixels)
+        width, height = image.original_size
+        result = FileAnalysis(width=width, height=height)
+        if FACES in analyzers:
+            result.faces = [
+                _to_original_pixels(face, image.scale)
+                for face in self.face_analyzer.analyze(image.pixels)
+            ]
+        if OBJECTS in analyzers:
+            result.labels = self.object_classifier.classify(image.pixels)
+            result.tags = self.tag_rules.tags_for((label.id, label.score) for label in result.labels)
+        return result
+
+
+def _to_original_pixels(face: Face, scale: float) -> Face:
+    """The face with box and landmarks mapped from decoded to original image pixels."""
+    if scale == 1.0:
+        return face
+    x, y, w, h = face.box
+    face.box = (x / scale, y / scale, w / scale, h / scale)
+    face.landmarks = np.asarray(face.landmarks, dtype=np.float32) / scale
+    return face
+

@@ -1,0 +1,257 @@
+"""Scanning a folder: record new and changed files, then analyze what is pending.
+
+Every step commits in small transactions, and one file's results are written together with
+its task state, so a scan killed at any moment is finished by the next one with nothing
+lost and nothing duplicated.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from ex_app.media.errors import MediaError
+from ex_app.sources.local import SourceFile, walk_local
+from ex_app.store import schema
+from ex_app.store.schema import TaskStatus, utcnow
+from ex_app.work.pipeline import FACES, OBJECTS, FileAnalysis, Pipeline
+
+log = logging.getLogger(__name__)
+
+LOCAL_SOURCE = "local"
+SYNC_CHUNK = 200  # files hashed per transaction while syncing
+
+
+@dataclass
+class SyncReport:
+    added: int = 0
+    changed: int = 0
+    removed: int = 0
+    unchanged: int = 0
+
+
+def content_hash(path: Path) -> str:
+    """sha256 of a file's bytes, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        while chunk := stream.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def root_id_for(session: Session, folder: Path) -> int:
+    """The id of the local root for folder, created on first use."""
+    location = str(folder.resolve())
+    root = session.scalar(
+        select(schema.Root).where(
+            schema.Root.source == LOCAL_SOURCE, schema.Root.location == location
+        )
+    )
+    if root is None:
+        root = schema.Root(source=LOCAL_SOURCE, location=location)
+        session.add(root)
+        session.flush()
+    return root.id
+
+
+def sync_folder(sessions: sessionmaker[Session], folder: Path, pipeline: Pipeline) -> tuple[int, SyncReport]:
+    """Bring the files table in line with the folder; returns the root id and what changed."""
+    report = SyncReport()
+    with sessions.begin() as session:
+        root_id = root_id_for(session, folder)
+        known = {
+            path: (size, mtime_ns)
+            for path, size, mtime_ns in session.execute(
+                select(schema.File.path, schema.File.size, schema.File.mtime_ns).where(
+                    schema.File.root_id == root_id
+                )
+            )
+        }
+    seen: set[str] = set()
+    batch: list[SourceFile] = []
+    for found in walk_local(folder):
+        seen.add(found.path)
+        if known.get(found.path) == (found.size, found.mtime_ns):
+            report.unchanged += 1
+            continue
+        batch.append(found)
+        if len(batch) >= SYNC_CHUNK:
+            _record_found(sessions, folder, root_id, batch, pipeline, report)
+            batch = []
+    _record_found(sessions, folder, root_id, batch, pipeline, report)
+    gone = set(known) - seen
+    with sessions.begin() as session:
+        for path in gone:
+            session.execute(
+                delete(schema.File).where(schema.File.root_id == root_id, schema.File.path == path)
+            )
+        report.removed = len(gone)
+        _queue_tasks(session, root_id, pipeline)
+    return root_id, report
+
+
+def _record_found(
+    sessions: sessionmaker[Session],
+    folder: Path,
+    root_id: int,
+    found: list[SourceFile],
+    pipeline: Pipeline,
+    report: SyncReport,
+) -> None:
+    """Insert new files and refresh changed ones; changed content drops its old results."""
+    with sessions.begin() as session:
+        for item in found:
+            try:
+                digest = content_hash(folder / item.path)
+            except OSError:
+                continue  # vanished or unreadable since the walk; the next scan sees it again
+            row = session.scalar(
+                select(schema.File).where(
+                    schema.File.root_id == root_id, schema.File.path == item.path
+                )
+            )
+            if row is None:
+                session.add(
+                    schema.File(
+                        root_id=root_id,
+                        path=item.path,
+                        kind=item.kind.value,
+                        size=item.size,
+                        mtime_ns=item.mtime_ns,
+                        content_hash=digest,
+                    )
+                )
+                report.added += 1
+                continue
+            if row.content_hash != digest:
+                row.faces.clear()
+                row.labels.clear()
+                row.tags.clear()
+                row.tasks.clear()
+                row.content_hash = digest
+                report.changed += 1
+            else:
+                report.unchanged += 1
+            row.size, row.mtime_ns = item.size, item.mtime_ns
+
+
+def _queue_tasks(session: Session, root_id: int, pipeline: Pipeline) -> None:
+    """A pending task for every enabled analyzer a file lacks, or whose models changed."""
+    tasks = {
+        (task.file_id, task.analyzer): task
+        for task in session.scalars(
+            select(schema.Task).join(schema.File).where(schema.File.root_id == root_id)
+        )
+    }
+    files = session.execute(
+        select(schema.File.id, schema.File.kind).where(schema.File.root_id == root_id)
+    )
+    for file_id, kind in files:
+        for analyzer in pipeline.enabled_analyzers(kind):
+            version = pipeline.model_version(analyzer)
+            task = tasks.get((file_id, analyzer))
+            if task is None:
+                session.add(
+                    schema.Task(file_id=file_id, analyzer=analyzer, model_version=version)
+                )
+            elif task.status == TaskStatus.DONE and task.model_version != version:
+                task.status, task.model_version = TaskStatus.PENDING, version
+
+
+def pending_files(session: Session, root_id: int) -> list[tuple[int, str, tuple[str, ...]]]:
+    """(file id, path, pending analyzers) for the root's files with work left, by path."""
+    rows = session.execute(
+        select(schema.File.id, schema.File.path, schema.Task.analyzer)
+        .join(schema.Task)
+        .where(schema.File.root_id == root_id, schema.Task.status == TaskStatus.PENDING)
+        .order_by(schema.File.path, schema.Task.analyzer)
+    )
+    work: dict[int, tuple[str, list[str]]] = {}
+    for file_id, path, analyzer in rows:
+        work.setdefault(file_id, (path, []))[1].append(analyzer)
+    return [(file_id, path, tuple(analyzers)) for file_id, (path, analyzers) in work.items()]
+
+
+def process_pending(
+    sessions: sessionmaker[Session],
+    folder: Path,
+    root_id: int,
+    pipeline: Pipeline,
+    on_planned: Callable[[int], None] = lambda count: None,
+    on_file_done: Callable[[str], None] = lambda path: None,
+) -> int:
+    """Analyze every pending file of the root; returns how many files were processed."""
+    with sessions() as session:
+        work = pending_files(session, root_id)
+    on_planned(len(work))
+    for file_id, path, analyzers in work:
+        try:
+            analysis: FileAnalysis | str = pipeline.analyze(folder / path, analyzers)
+        except MediaError as error:
+            analysis = str(error)
+        except Exception as error:  # a bug must not stop the scan; the file keeps the reason
+            log.exception("analyzing %s failed", path)
+            analysis = f"internal error: {type(error).__name__}: {error}"
+        with sessions.begin() as session:
+            record_analysis(session, file_id, analyzers, analysis, pipeline)
+        on_file_done(path)
+    return len(work)
+
+
+def record_analysis(
+    session: Session,
+    file_id: int,
+    analyzers: tuple[str, ...],
+    analysis: FileAnalysis | str,
+    pipeline: Pipeline,
+) -> None:
+    """Replace the file's results for these analyzers and mark their tasks done or failed."""
+    file = session.get(schema.File, file_id)
+    if file is None:
+        return  # deleted meanwhile
+    failed = isinstance(analysis, str)
+    if FACES in analyzers:
+        file.faces.clear()
+    if OBJECTS in analyzers:
+        file.labels.clear()
+        file.tags.clear()
+    session.flush()
+    if not failed:
+        file.width, file.height = analysis.width, analysis.height
+        if FACES in analyzers:
+            file.faces.extend(_face_row(face) for face in analysis.faces)
+        if OBJECTS in analyzers:
+            file.labels.extend(
+                schema.Label(label_id=label.id, name=label.name, score=label.score)
+                for label in analysis.labels
+            )
+            file.tags.extend(schema.FileTag(analyzer=OBJECTS, tag=tag) for tag in analysis.tags)
+    for task in file.tasks:
+        if task.analyzer in analyzers:
+            task.status = TaskStatus.ERROR if failed else TaskStatus.DONE
+            task.error = analysis if failed else None
+            task.model_version = pipeline.model_version(task.analyzer)
+            task.attempts += 1
+            task.updated_at = utcnow()
+
+
+def _face_row(face) -> schema.Face:
+    x, y, w, h = (float(v) for v in face.box)
+    return schema.Face(
+        x=x,
+        y=y,
+        w=w,
+        h=h,
+        score=float(face.score),
+        quality=float(face.quality),
+        sharpness=float(face.sharpness),
+        landmarks=np.asarray(face.landmarks, dtype=np.float32).tobytes(),
+        embedding=np.asarray(face.embedding, dtype=np.float32).tobytes(),
+    )
