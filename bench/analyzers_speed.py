@@ -12,18 +12,20 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import face_recognition_models
 import numpy as np
 from PIL import Image
 
 from ex_app.analyzers.faces import FaceAnalyzer
 from ex_app.analyzers.objects import ObjectClassifier, load_imagenet_labels
+from ex_app.models.manifest import load_manifest
 from ex_app.models.runtime import open_session
+from ex_app.models.store import ModelStore
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 FACES = SHARED / "data" / "faces"
 IMAGES = SHARED / "data" / "images"
 MODELS = SHARED / "models"
+STORE = Path(__file__).resolve().parents[1] / "build" / "bench-models"
 
 
 def load_rgb(path: Path) -> np.ndarray:
@@ -53,10 +55,11 @@ def main() -> None:
     parser.add_argument("--faces", type=int, default=200, help="labelled face photos to use")
     args = parser.parse_args()
 
+    store = ModelStore(STORE, load_manifest(), mirror=MODELS)
     analyzer = FaceAnalyzer(
-        MODELS / "face_detection_yunet.onnx",
-        Path(face_recognition_models.pose_predictor_five_point_model_location()),
-        Path(face_recognition_models.face_recognition_model_location()),
+        store.path("face_detection_yunet"),
+        store.path("dlib_face_landmarks_5"),
+        store.path("dlib_face_embedder_onnx"),
         threads=args.threads,
     )
     face_photos = [load_rgb(path) for path in labelled_face_photos(args.faces)]

@@ -48,3 +48,12 @@ def write_oversized_png(path: Path, width: int = 30_000, height: int = 30_000) -
     path.write_bytes(
         b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", rows) + chunk(b"IEND", b"")
     )
+
+
+@pytest.fixture(scope="session")
+def model_store(tmp_path_factory):
+    """The real model store over a fresh folder, filled from the shared mirror and packages."""
+    from ex_app.models.manifest import load_manifest
+    from ex_app.models.store import ModelStore
+
+    return ModelStore(tmp_path_factory.mktemp("models"), load_manifest(), mirror=SHARED_MODELS)

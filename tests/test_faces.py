@@ -7,7 +7,6 @@ from collections import defaultdict
 from pathlib import Path
 
 import cv2
-import face_recognition_models
 import numpy as np
 import pytest
 from PIL import Image
@@ -16,7 +15,6 @@ from ex_app.analyzers.faces import Face, FaceAnalyzer, frontality
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 FACES = SHARED / "data" / "faces"
-YUNET = SHARED / "models" / "face_detection_yunet.onnx"
 
 
 def load_rgb(path: Path) -> np.ndarray:
@@ -31,12 +29,26 @@ def labelled_faces() -> list[tuple[str, Path]]:
 
 
 @pytest.fixture(scope="module")
-def analyzer() -> FaceAnalyzer:
+def analyzer(model_store) -> FaceAnalyzer:
+    """The production analyzer: YuNet, dlib's landmarks, the ONNX port of dlib's embedder."""
     return FaceAnalyzer(
-        YUNET,
-        Path(face_recognition_models.pose_predictor_five_point_model_location()),
-        Path(face_recognition_models.face_recognition_model_location()),
+        model_store.path("face_detection_yunet"),
+        model_store.path("dlib_face_landmarks_5"),
+        model_store.path("dlib_face_embedder_onnx"),
     )
+
+
+def test_the_onnx_embedder_gives_dlibs_own_embeddings(analyzer, model_store):
+    with_dlib = FaceAnalyzer(
+        model_store.path("face_detection_yunet"),
+        model_store.path("dlib_face_landmarks_5"),
+        model_store.path("dlib_face_embedder"),
+    )
+    image = load_rgb(FACES / "group" / "faceapi_bbt1.jpg")
+    ours, theirs = analyzer.analyze(image), with_dlib.analyze(image)
+    assert len(ours) == len(theirs) >= 3
+    for a, b in zip(ours, theirs):
+        assert np.abs(a.embedding - b.embedding).max() < 1e-4
 
 
 def assert_geometry(face: Face, image: np.ndarray) -> None:

@@ -262,14 +262,20 @@ def test_status_lists_every_model_and_what_is_present(tmp_path):
     assert rows["efficientnet_lite0"].size == BIG_MODEL.stat().st_size
 
 
-def test_manifest_matches_the_mirror_and_the_installed_package():
+def test_manifest_matches_the_mirror_and_the_installed_package(tmp_path):
     manifest = load_manifest()
     mirror_files = {p.name for p in SHARED_MODELS.iterdir() if p.name != "README.md"}
+    converting_store = ModelStore(tmp_path, manifest)  # no mirror: derived files are made here
 
     assert mirror_files <= {spec.file for spec in manifest.values()}
     for spec in manifest.values():
         assert spec.urls and all(url.startswith("https://") for url in spec.urls)
-        local = SHARED_MODELS / spec.file if spec.package is None else package_file(spec)
+        if spec.derivation is not None:
+            local = converting_store.fetch(spec.name)
+        elif spec.package is not None:
+            local = package_file(spec)
+        else:
+            local = SHARED_MODELS / spec.file
         assert local is not None and local.is_file(), spec.name
         assert local.stat().st_size == spec.size, spec.name
         assert file_sha256(local) == spec.sha256, spec.name
@@ -301,3 +307,25 @@ def test_manifest_errors_name_the_model_and_the_field(tmp_path, change, message)
     with pytest.raises(ManifestError, match="probe") as failure:
         load_manifest(path)
     assert message in str(failure.value)
+
+
+def test_a_derived_model_is_made_from_its_source_and_a_failed_conversion_says_why(tmp_path):
+    manifest = load_manifest()
+    onnx = manifest["dlib_face_embedder_onnx"]
+    made = ModelStore(tmp_path / "good", manifest).fetch(onnx.name)
+    assert made.name == onnx.file and file_sha256(made) == onnx.sha256
+
+    wrong_converter = onnx.model_copy(
+        update={
+            "sources": (
+                onnx.derivation.model_copy(
+                    update={"converter": "ex_app.models.dlib_onnx:chips_to_batch"}
+                ),
+            )
+        }
+    )
+    broken = {**manifest, onnx.name: wrong_converter}
+    with pytest.raises(ModelUnavailable) as raised:
+        ModelStore(tmp_path / "bad", broken).fetch(onnx.name)
+    assert "conversion of dlib_face_embedder" in str(raised.value)
+    assert not list((tmp_path / "bad" / onnx.name).rglob("*.onnx"))

@@ -1,4 +1,8 @@
-"""Faces in a photo: YuNet finds them, dlib aligns and embeds them, each gets a quality score.
+"""Faces in a photo: YuNet finds them, dlib aligns them, dlib's ResNet embeds them.
+
+The embedder runs as our ONNX port of dlib's network (``ex_app.models.dlib_onnx``, about 20×
+faster on one core, same output within 1e-6) when given an ``.onnx`` file, or in dlib's own
+code when given dlib's ``.dat``. Each face also gets a quality score.
 
 The analyzer is a pure function of decoded RGB pixels; model files are opened once, in
 :class:`FaceAnalyzer`'s constructor.
@@ -6,12 +10,16 @@ The analyzer is a pure function of decoded RGB pixels; model files are opened on
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import dlib
 import numpy as np
+
+from ex_app.models.dlib_onnx import chips_to_batch
+from ex_app.models.runtime import open_session
 
 # YuNet misses faces that fill a tiny image (ORL's 23×28 crops) and, more and more often,
 # faces over about 250 detector pixels (LFW crops scaled so the face is 300 px: 86% found;
@@ -24,6 +32,7 @@ COARSE_FROM_SIDE = 480  # the coarse pass runs when the fine pass's longer side 
 FINE_MAX_SIDE = 1920  # upscaling stops here, so a thin strip cannot grow without bound
 NMS_IOU = 0.3
 
+CHIP_SIZE = 150
 CHIP_PADDING = 0.25  # around the landmarks of dlib's 150×150 chips, as dlib was trained
 SHARPNESS_SIDE = 64  # the face box is resized to this square before measuring sharpness
 
@@ -75,7 +84,7 @@ class FaceAnalyzer:
             str(detector_path), "", (320, 320), min_score, NMS_IOU, 5000
         )
         self._shape_predictor = dlib.shape_predictor(str(landmarks_path))
-        self._embedder = dlib.face_recognition_model_v1(str(embedder_path))
+        self._embed = load_embedder(Path(embedder_path), threads)
 
     def analyze(self, rgb: np.ndarray) -> list[Face]:
         """All faces of at least min_score and min_size in an H×W×3 uint8 RGB image."""
@@ -88,8 +97,8 @@ class FaceAnalyzer:
             x, y, w, h = detection.box
             rect = dlib.rectangle(round(x), round(y), round(x + w), round(y + h))
             shapes.append(self._shape_predictor(rgb, rect))
-        # One call for all faces; as fast per face as one call per chip, and the same output.
-        embeddings = self._embedder.compute_face_descriptor(rgb, shapes, padding=CHIP_PADDING)
+        chips = dlib.get_face_chips(rgb, shapes, size=CHIP_SIZE, padding=CHIP_PADDING)
+        embeddings = self._embed([np.asarray(chip) for chip in chips])
         grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
         faces = []
         for detection, embedding in zip(detections, embeddings):
@@ -147,6 +156,18 @@ class FaceAnalyzer:
         rows = rows.copy()
         rows[:, :14] /= scale
         return rows
+
+
+Embedder = Callable[[Sequence[np.ndarray]], np.ndarray]
+
+
+def load_embedder(path: Path, threads: int) -> Embedder:
+    """150×150 RGB chips → N×128 embeddings, by the ONNX port (.onnx) or dlib itself (.dat)."""
+    if path.suffix == ".onnx":
+        session = open_session(path, threads=threads)
+        return lambda chips: session.run({"chips": chips_to_batch(chips)})[0]
+    model = dlib.face_recognition_model_v1(str(path))
+    return lambda chips: np.asarray(model.compute_face_descriptor(list(chips)), dtype=np.float32)
 
 
 def detection_scales(width: int, height: int) -> list[float]:

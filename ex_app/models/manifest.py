@@ -38,6 +38,15 @@ class PackageSource(BaseModel):
         return value
 
 
+class DerivedSource(BaseModel):
+    """A model file made here from another model by a converter ("module:function")."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    derived_from: str = Field(pattern=r"^[a-z0-9_]+$")
+    converter: str = Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+
+
 class ModelSpec(BaseModel):
     """One model file: what it is for, its exact bytes (sha256, size), and its sources in order."""
 
@@ -50,15 +59,17 @@ class ModelSpec(BaseModel):
     size: int = Field(gt=0)
     licence: str
     inputs: str
-    sources: tuple[UrlSource | PackageSource, ...] = Field(min_length=1)
+    sources: tuple[UrlSource | PackageSource | DerivedSource, ...] = Field(min_length=1)
 
     @field_validator("sources")
     @classmethod
     def _one_package_at_most(
-        cls, sources: tuple[UrlSource | PackageSource, ...]
-    ) -> tuple[UrlSource | PackageSource, ...]:
+        cls, sources: tuple[UrlSource | PackageSource | DerivedSource, ...]
+    ) -> tuple[UrlSource | PackageSource | DerivedSource, ...]:
         if sum(isinstance(s, PackageSource) for s in sources) > 1:
             raise ValueError("at most one python_package source")
+        if sum(isinstance(s, DerivedSource) for s in sources) > 1:
+            raise ValueError("at most one derived_from source")
         return sources
 
     @property
@@ -70,6 +81,11 @@ class ModelSpec(BaseModel):
     def package(self) -> PackageSource | None:
         """The installed Python package that ships this file, if any."""
         return next((s for s in self.sources if isinstance(s, PackageSource)), None)
+
+    @property
+    def derivation(self) -> DerivedSource | None:
+        """How to make this file from another model, if it can be made here."""
+        return next((s for s in self.sources if isinstance(s, DerivedSource)), None)
 
 
 def _describe(error: ValidationError) -> str:
@@ -101,4 +117,10 @@ def load_manifest(path: Path = MANIFEST_PATH) -> dict[str, ModelSpec]:
         if insecure:
             raise ManifestError(f"{path}: model {name!r}: sources must be https: {insecure}")
         manifest[name] = spec
+    for spec in manifest.values():
+        if spec.derivation and spec.derivation.derived_from not in manifest:
+            raise ManifestError(
+                f"{path}: model {spec.name!r}: derived from unknown model "
+                f"{spec.derivation.derived_from!r}"
+            )
     return manifest

@@ -117,6 +117,13 @@ class ModelStore:
             attempts.append(
                 (f"python package {spec.package.python_package}", lambda: self._from_package(spec))
             )
+        if spec.derivation is not None:
+            attempts.append(
+                (
+                    f"conversion of {spec.derivation.derived_from}",
+                    lambda: self._from_derivation(spec),
+                )
+            )
         if self.mirror is not None:
             mirror = self.mirror
             attempts.append((f"mirror {mirror}", lambda: self._from_mirror(spec, mirror, progress)))
@@ -246,6 +253,23 @@ class ModelStore:
         self._verify(spec, path)
         self._remember_verified(spec, path)
         return path
+
+    def _from_derivation(self, spec: ModelSpec) -> Path:
+        """Convert the verified source model into ``.part``, then verify and install it."""
+        derivation = spec.derivation
+        module_name, function_name = derivation.converter.split(":")
+        convert = getattr(importlib.import_module(module_name), function_name)
+        try:
+            source = self.path(derivation.derived_from)
+        except ModelUnavailable as error:
+            raise SourceFailed(str(error)) from error
+        part = self._part_path(spec)
+        try:
+            convert(source, part)
+        except Exception as error:  # any converter failure leaves the other sources to try
+            part.unlink(missing_ok=True)
+            raise SourceFailed(f"conversion failed: {error}") from error
+        return self._install(spec, part)
 
     def _from_mirror(self, spec: ModelSpec, mirror: Path, progress: Progress | None) -> Path:
         source = mirror / spec.file

@@ -28,7 +28,7 @@ OBJECTS = "objects"
 
 # The models each analyzer needs; their hashes make up the analyzer's model version.
 ANALYZER_MODELS: dict[str, tuple[str, ...]] = {
-    FACES: ("face_detection_yunet", "dlib_face_landmarks_5", "dlib_face_embedder"),
+    FACES: ("face_detection_yunet", "dlib_face_landmarks_5", "dlib_face_embedder_onnx"),
     OBJECTS: ("efficientnet_lite0", "imagenet_labels"),
 }
 
@@ -70,7 +70,7 @@ class Pipeline:
         return FaceAnalyzer(
             detector_path=self._models.path("face_detection_yunet"),
             landmarks_path=self._models.path("dlib_face_landmarks_5"),
-            embedder_path=self._models.path("dlib_face_embedder"),
+            embedder_path=self._models.path("dlib_face_embedder_onnx"),
             min_score=s.face_min_score,
             min_size=s.face_min_size,
             threads=s.threads,
