@@ -23,7 +23,7 @@ test: venv
 	$(BIN)/pytest -q
 
 demo: venv
-	@test -d $(SHARED)/data || $(BIN)/python -m ex_app.demo_media $(DEMO_DIR)/sample-media
+	@test -d $(SHARED)/data || ($(BIN)/pip install --quiet scikit-image && $(BIN)/python demo/sample_media.py $(DEMO_DIR)/sample-media)
 	$(BIN)/recognize --data-dir $(DEMO_DIR)/state scan $(DEMO_MEDIA)
 	$(BIN)/recognize --data-dir $(DEMO_DIR)/state stats
 	$(BIN)/recognize --data-dir $(DEMO_DIR)/state persons | tail -n 15

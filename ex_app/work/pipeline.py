@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 
 FACES = "faces"
 OBJECTS = "objects"
+PEOPLE_TAG = "People"  # given to every photo with a face
 
 # The models each analyzer needs; their hashes make up the analyzer's model version.
 ANALYZER_MODELS: dict[str, tuple[str, ...]] = {
@@ -45,7 +46,7 @@ class FileAnalysis:
     height: int | None = None
     faces: list[Face] = field(default_factory=list)
     labels: list[Label] = field(default_factory=list)
-    tags: list[str] = field(default_factory=list)
+    tags: dict[str, list[str]] = field(default_factory=dict)  # by the analyzer that gave them
 
 
 class Pipeline:
@@ -101,9 +102,12 @@ class Pipeline:
                 _to_original_pixels(face, image.scale)
                 for face in self.face_analyzer.analyze(image.pixels)
             ]
+            result.tags[FACES] = [PEOPLE_TAG] if result.faces else []
         if OBJECTS in analyzers:
             result.labels = self.object_classifier.classify(image.pixels)
-            result.tags = self.tag_rules.tags_for((label.id, label.score) for label in result.labels)
+            result.tags[OBJECTS] = self.tag_rules.tags_for(
+                (label.id, label.score) for label in result.labels
+            )
         return result
 
 

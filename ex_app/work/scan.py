@@ -221,7 +221,7 @@ def record_analysis(
         file.faces.clear()
     if OBJECTS in analyzers:
         file.labels.clear()
-        file.tags.clear()
+    file.tags[:] = [tag for tag in file.tags if tag.analyzer not in analyzers]
     session.flush()
     if not failed:
         file.width, file.height = analysis.width, analysis.height
@@ -232,7 +232,8 @@ def record_analysis(
                 schema.Label(label_id=label.id, name=label.name, score=label.score)
                 for label in analysis.labels
             )
-            file.tags.extend(schema.FileTag(analyzer=OBJECTS, tag=tag) for tag in analysis.tags)
+        for analyzer, tags in analysis.tags.items():
+            file.tags.extend(schema.FileTag(analyzer=analyzer, tag=tag) for tag in tags)
     for task in file.tasks:
         if task.analyzer in analyzers:
             task.status = TaskStatus.ERROR if failed else TaskStatus.DONE
