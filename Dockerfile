@@ -1,0 +1,41 @@
+# Recognize, one image per device: `docker build --build-arg DEVICE=cpu|cuda|rocm`.
+# AppAPI pulls `<tag>` on CPU daemons and `<tag>-cuda` / `<tag>-rocm` on GPU daemons.
+ARG DEVICE=cpu
+
+FROM python:3.11-slim-bookworm AS base-cpu
+
+FROM nvidia/cuda:12.6.3-cudnn-runtime-ubuntu24.04 AS base-cuda
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends python3 python3-venv \
+    && rm -rf /var/lib/apt/lists/*
+
+FROM rocm/dev-ubuntu-24.04:6.4.1 AS base-rocm
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends python3 python3-venv \
+    && rm -rf /var/lib/apt/lists/*
+
+FROM base-${DEVICE} AS app
+ARG DEVICE
+ENV PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PATH=/opt/recognize/bin:$PATH
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends ffmpeg \
+    && rm -rf /var/lib/apt/lists/*
+WORKDIR /app
+COPY pyproject.toml README.md rules.yml ./
+COPY models ./models
+COPY appinfo ./appinfo
+COPY ex_app ./ex_app
+# Installed in place (editable), so the code finds models/ and rules.yml beside it.
+# The GPU images swap the CPU onnxruntime for their device's build.
+RUN python3 -m venv /opt/recognize \
+    && pip install -e . \
+    && if [ "$DEVICE" = cuda ]; then pip uninstall -y onnxruntime && pip install onnxruntime-gpu; fi \
+    && if [ "$DEVICE" = rocm ]; then pip uninstall -y onnxruntime && pip install onnxruntime-rocm; fi
+ENTRYPOINT ["recognize"]
+CMD ["--help"]
