@@ -78,8 +78,10 @@ class FaceAnalyzer:
     ):
         self.min_score = min_score
         self.min_size = min_size
-        # OpenCV's thread count is process-wide; YuNet runs on OpenCV's DNN module.
+        # OpenCV's thread count is process-wide; YuNet runs on OpenCV's DNN module, whose
+        # OpenCV 5 graph engine warns at every detector creation about targets it ignores.
         cv2.setNumThreads(threads)
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
         self._detector = cv2.FaceDetectorYN.create(
             str(detector_path), "", (320, 320), min_score, NMS_IOU, 5000
         )
