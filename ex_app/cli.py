@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import click
@@ -13,13 +14,15 @@ from tqdm import tqdm
 
 from ex_app.config import Settings
 from ex_app.engine import Engine
+from ex_app.media.errors import MediaError
 from ex_app.models.store import ModelUnavailable
+from ex_app.people import operations, thumbnails
 from ex_app.sinks.json_export import export_results, overall_status
 from ex_app.store import schema
 from ex_app.store.schema import TaskStatus
 from ex_app.work.pipeline import FACES
 from ex_app.work.progress import measure_progress
-from ex_app.work.scan import LOCAL_SOURCE
+from ex_app.work.scan import LOCAL_SOURCE, local_file
 
 
 @click.group()
@@ -92,20 +95,137 @@ def export(engine: Engine, as_json: bool, root: Path | None) -> None:
 
 
 @main.command()
+@click.option("--all", "include_hidden", is_flag=True, help="Hidden persons too.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_obj
-def persons(engine: Engine) -> None:
-    """List persons with their face counts."""
+def persons(engine: Engine, include_hidden: bool, as_json: bool) -> None:
+    """List persons: named first, then by number of faces."""
     with engine.sessions() as session:
-        rows = session.execute(
-            select(schema.Person, func.count(schema.Face.id))
-            .join(schema.Face, isouter=True)
-            .group_by(schema.Person.id)
-            .order_by(func.count(schema.Face.id).desc(), schema.Person.id)
-        ).all()
-    for person, count in rows:
-        name = person.name or "(unnamed)"
-        click.echo(f"{person.id:>6}  {count:>5} faces  {name}{'  [hidden]' if person.hidden else ''}")
-    click.echo(f"{len(rows)} persons")
+        summaries = operations.list_persons(session, include_hidden=include_hidden)
+    if as_json:
+        click.echo(json.dumps([asdict(p) for p in summaries], indent=1))
+        return
+    for p in summaries:
+        flags = ("  [hidden]" if p.hidden else "") + ("  [confirmed]" if p.confirmed else "")
+        click.echo(
+            f"{p.id:>6}  {p.faces:>5} faces  {p.photos:>5} photos  cover face {p.cover_face_id}"
+            f"  {p.name or '(unnamed)'}{flags}"
+        )
+    click.echo(f"{len(summaries)} persons")
+
+
+@main.group()
+def person() -> None:
+    """Correct persons: name, merge, hide, say two differ. Decisions survive re-grouping."""
+
+
+@person.command("name")
+@click.argument("person_id", type=int)
+@click.argument("name")
+@click.pass_obj
+def person_name(engine: Engine, person_id: int, name: str) -> None:
+    """Name a person ("" clears the name)."""
+    _apply(engine, operations.rename, person_id, name)
+
+
+@person.command("merge")
+@click.argument("into_id", type=int)
+@click.argument("other_ids", type=int, nargs=-1, required=True)
+@click.pass_obj
+def person_merge(engine: Engine, into_id: int, other_ids: tuple[int, ...]) -> None:
+    """Merge OTHER_IDS into INTO_ID."""
+    _apply(engine, operations.merge, into_id, list(other_ids))
+
+
+@person.command("hide")
+@click.argument("person_id", type=int)
+@click.option("--show", is_flag=True, help="Show a hidden person again.")
+@click.pass_obj
+def person_hide(engine: Engine, person_id: int, show: bool) -> None:
+    """Hide a person from listings."""
+    _apply(engine, operations.set_hidden, person_id, not show)
+
+
+@person.command("distinct")
+@click.argument("person_id", type=int)
+@click.argument("other_id", type=int)
+@click.pass_obj
+def person_distinct(engine: Engine, person_id: int, other_id: int) -> None:
+    """Say two persons are not the same (no more merge suggestions for them)."""
+    _apply(engine, operations.mark_distinct, person_id, other_id)
+
+
+@person.command("suggestions")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def person_suggestions(engine: Engine, as_json: bool) -> None:
+    """Pairs of persons that may be the same human, closest first."""
+    with engine.sessions() as session:
+        found = operations.suggest_merges(session, engine.settings.face_suggestion_distance)
+    if as_json:
+        click.echo(json.dumps([asdict(s) for s in found], indent=1))
+        return
+    for s in found:
+        click.echo(f"{s.person_id:>6} ~ {s.other_id:<6} distance {s.distance:.3f}")
+
+
+@main.group()
+def face() -> None:
+    """Correct faces: move one to another person, take one out of its person, see it."""
+
+
+@face.command("move")
+@click.argument("face_id", type=int)
+@click.argument("person_id", type=int, required=False)
+@click.pass_obj
+def face_move(engine: Engine, face_id: int, person_id: int | None) -> None:
+    """Move a face to PERSON_ID (to a new person when it is left out)."""
+    click.echo(f"face {face_id} is in person {_apply(engine, operations.move_face, face_id, person_id)}")
+
+
+@face.command("remove")
+@click.argument("face_id", type=int)
+@click.pass_obj
+def face_remove(engine: Engine, face_id: int) -> None:
+    """Take a face out of its person; it never returns to it."""
+    _apply(engine, operations.remove_face, face_id)
+
+
+@face.command("thumbnail")
+@click.argument("face_id", type=int)
+@click.option("--size", type=click.IntRange(16, 1024), default=256, show_default=True)
+@click.pass_obj
+def face_thumbnail(engine: Engine, face_id: int, size: int) -> None:
+    """Print the path of a cached square thumbnail of the face."""
+    with engine.sessions() as session:
+        try:
+            path = thumbnails.face_thumbnail(
+                session,
+                face_id,
+                engine.settings.cache_dir,
+                local_file,
+                size=size,
+                max_pixels=engine.settings.max_image_pixels,
+            )
+        except (thumbnails.FaceMissing, MediaError) as error:
+            raise click.ClickException(str(error)) from error
+    click.echo(str(path))
+
+
+@main.command()
+@click.pass_obj
+def regroup(engine: Engine) -> None:
+    """Group all faces again from scratch; user decisions are kept."""
+    click.echo(f"{engine.regroup(full=True)} persons")
+
+
+def _apply(engine: Engine, operation, *args):
+    """Run one person/face operation in a transaction; unknown ids are a clear error."""
+    try:
+        with engine.sessions.begin() as session:
+            return operation(session, *args)
+    except operations.NotFound as error:
+        raise click.ClickException(str(error)) from error
 
 
 @main.command()

@@ -54,8 +54,21 @@ class Settings(BaseSettings):
     # Faces.
     face_min_score: float = Field(default=0.8, gt=0, lt=1)
     face_min_size: int = Field(default=16, ge=1)  # pixels, shorter side of the box
-    face_cluster_distance: float = Field(default=0.45, gt=0)  # dlib embedding space
-    face_min_faces_per_person: int = Field(default=2, ge=1)
+    # Grouping faces into persons (Euclidean distances between dlib embeddings; the same
+    # human is usually below 0.6). Defaults chosen by bench/faces_quality.py.
+    face_cluster_distance: float = Field(default=0.55, gt=0)  # longest link inside a new person
+    face_member_distance: float = Field(default=0.5, gt=0)  # a member's own link at most this
+    face_merge_distance: float = Field(default=0.3, ge=0)  # new persons this close become one
+    face_join_distance: float = Field(default=0.45, gt=0)  # a face joins a person this close
+    face_cluster_neighbours: int = Field(default=10, ge=1)  # k of the k-nearest-neighbour graph
+    face_min_faces_per_person: int = Field(default=2, ge=2)
+    face_suggestion_distance: float = Field(default=0.5, gt=0)  # "may be the same person"
+    face_full_regroup_limit: int = Field(default=50_000, ge=0)  # more faces: incremental only
+    # The quality gate: faces below it are kept ("unsure") but never seed a person.
+    face_gate_min_size: float = Field(default=16, ge=0)  # pixels, shorter side of the box
+    face_gate_min_score: float = Field(default=0.85, ge=0, le=1)
+    face_gate_min_sharpness: float = Field(default=30.0, ge=0)  # Laplacian variance at 64×64
+    face_gate_min_pose: float = Field(default=0.2, ge=0, le=1)  # 1 = frontal
 
     # Objects and scenes.
     object_top_k: int = Field(default=5, ge=1)

@@ -10,12 +10,15 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from ex_app.config import MANIFEST_PATH, Settings
 from ex_app.models.manifest import load_manifest
 from ex_app.models.store import ModelStore
-from ex_app.people.grouping import regroup_persons
+from ex_app.people.clustering import ClusterParams, QualityGate
+from ex_app.people.grouping import regroup_all, update_persons
+from ex_app.store import schema
 from ex_app.store.database import open_database
 from ex_app.work.pipeline import Pipeline
 from ex_app.work.scan import SyncReport, process_pending, sync_folder
@@ -59,10 +62,18 @@ class Engine:
         processed = process_pending(
             self.sessions, folder, root_id, self.pipeline, on_planned, on_file_done
         )
+        return ScanReport(sync=sync, processed=processed, persons=self.regroup())
+
+    def regroup(self, full: bool | None = None) -> int:
+        """Group faces into persons; returns the number of persons.
+
+        By default a full re-grouping while the store holds at most
+        ``face_full_regroup_limit`` faces, and an incremental update beyond that.
+        """
+        params = ClusterParams.from_settings(self.settings)
+        gate = QualityGate.from_settings(self.settings)
         with self.sessions.begin() as session:
-            persons = regroup_persons(
-                session,
-                max_distance=self.settings.face_cluster_distance,
-                min_faces=self.settings.face_min_faces_per_person,
-            )
-        return ScanReport(sync=sync, processed=processed, persons=persons)
+            if full is None:
+                faces = session.scalar(select(func.count(schema.Face.id)))
+                full = faces <= self.settings.face_full_regroup_limit
+            return (regroup_all if full else update_persons)(session, params, gate)

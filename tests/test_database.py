@@ -28,4 +28,23 @@ def test_migrating_twice_changes_nothing(tmp_path):
     open_database(url)
     sessions = open_database(url)
     with sessions() as session:
-        assert session.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0001"
+        assert session.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0002"
+
+
+def test_upgrading_a_database_with_data_keeps_it(tmp_path):
+    from alembic import command
+    from alembic.config import Config
+
+    from ex_app.store.database import MIGRATIONS_DIR
+
+    engine = create_database_engine(f"sqlite:///{tmp_path / 'r.db'}")
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "0001")
+        connection.execute(text("INSERT INTO persons (id, name, hidden, created_at) VALUES (7, 'Ann', 0, '2026-01-01')"))
+    migrate(engine)
+    with engine.connect() as connection:
+        row = connection.execute(text("SELECT name, confirmed FROM persons WHERE id = 7")).one()
+    assert tuple(row) == ("Ann", 0)

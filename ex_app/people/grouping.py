@@ -1,62 +1,219 @@
-"""Grouping faces into persons.
+"""Grouping the stored faces into persons, obeying every user decision.
 
-A first, conservative grouping: density-based clustering (DBSCAN) of the face embeddings,
-so a person forms only where enough mutually close faces agree, and the rest stay unassigned.
-Named persons keep their faces; only unnamed persons are regrouped.
+Two ways, one rule set (``ex_app.people.clustering``):
+- :func:`regroup_all` groups every face that is not in a confirmed person, from scratch;
+- :func:`update_persons` groups only the unassigned faces, with every existing person
+  standing in as one fixed pseudo-face at its stored mean embedding: new faces join the
+  nearest person (found through a nearest-neighbour index over persons, never over all
+  faces) or form new persons where enough of them agree.
+Faces of one photo are never put in one person.
+Confirmed persons (the user named, merged or corrected them) are fixed groups in both: never
+split, dissolved or merged; a face a person rejected never joins it. Unconfirmed persons keep
+their id across a re-grouping when most of their faces stay together.
 """
 
 from __future__ import annotations
 
+from collections import Counter
+from dataclasses import dataclass
+
 import numpy as np
-from sklearn.cluster import DBSCAN
-from sqlalchemy import select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
+from ex_app.people.clustering import (
+    UNASSIGNED,
+    ClusterParams,
+    QualityGate,
+    cluster,
+    passes_quality_gate,
+)
 from ex_app.store import schema
 
-UNASSIGNED = -1
+
+@dataclass
+class StoredFaces:
+    """Faces read from the store, row-aligned arrays."""
+
+    ids: np.ndarray
+    embeddings: np.ndarray
+    seedable: np.ndarray
+    person_ids: np.ndarray  # UNASSIGNED where the face is in no person
+    file_ids: np.ndarray
+
+    def same_photo_pairs(self, offset: int = 0) -> np.ndarray:
+        """(row, row) pairs of faces found in one photo, rows shifted by offset."""
+        rows_of_file: dict[int, list[int]] = {}
+        for row, file_id in enumerate(self.file_ids):
+            rows_of_file.setdefault(int(file_id), []).append(row + offset)
+        pairs = [
+            (a, b)
+            for rows in rows_of_file.values()
+            for i, a in enumerate(rows)
+            for b in rows[i + 1 :]
+        ]
+        return np.array(pairs, dtype=int).reshape(-1, 2)
 
 
-def cluster_embeddings(embeddings: np.ndarray, max_distance: float, min_faces: int) -> np.ndarray:
-    """A cluster number per embedding (UNASSIGNED for faces in no cluster)."""
-    if len(embeddings) == 0:
-        return np.empty(0, dtype=int)
-    return DBSCAN(eps=max_distance, min_samples=min_faces).fit_predict(embeddings)
-
-
-def regroup_persons(session: Session, max_distance: float, min_faces: int) -> int:
-    """Regroup every face that is not in a named person; returns the number of persons made.
-
-    Clusters become persons in the order of their oldest face, so the same faces always
-    give the same persons.
-    """
-    named = select(schema.Person.id).where(schema.Person.name.is_not(None))
-    session.execute(
-        update(schema.Face)
-        .where(schema.Face.person_id.is_not(None), schema.Face.person_id.not_in(named))
-        .values(person_id=None)
-    )
-    session.execute(
-        schema.Person.__table__.delete().where(schema.Person.name.is_(None))
-    )
-    rows = session.execute(
-        select(schema.Face.id, schema.Face.embedding)
-        .where(schema.Face.person_id.is_(None))
-        .order_by(schema.Face.id)
-    ).all()
+def load_faces(session: Session, gate: QualityGate, where=None) -> StoredFaces:
+    """The faces matching where (all when None), by id, with the gate applied."""
+    query = select(
+        schema.Face.id,
+        schema.Face.embedding,
+        schema.Face.w,
+        schema.Face.h,
+        schema.Face.score,
+        schema.Face.sharpness,
+        schema.Face.pose,
+        schema.Face.person_id,
+        schema.Face.file_id,
+    ).order_by(schema.Face.id)
+    if where is not None:
+        query = query.where(where)
+    rows = session.execute(query).all()
     if not rows:
-        return 0
-    embeddings = np.stack([np.frombuffer(blob, dtype=np.float32) for _, blob in rows])
-    clusters = cluster_embeddings(embeddings, max_distance, min_faces)
-    persons: dict[int, schema.Person] = {}
-    for (face_id, _), cluster in zip(rows, clusters):
-        if cluster == UNASSIGNED:
-            continue
-        if cluster not in persons:
-            persons[cluster] = schema.Person()
-            session.add(persons[cluster])
-            session.flush()
-        session.execute(
-            update(schema.Face).where(schema.Face.id == face_id).values(person_id=persons[cluster].id)
+        empty = np.empty(0, dtype=int)
+        return StoredFaces(empty, np.empty((0, 128), np.float32), empty.astype(bool), empty, empty)
+    columns = list(zip(*rows))
+    sizes = np.minimum(np.array(columns[2]), np.array(columns[3]))
+    return StoredFaces(
+        ids=np.array(columns[0]),
+        embeddings=np.stack([np.frombuffer(blob, dtype=np.float32) for blob in columns[1]]),
+        seedable=passes_quality_gate(
+            sizes, np.array(columns[4]), np.array(columns[5]), np.array(columns[6]), gate
+        ),
+        person_ids=np.array([UNASSIGNED if p is None else p for p in columns[7]]),
+        file_ids=np.array(columns[8]),
+    )
+
+
+def regroup_all(session: Session, params: ClusterParams, gate: QualityGate) -> int:
+    """Group every face again; returns the number of persons afterwards."""
+    faces = load_faces(session, gate)
+    confirmed = set(session.scalars(select(schema.Person.id).where(schema.Person.confirmed)))
+    groups = np.array([p if p in confirmed else UNASSIGNED for p in faces.person_ids], dtype=int)
+    labels = cluster(
+        faces.embeddings,
+        faces.seedable,
+        params,
+        groups=groups,
+        forbidden=_rejections(session, faces.ids),
+        cannot_link=faces.same_photo_pairs(),
+    )
+    touched = _write_labels(session, faces, labels, fixed=confirmed)
+    _drop_empty_unconfirmed(session)
+    refresh_centroids(session, touched)
+    return session.scalar(select(func.count(schema.Person.id)))
+
+
+def update_persons(session: Session, params: ClusterParams, gate: QualityGate) -> int:
+    """Group the unassigned faces, joining existing persons first; returns the persons count."""
+    loose = load_faces(session, gate, where=schema.Face.person_id.is_(None))
+    if len(loose.ids):
+        persons = session.execute(
+            select(schema.Person.id, schema.Person.centroid).where(
+                schema.Person.centroid.is_not(None)
+            )
+        ).all()
+        person_ids = np.array([person_id for person_id, _ in persons], dtype=int)
+        centroids = [np.frombuffer(blob, dtype=np.float32) for _, blob in persons]
+        pseudo = len(person_ids)
+        rejections = _rejections(session, loose.ids)
+        labels = cluster(
+            np.vstack([*centroids, loose.embeddings]) if pseudo else loose.embeddings,
+            np.concatenate([np.zeros(pseudo, bool), loose.seedable]),
+            params,
+            groups=np.concatenate([person_ids, np.full(len(loose.ids), UNASSIGNED)]),
+            forbidden=rejections + np.array([pseudo, 0]),
+            cannot_link=loose.same_photo_pairs(offset=pseudo),
+        )[pseudo:]
+        touched = _write_labels(session, loose, labels, fixed=set(person_ids.tolist()))
+        refresh_centroids(session, touched)
+    return session.scalar(select(func.count(schema.Person.id)))
+
+
+def _rejections(session: Session, face_ids: np.ndarray) -> np.ndarray:
+    """(face row, person id) for each rejection of the given faces."""
+    row_of_face = {int(face_id): row for row, face_id in enumerate(face_ids)}
+    pairs = [
+        (row_of_face[face_id], person_id)
+        for face_id, person_id in session.execute(
+            select(schema.FaceRejection.face_id, schema.FaceRejection.person_id)
         )
-    return len(persons)
+        if face_id in row_of_face
+    ]
+    return np.array(pairs, dtype=int).reshape(-1, 2)
+
+
+def _write_labels(
+    session: Session, faces: StoredFaces, labels: np.ndarray, fixed: set[int]
+) -> set[int]:
+    """Store cluster labels as persons; returns the ids of persons whose faces changed.
+
+    Labels that are fixed person ids stay as they are; every other label becomes a person,
+    reusing the unconfirmed person most of its faces were in when that one is free.
+    """
+    persons_of_label: dict[int, int] = {}
+    claimed: set[int] = set()
+    for label in _in_order_of_first_face(labels):
+        if label in fixed:
+            persons_of_label[label] = label
+            continue
+        previous = Counter(
+            int(p) for p in faces.person_ids[labels == label] if p != UNASSIGNED and p not in fixed
+        )
+        reuse = next((p for p, _ in previous.most_common() if p not in claimed), None)
+        if reuse is None:
+            person = schema.Person()
+            session.add(person)
+            session.flush()
+            reuse = person.id
+        claimed.add(reuse)
+        persons_of_label[label] = reuse
+    touched: set[int] = set()
+    for face_id, old, label in zip(faces.ids, faces.person_ids, labels):
+        new = UNASSIGNED if label == UNASSIGNED else persons_of_label[int(label)]
+        if new != old:
+            session.execute(
+                update(schema.Face)
+                .where(schema.Face.id == int(face_id))
+                .values(person_id=None if new == UNASSIGNED else new)
+            )
+            touched |= {int(p) for p in (old, new) if p != UNASSIGNED}
+    return touched
+
+
+def _in_order_of_first_face(labels: np.ndarray) -> list[int]:
+    assigned = labels[labels != UNASSIGNED]
+    _, first = np.unique(assigned, return_index=True)
+    return [int(assigned[i]) for i in sorted(first)]
+
+
+def _drop_empty_unconfirmed(session: Session) -> None:
+    """Unconfirmed persons left without faces are gone; confirmed ones stay (a named nobody)."""
+    session.execute(
+        delete(schema.Person).where(
+            schema.Person.confirmed.is_(False),
+            ~schema.Person.id.in_(
+                select(schema.Face.person_id).where(schema.Face.person_id.is_not(None))
+            ),
+        )
+    )
+
+
+def refresh_centroids(session: Session, person_ids: set[int]) -> None:
+    """Recompute the stored mean embedding of these persons from their faces."""
+    for person_id in person_ids:
+        blobs = session.scalars(
+            select(schema.Face.embedding).where(schema.Face.person_id == person_id)
+        ).all()
+        centroid = (
+            np.stack([np.frombuffer(b, dtype=np.float32) for b in blobs]).mean(axis=0)
+            if blobs
+            else None
+        )
+        session.execute(
+            update(schema.Person)
+            .where(schema.Person.id == person_id)
+            .values(centroid=None if centroid is None else centroid.astype(np.float32).tobytes())
+        )

@@ -60,6 +60,7 @@ def export_results(session: Session, root_id: int | None = None) -> dict:
                 ],
                 "faces": [
                     {
+                        "id": f.id,
                         "box": [round(v, 1) for v in (f.x, f.y, f.w, f.h)],
                         "score": round(f.score, 4),
                         "quality": round(f.quality, 4),

@@ -87,13 +87,19 @@ class Task(Base):
 
 
 class Person(Base):
-    """A group of faces believed to be one human."""
+    """A group of faces believed to be one human.
+
+    A confirmed person is one the user acted on (named, merged, moved a face into): a
+    re-grouping never splits it, dissolves it or merges it with another.
+    """
 
     __tablename__ = "persons"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str | None] = mapped_column(Text)
     hidden: Mapped[bool] = mapped_column(Boolean, default=False)
+    confirmed: Mapped[bool] = mapped_column(Boolean, default=False)
+    centroid: Mapped[bytes | None] = mapped_column(LargeBinary)  # mean embedding, 128 float32
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     faces: Mapped[list["Face"]] = relationship(back_populates="person")
@@ -113,14 +119,42 @@ class Face(Base):
     score: Mapped[float] = mapped_column(Float)
     quality: Mapped[float] = mapped_column(Float)
     sharpness: Mapped[float] = mapped_column(Float)
+    pose: Mapped[float] = mapped_column(Float, default=1.0)
     landmarks: Mapped[bytes] = mapped_column(LargeBinary)  # 5×2 float32, original pixels
     embedding: Mapped[bytes] = mapped_column(LargeBinary)  # 128 float32
     person_id: Mapped[int | None] = mapped_column(
         ForeignKey("persons.id", ondelete="SET NULL"), index=True
     )
+    pinned: Mapped[bool] = mapped_column(Boolean, default=False)  # the user put it in its person
 
     file: Mapped[File] = relationship(back_populates="faces")
     person: Mapped[Person | None] = relationship(back_populates="faces")
+
+
+class FaceRejection(Base):
+    """The user said this face is not this person: it never joins that person again."""
+
+    __tablename__ = "face_rejections"
+
+    face_id: Mapped[int] = mapped_column(
+        ForeignKey("faces.id", ondelete="CASCADE"), primary_key=True
+    )
+    person_id: Mapped[int] = mapped_column(
+        ForeignKey("persons.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+
+
+class DistinctPersons(Base):
+    """The user said these two persons are not the same: never suggested for merging."""
+
+    __tablename__ = "distinct_persons"
+
+    person_id: Mapped[int] = mapped_column(
+        ForeignKey("persons.id", ondelete="CASCADE"), primary_key=True
+    )
+    other_id: Mapped[int] = mapped_column(
+        ForeignKey("persons.id", ondelete="CASCADE"), primary_key=True
+    )
 
 
 class Label(Base):

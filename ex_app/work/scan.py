@@ -46,6 +46,11 @@ def content_hash(path: Path) -> str:
     return digest.hexdigest()
 
 
+def local_file(file: schema.File) -> Path:
+    """Where a file of a local root is on disk."""
+    return Path(file.root.location) / file.path
+
+
 def root_id_for(session: Session, folder: Path) -> int:
     """The id of the local root for folder, created on first use."""
     location = str(folder.resolve())
@@ -253,6 +258,7 @@ def _face_row(face) -> schema.Face:
         score=float(face.score),
         quality=float(face.quality),
         sharpness=float(face.sharpness),
+        pose=float(face.pose),
         landmarks=np.asarray(face.landmarks, dtype=np.float32).tobytes(),
         embedding=np.asarray(face.embedding, dtype=np.float32).tobytes(),
     )

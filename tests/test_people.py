@@ -1,0 +1,199 @@
+"""Persons and user decisions on real faces: each decision survives a full re-grouping and an
+incremental update."""
+
+from __future__ import annotations
+
+import shutil
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from sqlalchemy import select
+
+from conftest import SHARED_MODELS
+from ex_app.config import Settings
+from ex_app.engine import Engine
+from ex_app.people import operations, thumbnails
+from ex_app.store import schema
+from ex_app.work.scan import local_file, process_pending, sync_folder
+
+IDENTITIES = ("Vladimir_Putin", "Tom_Ridge", "Silvio_Berlusconi", "Lindsay_Davenport", "Ariel_Sharon")
+FIRST_PHOTOS = 6
+
+
+def copy_photos(shared_data: Path, tree: Path, start: int, stop: int) -> None:
+    for identity in IDENTITIES:
+        (tree / identity).mkdir(parents=True, exist_ok=True)
+        for photo in sorted((shared_data / "faces" / identity).iterdir())[start:stop]:
+            shutil.copy(photo, tree / identity / photo.name)
+
+
+@pytest.fixture
+def people(tmp_path, shared_data):
+    """An engine over a scanned tree: five identities with six photos each."""
+    tree = tmp_path / "tree"
+    copy_photos(shared_data, tree, 0, FIRST_PHOTOS)
+    engine = Engine(Settings(data_dir=tmp_path / "state", model_mirror=SHARED_MODELS))
+    engine.scan(tree)
+    return engine, tree
+
+
+def faces_by_identity(engine: Engine) -> dict[str, list[tuple[int, int | None]]]:
+    """identity → [(face id, person id)] from the folder each photo came from."""
+    with engine.sessions() as session:
+        rows = session.execute(
+            select(schema.File.path, schema.Face.id, schema.Face.person_id)
+            .join(schema.Face)
+            .order_by(schema.Face.id)
+        ).all()
+    result: dict[str, list[tuple[int, int | None]]] = {}
+    for path, face_id, person_id in rows:
+        result.setdefault(path.split("/")[0], []).append((face_id, person_id))
+    return result
+
+
+def person_of(engine: Engine, identity: str) -> int:
+    """The person holding most of an identity's faces."""
+    counts = Counter(p for _, p in faces_by_identity(engine)[identity] if p is not None)
+    return counts.most_common(1)[0][0]
+
+
+def face_person(engine: Engine, face_id: int) -> int | None:
+    with engine.sessions() as session:
+        return session.get(schema.Face, face_id).person_id
+
+
+def both_groupings(engine: Engine, tree: Path, shared_data: Path):
+    """A full re-grouping, then new photos of every identity and an incremental update."""
+    engine.regroup(full=True)
+    yield "full re-grouping"
+    copy_photos(shared_data, tree, FIRST_PHOTOS, FIRST_PHOTOS + 3)
+    root_id, _ = sync_folder(engine.sessions, tree, engine.pipeline)
+    process_pending(engine.sessions, tree, root_id, engine.pipeline)
+    engine.regroup(full=False)
+    yield "incremental update"
+
+
+def test_first_grouping_gives_one_person_per_identity(people):
+    engine, _ = people
+    by_identity = faces_by_identity(engine)
+    persons = {identity: {p for _, p in faces} for identity, faces in by_identity.items()}
+    assert all(len(p) == 1 and None not in p for p in persons.values()), persons
+    assert len({next(iter(p)) for p in persons.values()}) == len(IDENTITIES)
+
+
+def test_a_named_person_keeps_its_name_and_faces(people, shared_data):
+    engine, tree = people
+    putin = person_of(engine, "Vladimir_Putin")
+    faces_before = {f for f, p in faces_by_identity(engine)["Vladimir_Putin"] if p == putin}
+    with engine.sessions.begin() as session:
+        operations.rename(session, putin, "  Vladimir  ")
+    for when in both_groupings(engine, tree, shared_data):
+        with engine.sessions() as session:
+            assert session.get(schema.Person, putin).name == "Vladimir", when
+        now = {f for f, p in faces_by_identity(engine)["Vladimir_Putin"] if p == putin}
+        assert faces_before <= now, when
+    assert len(now) == FIRST_PHOTOS + 3  # the new photos joined the named person
+
+
+def test_a_removed_face_never_returns_to_its_person(people, shared_data):
+    engine, tree = people
+    ridge = person_of(engine, "Tom_Ridge")
+    removed = faces_by_identity(engine)["Tom_Ridge"][0][0]
+    with engine.sessions.begin() as session:
+        operations.remove_face(session, removed)
+    for when in both_groupings(engine, tree, shared_data):
+        assert face_person(engine, removed) != ridge, when
+        assert person_of(engine, "Tom_Ridge") == ridge, when
+
+
+def test_merged_persons_stay_merged(people, shared_data):
+    engine, tree = people
+    sharon, davenport = person_of(engine, "Ariel_Sharon"), person_of(engine, "Lindsay_Davenport")
+    with engine.sessions.begin() as session:
+        operations.merge(session, sharon, [davenport])
+    for when in both_groupings(engine, tree, shared_data):
+        merged = faces_by_identity(engine)
+        old_faces = [
+            face
+            for identity in ("Ariel_Sharon", "Lindsay_Davenport")
+            for face, _ in merged[identity][:FIRST_PHOTOS]
+        ]
+        with engine.sessions() as session:
+            assert session.get(schema.Person, davenport) is None
+            persons = {session.get(schema.Face, f).person_id for f in old_faces}
+        assert persons == {sharon}, when
+
+
+def test_a_moved_face_stays_where_the_user_put_it(people, shared_data):
+    engine, tree = people
+    berlusconi = person_of(engine, "Silvio_Berlusconi")
+    moved = faces_by_identity(engine)["Tom_Ridge"][1][0]
+    with engine.sessions.begin() as session:
+        operations.move_face(session, moved, berlusconi)
+        alone = operations.move_face(session, faces_by_identity(engine)["Tom_Ridge"][2][0], None)
+    lonely = faces_by_identity(engine)["Tom_Ridge"][2][0]
+    for when in both_groupings(engine, tree, shared_data):
+        assert face_person(engine, moved) == berlusconi, when
+        assert face_person(engine, lonely) == alone, when
+
+
+def test_a_hidden_person_stays_hidden_and_out_of_the_listing(people, shared_data):
+    engine, tree = people
+    putin = person_of(engine, "Vladimir_Putin")
+    with engine.sessions.begin() as session:
+        operations.set_hidden(session, putin)
+    for when in both_groupings(engine, tree, shared_data):
+        with engine.sessions() as session:
+            visible = {p.id for p in operations.list_persons(session)}
+            everyone = {p.id for p in operations.list_persons(session, include_hidden=True)}
+        assert putin not in visible and putin in everyone, when
+
+
+def test_a_split_identity_is_suggested_until_marked_distinct(people):
+    engine, _ = people
+    putin = person_of(engine, "Vladimir_Putin")
+    half = [f for f, _ in faces_by_identity(engine)["Vladimir_Putin"]][: FIRST_PHOTOS // 2]
+    with engine.sessions.begin() as session:
+        split = operations.move_face(session, half[0], None)
+        for face_id in half[1:]:
+            operations.move_face(session, face_id, split)
+    with engine.sessions() as session:
+        suggestions = operations.suggest_merges(session, engine.settings.face_suggestion_distance)
+    pairs = {(s.person_id, s.other_id) for s in suggestions}
+    assert tuple(sorted((putin, split))) in pairs
+    assert len(pairs) == 1, "persons of different identities were suggested"
+    with engine.sessions.begin() as session:
+        operations.mark_distinct(session, split, putin)
+    with engine.sessions() as session:
+        assert operations.suggest_merges(session, engine.settings.face_suggestion_distance) == []
+
+
+def test_listing_puts_named_persons_first_with_counts_and_a_cover(people):
+    engine, _ = people
+    ridge = person_of(engine, "Tom_Ridge")
+    with engine.sessions.begin() as session:
+        operations.rename(session, ridge, "Tom")
+    with engine.sessions() as session:
+        listing = operations.list_persons(session)
+        assert listing[0].id == ridge and listing[0].faces == listing[0].photos == FIRST_PHOTOS
+        cover = session.get(schema.Face, listing[0].cover_face_id)
+        assert cover.person_id == ridge
+    with pytest.raises(operations.NotFound):
+        with engine.sessions.begin() as session:
+            operations.rename(session, 10_000, "nobody")
+
+
+def test_face_thumbnails_are_square_crops_made_once(people):
+    engine, _ = people
+    face_id = faces_by_identity(engine)["Ariel_Sharon"][0][0]
+    with engine.sessions() as session:
+        path = thumbnails.face_thumbnail(session, face_id, engine.settings.cache_dir, local_file, size=128)
+        made = path.stat().st_mtime_ns
+        again = thumbnails.face_thumbnail(session, face_id, engine.settings.cache_dir, local_file, size=128)
+    assert again == path and path.stat().st_mtime_ns == made
+    with Image.open(path) as image:
+        assert image.size == (128, 128) and image.format == "JPEG"
+    with engine.sessions() as session, pytest.raises(thumbnails.FaceMissing):
+        thumbnails.face_thumbnail(session, 99_999, engine.settings.cache_dir, local_file)
