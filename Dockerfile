@@ -16,6 +16,7 @@ RUN apt-get update \
     && apt-get install -y --no-install-recommends python3 python3-venv \
     && rm -rf /var/lib/apt/lists/*
 
+# hadolint ignore=DL3006
 FROM base-${DEVICE} AS app
 ARG DEVICE
 ENV PYTHONUNBUFFERED=1 \
@@ -35,7 +36,7 @@ COPY ex_app ./ex_app
 # The GPU images swap the CPU onnxruntime for their device's build.
 RUN python3 -m venv /opt/recognize \
     && pip install -e . \
-    && if [ "$DEVICE" = cuda ]; then pip uninstall -y onnxruntime && pip install onnxruntime-gpu; fi \
-    && if [ "$DEVICE" = rocm ]; then pip uninstall -y onnxruntime && pip install onnxruntime-rocm; fi
+    && if [ "$DEVICE" = cuda ]; then pip uninstall -y onnxruntime && pip install onnxruntime-gpu==1.31.1; fi \
+    && if [ "$DEVICE" = rocm ]; then pip uninstall -y onnxruntime && pip install onnxruntime-rocm==1.22.2.post3; fi
 ENTRYPOINT ["recognize"]
 CMD ["--help"]

@@ -30,6 +30,8 @@ demo: venv
 
 bench: venv
 	$(BIN)/python bench/analyzers_speed.py
+	$(BIN)/python bench/faces_speed.py
+	$(BIN)/python bench/faces_quality.py
 
 clean:
 	rm -rf build $(VENV)

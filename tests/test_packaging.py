@@ -1,0 +1,33 @@
+"""Packaging: the Dockerfile passes hadolint; appinfo and pyproject agree."""
+
+import subprocess
+import sys
+import tomllib
+import xml.etree.ElementTree as ElementTree
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_the_dockerfile_passes_hadolint():
+    hadolint = Path(sys.executable).parent / "hadolint"
+    result = subprocess.run([str(hadolint), str(REPO / "Dockerfile")], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_dockerfile_builds_each_device_from_one_argument():
+    dockerfile = (REPO / "Dockerfile").read_text()
+    assert "ARG DEVICE=cpu" in dockerfile
+    for device in ("cpu", "cuda", "rocm"):
+        assert f" AS base-{device}" in dockerfile
+    assert "FROM base-${DEVICE} AS app" in dockerfile
+
+
+def test_appinfo_names_the_image_and_the_version_of_the_package():
+    info = ElementTree.parse(REPO / "appinfo" / "info.xml").getroot()
+    version = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+    assert info.findtext("version") == version
+    install = info.find("external-app/docker-install")
+    assert install.findtext("image-tag") == version
+    assert install.findtext("image") and install.findtext("registry")
+    assert info.find("external-app/scopes") is None  # AppAPI 3 needs none
