@@ -1,0 +1,67 @@
+"""The ``nextcloud`` pytest fixture: a running stand-in, its state, and what an ExApp needs to reach it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from .auth import headers_to_exapp, new_secret
+from .server import StandinServer
+from .state import NextcloudState
+
+APP_ID = "recognize"
+APP_VERSION = "0.1.0"
+AA_VERSION = "4.0.0"
+
+
+@dataclass
+class Nextcloud:
+    """A running stand-in: ``url``, ``state`` to arrange and inspect, and the ExApp's credentials."""
+
+    url: str
+    state: NextcloudState
+    storage: Path
+
+    @property
+    def app_secret(self) -> str:
+        return self.state.app.secret
+
+    def app_env(self, app_port: int = 23000) -> dict[str, str]:
+        """The environment AppAPI gives a deployed ExApp."""
+        app = self.state.app
+        return {
+            "NEXTCLOUD_URL": self.url,
+            "APP_ID": app.app_id,
+            "APP_SECRET": app.secret,
+            "APP_VERSION": app.version,
+            "APP_HOST": "127.0.0.1",
+            "APP_PORT": str(app_port),
+            "AA_VERSION": self.state.aa_version,
+            "APP_PERSISTENT_STORAGE": str(self.storage),
+            "APP_DISPLAY_NAME": "Recognize",
+            "COMPUTE_DEVICE": "CPU",
+        }
+
+    def headers_to_exapp(self, user_id: str = "", secret: str | None = None) -> dict[str, str]:
+        """Headers of a request AppAPI's proxy forwards to the ExApp on behalf of ``user_id``."""
+        return headers_to_exapp(self.state, user_id, secret)
+
+
+@pytest.fixture
+def nextcloud(tmp_path: Path) -> Iterator[Nextcloud]:
+    """A fresh stand-in Nextcloud with an admin ``admin`` and users ``alice`` and ``bob``."""
+    state = NextcloudState(APP_ID, APP_VERSION, new_secret(), AA_VERSION)
+    state.add_user("admin", "Administrator", admin=True)
+    state.add_user("alice", "Alice")
+    state.add_user("bob", "Bob")
+    server = StandinServer(state)
+    server.start()
+    storage = tmp_path / "app_storage"
+    storage.mkdir()
+    try:
+        yield Nextcloud(server.url, state, storage)
+    finally:
+        server.stop()

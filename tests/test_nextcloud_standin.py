@@ -1,0 +1,581 @@
+"""The Nextcloud stand-in, driven through nc_py_api's async API exactly as an ExApp drives Nextcloud."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable
+from typing import TypeVar
+
+import httpx
+import pytest
+from nc_py_api import AsyncNextcloudApp, NextcloudException, NextcloudExceptionNotFound
+from nc_py_api.ex_app import LogLvl
+from nc_py_api.ex_app.ui.settings import SettingsField, SettingsFieldType, SettingsForm
+
+from nextcloud_standin.fixture import Nextcloud, nextcloud  # noqa: F401 (the fixture)
+
+T = TypeVar("T")
+JPEG = b"\xff\xd8\xff\xe0" + bytes(range(256)) * 4 + b"\xff\xd9"
+
+
+def run(awaitable: Awaitable[T]) -> T:
+    return asyncio.run(awaitable)
+
+
+@pytest.fixture
+def app_env(nextcloud: Nextcloud, monkeypatch: pytest.MonkeyPatch) -> Nextcloud:
+    """The ExApp's environment pointing at the stand-in."""
+    for name, value in nextcloud.app_env().items():
+        monkeypatch.setenv(name, value)
+    return nextcloud
+
+
+async def as_user(user: str) -> AsyncNextcloudApp:
+    nc = AsyncNextcloudApp()
+    await nc.set_user(user)
+    return nc
+
+
+def test_app_env_names_everything_an_exapp_needs(nextcloud: Nextcloud) -> None:
+    env = nextcloud.app_env()
+    assert env["NEXTCLOUD_URL"] == nextcloud.url
+    assert env["APP_ID"] == "recognize" and env["APP_SECRET"] == nextcloud.app_secret
+    assert {"APP_VERSION", "APP_HOST", "APP_PORT", "AA_VERSION", "APP_PERSISTENT_STORAGE"} <= env.keys()
+
+
+# --- AppAPI authentication ---------------------------------------------------------------------
+
+
+def test_requests_carry_appapi_headers(app_env: Nextcloud) -> None:
+    run(AsyncNextcloudApp().users_list())
+    run(as_user("alice"))  # set_user refreshes the capabilities
+    assert [r for r in app_env.state.requests if r[1] == "/ocs/v1.php/apps/app_api/api/v1/users"] == [
+        ("GET", "/ocs/v1.php/apps/app_api/api/v1/users", "")]
+    assert ("GET", "/ocs/v1.php/cloud/capabilities", "alice") in app_env.state.requests
+
+
+def test_wrong_secret_is_rejected_like_nextcloud(app_env: Nextcloud, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("APP_SECRET", "not-the-secret")
+
+    async def scenario() -> None:
+        nc = AsyncNextcloudApp()
+        with pytest.raises(NextcloudException) as ocs:
+            await nc.users_list()
+        assert ocs.value.status_code == 401
+        await nc.set_user("alice")  # capabilities are public, as in Nextcloud
+        with pytest.raises(NextcloudException) as dav:
+            await nc.files.listdir()
+        assert dav.value.status_code == 401
+
+    run(scenario())
+    raw = httpx.get(f"{app_env.url}/ocs/v2.php/apps/app_api/api/v1/users?format=json",
+                    headers={**app_env.headers_to_exapp(secret="wrong"), "OCS-APIRequest": "true"})
+    assert raw.status_code == 401
+    assert raw.json()["ocs"]["meta"] == {"status": "failure", "statuscode": 997, "message":
+                                         "AppAPI authentication failed", "totalitems": "", "itemsperpage": ""}
+
+
+def test_unknown_user_and_disabled_app_are_rejected(app_env: Nextcloud) -> None:
+    with pytest.raises(NextcloudException) as unknown:
+        run(_preference_as("mallory"))
+    assert unknown.value.status_code == 401
+    app_env.state.app.enabled = False
+
+    async def disabled() -> tuple[bool, int]:
+        nc = AsyncNextcloudApp()
+        enabled = await nc.enabled_state
+        with pytest.raises(NextcloudException) as e:
+            await nc.users_list()
+        return enabled, e.value.status_code
+
+    assert run(disabled()) == (False, 401)
+
+
+async def _preference_as(user: str) -> str | None:
+    return await (await as_user(user)).preferences_ex.get_value("x")
+
+
+def test_headers_to_exapp_are_what_nc_py_api_checks(app_env: Nextcloud) -> None:
+    nc = AsyncNextcloudApp()
+    headers = app_env.headers_to_exapp("alice")
+    request = type("Request", (), {"headers": headers})()
+    assert nc._session.sign_check(request) == "alice"
+    assert headers["AA-VERSION"] == app_env.state.aa_version and headers["EX-APP-VERSION"] == "0.1.0"
+    forged = type("Request", (), {"headers": app_env.headers_to_exapp("alice", secret="nope")})()
+    with pytest.raises(ValueError):
+        nc._session.sign_check(forged)
+
+
+# --- OCS ------------------------------------------------------------------------------------------
+
+
+def test_capabilities_and_version(app_env: Nextcloud) -> None:
+    async def scenario() -> tuple[dict, dict]:
+        nc = AsyncNextcloudApp()
+        return await nc.srv_version, await nc.capabilities
+
+    version, capabilities = run(scenario())
+    assert version["major"] == 30 and version["string"].startswith("30.")
+    assert capabilities["app_api"]["version"] == app_env.state.aa_version
+    assert "notifications" in capabilities and "files" in capabilities
+
+
+def test_users_lists(app_env: Nextcloud) -> None:
+    async def scenario() -> tuple[list, list, list]:
+        nc = AsyncNextcloudApp()
+        every = await nc.users_list()
+        await nc.set_user("admin")
+        admin_view = await nc.users.get_list(limit=2)
+        await nc.set_user("alice")
+        return every, admin_view, await nc.users.get_list()
+
+    every, admin_view, alice_view = run(scenario())
+    assert every == ["admin", "alice", "bob"]
+    assert admin_view == ["admin", "alice"]
+    assert alice_view == []  # neither admin nor subadmin
+
+
+def test_app_config_set_get_delete(app_env: Nextcloud) -> None:
+    async def scenario() -> tuple:
+        nc = AsyncNextcloudApp()
+        await nc.appconfig_ex.set_value("cursor", "42")
+        await nc.appconfig_ex.set_value("token", "s3cret", sensitive=True)
+        await nc.appconfig_ex.set_value("token", "t2")  # keeps the sensitive flag
+        values = {r.key: r.value for r in await nc.appconfig_ex.get_values(["cursor", "token", "absent"])}
+        await nc.appconfig_ex.delete("cursor")
+        with pytest.raises(NextcloudExceptionNotFound):
+            await nc.appconfig_ex.delete("cursor", not_fail=False)
+        return values, await nc.appconfig_ex.get_value("cursor", default="gone")
+
+    values, after = run(scenario())
+    assert values == {"cursor": "42", "token": "t2"}
+    assert after == "gone"
+    assert app_env.state.app_config == {"token": ("t2", 1)}
+
+
+def test_user_preferences_are_per_user(app_env: Nextcloud) -> None:
+    async def scenario() -> tuple:
+        nc = await as_user("alice")
+        await nc.preferences_ex.set_value("enabled", "true")
+        await nc.set_user("bob")
+        bob = await nc.preferences_ex.get_value("enabled")
+        await nc.set_user("alice")
+        alice = await nc.preferences_ex.get_value("enabled")
+        await nc.preferences_ex.delete(["enabled"])
+        return alice, bob, await nc.preferences_ex.get_value("enabled")
+
+    assert run(scenario()) == ("true", None, None)
+    assert app_env.state.preferences == {}
+
+
+def test_init_status_and_enabled_state(app_env: Nextcloud) -> None:
+    app = app_env.state.app
+    app.enabled, app.initializing = False, True
+
+    async def scenario() -> tuple[bool, bool]:
+        nc = AsyncNextcloudApp()
+        before = await nc.enabled_state
+        await nc.set_init_status(40)
+        await nc.set_init_status(100)
+        return before, await nc.enabled_state
+
+    assert run(scenario()) == (False, True)
+    assert app.progress_history == [(40, ""), (100, "")]
+    assert app.progress == 100 and not app.initializing
+
+
+def test_init_error_is_recorded(app_env: Nextcloud) -> None:
+    run(AsyncNextcloudApp().set_init_status(10, "models could not be fetched"))
+    assert app_env.state.app.error == "models could not be fetched"
+
+
+def test_file_actions_menu_register_get_unregister(app_env: Nextcloud) -> None:
+    async def scenario() -> tuple:
+        nc = AsyncNextcloudApp()
+        await nc.ui.files_dropdown_menu.register_ex("recognize_file", "Recognize", "/api/v1/files/action",
+                                                    mime="image", icon="img/app.svg")
+        entry = await nc.ui.files_dropdown_menu.get_entry("recognize_file")
+        await nc.ui.files_dropdown_menu.unregister("recognize_file")
+        with pytest.raises(NextcloudExceptionNotFound):
+            await nc.ui.files_dropdown_menu.unregister("recognize_file", not_fail=False)
+        return entry, await nc.ui.files_dropdown_menu.get_entry("recognize_file")
+
+    registered_state = {}
+
+    async def check_state() -> None:
+        nc = AsyncNextcloudApp()
+        await nc.ui.files_dropdown_menu.register_ex("x", "X", "/cb")
+        registered_state.update(app_env.state.file_actions["x"])
+
+    entry, gone = run(scenario())
+    assert entry.name == "recognize_file" and entry.mime == "image" and entry.version == "2.0"
+    assert entry.action_handler == "/api/v1/files/action" and entry.permissions == 31
+    assert gone is None
+    run(check_state())
+    assert registered_state["appid"] == "recognize" and registered_state["display_name"] == "X"
+
+
+def test_top_menu(app_env: Nextcloud) -> None:
+    async def scenario() -> tuple:
+        nc = AsyncNextcloudApp()
+        await nc.ui.top_menu.register("people", "People", "img/people.svg", admin_required=True)
+        entry = await nc.ui.top_menu.get_entry("people")
+        await nc.ui.top_menu.unregister("people")
+        return entry, await nc.ui.top_menu.get_entry("people")
+
+    entry, gone = run(scenario())
+    assert entry.display_name == "People" and entry.admin_required and entry.icon == "img/people.svg"
+    assert gone is None and app_env.state.top_menu == {}
+
+
+def test_declarative_settings(app_env: Nextcloud) -> None:
+    form = SettingsForm(id="recognize_settings", section_type="admin", section_id="recognize", title="Recognize",
+                        fields=[SettingsField(id="faces", title="Faces", type=SettingsFieldType.CHECKBOX,
+                                              default=True)])
+
+    async def scenario() -> tuple:
+        nc = AsyncNextcloudApp()
+        await nc.ui.settings.register_form(form)
+        got = await nc.ui.settings.get_entry("recognize_settings")
+        await nc.ui.settings.unregister_form("recognize_settings")
+        return got, await nc.ui.settings.get_entry("recognize_settings")
+
+    got, gone = run(scenario())
+    assert got.title == "Recognize" and got.section_type == "admin"
+    assert [f.id for f in got.fields] == ["faces"] and got.fields[0].type == SettingsFieldType.CHECKBOX
+    assert gone is None
+
+
+def test_notifications(app_env: Nextcloud) -> None:
+    async def scenario() -> tuple:
+        nc = await as_user("alice")
+        object_id = await nc.notifications.create("Recognize finished", "12 photos tagged", link="/apps/photos")
+        return object_id, await nc.notifications.by_object_id(object_id)
+
+    object_id, notification = run(scenario())
+    assert notification is not None and notification.user_id == "alice"
+    assert notification.subject == "Recognize finished" and notification.message == "12 photos tagged"
+    assert notification.link == "/apps/photos" and notification.app_name == "recognize"
+    assert [n["object_id"] for n in app_env.state.notifications] == [object_id]
+
+
+def test_webhook_listeners(app_env: Nextcloud) -> None:
+    event = "OCP\\Files\\Events\\Node\\NodeCreatedEvent"
+
+    async def scenario() -> tuple:
+        nc = AsyncNextcloudApp()
+        hook = await nc.webhooks.register("POST", "/webhooks/node", event, event_filter={"event.node.path": "/x"})
+        listed = await nc.webhooks.get_list()
+        removed = await nc.webhooks.unregister(hook.webhook_id)
+        await nc.webhooks.register("POST", "/webhooks/deleted", "OCP\\Files\\Events\\Node\\NodeDeletedEvent")
+        count = await nc.webhooks.unregister_all()  # passing the app id raises in nc_py_api 0.30.3
+        return hook, listed, removed, count
+
+    hook, listed, removed, count = run(scenario())
+    assert hook.app_id == "recognize" and hook.event == event and hook.uri == "/webhooks/node"
+    assert hook.event_filter == {"event.node.path": "/x"}
+    assert [h.webhook_id for h in listed] == [hook.webhook_id]
+    assert removed is True and count == 1 and app_env.state.webhooks == {}
+
+
+def test_webhooks_need_an_admin_or_no_user(app_env: Nextcloud) -> None:
+    with pytest.raises(NextcloudException) as e:
+        run(_list_webhooks_as("alice"))
+    assert e.value.status_code == 403
+    assert run(_list_webhooks_as("admin")) == []
+
+
+async def _list_webhooks_as(user: str) -> list:
+    return await (await as_user(user)).webhooks.get_list()
+
+
+def test_log_respects_the_loglevel(app_env: Nextcloud) -> None:
+    async def scenario() -> None:
+        nc = AsyncNextcloudApp()
+        await nc.log(LogLvl.INFO, "dropped: below loglevel 2")
+        await nc.log(LogLvl.ERROR, "a face model is missing")
+
+    run(scenario())
+    assert app_env.state.logs == [(3, "a face model is missing")]
+
+
+def test_ocs_xml_is_the_default_format(app_env: Nextcloud) -> None:
+    response = httpx.get(f"{app_env.url}/ocs/v1.php/cloud/capabilities", headers={"OCS-APIRequest": "true"})
+    assert response.headers["content-type"].startswith("application/xml")
+    assert "<statuscode>100</statuscode>" in response.text and "<major>30</major>" in response.text
+
+
+# --- WebDAV files ---------------------------------------------------------------------------------
+
+
+def test_listdir_depths_and_properties(app_env: Nextcloud) -> None:
+    state = app_env.state
+    photo = state.put_file("alice", "Photos/2024/beach.jpg", JPEG, mtime=1_700_000_000)
+    state.put_file("alice", "Photos/notes.txt", b"hello")
+
+    async def scenario() -> tuple:
+        nc = await as_user("alice")
+        return (await nc.files.listdir("Photos"), await nc.files.listdir("Photos", depth=-1),
+                await nc.files.by_path("Photos/2024/beach.jpg"))
+
+    top, everything, node = run(scenario())
+    assert sorted(n.user_path for n in top) == ["Photos/2024/", "Photos/notes.txt"]
+    assert sorted(n.user_path for n in everything) == ["Photos/2024/", "Photos/2024/beach.jpg", "Photos/notes.txt"]
+    assert node.info.fileid == photo.fileid and node.file_id == f"{photo.fileid:08d}ocstandin01"
+    assert node.info.size == len(JPEG) and node.info.content_length == len(JPEG)
+    assert node.info.mimetype == "image/jpeg" and node.etag == f'"{photo.etag}"'  # quoted, as sabre sends it
+    assert node.info.last_modified.timestamp() == 1_700_000_000
+    assert node.info.permissions == "RGDNVW" and not node.is_dir
+    folder = next(n for n in top if n.is_dir)
+    assert folder.info.size == len(JPEG) and folder.info.permissions == "RGDNVCK"
+
+
+def test_raw_propfind_of_nextcloud_properties(app_env: Nextcloud) -> None:
+    photo = app_env.state.put_file("alice", "a b.jpg", JPEG)
+    body = ('<?xml version="1.0"?><d:propfind xmlns:d="DAV:" xmlns:oc="http://owncloud.org/ns" '
+            'xmlns:nc="http://nextcloud.org/ns"><d:prop><oc:fileid/><nc:has-preview/><nc:mount-type/>'
+            '<oc:owner-id/><d:getcontenttype/><oc:no-such-prop/></d:prop></d:propfind>')
+    response = httpx.request("PROPFIND", f"{app_env.url}/remote.php/dav/files/alice/a%20b.jpg", content=body,
+                             headers={**app_env.headers_to_exapp("alice"), "Depth": "0"})
+    assert response.status_code == 207
+    text = response.text
+    assert "<d:href>/remote.php/dav/files/alice/a%20b.jpg</d:href>" in text
+    assert f"<oc:fileid>{photo.fileid}</oc:fileid>" in text and "<nc:has-preview>true</nc:has-preview>" in text
+    assert "<oc:owner-id>alice</oc:owner-id>" in text
+    found, missing = text.split("HTTP/1.1 200 OK")
+    assert "<oc:no-such-prop" in missing and "404 Not Found" in missing
+
+
+def test_missing_paths_are_404(app_env: Nextcloud) -> None:
+    async def scenario() -> None:
+        nc = await as_user("alice")
+        assert await _raises_status(nc.files.listdir("nope"), 404)
+        assert await _raises_status(nc.files.download("nope.jpg"), 404)
+        assert await nc.files.by_id(999_999) is None
+
+    run(scenario())
+
+
+async def _raises_status(awaitable: Awaitable, status: int) -> bool:
+    try:
+        await awaitable
+    except NextcloudException as e:
+        return e.status_code == status
+    return False
+
+
+def test_download_whole_and_ranges(app_env: Nextcloud) -> None:
+    app_env.state.put_file("alice", "beach.jpg", JPEG)
+    assert run(_download("beach.jpg")) == JPEG
+    headers = app_env.headers_to_exapp("alice")
+    url = f"{app_env.url}/remote.php/dav/files/alice/beach.jpg"
+    part = httpx.get(url, headers={**headers, "Range": "bytes=4-9"})
+    assert part.status_code == 206 and part.content == JPEG[4:10]
+    assert part.headers["content-range"] == f"bytes 4-9/{len(JPEG)}"
+    assert httpx.get(url, headers={**headers, "Range": "bytes=-2"}).content == JPEG[-2:]
+    assert httpx.get(url, headers={**headers, "Range": f"bytes={len(JPEG)}-"}).status_code == 416
+
+
+async def _download(path: str) -> bytes:
+    return await (await as_user("alice")).files.download(path)
+
+
+def test_upload_mkdir_delete(app_env: Nextcloud) -> None:
+    async def scenario() -> tuple:
+        nc = await as_user("alice")
+        await nc.files.makedirs("Out/Sub", exist_ok=True)
+        uploaded = await nc.files.upload("Out/Sub/x.txt", b"abc")
+        content = await nc.files.download("Out/Sub/x.txt")
+        await nc.files.delete("Out")
+        return uploaded, content, await _raises_status(nc.files.by_path("Out"), 404)
+
+    uploaded, content, gone = run(scenario())
+    assert content == b"abc" and uploaded.file_id.endswith("ocstandin01")
+    assert gone
+    assert app_env.state.resolve("alice", "Out") is None
+
+
+def test_shared_file_has_one_fileid_for_both_users(app_env: Nextcloud) -> None:
+    state = app_env.state
+    photo = state.put_file("alice", "Holiday/beach.jpg", JPEG)
+    state.share("alice", "Holiday", "bob")
+
+    async def scenario() -> tuple:
+        nc = await as_user("bob")
+        bob_tree = await nc.files.listdir(depth=-1)
+        bob_found = await nc.files.by_id(photo.fileid)
+        content = await nc.files.download("Holiday/beach.jpg")
+        await nc.set_user("alice")
+        return bob_tree, bob_found, content, await nc.files.by_id(photo.fileid)
+
+    bob_tree, bob_found, content, alice_found = run(scenario())
+    bob_photo = next(n for n in bob_tree if n.name == "beach.jpg")
+    assert bob_photo.info.fileid == alice_found.info.fileid == photo.fileid
+    assert bob_found.user_path == "Holiday/beach.jpg" and bob_found.user == "bob"
+    assert alice_found.user == "alice" and content == JPEG
+    assert bob_photo.info.permissions.startswith("S")
+    holiday = next(n for n in bob_tree if n.name == "Holiday")
+    assert "M" in holiday.info.permissions
+
+
+def test_shared_mount_type_and_owner(app_env: Nextcloud) -> None:
+    app_env.state.put_file("alice", "x.jpg", JPEG)
+    app_env.state.share("alice", "x.jpg", "bob", target="from alice.jpg")
+    body = ('<d:propfind xmlns:d="DAV:" xmlns:oc="http://owncloud.org/ns" xmlns:nc="http://nextcloud.org/ns">'
+            "<d:prop><nc:mount-type/><oc:owner-id/></d:prop></d:propfind>")
+    response = httpx.request("PROPFIND", f"{app_env.url}/remote.php/dav/files/bob/from%20alice.jpg",
+                             content=body, headers={**app_env.headers_to_exapp("bob"), "Depth": "0"})
+    assert "<nc:mount-type>shared</nc:mount-type>" in response.text
+    assert "<oc:owner-id>alice</oc:owner-id>" in response.text
+
+
+def test_other_users_files_are_not_reachable(app_env: Nextcloud) -> None:
+    app_env.state.put_file("alice", "private.jpg", JPEG)
+    response = httpx.request("PROPFIND", f"{app_env.url}/remote.php/dav/files/alice/",
+                             headers=app_env.headers_to_exapp("bob"))
+    assert response.status_code == 404
+    assert run(_by_id_as("bob", app_env.state.resolve("alice", "private.jpg").node.fileid)) is None
+
+
+async def _by_id_as(user: str, fileid: int):
+    return await (await as_user(user)).files.by_id(fileid)
+
+
+def test_dav_without_user_is_401(app_env: Nextcloud) -> None:
+    response = httpx.request("PROPFIND", f"{app_env.url}/remote.php/dav/files/alice/",
+                             headers=app_env.headers_to_exapp(""))
+    assert response.status_code == 401
+    assert "Sabre\\DAV\\Exception\\NotAuthenticated" in response.text
+
+
+def test_search_by_mime_name_and_time(app_env: Nextcloud) -> None:
+    state = app_env.state
+    state.put_file("alice", "Photos/a.jpg", JPEG, mtime=1_000)
+    state.put_file("alice", "Photos/b.png", b"\x89PNG", mtime=2_000)
+    state.put_file("alice", "Docs/c.txt", b"text", mtime=3_000)
+
+    async def scenario() -> tuple:
+        nc = await as_user("alice")
+        images = await nc.files.find(["like", "mime", "image/%"])
+        named = await nc.files.find(["eq", "name", "b.png"], path="Photos")
+        recent = await nc.files.find(["and", "gt", "last_modified", 1_500, "like", "mime", "image/%"])
+        return images, named, recent
+
+    images, named, recent = run(scenario())
+    assert sorted(n.user_path for n in images) == ["Photos/a.jpg", "Photos/b.png"]
+    assert [n.user_path for n in named] == ["Photos/b.png"]
+    assert [n.name for n in recent] == ["b.png"]
+
+
+# --- system tags ----------------------------------------------------------------------------------
+
+
+def test_tags_create_assign_list_unassign(app_env: Nextcloud) -> None:
+    photo = app_env.state.put_file("alice", "beach.jpg", JPEG)
+
+    async def scenario() -> tuple:
+        nc = await as_user("alice")
+        await nc.files.create_tag("People")
+        tag = await nc.files.tag_by_name("People")
+        await nc.files.assign_tag(photo.fileid, tag)
+        await nc.files.assign_tag(photo.fileid, tag)  # assigning twice is fine, as in Nextcloud
+        tags = await nc.files.get_tags(photo.fileid)
+        tagged = await nc.files.list_by_criteria(tags=[tag])
+        await nc.files.unassign_tag(photo.fileid, tag)
+        return tag, tags, tagged, await nc.files.get_tags(photo.fileid)
+
+    tag, tags, tagged, after = run(scenario())
+    assert tag.user_visible and tag.user_assignable
+    assert [t.display_name for t in tags] == ["People"]
+    assert [n.info.fileid for n in tagged] == [photo.fileid]
+    assert after == []
+    assert app_env.state.tag_names_of(photo.fileid) == set()
+
+
+def test_tag_creation_answers_201_with_content_location(app_env: Nextcloud) -> None:
+    headers = {**app_env.headers_to_exapp("alice"), "Content-Type": "application/json"}
+    url = f"{app_env.url}/remote.php/dav/systemtags"
+    created = httpx.post(url, headers=headers, content=b'{"name": "Beach"}')
+    assert created.status_code == 201
+    tag_id = next(t.tag_id for t in app_env.state.tags.values() if t.name == "Beach")
+    assert created.headers["content-location"] == f"/remote.php/dav/systemtags/{tag_id}"
+    assert httpx.post(url, headers=headers, content=b'{"name": "Beach"}').status_code == 409
+    hidden = httpx.post(url, headers=headers, content=b'{"name": "Hidden", "userVisible": false}')
+    assert hidden.status_code == 400  # only admins create invisible tags
+
+
+def test_tag_assignment_errors(app_env: Nextcloud) -> None:
+    photo = app_env.state.put_file("alice", "beach.jpg", JPEG)
+    restricted = app_env.state.add_tag("Restricted", user_visible=True, user_assignable=False)
+
+    async def scenario() -> tuple[bool, bool, bool]:
+        nc = await as_user("alice")
+        return (await _raises_status(nc.files.assign_tag(photo.fileid, 999_999), 412),
+                await _raises_status(nc.files.assign_tag(photo.fileid, restricted.tag_id), 403),
+                await _raises_status(nc.files.assign_tag(999_999, restricted.tag_id), 404))
+
+    assert run(scenario()) == (True, True, True)
+
+
+def test_invisible_tags_only_for_admins(app_env: Nextcloud) -> None:
+    photo = app_env.state.put_file("admin", "x.jpg", JPEG)
+    app_env.state.add_tag("Visible")
+
+    async def scenario() -> tuple:
+        nc = await as_user("admin")
+        await nc.files.create_tag("recognize:internal", user_visible=False, user_assignable=False)
+        hidden = await nc.files.tag_by_name("recognize:internal")
+        await nc.files.assign_tag(photo.fileid, hidden)
+        admin_names = {t.display_name for t in await nc.files.list_tags()}
+        await nc.set_user("alice")
+        return admin_names, {t.display_name for t in await nc.files.list_tags()}
+
+    admin_names, alice_names = run(scenario())
+    assert admin_names == {"Visible", "recognize:internal"} and alice_names == {"Visible"}
+    assert app_env.state.tag_names_of(photo.fileid) == {"recognize:internal"}
+
+
+def test_shared_file_tags_are_shared(app_env: Nextcloud) -> None:
+    state = app_env.state
+    photo = state.put_file("alice", "Holiday/beach.jpg", JPEG)
+    state.share("alice", "Holiday", "bob")
+    tag = state.add_tag("Beach")
+
+    async def scenario() -> list:
+        nc = await as_user("bob")
+        await nc.files.assign_tag(photo.fileid, tag.tag_id)
+        await nc.set_user("alice")
+        return await nc.files.get_tags(photo.fileid)
+
+    assert [t.display_name for t in run(scenario())] == ["Beach"]
+
+
+# --- faults -----------------------------------------------------------------------------------------
+
+
+def test_503_for_the_next_requests_then_service_resumes(app_env: Nextcloud) -> None:
+    app_env.state.put_file("alice", "a.jpg", JPEG)
+
+    async def scenario() -> tuple[list[int], bytes]:
+        nc = await as_user("alice")
+        app_env.state.fail_next(2)
+        statuses = []
+        for _ in range(2):
+            try:
+                await nc.files.download("a.jpg")
+            except NextcloudException as e:
+                statuses.append(e.status_code)
+        return statuses, await nc.files.download("a.jpg")
+
+    statuses, content = run(scenario())
+    assert statuses == [503, 503] and content == JPEG
+    assert app_env.state.faults.served == 2
+
+
+def test_503_for_a_time(app_env: Nextcloud) -> None:
+    app_env.state.fail_for(0.3)
+    url = f"{app_env.url}/ocs/v1.php/cloud/capabilities?format=json"
+    assert httpx.get(url).status_code == 503
+    time.sleep(0.35)
+    assert httpx.get(url).status_code == 200
