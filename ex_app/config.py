@@ -74,6 +74,14 @@ class Settings(BaseSettings):
     object_top_k: int = Field(default=5, ge=1)
     object_min_score: float = Field(default=0.05, ge=0, le=1)
 
+    # The ExApp (Nextcloud): how it works through the users' files.
+    jobs: int = Field(default=1, ge=1)  # files downloaded at once (analysis: one at a time)
+    # "22-6": no analysis from 22:00 until 06:00 (server time); empty: none.
+    quiet_hours: str = Field(default="", pattern=r"^$|^([01]?\d|2[0-3])-([01]?\d|2[0-3])$")
+    person_names_as_tags: bool = False  # named persons also become tags on their photos
+    max_download_bytes: int = Field(default=512 * 1024 * 1024, ge=1)  # larger files: skipped
+    crawl_interval_seconds: float = Field(default=600, ge=1)  # between crawls of all users
+
     @model_validator(mode="after")
     def _resolve_paths(self) -> "Settings":
         self.data_dir = self.data_dir.expanduser().resolve()

@@ -1,0 +1,146 @@
+"""Recognize as a Nextcloud ExApp: the FastAPI app AppAPI talks to.
+
+Routes: ``/heartbeat`` (public), ``/init`` (fetch the enabled models, reporting progress
+to AppAPI), ``/enabled`` (register or unregister the Files menu action and the admin
+settings form, start or stop the work), and :mod:`ex_app.web.routes`. Everything but
+``/heartbeat`` is authenticated by AppAPI's headers. Run it with ``python -m ex_app.main``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import BackgroundTasks, FastAPI, Request
+from nc_py_api import AsyncNextcloudApp
+from nc_py_api.ex_app import AppAPIAuthMiddleware, run_app, set_handlers
+
+from ex_app.config import MANIFEST_PATH, Settings
+from ex_app.models.manifest import load_manifest
+from ex_app.models.store import ModelStore
+from ex_app.web.admin_settings import FORM_ID, settings_form
+from ex_app.web.routes import FILES_ACTION_ROUTE, router
+from ex_app.work.nextcloud_service import RecognizeService
+from ex_app.work.pipeline import ANALYZER_MODELS, FACES, OBJECTS
+
+log = logging.getLogger(__name__)
+
+FILES_ACTION_NAME = "recognize_analyze"
+FILES_ACTION_MIMES = "image,audio,video,httpd/unix-directory"
+INIT_POLL_SECONDS = 0.5
+
+
+def enabled_models(settings: Settings) -> list[str]:
+    """The models the enabled analyzers need, each once, in a stable order."""
+    enabled = {FACES: settings.faces_enabled, OBJECTS: settings.objects_enabled}
+    names = [name for analyzer, on in enabled.items() if on for name in ANALYZER_MODELS[analyzer]]
+    return list(dict.fromkeys(names))
+
+
+async def fetch_models(nc: AsyncNextcloudApp, settings: Settings) -> None:
+    """Fetch the enabled models, telling AppAPI the percentage of bytes done, or the error."""
+    store = ModelStore(settings.models_dir, load_manifest(MANIFEST_PATH), mirror=settings.model_mirror)
+    names = enabled_models(settings)
+    sizes = {name: max(store.manifest[name].size, 1) for name in names}
+    done = dict.fromkeys(names, 0)
+
+    def percent() -> int:
+        return min(99, sum(done.values()) * 100 // sum(sizes.values()))
+
+    def fetch_all() -> None:
+        for name in names:
+            store.fetch(name, lambda count, _total, name=name: done.__setitem__(name, count))
+            done[name] = sizes[name]
+
+    fetching = asyncio.create_task(asyncio.to_thread(fetch_all))
+    reported = -1
+    while not fetching.done():
+        if percent() != reported:
+            reported = percent()
+            await nc.set_init_status(reported)
+        await asyncio.wait([fetching], timeout=INIT_POLL_SECONDS)
+    try:
+        fetching.result()
+    except Exception as error:
+        log.exception("fetching the models failed")
+        await nc.set_init_status(percent(), f"Recognize could not fetch its models: {error}")
+        return
+    await nc.set_init_status(100)
+
+
+async def register_ui(nc: AsyncNextcloudApp, settings: Settings) -> None:
+    """The Files menu action (v2: the whole selection in one call) and the admin form."""
+    await nc.ui.files_dropdown_menu.register_ex(
+        FILES_ACTION_NAME,
+        "Analyze with Recognize",
+        FILES_ACTION_ROUTE,
+        mime=FILES_ACTION_MIMES,
+    )
+    await nc.ui.settings.register_form(settings_form(settings))
+
+
+async def unregister_ui(nc: AsyncNextcloudApp) -> None:
+    await nc.ui.files_dropdown_menu.unregister(FILES_ACTION_NAME)
+    await nc.ui.settings.unregister_form(FORM_ID)
+
+
+async def _start_if_enabled(service: RecognizeService) -> None:
+    """After a restart, resume the work when AppAPI has the app enabled."""
+    try:
+        if await AsyncNextcloudApp().enabled_state:
+            service.start()
+    except Exception:  # Nextcloud not reachable yet: /enabled will start the work
+        log.warning("could not ask Nextcloud whether Recognize is enabled", exc_info=True)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The ExApp, working with these settings (default: from the environment)."""
+    settings = settings or Settings()
+    service = RecognizeService(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.service = service
+        await _start_if_enabled(service)
+        yield
+        await service.stop()
+        service.close()
+
+    async def enabled_handler(enabled: bool, nc: AsyncNextcloudApp) -> str:
+        try:
+            if enabled:
+                await register_ui(nc, settings)
+                service.start()
+            else:
+                await service.stop()
+                await unregister_ui(nc)
+        except Exception as error:
+            log.exception("switching Recognize %s failed", "on" if enabled else "off")
+            return f"Recognize could not be {'enabled' if enabled else 'disabled'}: {error}"
+        return ""
+
+    app = FastAPI(lifespan=lifespan, title="Recognize", docs_url=None, redoc_url=None, openapi_url=None)
+    app.add_middleware(AppAPIAuthMiddleware)
+    set_handlers(app, enabled_handler, default_init=False, map_app_static=False)
+
+    @app.post("/init")
+    async def init(request: Request, tasks: BackgroundTasks) -> dict:
+        """Start fetching the models; progress and errors go to AppAPI."""
+        nc = AsyncNextcloudApp(user=request.scope.get("username", ""))
+        tasks.add_task(fetch_models, nc, settings)
+        return {}
+
+    app.include_router(router)
+    return app
+
+
+def main() -> None:
+    """Serve the ExApp where AppAPI says (APP_HOST/APP_PORT, or its socket)."""
+    logging.basicConfig(level=logging.INFO)
+    run_app(create_app(), log_level="info")
+
+
+if __name__ == "__main__":
+    main()

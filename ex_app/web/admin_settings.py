@@ -1,0 +1,73 @@
+"""The declarative admin settings form (section "Recognize") and the settings it yields.
+
+Nextcloud stores the form's values in the ExApp's app config under the field ids, which
+are the names of :class:`~ex_app.config.Settings` fields; they override the ExApp's own.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from nc_py_api import AsyncNextcloudApp
+from nc_py_api.ex_app.ui.settings import SettingsField, SettingsFieldType, SettingsForm
+from pydantic import ValidationError
+
+from ex_app.config import Settings
+
+log = logging.getLogger(__name__)
+
+FORM_ID = "recognize_admin"
+
+# Face grouping sensitivity: the longest link inside a new person (see config.py).
+SENSITIVITY = {"Strict (fewer mix-ups)": "0.45", "Balanced": "0.55", "Loose (fewer splits)": "0.6"}
+
+
+def settings_form(defaults: Settings) -> SettingsForm:
+    """The admin form, showing the ExApp's own settings as defaults."""
+    field = SettingsField
+    return SettingsForm(
+        id=FORM_ID,
+        section_type="admin",
+        section_id="recognize",
+        title="Recognize",
+        description="Private tagging of your photos on this server: faces into persons, "
+        "objects and scenes.",
+        fields=[
+            field("faces_enabled", "Faces", SettingsFieldType.CHECKBOX, defaults.faces_enabled,
+                  label="Find faces and group them into persons"),
+            field("objects_enabled", "Objects and scenes", SettingsFieldType.CHECKBOX,
+                  defaults.objects_enabled, label="Tag photos with objects and scenes"),
+            field("face_cluster_distance", "Face grouping sensitivity", SettingsFieldType.SELECT,
+                  _closest_sensitivity(defaults.face_cluster_distance), options=SENSITIVITY),
+            field("face_min_faces_per_person", "Minimum faces per person",
+                  SettingsFieldType.NUMBER, defaults.face_min_faces_per_person,
+                  description="Fewer similar faces do not make a person (at least 2)."),
+            field("max_image_side", "Largest image side analyzed (pixels)",
+                  SettingsFieldType.NUMBER, defaults.max_image_side,
+                  description="Larger photos are scaled down first; smaller is faster."),
+            field("threads", "CPU threads per analysis", SettingsFieldType.NUMBER, defaults.threads),
+            field("jobs", "Files handled at once", SettingsFieldType.NUMBER, defaults.jobs,
+                  description="Downloads in parallel; analysis stays one file at a time."),
+            field("quiet_hours", "Quiet hours", SettingsFieldType.TEXT, defaults.quiet_hours,
+                  placeholder="22-6",
+                  description="No analysis between these hours (server time); empty: none."),
+            field("person_names_as_tags", "Names as tags", SettingsFieldType.CHECKBOX,
+                  defaults.person_names_as_tags, label="Tag photos with the names of their persons"),
+        ],
+    )
+
+
+def _closest_sensitivity(distance: float) -> str:
+    return min(SENSITIVITY.values(), key=lambda value: abs(float(value) - distance))
+
+
+async def admin_settings(nc: AsyncNextcloudApp, base: Settings) -> Settings:
+    """base with the values an admin saved in the form; base alone if they do not validate."""
+    ids = [f.id for f in settings_form(base).fields]
+    saved = {record.key: record.value for record in await nc.appconfig_ex.get_values(ids)}
+    saved = {key: value for key, value in saved.items() if value not in (None, "")}
+    try:
+        return Settings(**(base.model_dump() | saved))
+    except ValidationError as error:
+        log.warning("ignoring the admin settings, they are invalid: %s", error)
+        return base
