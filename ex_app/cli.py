@@ -17,6 +17,7 @@ from ex_app.engine import Engine
 from ex_app.media.errors import MediaError
 from ex_app.models.store import ModelUnavailable
 from ex_app.people import operations, thumbnails
+from ex_app.people.clustering import QualityGate
 from ex_app.sinks.json_export import export_results, overall_status
 from ex_app.store import schema
 from ex_app.store.schema import TaskStatus
@@ -91,7 +92,8 @@ def export(engine: Engine, as_json: bool, root: Path | None) -> None:
             )
             if root_id is None:
                 raise click.ClickException(f"{root} has not been scanned")
-        click.echo(json.dumps(export_results(session, root_id), indent=1))
+        gate = QualityGate.from_settings(engine.settings)
+        click.echo(json.dumps(export_results(session, gate, root_id), indent=1))
 
 
 @main.command()

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Iterator
 from typing import TypeVar
 
 import httpx
 import pytest
+from fastapi import FastAPI, Request
 from nc_py_api import AsyncNextcloudApp, NextcloudException, NextcloudExceptionNotFound
-from nc_py_api.ex_app import LogLvl
+from nc_py_api.ex_app import AppAPIAuthMiddleware, LogLvl
 from nc_py_api.ex_app.ui.settings import SettingsField, SettingsFieldType, SettingsForm
 
 from nextcloud_standin.fixture import Nextcloud, nextcloud  # noqa: F401 (the fixture)
+from nextcloud_standin.server import BackgroundServer
+from nextcloud_standin.webhook_events import NODE_CREATED, NODE_DELETED
 
 T = TypeVar("T")
 JPEG = b"\xff\xd8\xff\xe0" + bytes(range(256)) * 4 + b"\xff\xd9"
@@ -96,15 +99,51 @@ async def _preference_as(user: str) -> str | None:
     return await (await as_user(user)).preferences_ex.get_value("x")
 
 
-def test_headers_to_exapp_are_what_nc_py_api_checks(app_env: Nextcloud) -> None:
-    nc = AsyncNextcloudApp()
-    headers = app_env.headers_to_exapp("alice")
-    request = type("Request", (), {"headers": headers})()
-    assert nc._session.sign_check(request) == "alice"
-    assert headers["AA-VERSION"] == app_env.state.aa_version and headers["EX-APP-VERSION"] == "0.1.0"
-    forged = type("Request", (), {"headers": app_env.headers_to_exapp("alice", secret="nope")})()
-    with pytest.raises(ValueError):
-        nc._session.sign_check(forged)
+@pytest.fixture
+def tiny_exapp(app_env: Nextcloud) -> Iterator[tuple[str, list[dict]]]:
+    """A minimal ExApp behind nc_py_api's AppAPIAuthMiddleware, recording what its routes receive."""
+    received: list[dict] = []
+    app = FastAPI()
+    app.add_middleware(AppAPIAuthMiddleware)
+
+    @app.post("/webhooks/node")
+    async def node_event(request: Request) -> dict:
+        received.append({"user": request.scope["username"], "payload": await request.json()})
+        return {}
+
+    server = BackgroundServer(app)
+    server.start()
+    try:
+        yield server.url, received
+    finally:
+        server.stop()
+
+
+def test_headers_to_exapp_pass_nc_py_api_checks(app_env: Nextcloud, tiny_exapp: tuple[str, list[dict]]) -> None:
+    url, received = tiny_exapp
+    payload = b'{"ping": 1}'
+    good = httpx.post(f"{url}/webhooks/node", headers=app_env.headers_to_exapp("alice"), content=payload)
+    forged = httpx.post(f"{url}/webhooks/node", headers=app_env.headers_to_exapp("alice", secret="nope"),
+                        content=payload)
+    assert good.status_code == 200 and forged.status_code == 401
+    assert received == [{"user": "alice", "payload": {"ping": 1}}]
+
+
+def test_node_events_reach_the_exapp_as_webhook_listeners_sends_them(
+        app_env: Nextcloud, tiny_exapp: tuple[str, list[dict]]) -> None:
+    url, received = tiny_exapp
+    photo = app_env.state.put_file("alice", "Photos/a.jpg", JPEG)
+    run(AsyncNextcloudApp().webhooks.register("POST", "/webhooks/node", NODE_CREATED,
+                                              event_filter={"event.node.path": {"$regex": "/^\\/alice\\//"}}))
+    other = app_env.state.put_file("bob", "b.jpg", JPEG)
+    calls = app_env.node_event_calls(NODE_CREATED, photo, acting_user="alice")
+    assert app_env.node_event_calls(NODE_CREATED, other, acting_user="bob") == []  # filtered out
+    assert app_env.node_event_calls(NODE_DELETED, photo, acting_user="alice") == []  # other event
+    assert [call.send(url).status_code for call in calls] == [200]
+    assert received[0]["user"] == ""  # registered without a user: called without one
+    event = received[0]["payload"]["event"]
+    assert event == {"class": NODE_CREATED, "node": {"id": photo.fileid, "path": "/alice/files/Photos/a.jpg"}}
+    assert received[0]["payload"]["user"] == {"uid": "alice", "displayName": "Alice"}
 
 
 # --- OCS ------------------------------------------------------------------------------------------

@@ -202,3 +202,15 @@ def test_a_scan_killed_halfway_and_run_again_ends_like_an_uninterrupted_one(tmp_
     rerun = run_cli(killed, "scan", str(tree)).stdout
     assert f"{total - done_at_kill} files analyzed" in rerun
     assert _canonical(export_json(killed)) == _canonical(export_json(uninterrupted))
+
+
+def test_unsure_faces_never_seed_a_person(faces_scan):
+    export, _ = faces_scan
+    faces = [face for f in export["files"] for face in f["faces"]]
+    assert any(face["unsure"] for face in faces)
+    sure_faces: dict[int, int] = {}
+    for face in faces:
+        if face["person"] is not None:
+            sure_faces.setdefault(face["person"], 0)
+            sure_faces[face["person"]] += not face["unsure"]
+    assert sure_faces and min(sure_faces.values()) >= 2

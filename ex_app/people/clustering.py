@@ -57,6 +57,14 @@ class QualityGate:
     min_sharpness: float  # analyzers.faces.box_sharpness: Laplacian variance at 64×64
     min_pose: float  # analyzers.faces.frontality, 0..1
 
+    def admits(self, face) -> bool:
+        """Whether one face (anything with w, h, score, sharpness and pose) passes the gate."""
+        return bool(
+            passes_quality_gate(
+                min(face.w, face.h), face.score, face.sharpness, face.pose, self
+            )
+        )
+
     @classmethod
     def from_settings(cls, settings: Settings) -> QualityGate:
         return cls(

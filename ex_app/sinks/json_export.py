@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
+from ex_app.people.clustering import QualityGate
 from ex_app.store import schema
 from ex_app.store.schema import TaskStatus
 
@@ -26,8 +27,11 @@ def file_status(tasks: list[schema.Task]) -> tuple[str, str | None]:
     return overall_status({t.status for t in tasks}), errors[0] if errors else None
 
 
-def export_results(session: Session, root_id: int | None = None) -> dict:
-    """Files (paths relative to their root) with status, tags, labels and faces; and persons."""
+def export_results(session: Session, gate: QualityGate, root_id: int | None = None) -> dict:
+    """Files (paths relative to their root) with status, tags, labels and faces; and persons.
+
+    A face below the quality gate is marked ``unsure``: it never seeds a person.
+    """
     query = (
         select(schema.File)
         .options(
@@ -64,6 +68,7 @@ def export_results(session: Session, root_id: int | None = None) -> dict:
                         "box": [round(v, 1) for v in (f.x, f.y, f.w, f.h)],
                         "score": round(f.score, 4),
                         "quality": round(f.quality, 4),
+                        "unsure": not gate.admits(f),
                         "person": f.person_id,
                     }
                     for f in sorted(file.faces, key=lambda f: (f.x, f.y))

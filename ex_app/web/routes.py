@@ -35,8 +35,7 @@ async def files_action(request: Request, selection: ActionFileInfoEx) -> dict:
 async def progress(request: Request) -> dict:
     """Per analyzer: done, pending, failed, throughput and time left; and the loop's state."""
     service = service_of(request)
-    engine = await service.engine()
-    with engine.sessions() as session:
+    with service.current_engine.sessions() as session:
         analyzers = [p.as_dict() for p in measure_progress(session)]
     cycle = service.last_cycle
     return {

@@ -93,6 +93,13 @@ class RecognizeService:
         """Start the next cycle now rather than after the interval."""
         self._wake.set()
 
+    @property
+    def current_engine(self) -> Engine:
+        """The engine of the last cycle (or of the ExApp's own settings), without asking Nextcloud."""
+        if self._engine is None:
+            self._engine = Engine(self.base)
+        return self._engine
+
     async def engine(self) -> Engine:
         """The engine for the current admin settings (rebuilt when they change)."""
         settings = await admin_settings(AsyncNextcloudApp(), self.base)

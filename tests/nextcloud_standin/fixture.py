@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from .auth import headers_to_exapp, new_secret
-from .server import StandinServer
-from .state import NextcloudState
+from .server import BackgroundServer, build_app
+from .state import Node, NextcloudState
+from .webhook_events import WebhookCall, node_event_calls
 
 APP_ID = "recognize"
 APP_VERSION = "0.1.0"
@@ -49,6 +50,11 @@ class Nextcloud:
         """Headers of a request AppAPI's proxy forwards to the ExApp on behalf of ``user_id``."""
         return headers_to_exapp(self.state, user_id, secret)
 
+    def node_event_calls(self, event_class: str, node: Node, acting_user: str = "",
+                         target: Node | None = None) -> list[WebhookCall]:
+        """The webhook calls the ExApp's registered listeners get for this file event (send them with ``send``)."""
+        return node_event_calls(self.state, event_class, node, acting_user, target)
+
 
 @pytest.fixture
 def nextcloud(tmp_path: Path) -> Iterator[Nextcloud]:
@@ -57,7 +63,7 @@ def nextcloud(tmp_path: Path) -> Iterator[Nextcloud]:
     state.add_user("admin", "Administrator", admin=True)
     state.add_user("alice", "Alice")
     state.add_user("bob", "Bob")
-    server = StandinServer(state)
+    server = BackgroundServer(build_app(state))
     server.start()
     storage = tmp_path / "app_storage"
     storage.mkdir()

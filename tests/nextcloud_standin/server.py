@@ -53,18 +53,16 @@ def build_app(state: NextcloudState) -> ASGIApp:
     return FaultsAndLog(Starlette(routes=routes), state)
 
 
-class StandinServer:
-    """Serves ``build_app(state)`` on 127.0.0.1 at a free port until ``stop``."""
+class BackgroundServer:
+    """Serves an ASGI app with uvicorn on 127.0.0.1, at a free port, from a daemon thread until ``stop``."""
 
-    def __init__(self, state: NextcloudState) -> None:
-        self.state = state
+    def __init__(self, app: ASGIApp, lifespan: str = "off") -> None:
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             self.port = probe.getsockname()[1]
-        config = uvicorn.Config(build_app(state), host="127.0.0.1", port=self.port, log_level="warning",
-                                lifespan="off")
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan=lifespan)
         self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, name="nextcloud-standin", daemon=True)
+        self._thread = threading.Thread(target=self._server.run, name=f"asgi-{self.port}", daemon=True)
 
     @property
     def url(self) -> str:
@@ -75,7 +73,7 @@ class StandinServer:
         deadline = time.monotonic() + 10
         while not self._server.started:
             if time.monotonic() > deadline or not self._thread.is_alive():
-                raise RuntimeError("the Nextcloud stand-in did not start")
+                raise RuntimeError(f"the server on port {self.port} did not start")
             time.sleep(0.01)
 
     def stop(self) -> None:

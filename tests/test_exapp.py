@@ -1,0 +1,334 @@
+"""The ExApp against the Nextcloud stand-in, over real HTTP both ways.
+
+The ExApp is served by uvicorn on a free port, configured by the stand-in's AppAPI
+environment; the tests call it as AppAPI's proxy does and inspect the stand-in's state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+
+from ex_app.config import Settings
+from ex_app.main import FILES_ACTION_NAME, create_app
+from ex_app.sources.nextcloud import NextcloudFile, NextcloudSource, TooLarge
+from ex_app.web.admin_settings import FORM_ID
+from conftest import SHARED_DATA, SHARED_MODELS
+from nextcloud_standin.auth import headers_to_exapp
+from nextcloud_standin.fixture import nextcloud  # noqa: F401 - the fixture
+
+FACE = SHARED_DATA / "faces" / "Al_Gore" / "lfw_Al_Gore_0004.jpg"
+OTHER_FACE = SHARED_DATA / "faces" / "group" / "dlib_2008_001322.jpg"
+CAT = SHARED_DATA / "images" / "n02123394_Persian_cat.JPEG"
+COFFEE = SHARED_DATA / "faces" / "noface" / "skimage_coffee.png"
+WAIT_SECONDS = 120
+
+
+@dataclass
+class ExApp:
+    url: str
+    state: object  # the stand-in's NextcloudState
+    data_dir: Path
+
+    def call(self, method: str, path: str, user: str = "", **kwargs) -> httpx.Response:
+        """A request as AppAPI's proxy sends it, for user."""
+        headers = headers_to_exapp(self.state, user)
+        return httpx.request(method, self.url + path, headers=headers, timeout=60, **kwargs)
+
+    def enable(self) -> None:
+        """What AppAPI does to enable an ExApp: mark it enabled, then tell it."""
+        self.state.app.enabled = True
+        assert self.call("PUT", "/enabled?enabled=1", "admin").json() == {"error": ""}
+
+    def progress(self) -> dict:
+        response = self.call("GET", "/api/progress", "admin")
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    def wait_for_cycles(self, count: int) -> dict:
+        """The progress once count cycles finished."""
+        deadline = time.monotonic() + WAIT_SECONDS
+        while time.monotonic() < deadline:
+            progress = self.progress()
+            assert progress["last_error"] is None, progress["last_error"]
+            if progress["cycles"] >= count:
+                return progress
+            time.sleep(0.2)
+        raise AssertionError(f"no {count} cycles in {WAIT_SECONDS} s: {self.progress()}")
+
+    def downloads_of(self, name: str) -> int:
+        """How many times a file with this name was downloaded over WebDAV."""
+        return sum(
+            1 for method, path, _user in self.state.requests
+            if method == "GET" and "/remote.php/dav/files/" in path and path.endswith("/" + name)
+        )
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def serve(nextcloud, settings: Settings, monkeypatch) -> Iterator[ExApp]:
+    """The ExApp served over HTTP with these settings, configured as AppAPI deploys it."""
+    for name, value in nextcloud.app_env().items():
+        monkeypatch.setenv(name, value)
+    port = _free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "the ExApp did not start"
+        time.sleep(0.05)
+    try:
+        yield ExApp(f"http://127.0.0.1:{port}", nextcloud.state, settings.data_dir)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+    assert not thread.is_alive(), "the ExApp did not stop"
+
+
+@pytest.fixture
+def exapp(nextcloud, tmp_path, monkeypatch):
+    """The ExApp, installed but not enabled yet, with its state in tmp_path and the shared
+    model mirror."""
+    nextcloud.state.app.enabled = False
+    settings = Settings(
+        data_dir=tmp_path / "data", model_mirror=SHARED_MODELS, crawl_interval_seconds=3600
+    )
+    with serve(nextcloud, settings, monkeypatch) as app:
+        yield app
+
+
+@pytest.fixture
+def users(nextcloud):
+    """alice shares her Trip folder with bob; bob has a photo of his own."""
+    state = nextcloud.state
+    state.put_file("alice", "Trip/gore.jpg", FACE.read_bytes())
+    state.put_file("alice", "Trip/cat.jpg", CAT.read_bytes())
+    state.put_file("alice", "Private/.nomedia", b"")
+    state.put_file("alice", "Private/secret.jpg", FACE.read_bytes())
+    state.put_file("alice", "Screens/.noimage", b"")
+    state.put_file("alice", "Screens/shot.png", COFFEE.read_bytes())
+    state.put_file("bob", "Photos/coffee.png", COFFEE.read_bytes())
+    state.share("alice", "Trip", "bob")
+    return state
+
+
+def test_heartbeat_is_public(exapp):
+    response = httpx.get(exapp.url + "/heartbeat")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+
+
+@pytest.mark.parametrize("route", ["/api/progress", "/api/files-action", "/init", "/enabled?enabled=1"])
+def test_requests_without_valid_appapi_headers_are_rejected(exapp, route):
+    method = "GET" if route == "/api/progress" else ("PUT" if "enabled" in route else "POST")
+    assert httpx.request(method, exapp.url + route).status_code == 401
+    forged = headers_to_exapp(exapp.state, "admin", secret="not-the-secret")
+    assert httpx.request(method, exapp.url + route, headers=forged).status_code == 401
+    wrong_app = {**headers_to_exapp(exapp.state, "admin"), "EX-APP-ID": "someone_else"}
+    assert httpx.request(method, exapp.url + route, headers=wrong_app).status_code == 401
+    assert exapp.state.file_actions == {}
+
+
+def test_init_fetches_the_models_with_progress(exapp):
+    assert exapp.call("POST", "/init", "").status_code == 200
+    deadline = time.monotonic() + WAIT_SECONDS
+    while exapp.state.app.progress != 100:
+        assert time.monotonic() < deadline, exapp.state.app.progress_history
+        assert not exapp.state.app.error, exapp.state.app.error
+        time.sleep(0.1)
+    history = [progress for progress, _error in exapp.state.app.progress_history]
+    assert history == sorted(history) and history[0] < 100
+    assert list((exapp.data_dir / "models").rglob("face_detection_yunet.onnx"))
+
+
+def test_init_reports_why_models_could_not_be_fetched(nextcloud, tmp_path, monkeypatch):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    settings = Settings(data_dir=blocker / "data", model_mirror=SHARED_MODELS)  # unwritable
+    with serve(nextcloud, settings, monkeypatch) as exapp:
+        assert exapp.call("POST", "/init", "").status_code == 200
+        deadline = time.monotonic() + WAIT_SECONDS
+        while not nextcloud.state.app.error:
+            assert time.monotonic() < deadline, nextcloud.state.app.progress_history
+            time.sleep(0.1)
+    assert "could not fetch its models" in nextcloud.state.app.error
+    assert nextcloud.state.app.progress < 100
+
+
+def test_enable_registers_the_ui_and_disable_removes_it(exapp, users):
+    exapp.enable()
+    action = exapp.state.file_actions[FILES_ACTION_NAME]
+    assert action["version"] == "2.0"
+    assert set(action["mime"].split(",")) == {"image", "audio", "video", "httpd/unix-directory"}
+    form = exapp.state.settings_forms[FORM_ID]
+    assert form["section_type"] == "admin" and form["title"] == "Recognize"
+    ids = {field["id"] for field in form["fields"]}
+    assert {"faces_enabled", "objects_enabled", "face_cluster_distance", "threads", "jobs",
+            "quiet_hours", "person_names_as_tags", "max_image_side",
+            "face_min_faces_per_person"} <= ids
+    assert exapp.progress()["running"] is True
+
+    assert exapp.call("PUT", "/enabled?enabled=0", "admin").json() == {"error": ""}
+    assert FILES_ACTION_NAME not in exapp.state.file_actions
+    assert FORM_ID not in exapp.state.settings_forms
+    assert exapp.progress()["running"] is False
+
+
+def test_a_restarted_exapp_resumes_work_when_enabled(nextcloud, users, tmp_path, monkeypatch):
+    settings = Settings(data_dir=tmp_path / "data", model_mirror=SHARED_MODELS)
+    with serve(nextcloud, settings, monkeypatch) as exapp:  # the stand-in has it enabled
+        assert exapp.wait_for_cycles(1)["last_cycle"]["processed"] == 3
+    nextcloud.state.app.enabled = False
+    with serve(nextcloud, settings, monkeypatch) as exapp:
+        assert exapp.progress()["running"] is False
+
+
+def test_crawl_analyzes_each_file_once_honours_markers_and_tags(exapp, users):
+    exapp.enable()
+    progress = exapp.wait_for_cycles(1)
+    # alice's Trip is also bob's: each of its files is downloaded and analyzed once.
+    assert progress["last_cycle"]["sync"]["added"] == 3
+    assert progress["last_cycle"]["processed"] == 3
+    assert exapp.downloads_of("gore.jpg") == 1
+    assert exapp.downloads_of("cat.jpg") == 1
+    # Markers: .nomedia hides everything below it, .noimage the images.
+    assert exapp.downloads_of("secret.jpg") == 0
+    assert exapp.downloads_of("shot.png") == 0
+
+    gore = users.own_node("alice", "Trip/gore.jpg")
+    cat = users.own_node("alice", "Trip/cat.jpg")
+    assert "People" in users.tag_names_of(gore.fileid)
+    assert "People" not in users.tag_names_of(cat.fileid)
+    assert users.tag_names_of(cat.fileid) & {"Cat", "Animal", "Pet"}
+    assert users.tag_names_of(users.own_node("alice", "Private/secret.jpg").fileid) == set()
+    tags = [tag for tag in users.tags.values() if tag.name == "People"]
+    assert len(tags) == 1 and tags[0].user_visible and tags[0].user_assignable
+
+
+def test_retagging_keeps_the_users_tags(exapp, users):
+    gore = users.own_node("alice", "Trip/gore.jpg")
+    holiday = users.add_tag("Holiday")
+    users.tag_relations.add((gore.fileid, holiday.tag_id))
+    exapp.enable()
+    exapp.wait_for_cycles(1)
+    assert users.tag_names_of(gore.fileid) >= {"People", "Holiday"}
+
+    # The photo's content changes to one without a face: People goes, Holiday stays.
+    users.put_file("alice", "Trip/gore.jpg", COFFEE.read_bytes())
+    exapp.call("POST", "/api/files-action", "alice", json=_selection(users, "alice", "Trip/gore.jpg"))
+    progress = exapp.wait_for_cycles(2)
+    assert progress["last_cycle"]["sync"]["changed"] == 1
+    assert "People" not in users.tag_names_of(gore.fileid)
+    assert "Holiday" in users.tag_names_of(gore.fileid)
+    assert exapp.downloads_of("gore.jpg") == 2
+
+
+def test_a_users_own_tag_of_the_same_name_is_never_removed(exapp, users):
+    coffee = users.own_node("bob", "Photos/coffee.png")
+    people = users.add_tag("People")
+    users.tag_relations.add((coffee.fileid, people.tag_id))  # bob says: there are people
+    exapp.enable()
+    exapp.wait_for_cycles(1)
+    users.put_file("bob", "Photos/coffee.png", CAT.read_bytes())
+    exapp.call("POST", "/api/files-action", "bob", json=_selection(users, "bob", "Photos/coffee.png"))
+    exapp.wait_for_cycles(2)
+    assert "People" in users.tag_names_of(coffee.fileid)
+    assert len([t for t in users.tags.values() if t.name == "People"]) == 1
+
+
+def test_files_action_queues_a_folder_recursively(exapp, users):
+    users.put_file("bob", "Photos/2024/deep/face.jpg", OTHER_FACE.read_bytes())
+    users.put_file("bob", "Photos/2024/.novideo", b"")
+    exapp.enable()
+    exapp.wait_for_cycles(1)
+    selection = _selection(users, "bob", "Photos")
+    response = exapp.call("POST", "/api/files-action", "bob", json=selection)
+    assert response.status_code == 200
+    assert response.json() == {"queued": 2}  # coffee.png and 2024/deep/face.jpg
+    exapp.wait_for_cycles(2)
+    assert exapp.downloads_of("face.jpg") == 1
+    face = users.own_node("bob", "Photos/2024/deep/face.jpg")
+    assert "People" in users.tag_names_of(face.fileid)
+
+
+def test_files_action_needs_a_user(exapp, users):
+    response = exapp.call("POST", "/api/files-action", "", json=_selection(users, "bob", "Photos"))
+    assert response.status_code == 400
+
+
+def _selection(state, user: str, path: str) -> dict:
+    """The v2 Files menu payload for one of user's own files or folders."""
+    node = state.own_node(user, path)
+    directory, _, name = ("/" + path).rpartition("/")
+    return {"files": [{
+        "fileId": node.fileid, "name": name, "directory": directory or "/",
+        "etag": node.etag, "mime": node.mimetype, "fileType": "dir" if node.is_dir else "file",
+        "size": node.size, "favorite": "false", "permissions": 31, "mtime": node.mtime,
+        "userId": user, "instanceId": None,
+    }]}
+
+
+
+def test_admin_settings_and_quiet_hours_apply_to_the_next_cycle(exapp, users):
+    hour = time.localtime().tm_hour
+    users.app_config["quiet_hours"] = (f"{hour}-{(hour + 1) % 24}", 0)
+    exapp.enable()
+    progress = exapp.wait_for_cycles(1)
+    assert progress["last_cycle"]["quiet"] is True
+    assert exapp.downloads_of("gore.jpg") == 0
+
+    users.app_config["quiet_hours"] = ("", 0)
+    users.app_config["objects_enabled"] = ("0", 0)
+    exapp.call("POST", "/api/files-action", "alice", json=_selection(users, "alice", "Trip"))
+    progress = exapp.wait_for_cycles(2)
+    assert progress["last_cycle"]["processed"] == 2
+    assert {p["analyzer"] for p in progress["analyzers"]} == {"faces"}
+    assert users.tag_names_of(users.own_node("alice", "Trip/cat.jpg").fileid) == set()
+
+
+def test_source_offers_a_shared_file_once_and_caps_downloads(nextcloud, users, tmp_path, monkeypatch):
+    for name, value in nextcloud.app_env().items():
+        monkeypatch.setenv(name, value)
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+
+    async def crawl_and_download() -> tuple[list[NextcloudFile], list[str]]:
+        source = NextcloudSource(max_download_bytes=FACE.stat().st_size)
+        found = [file async for file in source.walk(["bob", "alice"])]
+        by_name = {Path(file.path).name: file for file in found}
+        local = await source.download(by_name["gore.jpg"], downloads)
+        assert local.read_bytes() == FACE.read_bytes()
+        failures = []
+        coffee = by_name["coffee.png"]
+        # Too large by its listing, and by its stream when the listing is out of date.
+        for file in (coffee, replace(coffee, size=1)):
+            try:
+                await source.download(file, downloads)
+            except TooLarge as error:
+                failures.append(str(error))
+        return found, failures
+
+    found, failures = asyncio.run(crawl_and_download())
+    paths = sorted((file.user, file.path) for file in found)
+    # bob is walked first, so the shared files are offered as his, once.
+    assert paths == [("bob", "Photos/coffee.png"), ("bob", "Trip/cat.jpg"), ("bob", "Trip/gore.jpg")]
+    assert len(failures) == 2, failures
+    assert len(list(downloads.iterdir())) == 1  # the good download; failed ones are removed
