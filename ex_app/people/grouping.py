@@ -30,6 +30,8 @@ from ex_app.people.clustering import (
 )
 from ex_app.store import schema
 
+CENTROID_BATCH = 500  # persons per query when refreshing centroids (SQL parameter limits)
+
 
 @dataclass
 class StoredFaces:
@@ -203,17 +205,23 @@ def _drop_empty_unconfirmed(session: Session) -> None:
 
 def refresh_centroids(session: Session, person_ids: set[int]) -> None:
     """Recompute the stored mean embedding of these persons from their faces."""
-    for person_id in person_ids:
-        blobs = session.scalars(
-            select(schema.Face.embedding).where(schema.Face.person_id == person_id)
-        ).all()
-        centroid = (
-            np.stack([np.frombuffer(b, dtype=np.float32) for b in blobs]).mean(axis=0)
-            if blobs
-            else None
-        )
-        session.execute(
-            update(schema.Person)
-            .where(schema.Person.id == person_id)
-            .values(centroid=None if centroid is None else centroid.astype(np.float32).tobytes())
-        )
+    ordered = sorted(person_ids)
+    for start in range(0, len(ordered), CENTROID_BATCH):
+        batch = ordered[start : start + CENTROID_BATCH]
+        sums: dict[int, np.ndarray] = {}
+        counts: Counter[int] = Counter()
+        for person_id, blob in session.execute(
+            select(schema.Face.person_id, schema.Face.embedding).where(
+                schema.Face.person_id.in_(batch)
+            )
+        ):
+            embedding = np.frombuffer(blob, dtype=np.float32)
+            sums[person_id] = sums.get(person_id, 0) + embedding
+            counts[person_id] += 1
+        for person_id in batch:
+            centroid = sums[person_id] / counts[person_id] if person_id in sums else None
+            session.execute(
+                update(schema.Person)
+                .where(schema.Person.id == person_id)
+                .values(centroid=None if centroid is None else centroid.astype(np.float32).tobytes())
+            )
