@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import time
 from collections.abc import Awaitable, Iterator
 from typing import TypeVar
@@ -51,11 +52,13 @@ def test_app_env_names_everything_an_exapp_needs(nextcloud: Nextcloud) -> None:
 
 
 def test_requests_carry_appapi_headers(app_env: Nextcloud) -> None:
-    run(AsyncNextcloudApp().users_list())
     run(as_user("alice"))  # set_user refreshes the capabilities
-    assert [r for r in app_env.state.requests if r[1] == "/ocs/v1.php/apps/app_api/api/v1/users"] == [
-        ("GET", "/ocs/v1.php/apps/app_api/api/v1/users", "")]
-    assert ("GET", "/ocs/v1.php/cloud/capabilities", "alice") in app_env.state.requests
+    state = app_env.state
+    assert state.requests == [("GET", "/ocs/v1.php/cloud/capabilities", "alice")]
+    headers = state.request_headers[0]
+    assert base64.b64decode(headers["authorization-app-api"]).decode() == f"alice:{app_env.app_secret}"
+    assert headers["ex-app-id"] == "recognize" and headers["ex-app-version"] == "0.1.0"
+    assert headers["aa-version"] == state.aa_version and headers["ocs-apirequest"] == "true"
 
 
 def test_wrong_secret_is_rejected_like_nextcloud(app_env: Nextcloud, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -75,8 +78,8 @@ def test_wrong_secret_is_rejected_like_nextcloud(app_env: Nextcloud, monkeypatch
     raw = httpx.get(f"{app_env.url}/ocs/v2.php/apps/app_api/api/v1/users?format=json",
                     headers={**app_env.headers_to_exapp(secret="wrong"), "OCS-APIRequest": "true"})
     assert raw.status_code == 401
-    assert raw.json()["ocs"]["meta"] == {"status": "failure", "statuscode": 997, "message":
-                                         "AppAPI authentication failed", "totalitems": "", "itemsperpage": ""}
+    assert raw.json()["ocs"] == {"meta": {"status": "failure", "statuscode": 997,
+                                          "message": "AppAPI authentication failed"}, "data": []}
 
 
 def test_unknown_user_and_disabled_app_are_rejected(app_env: Nextcloud) -> None:
@@ -224,35 +227,40 @@ def test_init_status_and_enabled_state(app_env: Nextcloud) -> None:
     assert app.progress == 100 and not app.initializing
 
 
+def test_deprecated_init_status_route(app_env: Nextcloud) -> None:
+    headers = {**app_env.headers_to_exapp(), "OCS-APIRequest": "true"}
+    url = f"{app_env.url}/ocs/v1.php/apps/app_api/apps/status"
+    assert httpx.put(f"{url}/recognize?format=json", headers=headers, json={"progress": 70}).status_code == 200
+    other = httpx.put(f"{url}/someapp?format=json", headers=headers, json={"progress": 70})
+    assert other.json()["ocs"]["meta"]["statuscode"] == 404
+    assert app_env.state.app.progress_history == [(70, "")]
+
+
 def test_init_error_is_recorded(app_env: Nextcloud) -> None:
     run(AsyncNextcloudApp().set_init_status(10, "models could not be fetched"))
     assert app_env.state.app.error == "models could not be fetched"
 
 
 def test_file_actions_menu_register_get_unregister(app_env: Nextcloud) -> None:
-    async def scenario() -> tuple:
+    async def register() -> object:
         nc = AsyncNextcloudApp()
         await nc.ui.files_dropdown_menu.register_ex("recognize_file", "Recognize", "/api/v1/files/action",
                                                     mime="image", icon="img/app.svg")
-        entry = await nc.ui.files_dropdown_menu.get_entry("recognize_file")
+        return await nc.ui.files_dropdown_menu.get_entry("recognize_file")
+
+    async def unregister() -> object:
+        nc = AsyncNextcloudApp()
         await nc.ui.files_dropdown_menu.unregister("recognize_file")
         with pytest.raises(NextcloudExceptionNotFound):
             await nc.ui.files_dropdown_menu.unregister("recognize_file", not_fail=False)
-        return entry, await nc.ui.files_dropdown_menu.get_entry("recognize_file")
+        return await nc.ui.files_dropdown_menu.get_entry("recognize_file")
 
-    registered_state = {}
-
-    async def check_state() -> None:
-        nc = AsyncNextcloudApp()
-        await nc.ui.files_dropdown_menu.register_ex("x", "X", "/cb")
-        registered_state.update(app_env.state.file_actions["x"])
-
-    entry, gone = run(scenario())
+    entry = run(register())
     assert entry.name == "recognize_file" and entry.mime == "image" and entry.version == "2.0"
     assert entry.action_handler == "/api/v1/files/action" and entry.permissions == 31
-    assert gone is None
-    run(check_state())
-    assert registered_state["appid"] == "recognize" and registered_state["display_name"] == "X"
+    registered = app_env.state.file_actions["recognize_file"]
+    assert registered["appid"] == "recognize" and registered["display_name"] == "Recognize"
+    assert run(unregister()) is None and app_env.state.file_actions == {}
 
 
 def test_top_menu(app_env: Nextcloud) -> None:
@@ -542,6 +550,26 @@ def test_tag_creation_answers_201_with_content_location(app_env: Nextcloud) -> N
     assert httpx.post(url, headers=headers, content=b'{"name": "Beach"}').status_code == 409
     hidden = httpx.post(url, headers=headers, content=b'{"name": "Hidden", "userVisible": false}')
     assert hidden.status_code == 400  # only admins create invisible tags
+
+
+def test_tag_created_on_a_file_is_assigned_to_it(app_env: Nextcloud) -> None:
+    photo = app_env.state.put_file("alice", "beach.jpg", JPEG)
+    headers = {**app_env.headers_to_exapp("alice"), "Content-Type": "application/json"}
+    created = httpx.post(f"{app_env.url}/remote.php/dav/systemtags-relations/files/{photo.fileid}",
+                         headers=headers, content=b'{"name": "Sea"}')
+    assert created.status_code == 201
+    assert created.headers["content-location"].startswith("/remote.php/dav/systemtags/")
+    assert app_env.state.tag_names_of(photo.fileid) == {"Sea"}
+
+
+def test_admin_renames_a_tag(app_env: Nextcloud) -> None:
+    async def scenario() -> set[tuple[str, bool]]:
+        nc = await as_user("admin")
+        await nc.files.create_tag("Beach")
+        await nc.files.update_tag(await nc.files.tag_by_name("Beach"), name="Seaside", user_assignable=False)
+        return {(t.display_name, t.user_assignable) for t in await nc.files.list_tags()}
+
+    assert run(scenario()) == {("Seaside", False)}
 
 
 def test_tag_assignment_errors(app_env: Nextcloud) -> None:

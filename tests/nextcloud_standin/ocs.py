@@ -49,8 +49,10 @@ def ocs_response(request: Request, data: Any, status: int = 200, message: str = 
         ocs_status = 100 if status == 200 else status
         ok = ocs_status == 100
         http_status = 401 if status == RESPOND_UNAUTHORISED else 200
-    meta = {"status": "ok" if ok else "failure", "statuscode": ocs_status,
-            "message": "OK" if ok else message, "totalitems": "", "itemsperpage": ""}
+    meta: dict[str, Any] = {"status": "ok" if ok else "failure", "statuscode": ocs_status,
+                            "message": "OK" if ok else message}
+    if not v2:
+        meta.update(totalitems="", itemsperpage="")
     envelope = {"ocs": {"meta": meta, "data": data}}
     if _wants_json(request):
         return Response(json.dumps(envelope), http_status, media_type="application/json; charset=utf-8")

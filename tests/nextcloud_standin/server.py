@@ -29,7 +29,9 @@ class FaultsAndLog:
             await self.app(scope, receive, send)
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        self.state.requests.append((scope["method"], scope["path"], _claimed_user(headers)))
+        with self.state.lock:
+            self.state.requests.append((scope["method"], scope["path"], _claimed_user(headers)))
+            self.state.request_headers.append(headers)
         status = self.state.take_fault()
         if status is None:
             await self.app(scope, receive, send)

@@ -132,6 +132,7 @@ class NextcloudState:
         self.notifications: list[dict[str, Any]] = []
         self.logs: list[tuple[int, str]] = []
         self.requests: list[tuple[str, str, str]] = []  # (method, path, AppAPI user) of every request
+        self.request_headers: list[dict[str, str]] = []  # their headers, lower-cased names, same order
         self.faults = Faults()
         self._ids = itertools.count(100)
 

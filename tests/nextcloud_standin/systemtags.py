@@ -50,6 +50,8 @@ class SystemTagsDav:
             Route(tags + "/{tag_id:int}", self._guard(self.delete_tag), methods=["DELETE"]),
             Route(relations, self._guard(self.file_tags), methods=["PROPFIND"]),
             Route(relations + "/", self._guard(self.file_tags), methods=["PROPFIND"]),
+            Route(relations, self._guard(self.create_tag), methods=["POST"]),
+            Route(relations + "/", self._guard(self.create_tag), methods=["POST"]),
             Route(relations + "/{tag_id:int}", self._guard(self.assign), methods=["PUT"]),
             Route(relations + "/{tag_id:int}", self._guard(self.unassign), methods=["DELETE"]),
         ]
@@ -86,6 +88,8 @@ class SystemTagsDav:
         return multistatus([(href(f"systemtags/{tag.tag_id}"), *split_props(props, wanted))])
 
     async def create_tag(self, request: Request, user: str) -> Response:
+        if "fileid" in request.path_params:
+            self._file(request, user)
         if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
             raise DavError(415, "Sabre\\DAV\\Exception\\UnsupportedMediaType", "Content-Type must be application/json")
         try:
@@ -98,11 +102,16 @@ class SystemTagsDav:
         visible, assignable = bool(data.get("userVisible", True)), bool(data.get("userAssignable", True))
         if not self.state.users[user].admin and not (visible and assignable):
             raise DavError(400, "Sabre\\DAV\\Exception\\BadRequest", "Not sufficient permissions")
-        with self.state.lock:
-            if any(t.name == name for t in self.state.tags.values()):
-                raise DavError(409, "Sabre\\DAV\\Exception\\Conflict", f"Tag already exists: {name}")
+        with self.state.lock:  # Nextcloud 30's unique index: name, visibility, assignability
+            if any((t.name, t.user_visible, t.user_assignable) == (name, visible, assignable)
+                   for t in self.state.tags.values()):
+                raise DavError(409, "Sabre\\DAV\\Exception\\Conflict", "Tag already exists")
             tag = self.state.add_tag(name, visible, assignable)
-        location = request.url.path.rstrip("/") + f"/{tag.tag_id}"
+        if "fileid" in request.path_params:  # POST to a file's relations: create and assign
+            self.state.tag_relations.add((request.path_params["fileid"], tag.tag_id))
+            location = f"/remote.php/dav/systemtags/{tag.tag_id}"
+        else:
+            location = request.url.path.rstrip("/") + f"/{tag.tag_id}"
         return Response(b"", 201, headers={"Content-Location": location})
 
     async def update_tag(self, request: Request, user: str) -> Response:
@@ -119,9 +128,9 @@ class SystemTagsDav:
                 if clark == "{http://owncloud.org/ns}display-name":
                     tag.name = value
                 elif clark == "{http://owncloud.org/ns}user-visible":
-                    tag.user_visible = value in ("true", "1")
+                    tag.user_visible = value not in ("false", "0")
                 elif clark == "{http://owncloud.org/ns}user-assignable":
-                    tag.user_assignable = value in ("true", "1")
+                    tag.user_assignable = value not in ("false", "0")
         names = {"{http://owncloud.org/ns}" + n: "oc:" + n for n in ("display-name", "user-visible", "user-assignable")}
         found = {names[c]: "" for c in updates if c in names}
         missing = [c for c in updates if c not in names]
