@@ -13,7 +13,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import BackgroundTasks, FastAPI, Request
+from fastapi import BackgroundTasks, FastAPI
 from nc_py_api import AsyncNextcloudApp
 from nc_py_api.ex_app import AppAPIAuthMiddleware, run_app, set_handlers
 
@@ -126,10 +126,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     set_handlers(app, enabled_handler, default_init=False, map_app_static=False)
 
     @app.post("/init")
-    async def init(request: Request, tasks: BackgroundTasks) -> dict:
+    async def init(tasks: BackgroundTasks) -> dict:
         """Start fetching the models; progress and errors go to AppAPI."""
-        nc = AsyncNextcloudApp(user=request.scope.get("username", ""))
-        tasks.add_task(fetch_models, nc, settings)
+        tasks.add_task(fetch_models, AsyncNextcloudApp(), settings)
         return {}
 
     app.include_router(router)

@@ -20,7 +20,9 @@ import pytest
 import uvicorn
 
 from ex_app.config import Settings
+from ex_app.engine import Engine
 from ex_app.main import FILES_ACTION_NAME, create_app
+from ex_app.people import operations
 from ex_app.sources.nextcloud import NextcloudFile, NextcloudSource, TooLarge
 from ex_app.web.admin_settings import FORM_ID
 from conftest import SHARED_DATA, SHARED_MODELS
@@ -334,3 +336,29 @@ def test_source_offers_a_shared_file_once_and_caps_downloads(nextcloud, users, t
     assert paths == [("bob", "Photos/coffee.png"), ("bob", "Trip/cat.jpg"), ("bob", "Trip/gore.jpg")]
     assert len(failures) == 2, failures
     assert len(list(downloads.iterdir())) == 1  # the good download; failed ones are removed
+
+
+def test_person_names_become_tags_when_the_admin_asks(exapp, users):
+    photos = sorted((SHARED_DATA / "faces" / "Abdullah_Gul").iterdir())[:3]
+    for photo in photos:
+        users.put_file("alice", f"Gul/{photo.name}", photo.read_bytes())
+    exapp.enable()
+    exapp.wait_for_cycles(1)
+    engine = Engine(Settings(data_dir=exapp.data_dir))
+    with engine.sessions.begin() as session:
+        persons = operations.list_persons(session)
+        assert len(persons) == 1, persons
+        operations.rename(session, persons[0].id, "Abdullah")
+    gul = [users.own_node("alice", f"Gul/{photo.name}").fileid for photo in photos]
+    assert all("Abdullah" not in users.tag_names_of(fileid) for fileid in gul)
+
+    users.app_config["person_names_as_tags"] = ("1", 0)
+    exapp.call("POST", "/api/files-action", "alice", json=_selection(users, "alice", "Gul"))
+    exapp.wait_for_cycles(2)
+    assert all("Abdullah" in users.tag_names_of(fileid) for fileid in gul)
+    assert "Abdullah" not in users.tag_names_of(users.own_node("bob", "Photos/coffee.png").fileid)
+
+    users.app_config["person_names_as_tags"] = ("0", 0)
+    exapp.call("POST", "/api/files-action", "alice", json=_selection(users, "alice", "Gul"))
+    exapp.wait_for_cycles(3)
+    assert all("Abdullah" not in users.tag_names_of(fileid) for fileid in gul)

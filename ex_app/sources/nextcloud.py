@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from nc_py_api import AsyncNextcloudApp, FsNode
+from nc_py_api import AsyncNextcloudApp, FsNode, NextcloudExceptionNotFound
 
 from ex_app.media.kinds import MediaKind, media_kind
 from ex_app.sources.markers import excluded_kinds
@@ -82,7 +82,11 @@ class NextcloudSource:
         Markers in the folder's parents are not looked at; pass what they exclude as
         ``inherited`` (see :meth:`excluded_above`).
         """
-        nodes = sorted(await self.client(user).files.listdir(folder), key=lambda n: n.name)
+        try:
+            nodes = sorted(await self.client(user).files.listdir(folder), key=lambda n: n.name)
+        except NextcloudExceptionNotFound:
+            return  # gone since its parent was listed
+
         excluded = inherited | excluded_kinds(n.name for n in nodes if not n.is_dir)
         if excluded == frozenset(MediaKind):
             return

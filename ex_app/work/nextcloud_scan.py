@@ -192,17 +192,16 @@ class NextcloudProcessor:
         index: NextcloudIndex,
         on_file_done: Callable[[NextcloudFile], None] = lambda file: None,
     ) -> int:
-        """Process every pending file, ``jobs`` downloads at a time; returns how many."""
+        """Process every pending file, ``jobs`` files at a time; returns how many."""
         work = self.pending(index)
-        limit = asyncio.Semaphore(self.jobs)
         with tempfile.TemporaryDirectory(prefix="recognize-") as folder:
 
             async def one(file_id: int, file: NextcloudFile, analyzers: tuple[str, ...]) -> None:
-                async with limit:
-                    await self.process_file(file_id, file, analyzers, Path(folder))
+                await self.process_file(file_id, file, analyzers, Path(folder))
                 on_file_done(file)
 
-            await asyncio.gather(*(one(*item) for item in work))
+            for start in range(0, len(work), self.jobs):
+                await asyncio.gather(*(one(*item) for item in work[start : start + self.jobs]))
         return len(work)
 
     async def process_file(
