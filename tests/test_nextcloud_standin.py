@@ -14,7 +14,6 @@ from fastapi import FastAPI, Request
 from nc_py_api import AsyncNextcloudApp, NextcloudException, NextcloudExceptionNotFound
 from nc_py_api.ex_app import AppAPIAuthMiddleware, LogLvl
 from nc_py_api.ex_app.ui.settings import SettingsField, SettingsFieldType, SettingsForm
-
 from nextcloud_standin.fixture import Nextcloud, nextcloud  # noqa: F401 (the fixture)
 from nextcloud_standin.server import BackgroundServer
 from nextcloud_standin.webhook_events import NODE_CREATED, NODE_DELETED
@@ -390,7 +389,7 @@ def test_raw_propfind_of_nextcloud_properties(app_env: Nextcloud) -> None:
     assert "<d:href>/remote.php/dav/files/alice/a%20b.jpg</d:href>" in text
     assert f"<oc:fileid>{photo.fileid}</oc:fileid>" in text and "<nc:has-preview>true</nc:has-preview>" in text
     assert "<oc:owner-id>alice</oc:owner-id>" in text
-    found, missing = text.split("HTTP/1.1 200 OK")
+    missing = text.split("HTTP/1.1 200 OK")[1]
     assert "<oc:no-such-prop" in missing and "404 Not Found" in missing
 
 
@@ -646,3 +645,21 @@ def test_503_for_a_time(app_env: Nextcloud) -> None:
     assert httpx.get(url).status_code == 503
     time.sleep(0.35)
     assert httpx.get(url).status_code == 200
+
+
+def test_503_is_maintenance_mode_and_can_target_webdav_only(app_env: Nextcloud) -> None:
+    app_env.state.fail_next(2, path_prefix="/remote.php/dav/")
+    capabilities = httpx.get(f"{app_env.url}/ocs/v1.php/cloud/capabilities?format=json")
+    assert capabilities.status_code == 200  # OCS is spared
+    dav = httpx.request("PROPFIND", f"{app_env.url}/remote.php/dav/files/alice/",
+                        headers=app_env.headers_to_exapp("alice"))
+    assert dav.status_code == 503 and "Sabre\\DAV\\Exception\\ServiceUnavailable" in dav.text
+    app_env.state.fail_next(1)
+    ocs = httpx.get(f"{app_env.url}/ocs/v2.php/cloud/capabilities?format=json")
+    assert ocs.status_code == 503 and ocs.headers["x-nextcloud-maintenance-mode"] == "1"
+    assert ocs.json()["ocs"]["meta"]["statuscode"] == 503
+
+
+def test_unknown_ocs_route_is_not_found(app_env: Nextcloud) -> None:
+    with pytest.raises(NextcloudExceptionNotFound):
+        run(AsyncNextcloudApp().ocs("GET", "/ocs/v1.php/apps/no_such_app/api/v1/thing"))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Union
 from urllib.parse import quote
 from xml.etree import ElementTree
 
@@ -19,7 +18,8 @@ NAMESPACES = {
 PREFIXES = {prefix: uri for uri, prefix in NAMESPACES.items()}
 
 Children = list[tuple[str, str]]
-PropValue = Union[str, Children]  # text, or child elements (name, text)
+"""Child elements of a property: (name, text) pairs."""
+PropValue = str | Children
 """A property value: its text, or its child elements."""
 
 
@@ -42,7 +42,8 @@ def parse(body: bytes) -> ElementTree.Element | None:
     try:
         return ElementTree.fromstring(body)
     except ElementTree.ParseError as e:
-        raise DavError(400, "Sabre\\DAV\\Exception\\BadRequest", f"The request body had an invalid XML body: {e}") from None
+        raise DavError(400, "Sabre\\DAV\\Exception\\BadRequest",
+                       f"The request body had an invalid XML body: {e}") from None
 
 
 def requested_props(root: ElementTree.Element | None) -> list[str] | None:

@@ -10,7 +10,7 @@ import pytest
 
 from .auth import headers_to_exapp, new_secret
 from .server import BackgroundServer, build_app
-from .state import Node, NextcloudState
+from .state import NextcloudState, Node
 from .webhook_events import WebhookCall, node_event_calls
 
 APP_ID = "recognize"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 from xml.etree import ElementTree
 
@@ -268,7 +268,7 @@ class OcsApi:
             "notification_id": self.state.next_id(),
             "app": self.state.app.app_id,
             "user": user,
-            "datetime": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S+00:00"),
+            "datetime": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S+00:00"),
             "object_type": str(data.get("object", "")),
             "object_id": str(data.get("object_id", "")),
             "subject": _render_rich(subject.get("rich_subject", ""), subject.get("rich_subject_params") or {}),

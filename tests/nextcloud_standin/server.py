@@ -9,9 +9,13 @@ import time
 
 import uvicorn
 from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from .ocs import OcsApi
+from .davxml import DavError
+from .ocs import RESPOND_NOT_FOUND, OcsApi, ocs_response
 from .state import NextcloudState
 from .systemtags import SystemTagsDav
 from .webdav import FilesDav
@@ -32,14 +36,33 @@ class FaultsAndLog:
         with self.state.lock:
             self.state.requests.append((scope["method"], scope["path"], _claimed_user(headers)))
             self.state.request_headers.append(headers)
-        status = self.state.take_fault()
+        status = self.state.take_fault(scope["path"])
         if status is None:
             await self.app(scope, receive, send)
             return
-        body = b"Service Unavailable" if status == 503 else b"Error"
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", b"text/plain"), (b"content-length", str(len(body)).encode())]})
-        await send({"type": "http.response.body", "body": body})
+        await fault_response(Request(scope), status)(scope, receive, send)
+
+
+def fault_response(request: Request, status: int) -> Response:
+    """503 as Nextcloud answers in maintenance mode (OCS envelope, or sabre's ServiceUnavailable);
+    any other status as a failing proxy in front of it would."""
+    path = request.url.path
+    if status != 503:
+        return PlainTextResponse(f"Error {status}", status)
+    if path.startswith("/ocs/"):
+        response = ocs_response(request, None, 503, "Service unavailable")
+        response.status_code = 503
+        response.headers["X-Nextcloud-Maintenance-Mode"] = "1"
+        return response
+    if path.startswith("/remote.php/"):
+        return DavError(503, "Sabre\\DAV\\Exception\\ServiceUnavailable", "Service unavailable").response()
+    return PlainTextResponse("Service Unavailable", 503, headers={"X-Nextcloud-Maintenance-Mode": "1"})
+
+
+async def unknown_ocs_route(request: Request) -> Response:
+    """What ocs/v1.php answers for a route no app defines."""
+    return ocs_response(request, None, RESPOND_NOT_FOUND, "Invalid query, please check the syntax. API specifications "
+                        "are here: http://www.freedesktop.org/wiki/Specifications/open-collaboration-services.\n")
 
 
 def _claimed_user(headers: dict[str, str]) -> str:
@@ -52,6 +75,8 @@ def _claimed_user(headers: dict[str, str]) -> str:
 def build_app(state: NextcloudState) -> ASGIApp:
     """The Starlette app serving OCS and WebDAV over ``state``."""
     routes = OcsApi(state).routes() + FilesDav(state).routes() + SystemTagsDav(state).routes()
+    routes += [Route(f"/ocs/v{v}.php/{{rest:path}}", unknown_ocs_route, methods=["GET", "POST", "PUT", "DELETE"])
+               for v in (1, 2)]
     return FaultsAndLog(Starlette(routes=routes), state)
 
 

@@ -102,11 +102,12 @@ class AppRecord:
 
 @dataclass
 class Faults:
-    """Answer ``status`` instead of serving, for the next ``count`` requests or until ``until``."""
+    """Answer ``status`` instead of serving requests under ``path_prefix``, ``count`` times or until ``until``."""
 
     status: int = 503
     count: int = 0
     until: float = 0.0
+    path_prefix: str = "/"
     served: int = 0  # requests answered with the fault so far
 
 
@@ -278,20 +279,22 @@ class NextcloudState:
 
     # --- faults --------------------------------------------------------------------------------
 
-    def fail_next(self, count: int, status: int = 503) -> None:
-        """Answer the next ``count`` requests with ``status``."""
+    def fail_next(self, count: int, status: int = 503, path_prefix: str = "/") -> None:
+        """Answer the next ``count`` requests under ``path_prefix`` with ``status`` (503: maintenance mode)."""
         with self.lock:
-            self.faults = Faults(status=status, count=count)
+            self.faults = Faults(status=status, count=count, path_prefix=path_prefix)
 
-    def fail_for(self, seconds: float, status: int = 503) -> None:
-        """Answer every request with ``status`` for ``seconds``."""
+    def fail_for(self, seconds: float, status: int = 503, path_prefix: str = "/") -> None:
+        """Answer every request under ``path_prefix`` with ``status`` for ``seconds``."""
         with self.lock:
-            self.faults = Faults(status=status, until=time.monotonic() + seconds)
+            self.faults = Faults(status=status, until=time.monotonic() + seconds, path_prefix=path_prefix)
 
-    def take_fault(self) -> int | None:
-        """The status to answer the current request with, if a fault is active."""
+    def take_fault(self, path: str) -> int | None:
+        """The status to answer a request for ``path`` with, if a fault is active for it."""
         with self.lock:
             faults = self.faults
+            if not path.startswith(faults.path_prefix):
+                return None
             if faults.count > 0:
                 faults.count -= 1
             elif time.monotonic() >= faults.until:

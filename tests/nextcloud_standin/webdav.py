@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import email.utils
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from urllib.parse import unquote
 from xml.etree import ElementTree
 
@@ -59,7 +59,7 @@ def file_props(state: NextcloudState, entry: Entry) -> dict[str, PropValue]:
     props: dict[str, PropValue] = {
         "d:resourcetype": [("d:collection", "")] if node.is_dir else "",
         "d:getlastmodified": email.utils.formatdate(node.mtime, usegmt=True),
-        "d:creationdate": datetime.fromtimestamp(node.ctime, timezone.utc).isoformat(timespec="seconds"),
+        "d:creationdate": datetime.fromtimestamp(node.ctime, UTC).isoformat(timespec="seconds"),
         "d:getetag": f'"{node.etag}"',
         "d:displayname": node.name,
         "oc:id": f"{node.fileid:08d}{INSTANCE_ID}",
@@ -190,7 +190,8 @@ class FilesDav:
         parent_path, _, name = path.rpartition("/")
         parent = self.state.resolve(user, parent_path)
         if parent is None or not parent.node.is_dir:
-            raise DavError(409, "Sabre\\DAV\\Exception\\Conflict", "Files can only be created as children of collections")
+            raise DavError(409, "Sabre\\DAV\\Exception\\Conflict",
+                           "Files can only be created as children of collections")
         if entry is not None and entry.node.is_dir:
             raise DavError(409, "Sabre\\DAV\\Exception\\Conflict", "Could not write to final file, it is a folder")
         owner_path = f"{parent.node.path}/{name}".strip("/")
@@ -230,7 +231,7 @@ class FilesDav:
         if root is None or root.tag != "{http://owncloud.org/ns}filter-files":
             raise DavError(415, "Sabre\\DAV\\Exception\\ReportNotSupported", "The {DAV:}report is not supported")
         rules = root.find("{http://owncloud.org/ns}filter-rules")
-        tag_ids = [int(e.text or 0) for e in rules.iter("{http://owncloud.org/ns}systemtag")] if rules is not None else []
+        tag_ids = [] if rules is None else [int(e.text or 0) for e in rules.iter("{http://owncloud.org/ns}systemtag")]
         favorite = rules is not None and rules.find("{http://owncloud.org/ns}favorite") is not None
         if not tag_ids and not favorite:
             raise DavError(400, "Sabre\\DAV\\Exception\\BadRequest", "No filter-rules given")
@@ -238,7 +239,8 @@ class FilesDav:
             for tag_id in tag_ids:
                 tag = self.state.tags.get(tag_id)
                 if tag is None or not (tag.user_visible or self.state.users[user].admin):
-                    raise DavError(412, "Sabre\\DAV\\Exception\\PreconditionFailed", f"Cannot filter by non-existing tag {tag_id}")
+                    raise DavError(412, "Sabre\\DAV\\Exception\\PreconditionFailed",
+                                   f"Cannot filter by non-existing tag {tag_id}")
             tagged = [{f for f, t in self.state.tag_relations if t == tag_id} for tag_id in tag_ids]
         matches = [e for e in self.state.walk(entry, -1)[1:]
                    if all(e.node.fileid in files for files in tagged) and (not favorite or e.node.favorite)]

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 
 from .auth import headers_to_exapp
-from .state import Node, NextcloudState
+from .state import NextcloudState, Node
 
 NODE_CREATED = "OCP\\Files\\Events\\Node\\NodeCreatedEvent"
 NODE_WRITTEN = "OCP\\Files\\Events\\Node\\NodeWrittenEvent"
