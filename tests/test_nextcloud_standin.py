@@ -442,6 +442,21 @@ def test_upload_mkdir_delete(app_env: Nextcloud) -> None:
     assert app_env.state.resolve("alice", "Out") is None
 
 
+def test_move_keeps_the_file_id(app_env: Nextcloud) -> None:
+    photo = app_env.state.put_file("alice", "Inbox/a.jpg", JPEG)
+    app_env.state.makedirs("alice", "Archive")
+
+    async def scenario() -> tuple:
+        nc = await as_user("alice")
+        assert await _raises_status(nc.files.move("Inbox", "Nowhere/2024"), 409)  # no parent, as in sabre
+        moved = await nc.files.move("Inbox", "Archive/2024")
+        return moved, await nc.files.by_id(photo.fileid)
+
+    moved, found = run(scenario())
+    assert moved.user_path == "Archive/2024/" and found.user_path == "Archive/2024/a.jpg"
+    assert found.info.fileid == photo.fileid and app_env.state.resolve("alice", "Inbox") is None
+
+
 def test_shared_file_has_one_fileid_for_both_users(app_env: Nextcloud) -> None:
     state = app_env.state
     photo = state.put_file("alice", "Holiday/beach.jpg", JPEG)

@@ -190,6 +190,22 @@ class NextcloudState:
                 self.tag_relations = {r for r in self.tag_relations if r[0] != n.fileid}
             self._touch_parents(node)
 
+    def move(self, user_id: str, source: str, destination: str) -> Node:
+        """Move or rename a node within its owner's storage; it and everything below keep their file ids."""
+        with self.lock:
+            node = self.own_node(user_id, source.strip("/"))
+            if node is None:
+                raise FileNotFoundError(source)
+            old, new = node.path, destination.strip("/")
+            self.makedirs(user_id, new.rpartition("/")[0])
+            self._touch_parents(node)
+            for n in self.nodes.values():
+                if n.owner == user_id and (n.path == old or n.path.startswith(old + "/")):
+                    n.path = new + n.path[len(old):]
+            node.etag = _etag()
+            self._touch_parents(node)
+            return node
+
     def share(self, owner: str, path: str, recipient: str, target: str = "", permissions: int = 31) -> Share:
         """Share the owner's file or folder with another user; it appears in the recipient's root."""
         with self.lock:

@@ -137,6 +137,7 @@ class FilesDav:
             Route(files, self._guard(self.mkcol), methods=["MKCOL"]),
             Route(files, self._guard(self.delete), methods=["DELETE"]),
             Route(files, self._guard(self.report), methods=["REPORT"]),
+            Route(files, self._guard(self.move), methods=["MOVE"]),
             Route("/remote.php/dav", self._guard(self.search), methods=["SEARCH"]),
             Route("/remote.php/dav/", self._guard(self.search), methods=["SEARCH"]),
         ]
@@ -222,6 +223,30 @@ class FilesDav:
         else:
             self.state.delete_node(entry.node)
         return Response(b"", 204)
+
+    async def move(self, request: Request, user: str) -> Response:
+        path, entry = self._entry(request, user)
+        if entry is None or not path:
+            raise not_found(f"File with name {path} could not be located")
+        match = re.fullmatch(r"(?:https?://[^/]+)?/remote\.php/dav/files/([^/]+)/(.+)",
+                             request.headers.get("destination", ""))
+        if match is None or match.group(1) != user:
+            raise DavError(400, "Sabre\\DAV\\Exception\\BadRequest", "The destination header was not understood")
+        destination = unquote(match.group(2)).strip("/")
+        existing = self.state.resolve(user, destination)
+        if existing is not None and request.headers.get("overwrite", "T").upper() == "F":
+            raise DavError(412, "Sabre\\DAV\\Exception\\PreconditionFailed",
+                           "The destination node already exists, and the overwrite header is set to false")
+        parent = self.state.resolve(user, destination.rpartition("/")[0])
+        if parent is None or not parent.node.is_dir:
+            raise DavError(409, "Sabre\\DAV\\Exception\\Conflict", "The destination parent node does not exist")
+        if parent.node.owner != entry.node.owner:
+            raise DavError(403, "Sabre\\DAV\\Exception\\Forbidden", "Moving between storages is not supported here")
+        if existing is not None:
+            self.state.delete_node(existing.node)
+        name = destination.rpartition("/")[2]
+        node = self.state.move(entry.node.owner, entry.node.path, f"{parent.node.path}/{name}".strip("/"))
+        return Response(b"", 204 if existing else 201, headers={"OC-FileId": f"{node.fileid:08d}{INSTANCE_ID}"})
 
     async def report(self, request: Request, user: str) -> Response:
         path, entry = self._entry(request, user)
