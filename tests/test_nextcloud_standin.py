@@ -208,6 +208,11 @@ def test_user_preferences_are_per_user(app_env: Nextcloud) -> None:
 
     assert run(scenario()) == ("true", None, None)
     assert app_env.state.preferences == {}
+    raw = httpx.post(f"{app_env.url}/ocs/v2.php/apps/app_api/api/v1/ex-app/preference?format=json",
+                     headers={**app_env.headers_to_exapp("bob"), "OCS-APIRequest": "true"},
+                     json={"configKey": "k", "configValue": 5})
+    assert raw.json()["ocs"]["data"] == {"id": None, "user_id": "bob", "appid": "recognize", "configkey": "k",
+                                         "configvalue": "5", "sensitive": 0}
 
 
 def test_init_status_and_enabled_state(app_env: Nextcloud) -> None:

@@ -241,10 +241,10 @@ class OcsApi:
             old_sensitive = store.get(_key(user, key), ("", 0))[1]
             sensitive = old_sensitive if params.get("sensitive") is None else int(bool(params["sensitive"]))
             store[_key(user, key)] = (value, sensitive)
-        record = {"id": self.state.next_id(), "appid": self.state.app.app_id, "configkey": key,
-                  "configvalue": value, "sensitive": sensitive}
+        record: dict[str, Any] = {"id": None}  # AppAPI answers with a fresh, unsaved entity
         if user is not None:
-            record["userid"] = user
+            record["user_id"] = user
+        record.update(appid=self.state.app.app_id, configkey=key, configvalue=value, sensitive=sensitive)
         return record
 
     def _store_get(self, store: dict, user: str | None, params: dict) -> Any:
