@@ -81,6 +81,17 @@ def test_wrong_secret_is_rejected_like_nextcloud(app_env: Nextcloud, monkeypatch
                                           "message": "AppAPI authentication failed"}, "data": []}
 
 
+def test_exapp_version_is_required_and_upgrades_are_recorded(app_env: Nextcloud,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    url = f"{app_env.url}/ocs/v1.php/apps/app_api/api/v1/users?format=json"
+    headers = {**app_env.headers_to_exapp(), "OCS-APIRequest": "true"}
+    del headers["EX-APP-VERSION"]
+    assert httpx.get(url, headers=headers).status_code == 401
+    monkeypatch.setenv("APP_VERSION", "0.2.0")
+    assert run(AsyncNextcloudApp().users_list()) == ["admin", "alice", "bob"]
+    assert app_env.state.app.version == "0.2.0"
+
+
 def test_unknown_user_and_disabled_app_are_rejected(app_env: Nextcloud) -> None:
     with pytest.raises(NextcloudException) as unknown:
         run(_preference_as("mallory"))

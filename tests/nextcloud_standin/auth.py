@@ -29,9 +29,19 @@ def exapp_user(state: NextcloudState, headers: Mapping[str, str], path: str) -> 
         raise AuthFailed(f"Invalid signature for ExApp: {app_id} and user: {user_id or 'null'}.")
     if not state.app.enabled and not _exempt_from_enabled_check(state, path):
         raise AuthFailed(f"ExApp with appId {app_id} is disabled")
+    version = headers.get("ex-app-version", "")
+    if not version:
+        raise AuthFailed("Missing EX-APP-VERSION")
+    if _version_key(version) > _version_key(state.app.version):  # AppAPI records an upgraded ExApp
+        state.app.version = version
     if user_id and user_id not in state.users:
         raise AuthFailed(f"Requested user does not exists: {user_id}")
     return user_id
+
+
+def _version_key(version: str) -> tuple[int, ...]:
+    """Enough of PHP's version_compare for dotted numeric versions."""
+    return tuple(int(part) if part.isdigit() else 0 for part in version.split("."))
 
 
 def _exempt_from_enabled_check(state: NextcloudState, path: str) -> bool:
