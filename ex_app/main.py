@@ -17,9 +17,8 @@ from fastapi import BackgroundTasks, FastAPI
 from nc_py_api import AsyncNextcloudApp
 from nc_py_api.ex_app import AppAPIAuthMiddleware, run_app, set_handlers
 
-from ex_app.config import MANIFEST_PATH, Settings
-from ex_app.models.manifest import load_manifest
-from ex_app.models.store import ModelStore
+from ex_app.config import Settings
+from ex_app.engine import Engine
 from ex_app.web.admin_settings import FORM_ID, settings_form
 from ex_app.web.routes import FILES_ACTION_ROUTE, router
 from ex_app.work.nextcloud_service import RecognizeService
@@ -41,7 +40,7 @@ def enabled_models(settings: Settings) -> list[str]:
 
 async def fetch_models(nc: AsyncNextcloudApp, settings: Settings) -> None:
     """Fetch the enabled models, telling AppAPI the percentage of bytes done, or the error."""
-    store = ModelStore(settings.models_dir, load_manifest(MANIFEST_PATH), mirror=settings.model_mirror)
+    store = Engine(settings).models
     names = enabled_models(settings)
     sizes = {name: max(store.manifest[name].size, 1) for name in names}
     done = dict.fromkeys(names, 0)
@@ -121,7 +120,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             return f"Recognize could not be {'enabled' if enabled else 'disabled'}: {error}"
         return ""
 
-    app = FastAPI(lifespan=lifespan, title="Recognize", docs_url=None, redoc_url=None, openapi_url=None)
+    app = FastAPI(
+        lifespan=lifespan, title="Recognize", docs_url=None, redoc_url=None, openapi_url=None
+    )
     app.add_middleware(AppAPIAuthMiddleware)
     set_handlers(app, enabled_handler, default_init=False, map_app_static=False)
 

@@ -18,6 +18,10 @@ from pathlib import Path
 import httpx
 import pytest
 import uvicorn
+from conftest import SHARED_DATA, SHARED_MODELS
+from nextcloud_standin.auth import headers_to_exapp
+from nextcloud_standin.fixture import nextcloud  # noqa: F401 - the fixture
+from nextcloud_standin.state import NextcloudState
 
 from ex_app.config import Settings
 from ex_app.engine import Engine
@@ -25,9 +29,6 @@ from ex_app.main import FILES_ACTION_NAME, create_app
 from ex_app.people import operations
 from ex_app.sources.nextcloud import NextcloudFile, NextcloudSource, TooLarge
 from ex_app.web.admin_settings import FORM_ID
-from conftest import SHARED_DATA, SHARED_MODELS
-from nextcloud_standin.auth import headers_to_exapp
-from nextcloud_standin.fixture import nextcloud  # noqa: F401 - the fixture
 
 FACE = SHARED_DATA / "faces" / "Al_Gore" / "lfw_Al_Gore_0004.jpg"
 OTHER_FACE = SHARED_DATA / "faces" / "group" / "dlib_2008_001322.jpg"
@@ -39,7 +40,7 @@ WAIT_SECONDS = 120
 @dataclass
 class ExApp:
     url: str
-    state: object  # the stand-in's NextcloudState
+    state: NextcloudState
     data_dir: Path
 
     def call(self, method: str, path: str, user: str = "", **kwargs) -> httpx.Response:

@@ -23,7 +23,8 @@ class TagLedger:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(path, isolation_level=None)
         self._db.execute(
-            "CREATE TABLE IF NOT EXISTS assigned (file_id INTEGER, tag TEXT, PRIMARY KEY (file_id, tag))"
+            "CREATE TABLE IF NOT EXISTS assigned"
+            " (file_id INTEGER, tag TEXT, PRIMARY KEY (file_id, tag))"
         )
 
     def tags(self, file_id: int) -> set[str]:

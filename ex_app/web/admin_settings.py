@@ -45,14 +45,16 @@ def settings_form(defaults: Settings) -> SettingsForm:
             field("max_image_side", "Largest image side analyzed (pixels)",
                   SettingsFieldType.NUMBER, defaults.max_image_side,
                   description="Larger photos are scaled down first; smaller is faster."),
-            field("threads", "CPU threads per analysis", SettingsFieldType.NUMBER, defaults.threads),
+            field("threads", "CPU threads per analysis", SettingsFieldType.NUMBER,
+                  defaults.threads),
             field("jobs", "Files handled at once", SettingsFieldType.NUMBER, defaults.jobs,
                   description="Downloads in parallel; analysis stays one file at a time."),
             field("quiet_hours", "Quiet hours", SettingsFieldType.TEXT, defaults.quiet_hours,
                   placeholder="22-6",
                   description="No analysis between these hours (server time); empty: none."),
             field("person_names_as_tags", "Names as tags", SettingsFieldType.CHECKBOX,
-                  defaults.person_names_as_tags, label="Tag photos with the names of their persons"),
+                  defaults.person_names_as_tags,
+                  label="Tag photos with the names of their persons"),
         ],
     )
 

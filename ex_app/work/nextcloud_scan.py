@@ -14,7 +14,7 @@ import asyncio
 import logging
 import tempfile
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -74,10 +74,9 @@ def record_files(
     sessions: sessionmaker[Session],
     files: Iterable[NextcloudFile],
     pipeline: Pipeline,
-    report: SyncReport | None = None,
 ) -> SyncReport:
     """Insert new files, refresh changed ones (dropping their results) and queue their tasks."""
-    report = report or SyncReport()
+    report = SyncReport()
     with sessions.begin() as session:
         roots: set[int] = set()
         for item in files:
@@ -187,21 +186,16 @@ class NextcloudProcessor:
                 if (user, path) in index.by_path
             ]
 
-    async def process(
-        self,
-        index: NextcloudIndex,
-        on_file_done: Callable[[NextcloudFile], None] = lambda file: None,
-    ) -> int:
+    async def process(self, index: NextcloudIndex) -> int:
         """Process every pending file, ``jobs`` files at a time; returns how many."""
         work = self.pending(index)
         with tempfile.TemporaryDirectory(prefix="recognize-") as folder:
 
-            async def one(file_id: int, file: NextcloudFile, analyzers: tuple[str, ...]) -> None:
-                await self.process_file(file_id, file, analyzers, Path(folder))
-                on_file_done(file)
-
             for start in range(0, len(work), self.jobs):
-                await asyncio.gather(*(one(*item) for item in work[start : start + self.jobs]))
+                batch = work[start : start + self.jobs]
+                await asyncio.gather(
+                    *(self.process_file(*item, Path(folder)) for item in batch)
+                )
         return len(work)
 
     async def process_file(

@@ -95,7 +95,7 @@ class RecognizeService:
 
     @property
     def current_engine(self) -> Engine:
-        """The engine of the last cycle (or of the ExApp's own settings), without asking Nextcloud."""
+        """The last cycle's engine, else one on the ExApp's own settings; no Nextcloud call."""
         if self._engine is None:
             self._engine = Engine(self.base)
         return self._engine
