@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import io
 import time
 from collections.abc import Awaitable, Iterator
 from typing import TypeVar
+from xml.etree import ElementTree
 
 import httpx
 import pytest
@@ -407,6 +409,9 @@ def test_raw_propfind_of_nextcloud_properties(app_env: Nextcloud) -> None:
     assert "<oc:owner-id>alice</oc:owner-id>" in text
     missing = text.split("HTTP/1.1 200 OK")[1]
     assert "<oc:no-such-prop" in missing and "404 Not Found" in missing
+    parsed = ElementTree.fromstring(response.content)  # real namespaces, not just prefixes
+    assert parsed.findtext(".//{http://owncloud.org/ns}fileid") == str(photo.fileid)
+    assert parsed.findtext(".//{http://nextcloud.org/ns}has-preview") == "true"
 
 
 def test_missing_paths_are_404(app_env: Nextcloud) -> None:
@@ -437,6 +442,17 @@ def test_download_whole_and_ranges(app_env: Nextcloud) -> None:
     assert part.headers["content-range"] == f"bytes 4-9/{len(JPEG)}"
     assert httpx.get(url, headers={**headers, "Range": "bytes=-2"}).content == JPEG[-2:]
     assert httpx.get(url, headers={**headers, "Range": f"bytes={len(JPEG)}-"}).status_code == 416
+
+
+def test_download2stream(app_env: Nextcloud) -> None:
+    app_env.state.put_file("alice", "beach.jpg", JPEG)
+    sink = io.BytesIO()
+
+    async def scenario() -> None:
+        await (await as_user("alice")).files.download2stream("beach.jpg", sink, chunk_size=100)
+
+    run(scenario())
+    assert sink.getvalue() == JPEG
 
 
 async def _download(path: str) -> bytes:
