@@ -84,12 +84,13 @@ class BackgroundServer:
     """Serves an ASGI app with uvicorn on 127.0.0.1, at a free port, from a daemon thread until ``stop``."""
 
     def __init__(self, app: ASGIApp, lifespan: str = "off") -> None:
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = probe.getsockname()[1]
+        self._socket = socket.socket()
+        self._socket.bind(("127.0.0.1", 0))  # bound now, so no other server can take the port meanwhile
+        self.port = self._socket.getsockname()[1]
         config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan=lifespan)
         self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, name=f"asgi-{self.port}", daemon=True)
+        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._socket]},
+                                        name=f"asgi-{self.port}", daemon=True)
 
     @property
     def url(self) -> str:
@@ -106,3 +107,4 @@ class BackgroundServer:
     def stop(self) -> None:
         self._server.should_exit = True
         self._thread.join(timeout=10)
+        self._socket.close()
