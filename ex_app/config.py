@@ -17,6 +17,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 MANIFEST_PATH = PROJECT_ROOT / "models" / "manifest.yml"
 RULES_PATH = PROJECT_ROOT / "rules.yml"
+GENRES_PATH = PROJECT_ROOT / "genres.yml"
 
 
 def default_data_dir() -> Path:
@@ -45,6 +46,8 @@ class Settings(BaseSettings):
     # Which analyzers run.
     faces_enabled: bool = True
     objects_enabled: bool = True
+    music_enabled: bool = True
+    places_enabled: bool = True
 
     # Resources.
     threads: int = Field(default=1, ge=1)
@@ -73,6 +76,17 @@ class Settings(BaseSettings):
     # Objects and scenes.
     object_top_k: int = Field(default=5, ge=1)
     object_min_score: float = Field(default=0.05, ge=0, le=1)
+
+    # Places (from GPS positions, offline). The city tag names the nearest town or the city the
+    # photo is in; farther than place_city_max_km, only the region and country are given, and
+    # farther than place_max_km from any town (at sea, in a desert), no place at all.
+    place_city_max_km: float = Field(default=25.0, gt=0)
+    place_max_km: float = Field(default=100.0, gt=0)
+
+    # Music genres (musicnn).
+    music_max_patches: int = Field(default=16, ge=1)  # 3-s patches judged per song, spread over it
+    music_max_seconds: float = Field(default=1200, gt=0)  # audio decoded per song, from its start
+    audio_decode_timeout_seconds: float = Field(default=300, gt=0)  # FFmpeg's time per file
 
     # The ExApp (Nextcloud): how it works through the users' files.
     jobs: int = Field(default=1, ge=1)  # files downloaded at once (analysis: one at a time)
