@@ -22,13 +22,18 @@ from conftest import SHARED_DATA, SHARED_MODELS
 from nextcloud_standin.auth import headers_to_exapp
 from nextcloud_standin.fixture import nextcloud  # noqa: F401 - the fixture
 from nextcloud_standin.state import NextcloudState
+from sqlalchemy import select
 
 from ex_app.config import Settings
 from ex_app.engine import Engine
 from ex_app.main import FILES_ACTION_NAME, create_app
+from ex_app.media.kinds import MediaKind
 from ex_app.people import operations
 from ex_app.sources.nextcloud import NextcloudFile, NextcloudSource, TooLarge
+from ex_app.store import schema
 from ex_app.web.admin_settings import FORM_ID
+from ex_app.work.nextcloud_scan import NextcloudIndex, record_files, sync_nextcloud
+from ex_app.work.scan import SyncReport
 
 FACE = SHARED_DATA / "faces" / "Al_Gore" / "lfw_Al_Gore_0004.jpg"
 OTHER_FACE = SHARED_DATA / "faces" / "group" / "dlib_2008_001322.jpg"
@@ -363,3 +368,26 @@ def test_person_names_become_tags_when_the_admin_asks(exapp, users):
     exapp.call("POST", "/api/files-action", "alice", json=_selection(users, "alice", "Gul"))
     exapp.wait_for_cycles(3)
     assert all("Abdullah" not in users.tag_names_of(fileid) for fileid in gul)
+
+
+def test_a_user_that_cannot_be_walked_keeps_their_files(nextcloud, users, tmp_path, monkeypatch):
+    for name, value in nextcloud.app_env().items():
+        monkeypatch.setenv(name, value)
+    engine = Engine(Settings(data_dir=tmp_path / "data", model_mirror=SHARED_MODELS))
+    known = NextcloudFile("ghost", "Photos/old.jpg", 9999, MediaKind.IMAGE, 10, 0, "e1")
+    record_files(engine.sessions, [known], engine.pipeline)
+
+    async def crawl() -> tuple[NextcloudIndex, SyncReport, set[str]]:
+        source = NextcloudSource(max_download_bytes=1 << 20)
+        index, report = await sync_nextcloud(
+            engine.sessions, source, ["alice", "ghost"], engine.pipeline
+        )
+        return index, report, source.unfinished_users
+
+    index, report, unfinished = asyncio.run(crawl())
+    assert unfinished == {"ghost"}  # no such account: Nextcloud refuses to act as them
+    assert sorted(path for _user, path in index.by_path) == ["Trip/cat.jpg", "Trip/gore.jpg"]
+    assert (report.added, report.removed) == (2, 0)
+    with engine.sessions() as session:
+        paths = set(session.scalars(select(schema.File.path)))
+    assert paths == {"Photos/old.jpg", "Trip/cat.jpg", "Trip/gore.jpg"}

@@ -7,15 +7,18 @@ the first user that sees it; users are walked in sorted order so that choice is 
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from nc_py_api import AsyncNextcloudApp, FsNode, NextcloudExceptionNotFound
+from nc_py_api import AsyncNextcloudApp, FsNode, NextcloudException, NextcloudExceptionNotFound
 
 from ex_app.media.kinds import MediaKind, media_kind
 from ex_app.sources.markers import excluded_kinds
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,7 @@ class NextcloudSource:
     def __init__(self, max_download_bytes: int):
         self.max_download_bytes = max_download_bytes
         self._clients: dict[str, AsyncNextcloudApp] = {}
+        self.unfinished_users: set[str] = set()  # of the last walk
 
     def client(self, user: str) -> AsyncNextcloudApp:
         """A Nextcloud client acting as user (one per user, so walks never mix users)."""
@@ -66,13 +70,22 @@ class NextcloudSource:
         return sorted(await AsyncNextcloudApp().users_list())
 
     async def walk(self, users: Iterable[str]) -> AsyncIterator[NextcloudFile]:
-        """Media files of these users, each file id once, honouring marker files."""
+        """Media files of these users, each file id once, honouring marker files.
+
+        A user whose files cannot be listed (disabled, storage away) is logged and left in
+        :attr:`unfinished_users`, and the walk goes on with the next user.
+        """
         seen: set[int] = set()
+        self.unfinished_users = set()
         for user in users:
-            async for found in self.walk_folder(user, ""):
-                if found.file_id not in seen:
-                    seen.add(found.file_id)
-                    yield found
+            try:
+                async for found in self.walk_folder(user, ""):
+                    if found.file_id not in seen:
+                        seen.add(found.file_id)
+                        yield found
+            except NextcloudException as error:
+                log.warning("could not walk the files of %s: %s", user, error)
+                self.unfinished_users.add(user)
 
     async def walk_folder(
         self, user: str, folder: str, inherited: frozenset[MediaKind] = frozenset()

@@ -123,7 +123,10 @@ async def sync_nextcloud(
     users: list[str],
     pipeline: Pipeline,
 ) -> tuple[NextcloudIndex, SyncReport]:
-    """Crawl the users' files into the store; files no longer seen are removed from it."""
+    """Crawl the users' files into the store; files no longer seen are removed from it.
+
+    The files of a user whose walk did not finish are kept as they are.
+    """
     index = NextcloudIndex()
     async for found in source.walk(users):
         index.add(found)
@@ -134,7 +137,11 @@ async def sync_nextcloud(
             .join(schema.Root)
             .where(schema.Root.source == NEXTCLOUD_SOURCE)
         )
-        gone = [file_id for file_id, user, path in rows if (user, path) not in index.by_path]
+        gone = [
+            file_id
+            for file_id, user, path in rows
+            if (user, path) not in index.by_path and user not in source.unfinished_users
+        ]
         for file_id in gone:
             session.execute(delete(schema.File).where(schema.File.id == file_id))
         report.removed = len(gone)
