@@ -1,9 +1,10 @@
 """Recognize as a Nextcloud ExApp: the FastAPI app AppAPI talks to.
 
 Routes: ``/heartbeat`` (public), ``/init`` (fetch the enabled models, reporting progress
-to AppAPI), ``/enabled`` (register or unregister the Files menu action and the admin
-settings form, start or stop the work), and :mod:`ex_app.web.routes`. Everything but
-``/heartbeat`` is authenticated by AppAPI's headers. Run it with ``python -m ex_app.main``.
+to AppAPI), ``/enabled`` (register or unregister the Files menu action, the admin
+settings form and the file event webhooks; start or stop the work), and
+:mod:`ex_app.web.routes`. Everything but ``/heartbeat`` is authenticated by AppAPI's
+headers. Run it with ``python -m ex_app.main``.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from nc_py_api.ex_app import AppAPIAuthMiddleware, run_app, set_handlers
 from ex_app.config import Settings
 from ex_app.engine import Engine
 from ex_app.web.admin_settings import FORM_ID, settings_form
-from ex_app.web.routes import FILES_ACTION_ROUTE, router
+from ex_app.web.routes import FILE_EVENTS, FILE_EVENTS_ROUTE, FILES_ACTION_ROUTE, router
 from ex_app.work.nextcloud_service import RecognizeService
 from ex_app.work.pipeline import ANALYZER_MODELS, FACES, OBJECTS
 
@@ -70,7 +71,8 @@ async def fetch_models(nc: AsyncNextcloudApp, settings: Settings) -> None:
 
 
 async def register_ui(nc: AsyncNextcloudApp, settings: Settings) -> None:
-    """The Files menu action (v2: the whole selection in one call) and the admin form."""
+    """The Files menu action (v2: the whole selection in one call), the admin form and the
+    file event listeners."""
     await nc.ui.files_dropdown_menu.register_ex(
         FILES_ACTION_NAME,
         "Analyze with Recognize",
@@ -78,11 +80,15 @@ async def register_ui(nc: AsyncNextcloudApp, settings: Settings) -> None:
         mime=FILES_ACTION_MIMES,
     )
     await nc.ui.settings.register_form(settings_form(settings))
+    await nc.webhooks.unregister_all()  # none twice, whatever an earlier run left
+    for event in FILE_EVENTS:
+        await nc.webhooks.register("POST", FILE_EVENTS_ROUTE, event)
 
 
 async def unregister_ui(nc: AsyncNextcloudApp) -> None:
     await nc.ui.files_dropdown_menu.unregister(FILES_ACTION_NAME)
     await nc.ui.settings.unregister_form(FORM_ID)
+    await nc.webhooks.unregister_all()
 
 
 async def _start_if_enabled(service: RecognizeService) -> None:

@@ -22,6 +22,7 @@ from conftest import SHARED_DATA, SHARED_MODELS
 from nextcloud_standin.auth import headers_to_exapp
 from nextcloud_standin.fixture import nextcloud  # noqa: F401 - the fixture
 from nextcloud_standin.state import NextcloudState
+from nextcloud_standin.webhook_events import NODE_CREATED, NODE_RENAMED
 from sqlalchemy import select
 
 from ex_app.config import Settings
@@ -194,11 +195,17 @@ def test_enable_registers_the_ui_and_disable_removes_it(exapp, users):
     assert {"faces_enabled", "objects_enabled", "face_cluster_distance", "threads", "jobs",
             "quiet_hours", "person_names_as_tags", "max_image_side",
             "face_min_faces_per_person"} <= ids
+    events = sorted(w["event"].rpartition("\\")[2] for w in exapp.state.webhooks.values())
+    assert events == ["NodeCreatedEvent", "NodeRenamedEvent", "NodeWrittenEvent"]
+    assert {w["uri"] for w in exapp.state.webhooks.values()} == {"/api/webhooks/files"}
     assert exapp.progress()["running"] is True
+    exapp.enable()  # again, as after an upgrade: nothing registered twice
+    assert len(exapp.state.webhooks) == 3
 
     assert exapp.call("PUT", "/enabled?enabled=0", "admin").json() == {"error": ""}
     assert FILES_ACTION_NAME not in exapp.state.file_actions
     assert FORM_ID not in exapp.state.settings_forms
+    assert exapp.state.webhooks == {}
     assert exapp.progress()["running"] is False
 
 
@@ -245,7 +252,8 @@ def test_retagging_keeps_the_users_tags(exapp, users):
     users.put_file("alice", "Trip/gore.jpg", COFFEE.read_bytes())
     exapp.call("POST", "/api/files-action", "alice", json=_selection(users, "alice", "Trip/gore.jpg"))
     progress = exapp.wait_for_cycles(2)
-    assert progress["last_cycle"]["sync"]["changed"] == 1
+    assert progress["last_cycle"]["sync"] is None  # the action's files only, no crawl
+    assert progress["last_cycle"]["processed"] == 1
     assert "People" not in users.tag_names_of(gore.fileid)
     assert "Holiday" in users.tag_names_of(gore.fileid)
     assert exapp.downloads_of("gore.jpg") == 2
@@ -309,7 +317,8 @@ def test_admin_settings_and_quiet_hours_apply_to_the_next_cycle(exapp, users):
     users.app_config["objects_enabled"] = ("0", 0)
     exapp.call("POST", "/api/files-action", "alice", json=_selection(users, "alice", "Trip"))
     progress = exapp.wait_for_cycles(2)
-    assert progress["last_cycle"]["processed"] == 3  # all files, as before quiet hours
+    assert progress["last_cycle"]["sync"]["added"] == 1  # the crawl quiet hours held back
+    assert progress["last_cycle"]["processed"] == 3
     assert {p["analyzer"] for p in progress["analyzers"]} == {"faces"}
     assert users.tag_names_of(users.own_node("alice", "Trip/cat.jpg").fileid) == set()
 
@@ -391,3 +400,41 @@ def test_a_user_that_cannot_be_walked_keeps_their_files(nextcloud, users, tmp_pa
     with engine.sessions() as session:
         paths = set(session.scalars(select(schema.File.path)))
     assert paths == {"Photos/old.jpg", "Trip/cat.jpg", "Trip/gore.jpg"}
+
+
+def test_webhooks_queue_new_files_and_moves_keep_results(exapp, users, nextcloud):
+    exapp.enable()
+    exapp.wait_for_cycles(1)
+    new = users.put_file("alice", "Trip/new.jpg", FACE.read_bytes())
+    calls = nextcloud.node_event_calls(NODE_CREATED, new, "alice")
+    assert len(calls) == 1
+    assert calls[0].send(exapp.url).json() == {"queued": 1}
+    progress = exapp.wait_for_cycles(2)
+    assert progress["last_cycle"]["sync"] is None and progress["last_cycle"]["processed"] == 1
+    assert "People" in users.tag_names_of(new.fileid)
+
+    # A folder moves: its files keep their results, nothing is downloaded again.
+    folder = users.own_node("alice", "Trip")
+    before = replace(folder)
+    for node in list(users.nodes.values()):
+        if node.owner == "alice" and (node.path == "Trip" or node.path.startswith("Trip/")):
+            node.path = "Holidays" + node.path[len("Trip"):]
+    calls = nextcloud.node_event_calls(NODE_RENAMED, before, "alice", target=folder)
+    assert calls[0].send(exapp.url).json() == {"queued": 0}
+    response = exapp.call("POST", "/api/files-action", "alice",
+                          json=_selection(users, "alice", "Holidays"))
+    assert response.json() == {"queued": 3}
+    progress = exapp.wait_for_cycles(3)
+    assert progress["last_cycle"]["processed"] == 0
+    assert exapp.downloads_of("new.jpg") == 1 and exapp.downloads_of("gore.jpg") == 1
+    with Engine(Settings(data_dir=exapp.data_dir)).sessions() as session:
+        paths = set(session.scalars(select(schema.File.path)))
+    assert {"Holidays/gore.jpg", "Holidays/cat.jpg", "Holidays/new.jpg"} <= paths
+    assert not {p for p in paths if p.startswith("Trip/")}
+
+
+def test_webhooks_without_appapi_headers_are_rejected(exapp, users, nextcloud):
+    exapp.enable()
+    call = nextcloud.node_event_calls(NODE_CREATED, users.own_node("bob", "Photos/coffee.png"))[0]
+    response = httpx.post(exapp.url + call.path, json=call.payload)
+    assert response.status_code == 401

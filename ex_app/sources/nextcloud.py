@@ -114,6 +114,21 @@ class NextcloudSource:
             if kind is not None and kind not in excluded:
                 yield _to_file(user, node, kind)
 
+    async def media_at(self, user: str, path: str) -> list[NextcloudFile]:
+        """The media file at path, or a folder's media recursively, as the walk would offer
+        them (markers above included, hidden entries skipped); [] when there is none."""
+        path = path.strip("/")
+        if any(part.startswith(".") for part in path.split("/")):
+            return []
+        node = await self.client(user).files.by_path(path)
+        if node is None:
+            return []
+        excluded = await self.excluded_above(user, path)
+        if node.is_dir:
+            return [found async for found in self.walk_folder(user, path, excluded)]
+        kind = media_kind(node.name)
+        return [_to_file(user, node, kind)] if kind is not None and kind not in excluded else []
+
     async def excluded_above(self, user: str, path: str) -> frozenset[MediaKind]:
         """The media kinds that marker files in path's folder and its parents exclude."""
         excluded: set[MediaKind] = set()

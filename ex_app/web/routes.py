@@ -1,4 +1,5 @@
-"""Routes Nextcloud calls besides the life cycle: the Files menu action and progress.
+"""Routes Nextcloud calls besides the life cycle: the Files menu action, file events
+(webhooks) and progress.
 
 Every route here sits behind AppAPI's authentication (see :mod:`ex_app.main`); the user a
 request acts for is the one AppAPI authenticated.
@@ -6,8 +7,11 @@ request acts for is the one AppAPI authenticated.
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, HTTPException, Request
 from nc_py_api.files import ActionFileInfoEx
+from pydantic import BaseModel
 
 from ex_app.work.nextcloud_service import RecognizeService
 from ex_app.work.progress import measure_progress
@@ -15,6 +19,11 @@ from ex_app.work.progress import measure_progress
 router = APIRouter(prefix="/api")
 
 FILES_ACTION_ROUTE = "/api/files-action"
+FILE_EVENTS_ROUTE = "/api/webhooks/files"
+NODE_CREATED = "OCP\\Files\\Events\\Node\\NodeCreatedEvent"
+NODE_WRITTEN = "OCP\\Files\\Events\\Node\\NodeWrittenEvent"
+NODE_RENAMED = "OCP\\Files\\Events\\Node\\NodeRenamedEvent"
+FILE_EVENTS = (NODE_CREATED, NODE_WRITTEN, NODE_RENAMED)
 
 
 def service_of(request: Request) -> RecognizeService:
@@ -27,8 +36,46 @@ async def files_action(request: Request, selection: ActionFileInfoEx) -> dict:
     user = request.scope.get("username", "")
     if not user:
         raise HTTPException(status_code=400, detail="the action needs a user")
-    queued = await service_of(request).queue_selection(user, selection.files)
-    return {"queued": queued}
+    paths = [f"{item.directory.strip('/')}/{item.name}" for item in selection.files]
+    return {"queued": await service_of(request).queue(user, paths)}
+
+
+class WebhookCall(BaseModel):
+    """What webhook_listeners posts: the event serialized, the acting user and the time."""
+
+    event: dict[str, Any]
+    user: dict[str, Any] | None = None
+    time: int = 0
+
+
+@router.post("/webhooks/files")
+async def file_event(request: Request, call: WebhookCall) -> dict:
+    """A file event from webhook_listeners: queue new and changed media, follow moves.
+
+    Deletions are left to the next crawl, which drops what it no longer finds.
+    """
+    service = service_of(request)
+    event = call.event
+    if event.get("class") == NODE_RENAMED:
+        source, target = _owner_path(event["source"]["path"]), _owner_path(event["target"]["path"])
+        if source[0] == target[0]:
+            await service.moved(source[0], source[1], target[1])
+            return {"queued": 0}
+        owner, path = target
+    elif event.get("class") in (NODE_CREATED, NODE_WRITTEN):
+        owner, path = _owner_path(event["node"]["path"])
+    else:
+        return {"queued": 0}
+    return {"queued": await service.queue(owner, [path])}
+
+
+def _owner_path(path: str) -> tuple[str, str]:
+    """("alice", "Photos/a.jpg") from "/alice/files/Photos/a.jpg", the owner's view."""
+    owner, _, rest = path.strip("/").partition("/")
+    prefix = "files"
+    if rest != prefix and not rest.startswith(prefix + "/"):
+        raise HTTPException(status_code=422, detail=f"not a path in a user's files: {path}")
+    return owner, rest[len(prefix):].strip("/")
 
 
 @router.get("/progress")

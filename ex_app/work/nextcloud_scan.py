@@ -15,7 +15,7 @@ import logging
 import tempfile
 import threading
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from nc_py_api import NextcloudException
@@ -42,13 +42,23 @@ class NextcloudIndex:
     by_id: dict[int, NextcloudFile] = field(default_factory=dict)
 
     def add(self, file: NextcloudFile) -> NextcloudFile:
-        """Remember the file, unless its id is known already; returns the one remembered."""
+        """Remember the file; a file id known already keeps its user and path, with the new
+        size, time and etag. Returns the file as remembered."""
         known = self.by_id.get(file.file_id)
         if known is not None and (known.user, known.path) in self.by_path:
-            return known
+            file = replace(file, user=known.user, path=known.path)
         self.by_id[file.file_id] = file
         self.by_path[(file.user, file.path)] = file
         return file
+
+    def move(self, user: str, old: str, new: str) -> None:
+        """Files of user's at old (or below it) are now at new."""
+        for (owner, path), file in list(self.by_path.items()):
+            if owner == user and (path == old or path.startswith(old + "/")):
+                moved = replace(file, path=new + path[len(old):])
+                del self.by_path[(owner, path)]
+                self.by_path[(owner, moved.path)] = moved
+                self.by_id[file.file_id] = moved
 
 
 def fingerprint(file: NextcloudFile) -> str:
@@ -146,6 +156,20 @@ async def sync_nextcloud(
             session.execute(delete(schema.File).where(schema.File.id == file_id))
         report.removed = len(gone)
     return index, report
+
+
+def move_files(sessions: sessionmaker[Session], user: str, old: str, new: str) -> int:
+    """Stored files of user's at old (or below it) take their paths at new; returns how many."""
+    with sessions.begin() as session:
+        rows = session.scalars(
+            select(schema.File)
+            .join(schema.Root)
+            .where(schema.Root.source == NEXTCLOUD_SOURCE, schema.Root.location == user)
+            .where((schema.File.path == old) | schema.File.path.startswith(old + "/"))
+        ).all()
+        for row in rows:
+            row.path = new + row.path[len(old):]
+        return len(rows)
 
 
 def file_tags(session: Session, file_id: int, person_names: bool) -> set[str]:

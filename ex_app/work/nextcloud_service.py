@@ -1,9 +1,10 @@
 """The ExApp's background work: crawl all users, analyze what is new, group, tag; repeat.
 
-One cycle runs at a time. A cycle is started by the interval, or at once when the Files
-menu action queued files. Admin settings are read at the start of each cycle; quiet hours
-skip the cycle. Stopping cancels the cycle: a file being analyzed keeps its pending task
-and is done by the next start.
+One cycle runs at a time. A full cycle crawls every user's files first; it runs at start
+and after each interval. Files queued by the Files menu action or by webhooks start a
+cycle at once that only processes what is pending. Admin settings are read at the start
+of each cycle; quiet hours skip the cycle. Stopping cancels the cycle: a file being
+analyzed keeps its pending task and is done by the next start.
 """
 
 from __future__ import annotations
@@ -14,19 +15,18 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from nc_py_api import AsyncNextcloudApp
-from nc_py_api.files import ActionFileInfo
 from sqlalchemy import select
 
 from ex_app.config import Settings
 from ex_app.engine import Engine
-from ex_app.media.kinds import media_kind
 from ex_app.sinks.nextcloud_tags import NextcloudTagSink, TagLedger
-from ex_app.sources.nextcloud import NextcloudFile, NextcloudSource
+from ex_app.sources.nextcloud import NextcloudSource
 from ex_app.store import schema
 from ex_app.web.admin_settings import admin_settings
 from ex_app.work.nextcloud_scan import (
     NextcloudIndex,
     NextcloudProcessor,
+    move_files,
     record_files,
     sync_nextcloud,
 )
@@ -120,18 +120,21 @@ class RecognizeService:
             person_names_as_tags=settings.person_names_as_tags,
         )
 
-    async def run_cycle(self, now: datetime | None = None) -> CycleReport:
-        """Crawl, analyze the pending files, regroup faces and refresh tags of face photos."""
+    async def run_cycle(self, crawl: bool = True, now: datetime | None = None) -> CycleReport:
+        """Crawl (unless told not to), analyze the pending files, regroup faces, refresh tags
+        of face photos."""
         async with self._cycle_lock:
             engine = await self.engine()
             settings = engine.settings
             if in_quiet_hours(settings.quiet_hours, now or datetime.now()):
                 return CycleReport(quiet=True)
             processor = self.processor(engine)
-            users = await processor.source.users()
-            self.index, sync = await sync_nextcloud(
-                engine.sessions, processor.source, users, engine.pipeline
-            )
+            sync = None
+            if crawl:
+                users = await processor.source.users()
+                self.index, sync = await sync_nextcloud(
+                    engine.sessions, processor.source, users, engine.pipeline
+                )
             processed = await processor.process(self.index)
             persons = await asyncio.to_thread(engine.regroup) if processed else 0
             names_changed = settings.person_names_as_tags != self._names_as_tags
@@ -140,27 +143,22 @@ class RecognizeService:
             self._names_as_tags = settings.person_names_as_tags
             return CycleReport(sync=sync, processed=processed, persons=persons)
 
-    async def queue_selection(self, user: str, items: list[ActionFileInfo]) -> int:
-        """Record the selected files (folders: their media, recursively) and wake the loop."""
+    async def queue(self, user: str, paths: list[str]) -> int:
+        """Record the media at these paths of user's (folders: recursively) and process them
+        soon, without a crawl; returns how many files were recorded."""
         engine = await self.engine()
         source = NextcloudSource(engine.settings.max_download_bytes)
-        found: list[NextcloudFile] = []
-        for item in items:
-            path = f"{item.directory.strip('/')}/{item.name}".strip("/")
-            excluded = await source.excluded_above(user, path)
-            if item.fileType == "dir":
-                found += [f async for f in source.walk_folder(user, path, excluded)]
-                continue
-            kind = media_kind(item.name)
-            if kind is not None and kind not in excluded and not item.name.startswith("."):
-                found.append(
-                    NextcloudFile(user, path, item.fileId, kind, item.size,
-                                  item.mtime * 1_000_000_000, item.etag)
-                )
+        found = [file for path in paths for file in await source.media_at(user, path)]
         recorded = [self.index.add(file) for file in found]
         record_files(engine.sessions, recorded, engine.pipeline)
         self.wake()
         return len(recorded)
+
+    async def moved(self, user: str, old: str, new: str) -> None:
+        """A file or folder of user's was moved within their files: its results follow it."""
+        engine = await self.engine()
+        move_files(engine.sessions, user, old.strip("/"), new.strip("/"))
+        self.index.move(user, old.strip("/"), new.strip("/"))
 
     async def _retag_face_photos(self, engine: Engine, processor: NextcloudProcessor) -> None:
         with engine.sessions() as session:
@@ -176,10 +174,14 @@ class RecognizeService:
                 await processor.retag(file_id, file)
 
     async def _loop(self) -> None:
+        """A crawl at start and after each interval; in between, cycles that only process
+        what the Files action and webhooks queued."""
+        crawl = True  # due until one is done
         while True:
             self._wake.clear()
             try:
-                self.last_cycle = await self.run_cycle()
+                self.last_cycle = await self.run_cycle(crawl=crawl)
+                crawl = crawl and self.last_cycle.sync is None
                 self.last_error = None
                 self.cycles += 1
             except asyncio.CancelledError:
@@ -191,7 +193,7 @@ class RecognizeService:
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout=interval)
             except TimeoutError:
-                pass
+                crawl = True
 
     def close(self) -> None:
         """Release the tag ledger."""
