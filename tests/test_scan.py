@@ -54,6 +54,7 @@ def test_stats_and_progress_agree_with_the_export(imagenet_scan):
     assert {p["analyzer"]: (p["done"], p["pending"]) for p in progress} == {
         "faces": (100, 0),
         "objects": (100, 0),
+        "places": (100, 0),
     }
 
 
@@ -214,3 +215,19 @@ def test_unsure_faces_never_seed_a_person(faces_scan):
             sure_faces.setdefault(face["person"], 0)
             sure_faces[face["person"]] += not face["unsure"]
     assert sure_faces and min(sure_faces.values()) >= 2
+
+
+def test_a_photo_with_gps_gets_its_place_as_tags(tmp_path, shared_data):
+    from test_places import gps_ifd, with_gps
+
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    source = shared_data / "images" / "n02980441_castle.JPEG"
+    with_gps(source, tree / "castle.jpg", gps_ifd(48.8566, 2.3522), "JPEG")
+    shutil.copy(source, tree / "no-gps.jpg")
+    data_dir = tmp_path / "state"
+    run_cli(data_dir, "scan", str(tree))
+    tags = {f["path"]: f["tags"] for f in export_json(data_dir)["files"]}
+    assert {"Paris", "France"} <= set(tags["castle.jpg"])
+    assert "France" not in tags["no-gps.jpg"]
+    assert "Building" in tags["castle.jpg"]

@@ -14,7 +14,9 @@ import numpy as np
 
 from ex_app.analyzers.faces import Face, FaceAnalyzer
 from ex_app.analyzers.objects import Label, ObjectClassifier, load_imagenet_labels
+from ex_app.analyzers.places import Place, ReverseGeocoder, gazetteer_version, place_tags
 from ex_app.config import RULES_PATH, Settings
+from ex_app.media.gps import read_gps
 from ex_app.media.images import decode_image
 from ex_app.media.kinds import MediaKind
 from ex_app.models.runtime import open_session
@@ -25,16 +27,18 @@ log = logging.getLogger(__name__)
 
 FACES = "faces"
 OBJECTS = "objects"
+PLACES = "places"
 PEOPLE_TAG = "People"  # given to every photo with a face
 
 # The models each analyzer needs; their hashes make up the analyzer's model version.
 ANALYZER_MODELS: dict[str, tuple[str, ...]] = {
     FACES: ("face_detection_yunet", "dlib_face_landmarks_5", "dlib_face_embedder_onnx"),
     OBJECTS: ("efficientnet_lite0", "imagenet_labels"),
+    PLACES: (),  # its data ships in a package: see model_version
 }
 
 ANALYZERS_BY_KIND: dict[MediaKind, tuple[str, ...]] = {
-    MediaKind.IMAGE: (FACES, OBJECTS),
+    MediaKind.IMAGE: (FACES, OBJECTS, PLACES),
 }
 
 
@@ -46,6 +50,7 @@ class FileAnalysis:
     height: int | None = None
     faces: list[Face] = field(default_factory=list)
     labels: list[Label] = field(default_factory=list)
+    place: Place | None = None
     tags: dict[str, list[str]] = field(default_factory=dict)  # by the analyzer that gave them
 
 
@@ -57,11 +62,14 @@ class Pipeline:
         self._models = models
 
     def enabled_analyzers(self, kind: MediaKind) -> tuple[str, ...]:
-        enabled = {FACES: self._settings.faces_enabled, OBJECTS: self._settings.objects_enabled}
+        s = self._settings
+        enabled = {FACES: s.faces_enabled, OBJECTS: s.objects_enabled, PLACES: s.places_enabled}
         return tuple(a for a in ANALYZERS_BY_KIND.get(kind, ()) if enabled[a])
 
     def model_version(self, analyzer: str) -> str:
-        """A short fingerprint of the model files an analyzer runs with."""
+        """A short fingerprint of the model files (or data) an analyzer runs with."""
+        if analyzer == PLACES:
+            return gazetteer_version()
         manifest = self._models.manifest
         return "+".join(manifest[name].sha256[:8] for name in ANALYZER_MODELS[analyzer])
 
@@ -88,6 +96,11 @@ class Pipeline:
         )
 
     @cached_property
+    def geocoder(self) -> ReverseGeocoder:
+        s = self._settings
+        return ReverseGeocoder(city_max_km=s.place_city_max_km, max_km=s.place_max_km)
+
+    @cached_property
     def tag_rules(self) -> TagRules:
         return TagRules.load(RULES_PATH)
 
@@ -108,6 +121,11 @@ class Pipeline:
             result.tags[OBJECTS] = self.tag_rules.tags_for(
                 (label.id, label.score) for label in result.labels
             )
+        if PLACES in analyzers:
+            position = read_gps(path)
+            if position is not None:
+                result.place = self.geocoder.find(position.latitude, position.longitude)
+            result.tags[PLACES] = place_tags(result.place) if result.place else []
         return result
 
 
