@@ -84,6 +84,7 @@ class Settings(BaseSettings):
     place_max_km: float = Field(default=100.0, gt=0)
 
     # Music genres (musicnn).
+    music_top_k: int = Field(default=10, ge=1)  # musicnn labels kept per song (tags: genres.yml)
     music_max_patches: int = Field(default=16, ge=1)  # 3-s patches judged per song, spread over it
     music_max_seconds: float = Field(default=1200, gt=0)  # audio decoded per song, from its start
     audio_decode_timeout_seconds: float = Field(default=300, gt=0)  # FFmpeg's time per file

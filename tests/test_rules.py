@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,7 @@ import pytest
 import yaml
 
 from ex_app.config import RULES_PATH
-from ex_app.tagging.rules import RulesError, TagRules
+from ex_app.tagging.rules import LabelIdFormat, RulesError, TagRules
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 LABELS_TSV = SHARED / "models" / "imagenet.labels.tsv"
@@ -282,6 +283,21 @@ def _with(path: tuple[str, ...], value: Any) -> dict[str, Any]:
 )
 def test_malformed_rules_are_rejected(tmp_path, data, message):
     with pytest.raises(RulesError, match=message):
+        TagRules.load(write(tmp_path, data))
+
+
+def test_other_label_ids_need_their_own_format(tmp_path):
+    words = LabelIdFormat(re.compile(r"[a-z]+"), "a lowercase word like dog")
+    data = copy.deepcopy(VALID)
+    data["labels"] = {
+        "dog": {"name": "dog", "tags": ["Dog"]},
+        "n02980441": {"name": "castle", "tags": ["Building"]},
+    }
+    with pytest.raises(RulesError, match=r"labels\.n02980441: not a lowercase word like dog$"):
+        TagRules.load(write(tmp_path, data), words)
+    del data["labels"]["n02980441"]
+    assert TagRules.load(write(tmp_path, data), words).tags_for([("dog", 0.3)]) == ["Dog", "Animal"]
+    with pytest.raises(RulesError, match=r"labels\.dog: not a WordNet id like n01440764"):
         TagRules.load(write(tmp_path, data))
 
 

@@ -1,9 +1,10 @@
-"""Tagging rules: which human tags the image classifier's ImageNet labels give.
+"""Tagging rules: which human tags a classifier's labels give.
 
-The rules live in ``rules.yml`` at the project root (its header documents the format).
-:class:`TagRules` loads and checks them, then turns the classifier's (WordNet id, score)
-pairs into ordered tags, with the parent tags they imply, and into categories that later
-stages act on (for example whether a landmark recogniser is worth running).
+The image rules live in ``rules.yml`` at the project root (its header documents the format),
+the music rules in ``genres.yml``. :class:`TagRules` loads and checks them, then turns a
+classifier's (label id, score) pairs into ordered tags, with the parent tags they imply, and
+into categories that later stages act on (for example whether a landmark recogniser is worth
+running). Label ids are WordNet ids unless the loader is given another :class:`LabelIdFormat`.
 """
 
 from __future__ import annotations
@@ -18,7 +19,17 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-WORDNET_ID = re.compile(r"n\d{8}")
+
+
+@dataclass(frozen=True)
+class LabelIdFormat:
+    """What a rules file's label ids must look like, and how to say so in an error."""
+
+    pattern: re.Pattern[str]  # must match a whole id
+    description: str  # e.g. "a WordNet id like n01440764"
+
+
+WORDNET_IDS = LabelIdFormat(re.compile(r"n\d{8}"), "a WordNet id like n01440764")
 
 
 class RulesError(ValueError):
@@ -67,25 +78,25 @@ class TagRules:
         self._depth = {name: _depth(name, self._tags) for name in self._tags}
 
     @classmethod
-    def load(cls, path: Path) -> TagRules:
+    def load(cls, path: Path, label_ids: LabelIdFormat = WORDNET_IDS) -> TagRules:
         """Read and check a rules file; raises :class:`RulesError` naming each problem."""
         try:
             data = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
         except yaml.YAMLError as error:
             raise RulesError(f"{path}: not valid YAML: {error}") from error
         try:
-            return cls.from_data(data)
+            return cls.from_data(data, label_ids)
         except RulesError as error:
             raise RulesError(f"{path}: {error}") from error
 
     @classmethod
-    def from_data(cls, data: Any) -> TagRules:
+    def from_data(cls, data: Any, label_ids: LabelIdFormat = WORDNET_IDS) -> TagRules:
         """Build rules from already-parsed YAML, checking it as :meth:`load` does."""
         try:
             parsed = _RulesFile.model_validate(data)
         except ValidationError as error:
             raise RulesError(_describe(error)) from error
-        problems = _cross_reference_problems(parsed)
+        problems = _cross_reference_problems(parsed, label_ids)
         if problems:
             raise RulesError("\n".join(problems))
         tags = {
@@ -113,7 +124,7 @@ class TagRules:
 
     @property
     def labels(self) -> Mapping[str, LabelRule]:
-        """Every label's rule by WordNet id, ignored labels included."""
+        """Every label's rule by label id, ignored labels included."""
         return self._labels
 
     @property
@@ -134,7 +145,7 @@ class TagRules:
         return self._implied[name]
 
     def tags_for(self, labels: Iterable[tuple[str, float]]) -> list[str]:
-        """Tags for classifier output: (WordNet id, score) pairs, in any order.
+        """Tags for classifier output: (label id, score) pairs, in any order.
 
         A label counts when its score reaches its threshold; unknown and ignored labels
         give nothing. Each tag brings the tags it implies. Tags are ordered by the highest
@@ -237,7 +248,7 @@ class _RulesFile(_Entry):
         return tags
 
 
-def _cross_reference_problems(rules: _RulesFile) -> list[str]:
+def _cross_reference_problems(rules: _RulesFile, label_ids: LabelIdFormat) -> list[str]:
     """Problems that span entries: unknown names, bad ids, clashing aliases, parent cycles."""
     problems: list[str] = []
     tags = rules.tags
@@ -248,8 +259,8 @@ def _cross_reference_problems(rules: _RulesFile) -> list[str]:
             if parent not in tags
         ]
     for label_id, label in rules.labels.items():
-        if not WORDNET_ID.fullmatch(label_id):
-            problems.append(f"labels.{label_id}: not a WordNet id like n01440764")
+        if not label_ids.pattern.fullmatch(label_id):
+            problems.append(f"labels.{label_id}: not {label_ids.description}")
         problems += [f"labels.{label_id}: unknown tag {t!r}" for t in label.tags if t not in tags]
         problems += [
             f"labels.{label_id}: unknown category {c!r}"

@@ -1,0 +1,150 @@
+"""Audio decoding: any song Recognize reads (MP3, AAC/M4A, OGG/Opus, FLAC, WAV, ...), as mono
+float32 samples at the rate an analyzer asks for.
+
+FFmpeg does the work (``ffprobe`` to look, ``ffmpeg`` piping raw PCM to decode), reading at
+most ``max_seconds`` of the file, so memory stays bounded whatever the file claims. Every
+failure that is the file's fault is a ``MediaError`` whose message says what is wrong.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import ffmpeg
+import numpy as np
+
+from ex_app.media.errors import MediaError
+
+# A file whose container states its duration but that decodes to less than this share of it
+# (less a second) was cut short. Lenient: formats only estimate some durations.
+TRUNCATED_SHARE = 0.9
+
+
+@dataclass(frozen=True)
+class DecodedAudio:
+    """Mono samples ready for an analyzer."""
+
+    samples: np.ndarray  # float32, mono, full scale ±1 (lossy codecs' peaks may pass it)
+    rate: int  # samples per second
+    duration: float | None  # seconds the file declares (before any max_seconds cut), if it does
+    codec: str  # FFmpeg's name of the audio codec: "mp3", "aac", "opus", "flac", "pcm_s16le", ...
+
+    @property
+    def seconds(self) -> float:
+        """Length of the decoded samples."""
+        return len(self.samples) / self.rate
+
+
+def decode_audio(path: Path, rate: int, max_seconds: float, timeout: float) -> DecodedAudio:
+    """Decode the first max_seconds of the file's first audio stream to mono float32 at rate.
+
+    Raises MediaError for an empty file, a file that is not audio, one without an audio
+    stream, and one that is truncated or corrupt; FFmpeg gets at most timeout seconds.
+    """
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+    except OSError as error:
+        raise MediaError(f"cannot read the file: {error.strerror or error}") from error
+    if size == 0:
+        raise MediaError("empty file (0 bytes)")
+    stream, duration = _probe(path, timeout)
+    samples, errors = _decode(path, rate, max_seconds, timeout)
+    if samples.size == 0:
+        detail = f": {errors[-1]}" if errors else ""
+        raise MediaError(f"corrupt audio, no sound could be decoded{detail}")
+    decoded = DecodedAudio(samples, rate, duration, stream.get("codec_name", "unknown"))
+    if duration is not None:
+        expected = min(duration, max_seconds)
+        if decoded.seconds < TRUNCATED_SHARE * expected - 1.0:
+            raise MediaError(
+                f"truncated or corrupt audio: decoded {decoded.seconds:.1f} s "
+                f"of the {duration:.1f} s the file declares"
+            )
+    return decoded
+
+
+def _probe(path: Path, timeout: float) -> tuple[dict, float | None]:
+    """The file's first audio stream and its declared duration in seconds (None if unknown)."""
+    command = ["ffprobe", "-v", "error", "-show_format", "-show_streams", "-of", "json"]
+    command.append(_ffmpeg_url(path))
+    try:
+        completed = subprocess.run(command, capture_output=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired as error:
+        raise MediaError(f"audio could not be read within {timeout:g} s") from error
+    except FileNotFoundError as error:
+        raise RuntimeError("ffprobe (FFmpeg) is not installed; audio cannot be decoded") from error
+    if completed.returncode != 0:
+        raise MediaError(f"not a readable audio file ({_last_line(completed.stderr, path)})")
+    try:
+        info = json.loads(completed.stdout.decode("utf-8", "replace") or "{}")
+    except ValueError as error:
+        raise MediaError(f"not a readable audio file (unreadable metadata: {error})") from error
+    streams = [s for s in info.get("streams", []) if s.get("codec_type") == "audio"]
+    if not streams:
+        raise MediaError("no audio stream in the file")
+    stream, container = streams[0], info.get("format", {})
+    return stream, _seconds(stream.get("duration")) or _seconds(container.get("duration"))
+
+
+def _decode(
+    path: Path, rate: int, max_seconds: float, timeout: float
+) -> tuple[np.ndarray, list[str]]:
+    """Samples of the first audio stream, and FFmpeg's error lines (damage it decoded past)."""
+    process = (
+        ffmpeg.input(_ffmpeg_url(path), t=max_seconds)
+        .output(
+            "pipe:",
+            map="0:a:0",
+            format="f32le",
+            acodec="pcm_f32le",
+            ac=1,
+            ar=rate,
+            af="aresample=resampler=soxr:precision=28",  # close to librosa's resampling
+        )
+        .global_args("-nostdin", "-hide_banner", "-v", "error")
+    )
+    try:
+        running = process.run_async(pipe_stdout=True, pipe_stderr=True)
+    except FileNotFoundError as error:
+        raise RuntimeError("ffmpeg is not installed; audio cannot be decoded") from error
+    try:
+        raw, stderr = running.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired as error:
+        running.kill()
+        running.communicate()
+        raise MediaError(f"audio could not be decoded within {timeout:g} s") from error
+    errors = _lines(stderr, path)
+    if running.returncode != 0:
+        raise MediaError(f"corrupt audio ({errors[-1] if errors else 'FFmpeg failed'})")
+    usable = len(raw) - len(raw) % 4
+    return np.frombuffer(raw[:usable], dtype="<f4").astype(np.float32), errors
+
+
+def _ffmpeg_url(path: Path) -> str:
+    """The path as an FFmpeg file URL, so a name like ``a:b.mp3`` is never read as a protocol."""
+    return "file:" + str(path.resolve())
+
+
+def _seconds(value: object) -> float | None:
+    """A positive duration from FFprobe's JSON, or None ("N/A", missing, zero)."""
+    try:
+        seconds = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return seconds if seconds > 0 and np.isfinite(seconds) else None
+
+
+def _lines(stderr: bytes, path: Path) -> list[str]:
+    """FFmpeg's non-empty message lines, without the file's own URL (the user knows the file)."""
+    url = _ffmpeg_url(path)
+    text = stderr.decode("utf-8", "replace").replace(f"{url}: ", "").replace(url, "the file")
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def _last_line(stderr: bytes, path: Path) -> str:
+    lines = _lines(stderr, path)
+    return lines[-1] if lines else "FFmpeg could not read it"
