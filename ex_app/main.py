@@ -23,7 +23,7 @@ from ex_app.engine import Engine
 from ex_app.web.admin_settings import FORM_ID, settings_form
 from ex_app.web.routes import FILE_EVENTS, FILE_EVENTS_ROUTE, FILES_ACTION_ROUTE, router
 from ex_app.work.nextcloud_service import RecognizeService
-from ex_app.work.pipeline import ANALYZER_MODELS, FACES, OBJECTS
+from ex_app.work.pipeline import ANALYZER_MODELS
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +34,12 @@ INIT_POLL_SECONDS = 0.5
 
 def enabled_models(settings: Settings) -> list[str]:
     """The models the enabled analyzers need, each once, in a stable order."""
-    enabled = {FACES: settings.faces_enabled, OBJECTS: settings.objects_enabled}
-    names = [name for analyzer, on in enabled.items() if on for name in ANALYZER_MODELS[analyzer]]
+    names = [
+        name
+        for analyzer, models in ANALYZER_MODELS.items()
+        if getattr(settings, f"{analyzer}_enabled")
+        for name in models
+    ]
     return list(dict.fromkeys(names))
 
 

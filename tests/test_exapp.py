@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from datetime import datetime
 from pathlib import Path
 
 import httpx
@@ -34,6 +35,7 @@ from ex_app.sources.nextcloud import NextcloudFile, NextcloudSource, TooLarge
 from ex_app.store import schema
 from ex_app.web.admin_settings import FORM_ID
 from ex_app.work.nextcloud_scan import NextcloudIndex, record_files, sync_nextcloud
+from ex_app.work.nextcloud_service import in_quiet_hours
 from ex_app.work.scan import SyncReport
 
 FACE = SHARED_DATA / "faces" / "Al_Gore" / "lfw_Al_Gore_0004.jpg"
@@ -192,7 +194,8 @@ def test_enable_registers_the_ui_and_disable_removes_it(exapp, users):
     form = exapp.state.settings_forms[FORM_ID]
     assert form["section_type"] == "admin" and form["title"] == "Recognize"
     ids = {field["id"] for field in form["fields"]}
-    assert {"faces_enabled", "objects_enabled", "face_cluster_distance", "threads", "jobs",
+    assert {"faces_enabled", "objects_enabled", "places_enabled", "face_cluster_distance",
+            "threads", "jobs",
             "quiet_hours", "person_names_as_tags", "max_image_side",
             "face_min_faces_per_person"} <= ids
     events = sorted(w["event"].rpartition("\\")[2] for w in exapp.state.webhooks.values())
@@ -319,7 +322,8 @@ def test_admin_settings_and_quiet_hours_apply_to_the_next_cycle(exapp, users):
     progress = exapp.wait_for_cycles(2)
     assert progress["last_cycle"]["sync"]["added"] == 1  # the crawl quiet hours held back
     assert progress["last_cycle"]["processed"] == 3
-    assert {p["analyzer"] for p in progress["analyzers"]} == {"faces"}
+    assert "faces" in {p["analyzer"] for p in progress["analyzers"]}
+    assert "objects" not in {p["analyzer"] for p in progress["analyzers"]}
     assert users.tag_names_of(users.own_node("alice", "Trip/cat.jpg").fileid) == set()
 
 
@@ -438,3 +442,11 @@ def test_webhooks_without_appapi_headers_are_rejected(exapp, users, nextcloud):
     call = nextcloud.node_event_calls(NODE_CREATED, users.own_node("bob", "Photos/coffee.png"))[0]
     response = httpx.post(exapp.url + call.path, json=call.payload)
     assert response.status_code == 401
+
+
+@pytest.mark.parametrize(("hours", "hour", "quiet"), [
+    ("22-6", 23, True), ("22-6", 5, True), ("22-6", 6, False), ("22-6", 12, False),
+    ("1-3", 1, True), ("1-3", 3, False), ("", 3, False), ("4-4", 4, False),
+])
+def test_quiet_hours(hours, hour, quiet):
+    assert in_quiet_hours(hours, datetime(2026, 1, 1, hour)) is quiet

@@ -37,6 +37,8 @@ def settings_form(defaults: Settings) -> SettingsForm:
                   label="Find faces and group them into persons"),
             field("objects_enabled", "Objects and scenes", SettingsFieldType.CHECKBOX,
                   defaults.objects_enabled, label="Tag photos with objects and scenes"),
+            field("places_enabled", "Places", SettingsFieldType.CHECKBOX, defaults.places_enabled,
+                  label="Tag photos with the place their GPS position names"),
             field("face_cluster_distance", "Face grouping sensitivity", SettingsFieldType.SELECT,
                   _closest_sensitivity(defaults.face_cluster_distance), options=SENSITIVITY),
             field("face_min_faces_per_person", "Minimum faces per person",

@@ -120,13 +120,13 @@ class RecognizeService:
             person_names_as_tags=settings.person_names_as_tags,
         )
 
-    async def run_cycle(self, crawl: bool = True, now: datetime | None = None) -> CycleReport:
+    async def run_cycle(self, crawl: bool = True) -> CycleReport:
         """Crawl (unless told not to), analyze the pending files, regroup faces, refresh tags
         of face photos."""
         async with self._cycle_lock:
             engine = await self.engine()
             settings = engine.settings
-            if in_quiet_hours(settings.quiet_hours, now or datetime.now()):
+            if in_quiet_hours(settings.quiet_hours, datetime.now()):
                 return CycleReport(quiet=True)
             processor = self.processor(engine)
             sync = None
