@@ -231,3 +231,15 @@ def test_a_photo_with_gps_gets_its_place_as_tags(tmp_path, shared_data):
     assert {"Paris", "France"} <= set(tags["castle.jpg"])
     assert "France" not in tags["no-gps.jpg"]
     assert "Building" in tags["castle.jpg"]
+
+
+def test_songs_get_their_genre_and_a_broken_song_is_an_error(tmp_path, shared_data):
+    tree = tmp_path / "tree"
+    shutil.copytree(shared_data / "music", tree)
+    (tree / "broken.mp3").write_bytes(b"ID3" + bytes(range(256)) * 20)
+    data_dir = tmp_path / "state"
+    run_cli(data_dir, "scan", str(tree))
+    files = {f["path"]: f for f in export_json(data_dir)["files"]}
+    assert files["TRWJAZW128F42760DD_test.mp3"]["tags"] == ["Blues"]
+    assert files["joram-moments_of_clarity-08-solipsism-59-88.mp3"]["tags"] == ["Electronic"]
+    assert files["broken.mp3"]["status"] == "error" and files["broken.mp3"]["error"]

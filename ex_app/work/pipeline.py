@@ -13,9 +13,17 @@ from pathlib import Path
 import numpy as np
 
 from ex_app.analyzers.faces import Face, FaceAnalyzer
+from ex_app.analyzers.music import (
+    MUSICNN_LABEL_IDS,
+    SAMPLE_RATE,
+    MusicnnModel,
+    MusicTagger,
+    load_musicnn_tags,
+)
 from ex_app.analyzers.objects import Label, ObjectClassifier, load_imagenet_labels
 from ex_app.analyzers.places import Place, ReverseGeocoder, gazetteer_version, place_tags
-from ex_app.config import RULES_PATH, Settings
+from ex_app.config import GENRES_PATH, RULES_PATH, Settings
+from ex_app.media.audio import decode_audio
 from ex_app.media.gps import read_gps
 from ex_app.media.images import decode_image
 from ex_app.media.kinds import MediaKind
@@ -28,6 +36,9 @@ log = logging.getLogger(__name__)
 FACES = "faces"
 OBJECTS = "objects"
 PLACES = "places"
+MUSIC = "music"
+LABELLING_ANALYZERS = (OBJECTS, MUSIC)  # their results are rows of the labels table
+MUSICNN_CHECKPOINTS = ("msd", "mtt")  # both: MSD knows blues, MTT new age, world, classical
 PEOPLE_TAG = "People"  # given to every photo with a face
 
 # The models each analyzer needs; their hashes make up the analyzer's model version.
@@ -35,10 +46,12 @@ ANALYZER_MODELS: dict[str, tuple[str, ...]] = {
     FACES: ("face_detection_yunet", "dlib_face_landmarks_5", "dlib_face_embedder_onnx"),
     OBJECTS: ("efficientnet_lite0", "imagenet_labels"),
     PLACES: (),  # its data ships in a package: see model_version
+    MUSIC: ("musicnn_msd", "musicnn_msd_labels", "musicnn_mtt", "musicnn_mtt_labels"),
 }
 
 ANALYZERS_BY_KIND: dict[MediaKind, tuple[str, ...]] = {
     MediaKind.IMAGE: (FACES, OBJECTS, PLACES),
+    MediaKind.AUDIO: (MUSIC,),
 }
 
 
@@ -63,7 +76,12 @@ class Pipeline:
 
     def enabled_analyzers(self, kind: MediaKind) -> tuple[str, ...]:
         s = self._settings
-        enabled = {FACES: s.faces_enabled, OBJECTS: s.objects_enabled, PLACES: s.places_enabled}
+        enabled = {
+            FACES: s.faces_enabled,
+            OBJECTS: s.objects_enabled,
+            PLACES: s.places_enabled,
+            MUSIC: s.music_enabled,
+        }
         return tuple(a for a in ANALYZERS_BY_KIND.get(kind, ()) if enabled[a])
 
     def model_version(self, analyzer: str) -> str:
@@ -104,8 +122,27 @@ class Pipeline:
     def tag_rules(self) -> TagRules:
         return TagRules.load(RULES_PATH)
 
+    @cached_property
+    def music_tagger(self) -> MusicTagger:
+        s = self._settings
+        models = [
+            MusicnnModel(
+                dataset,
+                open_session(self._models.path(f"musicnn_{dataset}"), threads=s.threads),
+                load_musicnn_tags(self._models.path(f"musicnn_{dataset}_labels")),
+            )
+            for dataset in MUSICNN_CHECKPOINTS
+        ]
+        return MusicTagger(models, max_patches=s.music_max_patches)
+
+    @cached_property
+    def genre_rules(self) -> TagRules:
+        return TagRules.load(GENRES_PATH, MUSICNN_LABEL_IDS)
+
     def analyze(self, path: Path, analyzers: tuple[str, ...]) -> FileAnalysis:
-        """Decode the image at path and run the analyzers; raises MediaError for a bad file."""
+        """Decode the file at path and run the analyzers; raises MediaError for a bad file."""
+        if MUSIC in analyzers:  # analyzers of one file are all of its media kind
+            return self.analyze_audio(path)
         s = self._settings
         image = decode_image(path, max_side=s.max_image_side, max_pixels=s.max_image_pixels)
         width, height = image.original_size
@@ -127,6 +164,15 @@ class Pipeline:
                 result.place = self.geocoder.find(position.latitude, position.longitude)
             result.tags[PLACES] = place_tags(result.place) if result.place else []
         return result
+
+
+    def analyze_audio(self, path: Path) -> FileAnalysis:
+        """Decode the song at path and tag its genres; raises MediaError for a bad file."""
+        s = self._settings
+        audio = decode_audio(path, SAMPLE_RATE, s.music_max_seconds, s.audio_decode_timeout_seconds)
+        labels = self.music_tagger.tag(audio.samples)
+        tags = self.genre_rules.tags_for((label.id, label.score) for label in labels)
+        return FileAnalysis(labels=labels[: s.music_top_k], tags={MUSIC: tags})
 
 
 def _to_original_pixels(face: Face, scale: float) -> Face:

@@ -21,7 +21,7 @@ from ex_app.media.errors import MediaError
 from ex_app.sources.local import SourceFile, walk_local
 from ex_app.store import schema
 from ex_app.store.schema import TaskStatus, utcnow
-from ex_app.work.pipeline import FACES, OBJECTS, FileAnalysis, Pipeline
+from ex_app.work.pipeline import FACES, LABELLING_ANALYZERS, FileAnalysis, Pipeline
 
 log = logging.getLogger(__name__)
 
@@ -224,7 +224,7 @@ def record_analysis(
     failed = isinstance(analysis, str)
     if FACES in analyzers:
         file.faces.clear()
-    if OBJECTS in analyzers:
+    if any(analyzer in LABELLING_ANALYZERS for analyzer in analyzers):
         file.labels.clear()
     file.tags[:] = [tag for tag in file.tags if tag.analyzer not in analyzers]
     session.flush()
@@ -232,7 +232,7 @@ def record_analysis(
         file.width, file.height = analysis.width, analysis.height
         if FACES in analyzers:
             file.faces.extend(_face_row(face) for face in analysis.faces)
-        if OBJECTS in analyzers:
+        if any(analyzer in LABELLING_ANALYZERS for analyzer in analyzers):
             file.labels.extend(
                 schema.Label(label_id=label.id, name=label.name, score=label.score)
                 for label in analysis.labels
