@@ -31,10 +31,16 @@ from ex_app.engine import Engine
 from ex_app.main import FILES_ACTION_NAME, create_app
 from ex_app.media.kinds import MediaKind
 from ex_app.people import operations
+from ex_app.sinks.nextcloud_tags import NextcloudTagSink, TagLedger
 from ex_app.sources.nextcloud import NextcloudFile, NextcloudSource, TooLarge
 from ex_app.store import schema
 from ex_app.web.admin_settings import FORM_ID
-from ex_app.work.nextcloud_scan import NextcloudIndex, record_files, sync_nextcloud
+from ex_app.work.nextcloud_scan import (
+    NextcloudIndex,
+    NextcloudProcessor,
+    record_files,
+    sync_nextcloud,
+)
 from ex_app.work.nextcloud_service import in_quiet_hours
 from ex_app.work.scan import SyncReport
 
@@ -450,3 +456,34 @@ def test_webhooks_without_appapi_headers_are_rejected(exapp, users, nextcloud):
 ])
 def test_quiet_hours(hours, hour, quiet):
     assert in_quiet_hours(hours, datetime(2026, 1, 1, hour)) is quiet
+
+
+def test_results_for_content_that_changed_meanwhile_are_not_recorded(
+    nextcloud, users, tmp_path, monkeypatch
+):
+    for name, value in nextcloud.app_env().items():
+        monkeypatch.setenv(name, value)
+    engine = Engine(Settings(data_dir=tmp_path / "data", model_mirror=SHARED_MODELS))
+    processor = NextcloudProcessor(
+        sessions=engine.sessions,
+        source=NextcloudSource(max_download_bytes=1 << 20),
+        pipeline=engine.pipeline,
+        sink=NextcloudTagSink(TagLedger(tmp_path / "ledger.sqlite")),
+    )
+
+    async def analyze_after_a_change() -> None:
+        index, _report = await sync_nextcloud(engine.sessions, processor.source, ["alice"],
+                                              engine.pipeline)
+        [(file_id, old, analyzers)] = [w for w in processor.pending(index)
+                                       if w[1].path == "Trip/gore.jpg"]
+        node = users.put_file("alice", "Trip/gore.jpg", COFFEE.read_bytes())
+        record_files(engine.sessions, [replace(old, etag=node.etag)], engine.pipeline)
+        await processor.process_file(file_id, old, analyzers, tmp_path)
+
+    asyncio.run(analyze_after_a_change())
+    with engine.sessions() as session:
+        statuses = set(session.scalars(
+            select(schema.Task.status).join(schema.File).where(schema.File.path == "Trip/gore.jpg")
+        ))
+    assert statuses == {"pending"}
+    assert users.tag_names_of(users.own_node("alice", "Trip/gore.jpg").fileid) == set()

@@ -244,6 +244,9 @@ class NextcloudProcessor:
             finally:
                 local.unlink(missing_ok=True)
         with self.sessions.begin() as session:
+            stored = session.get(schema.File, file_id)
+            if stored is None or stored.content_hash != fingerprint(file):
+                return  # changed or gone meanwhile: its new tasks wait for the next cycle
             record_analysis(session, file_id, analyzers, analysis, self.pipeline)
         if not isinstance(analysis, str):
             await self.retag(file_id, file)
