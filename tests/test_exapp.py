@@ -448,6 +448,15 @@ def test_webhooks_without_appapi_headers_are_rejected(exapp, users, nextcloud):
     call = nextcloud.node_event_calls(NODE_CREATED, users.own_node("bob", "Photos/coffee.png"))[0]
     response = httpx.post(exapp.url + call.path, json=call.payload)
     assert response.status_code == 401
+    assert call.send(exapp.url).json() == {"queued": 1}
+
+
+def test_events_outside_the_users_files_are_ignored(exapp, users, nextcloud):
+    exapp.enable()
+    call = nextcloud.node_event_calls(NODE_CREATED, users.own_node("bob", "Photos/coffee.png"))[0]
+    call.payload["event"]["node"]["path"] = "/bob/files_trashbin/files/coffee.png.d1700000000"
+    response = call.send(exapp.url)
+    assert response.status_code == 200 and response.json() == {"queued": 0}
 
 
 @pytest.mark.parametrize(("hours", "hour", "quiet"), [

@@ -58,24 +58,24 @@ async def file_event(request: Request, call: WebhookCall) -> dict:
     event = call.event
     if event.get("class") == NODE_RENAMED:
         source, target = _owner_path(event["source"]["path"]), _owner_path(event["target"]["path"])
-        if source[0] == target[0]:
+        if source and target and source[0] == target[0]:
             await service.moved(source[0], source[1], target[1])
             return {"queued": 0}
-        owner, path = target
-    elif event.get("class") in (NODE_CREATED, NODE_WRITTEN):
-        owner, path = _owner_path(event["node"]["path"])
     else:
+        target = _owner_path(event["node"]["path"]) if "node" in event else None
+    if target is None:  # trash bin, versions: not media of anyone's files
         return {"queued": 0}
+    owner, path = target
     return {"queued": await service.queue(owner, [path])}
 
 
-def _owner_path(path: str) -> tuple[str, str]:
-    """("alice", "Photos/a.jpg") from "/alice/files/Photos/a.jpg", the owner's view."""
+def _owner_path(path: str) -> tuple[str, str] | None:
+    """("alice", "Photos/a.jpg") from "/alice/files/Photos/a.jpg" (the owner's view); None
+    for paths outside a user's files."""
     owner, _, rest = path.strip("/").partition("/")
-    prefix = "files"
-    if rest != prefix and not rest.startswith(prefix + "/"):
-        raise HTTPException(status_code=422, detail=f"not a path in a user's files: {path}")
-    return owner, rest[len(prefix):].strip("/")
+    if rest != "files" and not rest.startswith("files/"):
+        return None
+    return owner, rest[len("files"):].strip("/")
 
 
 @router.get("/progress")
