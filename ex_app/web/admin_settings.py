@@ -39,6 +39,8 @@ def settings_form(defaults: Settings) -> SettingsForm:
                   defaults.objects_enabled, label="Tag photos with objects and scenes"),
             field("places_enabled", "Places", SettingsFieldType.CHECKBOX, defaults.places_enabled,
                   label="Tag photos with the place their GPS position names"),
+            field("music_enabled", "Music", SettingsFieldType.CHECKBOX, defaults.music_enabled,
+                  label="Tag songs with their genres"),
             field("face_cluster_distance", "Face grouping sensitivity", SettingsFieldType.SELECT,
                   _closest_sensitivity(defaults.face_cluster_distance), options=SENSITIVITY),
             field("face_min_faces_per_person", "Minimum faces per person",
