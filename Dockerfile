@@ -38,5 +38,7 @@ RUN python3 -m venv /opt/recognize \
     && pip install -e . \
     && if [ "$DEVICE" = cuda ]; then pip uninstall -y onnxruntime && pip install onnxruntime-gpu==1.31.1; fi \
     && if [ "$DEVICE" = rocm ]; then pip uninstall -y onnxruntime && pip install onnxruntime-rocm==1.22.2.post3; fi
-ENTRYPOINT ["recognize"]
-CMD ["--help"]
+# AppAPI passes APP_HOST / APP_PORT; the `recognize` command is on PATH for admins.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=60s \
+    CMD ["python3", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('APP_PORT', '23000') + '/heartbeat', timeout=4)"]
+ENTRYPOINT ["python3", "-m", "ex_app.main"]

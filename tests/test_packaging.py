@@ -31,3 +31,12 @@ def test_appinfo_names_the_image_and_the_version_of_the_package():
     assert install.findtext("image-tag") == version
     assert install.findtext("image") and install.findtext("registry")
     assert info.find("external-app/scopes") is None  # AppAPI 3 needs none
+
+
+def test_the_image_starts_the_exapp_and_checks_its_heartbeat():
+    import importlib
+
+    dockerfile = (REPO / "Dockerfile").read_text()
+    assert 'ENTRYPOINT ["python3", "-m", "ex_app.main"]' in dockerfile
+    assert "/heartbeat" in dockerfile.split("HEALTHCHECK", 1)[1]
+    assert callable(importlib.import_module("ex_app.main").main)
