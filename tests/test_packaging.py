@@ -40,3 +40,27 @@ def test_the_image_starts_the_exapp_and_checks_its_heartbeat():
     assert 'ENTRYPOINT ["python3", "-m", "ex_app.main"]' in dockerfile
     assert "/heartbeat" in dockerfile.split("HEALTHCHECK", 1)[1]
     assert callable(importlib.import_module("ex_app.main").main)
+
+
+def test_every_declared_route_exists_in_the_exapp_with_its_verbs():
+    import re
+
+    from ex_app.config import Settings
+    from ex_app.main import create_app
+
+    app_routes = {
+        (path, method.upper())
+        for path, operations in create_app(Settings()).openapi()["paths"].items()
+        for method in operations
+    }
+    info = ElementTree.parse(REPO / "appinfo" / "info.xml").getroot()
+    declared = info.findall("external-app/routes/route")
+    assert declared
+    for route in declared:
+        pattern = re.compile(route.findtext("url"))
+        assert route.findtext("access_level") in {"PUBLIC", "USER", "ADMIN"}
+        for verb in route.findtext("verb").split(","):
+            assert any(pattern.search(path) and method == verb for path, method in app_routes), (
+                route.findtext("url"),
+                verb,
+            )
