@@ -6,7 +6,18 @@ SHARED := $(abspath ../shared)
 DEMO_DIR := build/demo
 DEMO_MEDIA := $(if $(wildcard $(SHARED)/data),$(SHARED)/data,$(DEMO_DIR)/sample-media)
 
-.PHONY: venv test demo bench clean
+APP_ID := recognize_ex
+APP_VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+IMAGE ?= ghcr.io/nextcloud/recognize-ex
+APP_PORT ?= 23000
+APP_SECRET ?= change-me
+NEXTCLOUD_URL ?= http://localhost:8080
+OCC ?= docker exec -u www-data nextcloud php occ
+# Proxied routes for manual install; with --json-info AppAPI wants numeric access levels
+# (0 public, 1 user, 2 admin), where info.xml uses names.
+ROUTES := [{"url":"^/api/files-action$$","verb":"POST","access_level":1,"headers_to_exclude":[]},{"url":"^/api/progress$$","verb":"GET","access_level":1,"headers_to_exclude":[]}]
+
+.PHONY: venv test demo bench clean images push run register
 
 venv: $(VENV)/.installed
 
@@ -32,6 +43,28 @@ bench: venv
 	$(BIN)/python bench/analyzers_speed.py
 	$(BIN)/python bench/faces_speed.py
 	$(BIN)/python bench/faces_quality.py
+
+images:
+	docker build --build-arg DEVICE=cpu -t $(IMAGE):$(APP_VERSION) .
+	docker build --build-arg DEVICE=cuda -t $(IMAGE):$(APP_VERSION)-cuda .
+	docker build --build-arg DEVICE=rocm -t $(IMAGE):$(APP_VERSION)-rocm .
+
+push: images
+	docker push $(IMAGE):$(APP_VERSION)
+	docker push $(IMAGE):$(APP_VERSION)-cuda
+	docker push $(IMAGE):$(APP_VERSION)-rocm
+
+# The ExApp on this machine, for a Nextcloud that registered it with `make register`.
+run: venv
+	APP_ID=$(APP_ID) APP_VERSION=$(APP_VERSION) APP_SECRET=$(APP_SECRET) APP_HOST=0.0.0.0 \
+	APP_PORT=$(APP_PORT) NEXTCLOUD_URL=$(NEXTCLOUD_URL) APP_PERSISTENT_STORAGE=build/exapp \
+	$(BIN)/python -m ex_app.main
+
+# Register the ExApp run by `make run` with a running Nextcloud (manual-install daemon).
+register:
+	$(OCC) app_api:app:unregister $(APP_ID) --silent --force || true
+	$(OCC) app_api:app:register $(APP_ID) manual_install --wait-finish --json-info \
+	  '{"id":"$(APP_ID)","name":"Recognize","daemon_config_name":"manual_install","version":"$(APP_VERSION)","secret":"$(APP_SECRET)","port":$(APP_PORT),"routes":$(ROUTES)}'
 
 clean:
 	rm -rf build $(VENV)
