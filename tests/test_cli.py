@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 
-from conftest import SHARED_MODELS, export_json, run_cli
+from conftest import export_json, run_cli
 
 from ex_app.config import Settings
 

@@ -21,7 +21,6 @@ import pytest
 import uvicorn
 from conftest import SHARED_DATA, SHARED_MODELS
 from nextcloud_standin.auth import headers_to_exapp
-from nextcloud_standin.fixture import nextcloud  # noqa: F401 - the fixture
 from nextcloud_standin.state import NextcloudState
 from nextcloud_standin.webhook_events import NODE_CREATED, NODE_RENAMED
 from sqlalchemy import select

@@ -16,7 +16,7 @@ from fastapi import FastAPI, Request
 from nc_py_api import AsyncNextcloudApp, NextcloudException, NextcloudExceptionNotFound
 from nc_py_api.ex_app import AppAPIAuthMiddleware, LogLvl
 from nc_py_api.ex_app.ui.settings import SettingsField, SettingsFieldType, SettingsForm
-from nextcloud_standin.fixture import Nextcloud, nextcloud  # noqa: F401 (the fixture)
+from nextcloud_standin.fixture import Nextcloud
 from nextcloud_standin.server import BackgroundServer
 from nextcloud_standin.webhook_events import NODE_CREATED, NODE_DELETED
 

@@ -27,7 +27,7 @@ from ex_app.sinks.nextcloud_tags import NextcloudTagSink
 from ex_app.sources.nextcloud import NextcloudFile, NextcloudSource, TooLarge
 from ex_app.store import schema
 from ex_app.work.pipeline import FileAnalysis, Pipeline
-from ex_app.work.scan import SyncReport, _queue_tasks, pending_files, record_analysis
+from ex_app.work.scan import SyncReport, pending_files, queue_tasks, record_analysis, record_file
 
 log = logging.getLogger(__name__)
 
@@ -92,38 +92,10 @@ def record_files(
         for item in files:
             root_id = root_id_for_user(session, item.user)
             roots.add(root_id)
-            row = session.scalar(
-                select(schema.File).where(
-                    schema.File.root_id == root_id, schema.File.path == item.path
-                )
-            )
-            digest = fingerprint(item)
-            if row is None:
-                session.add(
-                    schema.File(
-                        root_id=root_id,
-                        path=item.path,
-                        kind=item.kind.value,
-                        size=item.size,
-                        mtime_ns=item.mtime_ns,
-                        content_hash=digest,
-                    )
-                )
-                report.added += 1
-                continue
-            if row.content_hash != digest:
-                row.faces.clear()
-                row.labels.clear()
-                row.tags.clear()
-                row.tasks.clear()
-                row.content_hash = digest
-                report.changed += 1
-            else:
-                report.unchanged += 1
-            row.size, row.mtime_ns = item.size, item.mtime_ns
+            record_file(session, root_id, item, fingerprint(item), report)
         session.flush()
         for root_id in roots:
-            _queue_tasks(session, root_id, pipeline)
+            queue_tasks(session, root_id, pipeline)
     return report
 
 

@@ -12,12 +12,14 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from ex_app.media.errors import MediaError
+from ex_app.media.kinds import MediaKind
 from ex_app.sources.local import SourceFile, walk_local
 from ex_app.store import schema
 from ex_app.store.schema import TaskStatus, utcnow
@@ -98,7 +100,7 @@ def sync_folder(sessions: sessionmaker[Session], folder: Path, pipeline: Pipelin
                 delete(schema.File).where(schema.File.root_id == root_id, schema.File.path == path)
             )
         report.removed = len(gone)
-        _queue_tasks(session, root_id, pipeline)
+        queue_tasks(session, root_id, pipeline)
     return root_id, report
 
 
@@ -117,37 +119,54 @@ def _record_found(
                 digest = content_hash(folder / item.path)
             except OSError:
                 continue  # vanished or unreadable since the walk; the next scan sees it again
-            row = session.scalar(
-                select(schema.File).where(
-                    schema.File.root_id == root_id, schema.File.path == item.path
-                )
+            record_file(session, root_id, item, digest, report)
+
+
+class FoundFile(Protocol):
+    """A file a source found: a local SourceFile or a Nextcloud file."""
+
+    path: str
+    kind: MediaKind
+    size: int
+    mtime_ns: int
+
+
+def record_file(
+    session: Session, root_id: int, item: FoundFile, digest: str, report: SyncReport
+) -> None:
+    """Insert a new file or refresh a known one; content that changed drops its old results.
+
+    ``digest`` stands for the content: a sha256 here, an etag for Nextcloud.
+    """
+    row = session.scalar(
+        select(schema.File).where(schema.File.root_id == root_id, schema.File.path == item.path)
+    )
+    if row is None:
+        session.add(
+            schema.File(
+                root_id=root_id,
+                path=item.path,
+                kind=item.kind.value,
+                size=item.size,
+                mtime_ns=item.mtime_ns,
+                content_hash=digest,
             )
-            if row is None:
-                session.add(
-                    schema.File(
-                        root_id=root_id,
-                        path=item.path,
-                        kind=item.kind.value,
-                        size=item.size,
-                        mtime_ns=item.mtime_ns,
-                        content_hash=digest,
-                    )
-                )
-                report.added += 1
-                continue
-            if row.content_hash != digest:
-                row.faces.clear()
-                row.labels.clear()
-                row.tags.clear()
-                row.tasks.clear()
-                row.content_hash = digest
-                report.changed += 1
-            else:
-                report.unchanged += 1
-            row.size, row.mtime_ns = item.size, item.mtime_ns
+        )
+        report.added += 1
+        return
+    if row.content_hash != digest:
+        row.faces.clear()
+        row.labels.clear()
+        row.tags.clear()
+        row.tasks.clear()
+        row.content_hash = digest
+        report.changed += 1
+    else:
+        report.unchanged += 1
+    row.size, row.mtime_ns = item.size, item.mtime_ns
 
 
-def _queue_tasks(session: Session, root_id: int, pipeline: Pipeline) -> None:
+def queue_tasks(session: Session, root_id: int, pipeline: Pipeline) -> None:
     """A pending task for every enabled analyzer a file lacks, or whose models changed."""
     tasks = {
         (task.file_id, task.analyzer): task
