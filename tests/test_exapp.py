@@ -496,3 +496,22 @@ def test_results_for_content_that_changed_meanwhile_are_not_recorded(
         ))
     assert statuses == {"pending"}
     assert users.tag_names_of(users.own_node("alice", "Trip/gore.jpg").fileid) == set()
+
+
+def test_work_resumes_after_nextcloud_answered_503_for_a_while(nextcloud, users, tmp_path, monkeypatch):
+    nextcloud.state.app.enabled = False
+    settings = Settings(data_dir=tmp_path / "data", model_mirror=SHARED_MODELS, crawl_interval_seconds=1)
+    with serve(nextcloud, settings, monkeypatch) as exapp:
+        nextcloud.state.fail_for(3, status=503, path_prefix="/remote.php/dav")  # not OCS
+        exapp.enable()
+        deadline = time.monotonic() + 60
+        while True:
+            gore = users.own_node("alice", "Trip/gore.jpg")
+            if "People" in users.tag_names_of(gore.fileid):
+                break
+            assert time.monotonic() < deadline, exapp.progress()
+            time.sleep(0.2)
+        with Engine(settings).sessions() as session:
+            statuses = session.execute(select(schema.Task.status)).scalars().all()
+    assert nextcloud.state.faults.served > 0  # the first crawl did meet the 503s
+    assert statuses and set(statuses) == {"done"}
