@@ -89,6 +89,19 @@ class Settings(BaseSettings):
     music_max_seconds: float = Field(default=1200, gt=0)  # audio decoded per song, from its start
     audio_decode_timeout_seconds: float = Field(default=300, gt=0)  # FFmpeg's time per file
 
+    # Videos: frames sampled about every video_frame_interval seconds, at most video_max_frames,
+    # each analyzed like a photo; faces closer than video_face_distance are one appearance; an
+    # object label counts when video_label_min_frames frames or video_label_min_share of them
+    # give it; an audio track of video_music_min_seconds or more goes to the music model.
+    video_max_frames: int = Field(default=16, ge=1)
+    video_frame_interval: float = Field(default=1.0, gt=0)  # seconds between sampled frames
+    video_max_side: int = Field(default=1280, ge=64)  # pixels, longer side of a decoded frame
+    video_decode_timeout_seconds: float = Field(default=120, gt=0)  # FFmpeg's time per video
+    video_face_distance: float = Field(default=0.5, gt=0)  # photos of one human: <0.46
+    video_label_min_frames: int = Field(default=3, ge=1)
+    video_label_min_share: float = Field(default=0.3, gt=0, le=1)
+    video_music_min_seconds: float = Field(default=10.0, ge=0)
+
     # The ExApp (Nextcloud): how it works through the users' files.
     jobs: int = Field(default=1, ge=1)  # files downloaded at once (analysis: one at a time)
     # "22-6": no analysis from 22:00 until 06:00 (server time); empty: none.

@@ -1,0 +1,89 @@
+"""Seconds of compute per minute of video: frame sampling, faces and objects on the frames.
+
+Run from the project root: ``.venv/bin/python bench/video_speed.py [--threads N]``.
+FFmpeg makes 1-minute and 10-minute 1280×720 H.264 slideshows of the shared face photos;
+each is timed in stages (decoding the sampled frames, faces, objects, aggregation) with the
+default settings, so the frame limit shows in the long one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from ex_app.analyzers.faces import FaceAnalyzer
+from ex_app.analyzers.objects import ObjectClassifier, load_imagenet_labels
+from ex_app.analyzers.video import agreed_labels, distinct_faces
+from ex_app.config import Settings
+from ex_app.media.video import read_video
+from ex_app.models.manifest import load_manifest
+from ex_app.models.runtime import open_session
+from ex_app.models.store import ModelStore
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+FACES = SHARED / "data" / "faces"
+MODELS = SHARED / "models"
+
+
+def make_video(folder: Path, minutes: int) -> Path:
+    """A slideshow of face photos, 2 s each, 1280×720 at 25 fps, looped to the length."""
+    photos = sorted(FACES.glob("*/*.jpg"))[:30]
+    listing = folder / "photos.txt"
+    listing.write_text("".join(f"file '{p}'\nduration 2\n" for p in photos))
+    out = folder / f"{minutes}min.mp4"
+    subprocess.run(
+        ["ffmpeg", "-nostdin", "-v", "error", "-y", "-stream_loop", "-1", "-f", "concat",
+         "-safe", "0", "-i", str(listing), "-t", str(60 * minutes),
+         "-vf", "scale=1280:720:force_original_aspect_ratio=decrease,pad=1280:720:-1:-1,fps=25",
+         "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", str(out)],
+        check=True,
+    )
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--threads", type=int, default=1)
+    threads = parser.parse_args().threads
+    s = Settings()
+    with tempfile.TemporaryDirectory() as tmp:
+        store = ModelStore(Path(tmp) / "models", load_manifest(), mirror=MODELS)
+        faces = FaceAnalyzer(
+            detector_path=store.path("face_detection_yunet"),
+            landmarks_path=store.path("dlib_face_landmarks_5"),
+            embedder_path=store.path("dlib_face_embedder_onnx"),
+            min_score=s.face_min_score, min_size=s.face_min_size, threads=threads,
+        )
+        objects = ObjectClassifier(
+            open_session(store.path("efficientnet_lite0"), threads=threads),
+            load_imagenet_labels(store.path("imagenet_labels")),
+            top_k=s.object_top_k, min_score=s.object_min_score,
+        )
+        print(f"threads={threads}, video_max_frames={s.video_max_frames}, "
+              f"video_max_side={s.video_max_side}")
+        for minutes in (1, 10):
+            video = make_video(Path(tmp), minutes)
+            start = time.perf_counter()
+            _, frames = read_video(video, s.video_max_frames, s.video_frame_interval,
+                                   s.video_max_side, s.video_decode_timeout_seconds)
+            decoded = time.perf_counter()
+            per_frame = [(frame.time, faces.analyze(frame.pixels)) for frame in frames]
+            faced = time.perf_counter()
+            labels = objects.classify_batch([frame.pixels for frame in frames])
+            classified = time.perf_counter()
+            people = distinct_faces(per_frame, s.video_face_distance)
+            agreed = agreed_labels(labels, s.video_label_min_frames, s.video_label_min_share)
+            done = time.perf_counter()
+            total = done - start
+            print(f"{minutes:>2}-min video, {len(frames)} frames: decode {decoded - start:.2f} s, "
+                  f"faces {faced - decoded:.2f} s, objects {classified - faced:.2f} s, "
+                  f"aggregate {done - classified:.3f} s; {total:.2f} s in all = "
+                  f"{total / minutes:.2f} s per minute of video "
+                  f"({len(people)} appearances, {len(agreed)} agreed labels)")
+
+
+if __name__ == "__main__":
+    main()
