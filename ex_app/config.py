@@ -93,6 +93,7 @@ class Settings(BaseSettings):
     # each analyzed like a photo; faces closer than video_face_distance are one appearance; an
     # object label counts when video_label_min_frames frames or video_label_min_share of them
     # give it; an audio track of video_music_min_seconds or more goes to the music model.
+    video_enabled: bool = True
     video_max_frames: int = Field(default=16, ge=1)
     video_frame_interval: float = Field(default=1.0, gt=0)  # seconds between sampled frames
     video_max_side: int = Field(default=1280, ge=64)  # pixels, longer side of a decoded frame

@@ -159,3 +159,25 @@ def test_a_video_cut_after_its_header_is_truncated(tmp_path: Path) -> None:
     cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 3])
     with pytest.raises(MediaError, match="truncated or corrupt video"):
         read(cut)
+
+
+def test_a_scanned_video_joins_the_persons_of_photos_and_gets_its_genre(tmp_path):
+    from conftest import export_json, run_cli
+
+    tree = tmp_path / "tree"
+    (tree / "photos").mkdir(parents=True)
+    powell = sorted((FACES / "Colin_Powell").glob("*.jpg"))
+    for photo in powell[6:12]:
+        shutil.copy(photo, tree / "photos" / photo.name)
+    ridge = sorted((FACES / "Tom_Ridge").glob("*.jpg"))
+    slideshow(tmp_path / "frames", powell[:6] + ridge[:6], tree / "clip.mp4", audio=BLUES)
+    data_dir = tmp_path / "state"
+    run_cli(data_dir, "scan", str(tree))
+    files = {f["path"]: f for f in export_json(data_dir)["files"]}
+    video = files["clip.mp4"]
+    assert video["status"] == "done", video["error"]
+    assert {"People", "Blues"} <= set(video["tags"])
+    powell_persons = {face["person"] for name, f in files.items() if name.startswith("photos/") for face in f["faces"]}
+    assert len(powell_persons) == 1 and None not in powell_persons
+    assert powell_persons <= {face["person"] for face in video["faces"]}
+    assert 2 <= len(video["faces"]) <= 3

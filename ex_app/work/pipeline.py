@@ -21,11 +21,13 @@ from ex_app.analyzers.music import (
     load_musicnn_tags,
 )
 from ex_app.analyzers.objects import Label, ObjectClassifier, load_imagenet_labels
+from ex_app.analyzers.video import agreed_labels, distinct_faces, has_music_track
 from ex_app.analyzers.places import Place, ReverseGeocoder, gazetteer_version, place_tags
 from ex_app.config import GENRES_PATH, RULES_PATH, Settings
 from ex_app.media.audio import decode_audio
 from ex_app.media.gps import read_gps
 from ex_app.media.images import decode_image
+from ex_app.media.video import read_video
 from ex_app.media.kinds import MediaKind
 from ex_app.models.runtime import open_session
 from ex_app.models.store import ModelStore
@@ -37,7 +39,9 @@ FACES = "faces"
 OBJECTS = "objects"
 PLACES = "places"
 MUSIC = "music"
-LABELLING_ANALYZERS = (OBJECTS, MUSIC)  # their results are rows of the labels table
+VIDEO = "video"
+LABELLING_ANALYZERS = (OBJECTS, MUSIC, VIDEO)  # their results are rows of the labels table
+FACE_FINDING_ANALYZERS = (FACES, VIDEO)  # their results are rows of the faces table
 MUSICNN_CHECKPOINTS = ("msd", "mtt")  # both: MSD knows blues, MTT new age, world, classical
 PEOPLE_TAG = "People"  # given to every photo with a face
 
@@ -48,10 +52,12 @@ ANALYZER_MODELS: dict[str, tuple[str, ...]] = {
     PLACES: (),  # its data ships in a package: see model_version
     MUSIC: ("musicnn_msd", "musicnn_msd_labels", "musicnn_mtt", "musicnn_mtt_labels"),
 }
+ANALYZER_MODELS[VIDEO] = ANALYZER_MODELS[FACES] + ANALYZER_MODELS[OBJECTS] + ANALYZER_MODELS[MUSIC]
 
 ANALYZERS_BY_KIND: dict[MediaKind, tuple[str, ...]] = {
     MediaKind.IMAGE: (FACES, OBJECTS, PLACES),
     MediaKind.AUDIO: (MUSIC,),
+    MediaKind.VIDEO: (VIDEO,),
 }
 
 
@@ -81,6 +87,7 @@ class Pipeline:
             OBJECTS: s.objects_enabled,
             PLACES: s.places_enabled,
             MUSIC: s.music_enabled,
+            VIDEO: s.video_enabled,
         }
         return tuple(a for a in ANALYZERS_BY_KIND.get(kind, ()) if enabled[a])
 
@@ -143,6 +150,8 @@ class Pipeline:
         """Decode the file at path and run the analyzers; raises MediaError for a bad file."""
         if MUSIC in analyzers:  # analyzers of one file are all of its media kind
             return self.analyze_audio(path)
+        if VIDEO in analyzers:
+            return self.analyze_video(path)
         s = self._settings
         image = decode_image(path, max_side=s.max_image_side, max_pixels=s.max_image_pixels)
         width, height = image.original_size
@@ -173,6 +182,40 @@ class Pipeline:
         labels = self.music_tagger.tag(audio.samples)
         tags = self.genre_rules.tags_for((label.id, label.score) for label in labels)
         return FileAnalysis(labels=labels[: s.music_top_k], tags={MUSIC: tags})
+
+
+    def analyze_video(self, path: Path) -> FileAnalysis:
+        """Sampled frames: distinct faces, objects the frames agree on, genres of its music.
+
+        All its tags are the video analyzer's, so a re-analysis replaces them together.
+        """
+        s = self._settings
+        info, frames = read_video(
+            path, s.video_max_frames, s.video_frame_interval, s.video_max_side,
+            s.video_decode_timeout_seconds,
+        )
+        per_frame = [
+            (frame.time, [_to_original_pixels(face, frame.scale) for face in self.face_analyzer.analyze(frame.pixels)])
+            for frame in frames
+        ]
+        faces = [appearance.face for appearance in distinct_faces(per_frame, s.video_face_distance)]
+        labels = agreed_labels(
+            self.object_classifier.classify_batch([frame.pixels for frame in frames]),
+            s.video_label_min_frames,
+            s.video_label_min_share,
+        )[: s.object_top_k]
+        tags = ([PEOPLE_TAG] if faces else []) + self.tag_rules.tags_for(
+            (label.id, label.score) for label in labels
+        )
+        if s.music_enabled and has_music_track(info, s.video_music_min_seconds):
+            audio = decode_audio(path, SAMPLE_RATE, s.music_max_seconds, s.audio_decode_timeout_seconds)
+            music = self.music_tagger.tag(audio.samples)
+            labels += music[: s.music_top_k]
+            tags += self.genre_rules.tags_for((label.id, label.score) for label in music)
+        return FileAnalysis(
+            width=info.width, height=info.height, faces=faces, labels=labels,
+            tags={VIDEO: list(dict.fromkeys(tags))},
+        )
 
 
 def _to_original_pixels(face: Face, scale: float) -> Face:

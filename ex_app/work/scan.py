@@ -23,7 +23,12 @@ from ex_app.media.kinds import MediaKind
 from ex_app.sources.local import SourceFile, walk_local
 from ex_app.store import schema
 from ex_app.store.schema import TaskStatus, utcnow
-from ex_app.work.pipeline import FACES, LABELLING_ANALYZERS, FileAnalysis, Pipeline
+from ex_app.work.pipeline import (
+    FACE_FINDING_ANALYZERS,
+    LABELLING_ANALYZERS,
+    FileAnalysis,
+    Pipeline,
+)
 
 log = logging.getLogger(__name__)
 
@@ -241,7 +246,7 @@ def record_analysis(
     if file is None:
         return  # deleted meanwhile
     failed = isinstance(analysis, str)
-    if FACES in analyzers:
+    if any(analyzer in FACE_FINDING_ANALYZERS for analyzer in analyzers):
         file.faces.clear()
     if any(analyzer in LABELLING_ANALYZERS for analyzer in analyzers):
         file.labels.clear()
@@ -249,7 +254,7 @@ def record_analysis(
     session.flush()
     if not failed:
         file.width, file.height = analysis.width, analysis.height
-        if FACES in analyzers:
+        if any(analyzer in FACE_FINDING_ANALYZERS for analyzer in analyzers):
             file.faces.extend(_face_row(face) for face in analysis.faces)
         if any(analyzer in LABELLING_ANALYZERS for analyzer in analyzers):
             file.labels.extend(
