@@ -8,7 +8,6 @@ failure that is the file's fault is a ``MediaError`` whose message says what is 
 
 from __future__ import annotations
 
-import json
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ import ffmpeg
 import numpy as np
 
 from ex_app.media.errors import MediaError
+from ex_app.media.ffmpeg_io import file_url, message_lines, probe, seconds
 
 # A file whose container states its duration but that decodes to less than this share of it
 # (less a second) was cut short. Lenient: formats only estimate some durations.
@@ -69,25 +69,12 @@ def decode_audio(path: Path, rate: int, max_seconds: float, timeout: float) -> D
 
 def _probe(path: Path, timeout: float) -> tuple[dict, float | None]:
     """The file's first audio stream and its declared duration in seconds (None if unknown)."""
-    command = ["ffprobe", "-v", "error", "-show_format", "-show_streams", "-of", "json"]
-    command.append(_ffmpeg_url(path))
-    try:
-        completed = subprocess.run(command, capture_output=True, timeout=timeout, check=False)
-    except subprocess.TimeoutExpired as error:
-        raise MediaError(f"audio could not be read within {timeout:g} s") from error
-    except FileNotFoundError as error:
-        raise RuntimeError("ffprobe (FFmpeg) is not installed; audio cannot be decoded") from error
-    if completed.returncode != 0:
-        raise MediaError(f"not a readable audio file ({_last_line(completed.stderr, path)})")
-    try:
-        info = json.loads(completed.stdout.decode("utf-8", "replace") or "{}")
-    except ValueError as error:
-        raise MediaError(f"not a readable audio file (unreadable metadata: {error})") from error
+    info = probe(path, timeout, "audio")
     streams = [s for s in info.get("streams", []) if s.get("codec_type") == "audio"]
     if not streams:
         raise MediaError("no audio stream in the file")
     stream, container = streams[0], info.get("format", {})
-    return stream, _seconds(stream.get("duration")) or _seconds(container.get("duration"))
+    return stream, seconds(stream.get("duration")) or seconds(container.get("duration"))
 
 
 def _decode(
@@ -95,7 +82,7 @@ def _decode(
 ) -> tuple[np.ndarray, list[str]]:
     """Samples of the first audio stream, and FFmpeg's error lines (damage it decoded past)."""
     process = (
-        ffmpeg.input(_ffmpeg_url(path), t=max_seconds)
+        ffmpeg.input(file_url(path), t=max_seconds)
         .output(
             "pipe:",
             map="0:a:0",
@@ -117,34 +104,8 @@ def _decode(
         running.kill()
         running.communicate()
         raise MediaError(f"audio could not be decoded within {timeout:g} s") from error
-    errors = _lines(stderr, path)
+    errors = message_lines(stderr, path)
     if running.returncode != 0:
         raise MediaError(f"corrupt audio ({errors[-1] if errors else 'FFmpeg failed'})")
     usable = len(raw) - len(raw) % 4
     return np.frombuffer(raw[:usable], dtype="<f4").astype(np.float32), errors
-
-
-def _ffmpeg_url(path: Path) -> str:
-    """The path as an FFmpeg file URL, so a name like ``a:b.mp3`` is never read as a protocol."""
-    return "file:" + str(path.resolve())
-
-
-def _seconds(value: object) -> float | None:
-    """A positive duration from FFprobe's JSON, or None ("N/A", missing, zero)."""
-    try:
-        seconds = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return None
-    return seconds if seconds > 0 and np.isfinite(seconds) else None
-
-
-def _lines(stderr: bytes, path: Path) -> list[str]:
-    """FFmpeg's non-empty message lines, without the file's own URL (the user knows the file)."""
-    url = _ffmpeg_url(path)
-    text = stderr.decode("utf-8", "replace").replace(f"{url}: ", "").replace(url, "the file")
-    return [line.strip() for line in text.splitlines() if line.strip()]
-
-
-def _last_line(stderr: bytes, path: Path) -> str:
-    lines = _lines(stderr, path)
-    return lines[-1] if lines else "FFmpeg could not read it"

@@ -7,7 +7,6 @@ the length of the video. Every failure that is the file's fault is a ``MediaErro
 
 from __future__ import annotations
 
-import json
 import math
 import subprocess
 import time
@@ -18,6 +17,7 @@ import ffmpeg
 import numpy as np
 
 from ex_app.media.errors import MediaError
+from ex_app.media.ffmpeg_io import file_url, probe, seconds
 
 # Missing frames up to this share of those asked for are tolerated (seeks near damaged spots);
 # more means the file is truncated or corrupt.
@@ -86,27 +86,14 @@ def read_video(
 
 def probe_video(path: Path, timeout: float) -> VideoInfo:
     """The video's duration, displayed size, codec and audio length; MediaError if unreadable."""
-    command = ["ffprobe", "-v", "error", "-show_format", "-show_streams", "-of", "json",
-               _ffmpeg_url(path)]
-    try:
-        completed = subprocess.run(command, capture_output=True, timeout=timeout, check=False)
-    except subprocess.TimeoutExpired as error:
-        raise MediaError(f"video could not be read within {timeout:g} s") from error
-    except FileNotFoundError as error:
-        raise RuntimeError("ffprobe (FFmpeg) is not installed; videos cannot be decoded") from error
-    if completed.returncode != 0:
-        raise MediaError(f"not a readable video file ({_last_line(completed.stderr, path)})")
-    try:
-        probed = json.loads(completed.stdout.decode("utf-8", "replace") or "{}")
-    except ValueError as error:
-        raise MediaError(f"not a readable video file (unreadable metadata: {error})") from error
+    probed = probe(path, timeout, "video")
     streams, container = probed.get("streams", []), probed.get("format", {})
     videos = [s for s in streams if s.get("codec_type") == "video"
               and not s.get("disposition", {}).get("attached_pic")]  # cover art is no video
     if not videos:
         raise MediaError("no video stream in the file")
     video = videos[0]
-    duration = _seconds(video.get("duration")) or _seconds(container.get("duration"))
+    duration = seconds(video.get("duration")) or seconds(container.get("duration"))
     if duration is None or container.get("format_name", "").endswith("_pipe") \
             or container.get("format_name") == "image2":
         raise MediaError("not a video: a still image or a stream without a duration")
@@ -118,7 +105,7 @@ def probe_video(path: Path, timeout: float) -> VideoInfo:
     audios = [s for s in streams if s.get("codec_type") == "audio"]
     audio_seconds = None
     if audios:
-        audio_seconds = _seconds(audios[0].get("duration")) or duration
+        audio_seconds = seconds(audios[0].get("duration")) or duration
     return VideoInfo(duration, width, height, video.get("codec_name", "unknown"), audio_seconds)
 
 
@@ -130,7 +117,7 @@ def _frame_at(
     if remaining <= 0:
         raise MediaError(f"video could not be decoded within {timeout:g} s")
     process = (
-        ffmpeg.input(_ffmpeg_url(path), ss=f"{at:.3f}")
+        ffmpeg.input(file_url(path), ss=f"{at:.3f}")
         .output("pipe:", map="0:v:0", vframes=1, format="rawvideo", pix_fmt="rgb24",
                 s=f"{width}x{height}", sws_flags="area")
         .global_args("-nostdin", "-hide_banner", "-v", "error")
@@ -157,25 +144,3 @@ def _rotation(stream: dict) -> int:
         if "rotation" in side:
             return abs(int(float(side["rotation"])))
     return abs(int(float(stream.get("tags", {}).get("rotate", 0) or 0)))
-
-
-def _ffmpeg_url(path: Path) -> str:
-    """The path as an FFmpeg file URL, so a name like ``a:b.mp4`` is never read as a protocol."""
-    return "file:" + str(path.resolve())
-
-
-def _seconds(value: object) -> float | None:
-    """A positive finite duration from FFprobe's JSON, or None ("N/A", missing, zero)."""
-    try:
-        seconds = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return None
-    return seconds if seconds > 0 and math.isfinite(seconds) else None
-
-
-def _last_line(stderr: bytes, path: Path) -> str:
-    """FFmpeg's last message line, without the file's own URL."""
-    url = _ffmpeg_url(path)
-    text = stderr.decode("utf-8", "replace").replace(f"{url}: ", "").replace(url, "the file")
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return lines[-1] if lines else "FFmpeg could not read it"

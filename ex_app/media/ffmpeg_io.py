@@ -1,0 +1,53 @@
+"""What the audio and video decoders share about running FFmpeg: file URLs, probing, messages."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+from pathlib import Path
+
+from ex_app.media.errors import MediaError
+
+
+def file_url(path: Path) -> str:
+    """The path as an FFmpeg file URL, so a name like ``a:b.mp3`` is never read as a protocol."""
+    return "file:" + str(path.resolve())
+
+
+def seconds(value: object) -> float | None:
+    """A positive finite duration from FFprobe's JSON, or None ("N/A", missing, zero)."""
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return number if number > 0 and math.isfinite(number) else None
+
+
+def message_lines(stderr: bytes, path: Path) -> list[str]:
+    """FFmpeg's non-empty message lines, without the file's own URL (the user knows the file)."""
+    url = file_url(path)
+    text = stderr.decode("utf-8", "replace").replace(f"{url}: ", "").replace(url, "the file")
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def last_message(stderr: bytes, path: Path) -> str:
+    lines = message_lines(stderr, path)
+    return lines[-1] if lines else "FFmpeg could not read it"
+
+
+def probe(path: Path, timeout: float, kind: str) -> dict:
+    """FFprobe's JSON (``format`` and ``streams``) for a file; errors name the kind of media."""
+    command = ["ffprobe", "-v", "error", "-show_format", "-show_streams", "-of", "json", file_url(path)]
+    try:
+        completed = subprocess.run(command, capture_output=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired as error:
+        raise MediaError(f"{kind} could not be read within {timeout:g} s") from error
+    except FileNotFoundError as error:
+        raise RuntimeError(f"ffprobe (FFmpeg) is not installed; {kind} cannot be decoded") from error
+    if completed.returncode != 0:
+        raise MediaError(f"not a readable {kind} file ({last_message(completed.stderr, path)})")
+    try:
+        return json.loads(completed.stdout.decode("utf-8", "replace") or "{}")
+    except ValueError as error:
+        raise MediaError(f"not a readable {kind} file (unreadable metadata: {error})") from error
