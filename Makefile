@@ -37,7 +37,7 @@ demo: venv
 	@test -d $(SHARED)/data || ($(BIN)/pip install --quiet scikit-image && $(BIN)/python demo/sample_media.py $(DEMO_DIR)/sample-media)
 	$(BIN)/recognize --data-dir $(DEMO_DIR)/state scan $(DEMO_MEDIA)
 	$(BIN)/recognize --data-dir $(DEMO_DIR)/state stats
-	$(BIN)/recognize --data-dir $(DEMO_DIR)/state persons | tail -n 15
+	$(BIN)/recognize --data-dir $(DEMO_DIR)/state persons | head -n 12
 
 bench: venv
 	$(BIN)/python bench/analyzers_speed.py
