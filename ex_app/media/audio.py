@@ -8,7 +8,6 @@ failure that is the file's fault is a ``MediaError`` whose message says what is 
 
 from __future__ import annotations
 
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import ffmpeg
 import numpy as np
 
 from ex_app.media.errors import MediaError
-from ex_app.media.ffmpeg_io import file_url, message_lines, probe, seconds
+from ex_app.media.ffmpeg_io import file_url, message_lines, probe, run_to_pipe, seconds
 
 # A file whose container states its duration but that decodes to less than this share of it
 # (less a second) was cut short. Lenient: formats only estimate some durations.
@@ -94,18 +93,9 @@ def _decode(
         )
         .global_args("-nostdin", "-hide_banner", "-v", "error")
     )
-    try:
-        running = process.run_async(pipe_stdout=True, pipe_stderr=True)
-    except FileNotFoundError as error:
-        raise RuntimeError("ffmpeg is not installed; audio cannot be decoded") from error
-    try:
-        raw, stderr = running.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired as error:
-        running.kill()
-        running.communicate()
-        raise MediaError(f"audio could not be decoded within {timeout:g} s") from error
+    raw, stderr, returncode = run_to_pipe(process, timeout, "audio")
     errors = message_lines(stderr, path)
-    if running.returncode != 0:
+    if returncode != 0:
         raise MediaError(f"corrupt audio ({errors[-1] if errors else 'FFmpeg failed'})")
     usable = len(raw) - len(raw) % 4
     return np.frombuffer(raw[:usable], dtype="<f4").astype(np.float32), errors

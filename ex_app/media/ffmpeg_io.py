@@ -51,3 +51,22 @@ def probe(path: Path, timeout: float, kind: str) -> dict:
         return json.loads(completed.stdout.decode("utf-8", "replace") or "{}")
     except ValueError as error:
         raise MediaError(f"not a readable {kind} file (unreadable metadata: {error})") from error
+
+
+
+def run_to_pipe(process, timeout: float, kind: str) -> tuple[bytes, bytes, int]:
+    """Run an ffmpeg-python process with piped output, killed past timeout seconds.
+
+    Returns stdout, stderr and the return code; judging them is the caller's.
+    """
+    try:
+        running = process.run_async(pipe_stdout=True, pipe_stderr=True)
+    except FileNotFoundError as error:
+        raise RuntimeError(f"ffmpeg is not installed; {kind} cannot be decoded") from error
+    try:
+        output, errors = running.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired as error:
+        running.kill()
+        running.communicate()
+        raise MediaError(f"{kind} could not be decoded within {timeout:g} s") from error
+    return output, errors, running.returncode

@@ -8,7 +8,6 @@ the length of the video. Every failure that is the file's fault is a ``MediaErro
 from __future__ import annotations
 
 import math
-import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +16,7 @@ import ffmpeg
 import numpy as np
 
 from ex_app.media.errors import MediaError
-from ex_app.media.ffmpeg_io import file_url, probe, seconds
+from ex_app.media.ffmpeg_io import file_url, probe, run_to_pipe, seconds
 
 # Missing frames up to this share of those asked for are tolerated (seeks near damaged spots);
 # more means the file is truncated or corrupt.
@@ -122,16 +121,7 @@ def _frame_at(
                 s=f"{width}x{height}", sws_flags="area")
         .global_args("-nostdin", "-hide_banner", "-v", "error")
     )
-    try:
-        running = process.run_async(pipe_stdout=True, pipe_stderr=True)
-    except FileNotFoundError as error:
-        raise RuntimeError("ffmpeg is not installed; videos cannot be decoded") from error
-    try:
-        raw, _ = running.communicate(timeout=remaining)
-    except subprocess.TimeoutExpired as error:
-        running.kill()
-        running.communicate()
-        raise MediaError(f"video could not be decoded within {timeout:g} s") from error
+    raw, _, _ = run_to_pipe(process, remaining, "video")
     expected = width * height * 3
     if len(raw) < expected:
         return None
