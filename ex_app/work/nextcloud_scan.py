@@ -27,7 +27,14 @@ from ex_app.sinks.nextcloud_tags import NextcloudTagSink
 from ex_app.sources.nextcloud import NextcloudFile, NextcloudSource, TooLarge
 from ex_app.store import schema
 from ex_app.work.pipeline import FileAnalysis, Pipeline
-from ex_app.work.scan import SyncReport, pending_files, queue_tasks, record_analysis, record_file
+from ex_app.work.scan import (
+    SyncReport,
+    find_or_create_root,
+    pending_files,
+    queue_tasks,
+    record_analysis,
+    record_file,
+)
 
 log = logging.getLogger(__name__)
 
@@ -68,16 +75,7 @@ def fingerprint(file: NextcloudFile) -> str:
 
 def root_id_for_user(session: Session, user: str) -> int:
     """The id of the user's Nextcloud root, created on first use."""
-    root = session.scalar(
-        select(schema.Root).where(
-            schema.Root.source == NEXTCLOUD_SOURCE, schema.Root.location == user
-        )
-    )
-    if root is None:
-        root = schema.Root(source=NEXTCLOUD_SOURCE, location=user)
-        session.add(root)
-        session.flush()
-    return root.id
+    return find_or_create_root(session, NEXTCLOUD_SOURCE, user)
 
 
 def record_files(

@@ -58,19 +58,21 @@ def local_file(file: schema.File) -> Path:
     return Path(file.root.location) / file.path
 
 
-def root_id_for(session: Session, folder: Path) -> int:
-    """The id of the local root for folder, created on first use."""
-    location = str(folder.resolve())
+def find_or_create_root(session: Session, source: str, location: str) -> int:
+    """The id of a source's root at location (a folder, a Nextcloud user), created on first use."""
     root = session.scalar(
-        select(schema.Root).where(
-            schema.Root.source == LOCAL_SOURCE, schema.Root.location == location
-        )
+        select(schema.Root).where(schema.Root.source == source, schema.Root.location == location)
     )
     if root is None:
-        root = schema.Root(source=LOCAL_SOURCE, location=location)
+        root = schema.Root(source=source, location=location)
         session.add(root)
         session.flush()
     return root.id
+
+
+def root_id_for(session: Session, folder: Path) -> int:
+    """The id of the local root for folder, created on first use."""
+    return find_or_create_root(session, LOCAL_SOURCE, str(folder.resolve()))
 
 
 def sync_folder(sessions: sessionmaker[Session], folder: Path, pipeline: Pipeline) -> tuple[int, SyncReport]:
