@@ -504,14 +504,15 @@ def test_work_resumes_after_nextcloud_answered_503_for_a_while(nextcloud, users,
     with serve(nextcloud, settings, monkeypatch) as exapp:
         nextcloud.state.fail_for(3, status=503, path_prefix="/remote.php/dav")  # not OCS
         exapp.enable()
+        engine = Engine(settings)
         deadline = time.monotonic() + 60
-        while True:
+        while True:  # until the work is finished: every task done, the photo tagged
+            with engine.sessions() as session:
+                statuses = session.execute(select(schema.Task.status)).scalars().all()
             gore = users.own_node("alice", "Trip/gore.jpg")
-            if "People" in users.tag_names_of(gore.fileid):
+            tagged = "People" in users.tag_names_of(gore.fileid)
+            if tagged and statuses and set(statuses) == {"done"}:
                 break
-            assert time.monotonic() < deadline, exapp.progress()
+            assert time.monotonic() < deadline, (statuses, exapp.progress())
             time.sleep(0.2)
-        with Engine(settings).sessions() as session:
-            statuses = session.execute(select(schema.Task.status)).scalars().all()
     assert nextcloud.state.faults.served > 0  # the first crawl did meet the 503s
-    assert statuses and set(statuses) == {"done"}
