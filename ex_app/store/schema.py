@@ -54,6 +54,7 @@ class File(Base):
     content_hash: Mapped[str] = mapped_column(String(64))
     width: Mapped[int | None] = mapped_column(Integer)
     height: Mapped[int | None] = mapped_column(Integer)
+    remote_id: Mapped[int | None] = mapped_column(BigInteger, index=True)  # Nextcloud file id
 
     root: Mapped[Root] = relationship(back_populates="files")
     tasks: Mapped[list["Task"]] = relationship(back_populates="file", cascade="all, delete-orphan")
@@ -96,6 +97,9 @@ class Person(Base):
     __tablename__ = "persons"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # Whose faces these are: the Nextcloud user of the faces' root (None for local scans).
+    # Faces are only ever grouped with faces of the same owner.
+    owner: Mapped[str | None] = mapped_column(String(64), index=True)
     name: Mapped[str | None] = mapped_column(Text)
     hidden: Mapped[bool] = mapped_column(Boolean, default=False)
     confirmed: Mapped[bool] = mapped_column(Boolean, default=False)
@@ -178,4 +182,13 @@ class FileTag(Base):
         ForeignKey("files.id", ondelete="CASCADE"), primary_key=True
     )
     analyzer: Mapped[str] = mapped_column(String(32), primary_key=True)
+    tag: Mapped[str] = mapped_column(String(128), primary_key=True)
+
+
+class SinkTag(Base):
+    """A tag this app assigned to a Nextcloud file: only these are ever taken off again."""
+
+    __tablename__ = "sink_tags"
+
+    remote_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     tag: Mapped[str] = mapped_column(String(128), primary_key=True)
