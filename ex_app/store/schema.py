@@ -66,7 +66,7 @@ class File(Base):
 class TaskStatus:
     PENDING = "pending"
     DONE = "done"
-    ERROR = "error"
+    ERROR = "error"  # the dead-letter state: a bad file, or one that kept failing (see error)
 
 
 class Task(Base):
@@ -83,6 +83,11 @@ class Task(Base):
     model_version: Mapped[str | None] = mapped_column(String(64))
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # The work queue's hold on the task (ex_app.work.queue): a worker's claim lasts until
+    # lease_until, a retry waits until then; worker names who claimed it last.
+    priority: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)
+    worker: Mapped[str | None] = mapped_column(String(128))
 
     file: Mapped[File] = relationship(back_populates="tasks")
 
