@@ -110,6 +110,12 @@ class OcsApi:
             ("POST", "/apps/app_api/api/v1/ui/top-menu", "appapi", self.top_menu_register),
             ("DELETE", "/apps/app_api/api/v1/ui/top-menu", "appapi", self.top_menu_unregister),
             ("GET", "/apps/app_api/api/v1/ui/top-menu", "appapi", self.top_menu_get),
+            ("POST", "/apps/app_api/api/v1/ui/script", "appapi", self.ui_resource_set),
+            ("DELETE", "/apps/app_api/api/v1/ui/script", "appapi", self.ui_resource_delete),
+            ("GET", "/apps/app_api/api/v1/ui/script", "appapi", self.ui_resource_get),
+            ("POST", "/apps/app_api/api/v1/ui/style", "appapi", self.ui_resource_set),
+            ("DELETE", "/apps/app_api/api/v1/ui/style", "appapi", self.ui_resource_delete),
+            ("GET", "/apps/app_api/api/v1/ui/style", "appapi", self.ui_resource_get),
             ("POST", "/apps/app_api/api/v1/ui/settings", "appapi", self.settings_register),
             ("DELETE", "/apps/app_api/api/v1/ui/settings", "appapi", self.settings_unregister),
             ("GET", "/apps/app_api/api/v1/ui/settings", "appapi", self.settings_get),
@@ -323,6 +329,32 @@ class OcsApi:
         entry = self.state.top_menu.get(str(params.get("name", "")))
         if entry is None:
             raise OcsError(404, "No such Top Menu entry")
+        return entry
+
+    def _ui_resource_key(self, request: Request, params: dict) -> tuple[str, str, str, str]:
+        """(script|style, type, name, path): what AppAPI's ui_scripts / ui_styles rows are keyed by."""
+        kind = request.url.path.rpartition("/")[2]
+        return kind, str(params.get("type", "")), str(params.get("name", "")), str(params.get("path", ""))
+
+    async def ui_resource_set(self, request: Request, user: str, params: dict) -> Any:
+        kind, type_, name, path = self._ui_resource_key(request, params)
+        if not (type_ and name and path):
+            raise OcsError(400, "Invalid parameters")
+        self.state.ui_resources[(kind, type_, name, path)] = {
+            "id": self.state.next_id(), "appid": self.state.app.app_id, "type": type_, "name": name,
+            "path": path, **({"after_app_id": str(params.get("afterAppId") or "")} if kind == "script" else {}),
+        }
+        return []
+
+    async def ui_resource_delete(self, request: Request, user: str, params: dict) -> Any:
+        if self.state.ui_resources.pop(self._ui_resource_key(request, params), None) is None:
+            raise OcsError(404, "Not found")
+        return []
+
+    async def ui_resource_get(self, request: Request, user: str, params: dict) -> Any:
+        entry = self.state.ui_resources.get(self._ui_resource_key(request, params))
+        if entry is None:
+            raise OcsError(404, "Not found")
         return entry
 
     async def settings_register(self, request: Request, user: str, params: dict) -> Any:

@@ -128,6 +128,7 @@ class NextcloudState:
         self.preferences: dict[tuple[str, str], tuple[str, int]] = {}  # (user, key) -> (value, sensitive)
         self.file_actions: dict[str, dict[str, Any]] = {}
         self.top_menu: dict[str, dict[str, Any]] = {}
+        self.ui_resources: dict[tuple[str, str, str, str], dict[str, Any]] = {}  # AppAPI's ui_scripts / ui_styles
         self.settings_forms: dict[str, dict[str, Any]] = {}
         self.webhooks: dict[int, dict[str, Any]] = {}
         self.notifications: list[dict[str, Any]] = []
