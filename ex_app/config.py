@@ -110,6 +110,22 @@ class Settings(BaseSettings):
     person_names_as_tags: bool = False  # named persons also become tags on their photos
     max_download_bytes: int = Field(default=512 * 1024 * 1024, ge=1)  # larger files: skipped
     crawl_interval_seconds: float = Field(default=600, ge=1)  # between crawls of all users
+    users_enabled_by_default: bool = True  # a user who never chose in personal settings
+
+    # Queue and workers (README: "Workers and other machines"). The queue carries "analyze
+    # these files" messages; the tasks table stays the truth about each file's state.
+    queue_url: str | None = None  # default: SQLite in data_dir; redis://HOST:PORT/DB for hosts
+    queue_batch_size: int = Field(default=16, ge=1)  # files per message (all needing one model set)
+    max_attempts: int = Field(default=5, ge=1)  # transient failures before a file is dead-lettered
+    retry_delay_seconds: float = Field(default=30, gt=0)  # before the first retry; doubles each time
+    file_time_limit_seconds: float = Field(default=600, gt=0)  # analysis of one file, at most
+    lease_seconds: float = Field(default=1800, gt=0)  # a claim older than this goes to another worker
+    requeue_interval_seconds: float = Field(default=60, gt=0)  # how often workers look for lost work
+    idle_poll_seconds: float = Field(default=5, gt=0)  # longest wait between looks at an empty queue
+    cpu_budget: int | None = Field(default=None, ge=1)  # threads for all workers of a host; None: half the cores
+    worker_nice: int = Field(default=10, ge=0, le=19)  # CPU priority of a worker process
+    worker_idle_io: bool = True  # a worker reads and writes at idle I/O priority
+    worker_memory_mb: int = Field(default=0, ge=0)  # address-space cap of a worker process; 0: none
 
     @model_validator(mode="after")
     def _resolve_paths(self) -> "Settings":
@@ -117,6 +133,20 @@ class Settings(BaseSettings):
         if self.model_mirror is not None:
             self.model_mirror = self.model_mirror.expanduser().resolve()
         return self
+
+    @model_validator(mode="after")
+    def _lease_outlasts_time_limit(self) -> "Settings":
+        if self.lease_seconds <= self.file_time_limit_seconds:
+            raise ValueError("lease_seconds must exceed file_time_limit_seconds")
+        return self
+
+    @property
+    def resolved_queue_url(self) -> str:
+        return self.queue_url or f"sqlite:///{self.data_dir / 'queue.db'}"
+
+    @property
+    def resolved_cpu_budget(self) -> int:
+        return self.cpu_budget or max(1, (os.cpu_count() or 1) // 2)
 
     @property
     def models_dir(self) -> Path:

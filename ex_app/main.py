@@ -20,6 +20,7 @@ from nc_py_api.ex_app import AppAPIAuthMiddleware, run_app, set_handlers
 
 from ex_app.config import Settings
 from ex_app.engine import Engine
+from ex_app.web import personal_settings
 from ex_app.web.admin_settings import FORM_ID, settings_form
 from ex_app.web.routes import FILE_EVENTS, FILE_EVENTS_ROUTE, FILES_ACTION_ROUTE, router
 from ex_app.work.nextcloud_service import RecognizeService
@@ -75,8 +76,8 @@ async def fetch_models(nc: AsyncNextcloudApp, settings: Settings) -> None:
 
 
 async def register_ui(nc: AsyncNextcloudApp, settings: Settings) -> None:
-    """The Files menu action (v2: the whole selection in one call), the admin form and the
-    file event listeners."""
+    """The Files menu action (v2: the whole selection in one call), the admin and personal
+    forms and the file event listeners."""
     await nc.ui.files_dropdown_menu.register_ex(
         FILES_ACTION_NAME,
         "Analyze with Recognize",
@@ -84,6 +85,9 @@ async def register_ui(nc: AsyncNextcloudApp, settings: Settings) -> None:
         mime=FILES_ACTION_MIMES,
     )
     await nc.ui.settings.register_form(settings_form(settings))
+    await nc.ui.settings.register_form(
+        personal_settings.settings_form(settings.users_enabled_by_default)
+    )
     await nc.webhooks.unregister_all()  # none twice, whatever an earlier run left
     for event in FILE_EVENTS:
         await nc.webhooks.register("POST", FILE_EVENTS_ROUTE, event)
@@ -92,6 +96,7 @@ async def register_ui(nc: AsyncNextcloudApp, settings: Settings) -> None:
 async def unregister_ui(nc: AsyncNextcloudApp) -> None:
     await nc.ui.files_dropdown_menu.unregister(FILES_ACTION_NAME)
     await nc.ui.settings.unregister_form(FORM_ID)
+    await nc.ui.settings.unregister_form(personal_settings.FORM_ID)
     await nc.webhooks.unregister_all()
 
 
@@ -115,7 +120,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await _start_if_enabled(service)
         yield
         await service.stop()
-        service.close()
 
     async def enabled_handler(enabled: bool, nc: AsyncNextcloudApp) -> str:
         try:

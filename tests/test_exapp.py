@@ -22,7 +22,7 @@ import uvicorn
 from conftest import SHARED_DATA, SHARED_MODELS
 from nextcloud_standin.auth import headers_to_exapp
 from nextcloud_standin.state import NextcloudState
-from nextcloud_standin.webhook_events import NODE_CREATED, NODE_RENAMED
+from nextcloud_standin.webhook_events import NODE_CREATED, NODE_DELETED, NODE_RENAMED
 from sqlalchemy import select
 
 from ex_app.config import Settings
@@ -30,12 +30,12 @@ from ex_app.engine import Engine
 from ex_app.main import FILES_ACTION_NAME, create_app
 from ex_app.media.kinds import MediaKind
 from ex_app.people import operations
-from ex_app.sinks.nextcloud_tags import NextcloudTagSink, TagLedger
+from ex_app.sinks.nextcloud_tags import NextcloudTagSink
 from ex_app.sources.nextcloud import NextcloudFile, NextcloudSource, TooLarge
 from ex_app.store import schema
+from ex_app.web import personal_settings
 from ex_app.web.admin_settings import FORM_ID
 from ex_app.work.nextcloud_scan import (
-    NextcloudIndex,
     NextcloudProcessor,
     record_files,
     sync_nextcloud,
@@ -205,11 +205,16 @@ def test_enable_registers_the_ui_and_disable_removes_it(exapp, users):
             "quiet_hours", "person_names_as_tags", "max_image_side",
             "face_min_faces_per_person"} <= ids
     events = sorted(w["event"].rpartition("\\")[2] for w in exapp.state.webhooks.values())
-    assert events == ["NodeCreatedEvent", "NodeRenamedEvent", "NodeWrittenEvent"]
+    assert events == ["NodeCreatedEvent", "NodeDeletedEvent", "NodeRenamedEvent",
+                      "NodeWrittenEvent"]
+    personal = exapp.state.settings_forms[personal_settings.FORM_ID]
+    assert personal["section_type"] == "personal"
+    assert {field["id"] for field in personal["fields"]} == {
+        personal_settings.ANALYZE, personal_settings.DELETE_FACES}
     assert {w["uri"] for w in exapp.state.webhooks.values()} == {"/api/webhooks/files"}
     assert exapp.progress()["running"] is True
     exapp.enable()  # again, as after an upgrade: nothing registered twice
-    assert len(exapp.state.webhooks) == 3
+    assert len(exapp.state.webhooks) == 4
 
     assert exapp.call("PUT", "/enabled?enabled=0", "admin").json() == {"error": ""}
     assert FILES_ACTION_NAME not in exapp.state.file_actions
@@ -222,6 +227,11 @@ def test_a_restarted_exapp_resumes_work_when_enabled(nextcloud, users, tmp_path,
     settings = Settings(data_dir=tmp_path / "data", model_mirror=SHARED_MODELS)
     with serve(nextcloud, settings, monkeypatch) as exapp:  # the stand-in has it enabled
         assert exapp.wait_for_cycles(1)["last_cycle"]["processed"] == 3
+    with serve(nextcloud, settings, monkeypatch) as exapp:  # a restart: nothing done twice
+        progress = exapp.wait_for_cycles(1)
+        assert progress["last_cycle"]["processed"] == 0
+        assert progress["last_cycle"]["sync"]["unchanged"] == 3
+        assert exapp.downloads_of("gore.jpg") == 1
     nextcloud.state.app.enabled = False
     with serve(nextcloud, settings, monkeypatch) as exapp:
         assert exapp.progress()["running"] is False
@@ -396,16 +406,13 @@ def test_a_user_that_cannot_be_walked_keeps_their_files(nextcloud, users, tmp_pa
     known = NextcloudFile("ghost", "Photos/old.jpg", 9999, MediaKind.IMAGE, 10, 0, "e1")
     record_files(engine.sessions, [known], engine.pipeline)
 
-    async def crawl() -> tuple[NextcloudIndex, SyncReport, set[str]]:
+    async def crawl() -> tuple[SyncReport, set[str]]:
         source = NextcloudSource(max_download_bytes=1 << 20)
-        index, report = await sync_nextcloud(
-            engine.sessions, source, ["alice", "ghost"], engine.pipeline
-        )
-        return index, report, source.unfinished_users
+        report = await sync_nextcloud(engine.sessions, source, ["alice", "ghost"], engine.pipeline)
+        return report, source.unfinished_users
 
-    index, report, unfinished = asyncio.run(crawl())
+    report, unfinished = asyncio.run(crawl())
     assert unfinished == {"ghost"}  # no such account: Nextcloud refuses to act as them
-    assert sorted(path for _user, path in index.by_path) == ["Trip/cat.jpg", "Trip/gore.jpg"]
     assert (report.added, report.removed) == (2, 0)
     with engine.sessions() as session:
         paths = set(session.scalars(select(schema.File.path)))
@@ -477,13 +484,12 @@ def test_results_for_content_that_changed_meanwhile_are_not_recorded(
         sessions=engine.sessions,
         source=NextcloudSource(max_download_bytes=1 << 20),
         pipeline=engine.pipeline,
-        sink=NextcloudTagSink(TagLedger(tmp_path / "ledger.sqlite")),
+        sink=NextcloudTagSink(engine.sessions),
     )
 
     async def analyze_after_a_change() -> None:
-        index, _report = await sync_nextcloud(engine.sessions, processor.source, ["alice"],
-                                              engine.pipeline)
-        [(file_id, old, analyzers)] = [w for w in processor.pending(index)
+        await sync_nextcloud(engine.sessions, processor.source, ["alice"], engine.pipeline)
+        [(file_id, old, analyzers)] = [w for w in processor.pending(["alice"])
                                        if w[1].path == "Trip/gore.jpg"]
         node = users.put_file("alice", "Trip/gore.jpg", COFFEE.read_bytes())
         record_files(engine.sessions, [replace(old, etag=node.etag)], engine.pipeline)
@@ -516,3 +522,85 @@ def test_work_resumes_after_nextcloud_answered_503_for_a_while(nextcloud, users,
             assert time.monotonic() < deadline, (statuses, exapp.progress())
             time.sleep(0.2)
     assert nextcloud.state.faults.served > 0  # the first crawl did meet the 503s
+
+
+def _faces_of(exapp, user: str) -> int:
+    """How many faces the store holds for user's Nextcloud files."""
+    with Engine(Settings(data_dir=exapp.data_dir)).sessions() as session:
+        return len(session.scalars(
+            select(schema.Face.id).join(schema.File).join(schema.Root)
+            .where(schema.Root.source == "nextcloud", schema.Root.location == user)
+        ).all())
+
+
+def test_users_opt_out_opt_in_and_delete_their_face_data(exapp, users):
+    choice = personal_settings
+    users.preferences[("bob", choice.ANALYZE)] = ("0", 0)
+    bobs = users.put_file("bob", "Photos/gore2.jpg", FACE.read_bytes())
+    exapp.enable()
+    progress = exapp.wait_for_cycles(1)
+    assert progress["last_cycle"]["opted_out"] == 1
+    assert exapp.downloads_of("gore2.jpg") == 0 and exapp.downloads_of("coffee.png") == 0
+    assert "People" in users.tag_names_of(users.own_node("alice", "Trip/gore.jpg").fileid)
+    response = exapp.call("POST", "/api/files-action", "bob", json=_selection(users, "bob", "Photos"))
+    assert response.status_code == 403 and "opted out" in response.text
+
+    # bob opts in and asks for his photos: they are done, and he is told what was found.
+    users.preferences[("bob", choice.ANALYZE)] = ("1", 0)
+    response = exapp.call("POST", "/api/files-action", "bob", json=_selection(users, "bob", "Photos"))
+    assert response.json() == {"queued": 2}
+    exapp.wait_for_cycles(2)
+    assert "People" in users.tag_names_of(bobs.fileid) and _faces_of(exapp, "bob") == 1
+    [note] = [n for n in users.notifications if n["user"] == "bob"]
+    assert note["subject"] == "Recognize analyzed 2 files"
+    assert "1 face" in note["message"] and "People (1)" in note["message"]
+
+    # bob opts out and asks for his face data to go: faces, persons and their tags go.
+    users.preferences[("bob", choice.ANALYZE)] = ("", 0)  # PHP's false
+    users.preferences[("bob", choice.DELETE_FACES)] = ("1", 0)
+    exapp.call("POST", "/api/files-action", "alice", json=_selection(users, "alice", "Trip"))
+    exapp.wait_for_cycles(3)
+    assert _faces_of(exapp, "bob") == 0 and _faces_of(exapp, "alice") == 1
+    assert "People" not in users.tag_names_of(bobs.fileid)
+    assert "People" in users.tag_names_of(users.own_node("alice", "Trip/gore.jpg").fileid)
+    assert exapp.downloads_of("gore2.jpg") == 1
+
+    # Back in: his faces are found again.
+    users.preferences[("bob", choice.ANALYZE)] = ("1", 0)
+    exapp.call("POST", "/api/files-action", "alice", json=_selection(users, "alice", "Trip"))
+    exapp.wait_for_cycles(4)
+    assert _faces_of(exapp, "bob") == 1 and "People" in users.tag_names_of(bobs.fileid)
+
+
+def test_files_menu_requests_go_ahead_of_the_backlog(exapp, users):
+    for index in range(6):
+        users.put_file("bob", f"Backlog/cat{index}.jpg", CAT.read_bytes())
+    asked = users.put_file("alice", "Zzz/last.jpg", FACE.read_bytes())  # last by path
+    exapp.enable()
+    exapp.call("POST", "/api/files-action", "alice", json=_selection(users, "alice", "Zzz"))
+    exapp.wait_for_cycles(1)
+    downloads = [path.rpartition("/")[2] for method, path, _user in users.requests
+                 if method == "GET" and "/remote.php/dav/files/" in path]
+    assert downloads.index("last.jpg") < downloads.index("cat0.jpg")
+    assert "People" in users.tag_names_of(asked.fileid)
+
+
+def test_a_deleted_file_loses_its_faces_and_results_at_once(exapp, users, nextcloud):
+    exapp.enable()
+    exapp.wait_for_cycles(1)
+    gore = users.own_node("alice", "Trip/gore.jpg")
+    assert _faces_of(exapp, "alice") == 1
+    users.delete_node(gore)
+    [call] = nextcloud.node_event_calls(NODE_DELETED, gore, "alice")
+    assert call.send(exapp.url).json() == {"forgotten": 1}
+    assert _faces_of(exapp, "alice") == 0
+    with Engine(Settings(data_dir=exapp.data_dir)).sessions() as session:
+        assert session.scalar(select(schema.File).where(schema.File.remote_id == gore.fileid)) is None
+        assert not session.scalars(select(schema.SinkTag).where(
+            schema.SinkTag.remote_id == gore.fileid)).all()
+    progress = exapp.wait_for_cycles(2)  # regroups without the face
+    assert progress["last_cycle"]["processed"] == 0
+    folder = users.own_node("alice", "Trip")
+    users.delete_node(folder)
+    [call] = nextcloud.node_event_calls(NODE_DELETED, folder, "alice")
+    assert call.send(exapp.url).json() == {"forgotten": 1}  # cat.jpg

@@ -1,68 +1,60 @@
 """Recognize's tags as Nextcloud collaborative system tags on the users' files.
 
 A tag is created once (visible and assignable, so users can search and correct them) and
-assigned to a file as a user who sees that file. A small ledger remembers which
-assignments this app made: only those are ever removed, when the tag no longer applies. A
-tag a user gave a file (even one with the same name) is never touched, and a tag of ours
-that a user took off is not given back.
+assigned to a file as a user who sees that file. The store's ``sink_tags`` table remembers
+which assignments this app made: only those are ever removed, when the tag no longer
+applies. A tag a user gave a file (even one with the same name) is never touched, and a tag
+of ours that a user took off is not given back.
 """
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterable
-from pathlib import Path
 
 from nc_py_api import AsyncNextcloudApp, NextcloudException
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session, sessionmaker
 
-
-class TagLedger:
-    """Which tags this app assigned to which Nextcloud file ids (a SQLite file)."""
-
-    def __init__(self, path: Path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, isolation_level=None)
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS assigned"
-            " (file_id INTEGER, tag TEXT, PRIMARY KEY (file_id, tag))"
-        )
-
-    def tags(self, file_id: int) -> set[str]:
-        rows = self._db.execute("SELECT tag FROM assigned WHERE file_id = ?", (file_id,))
-        return {tag for (tag,) in rows}
-
-    def add(self, file_id: int, tag: str) -> None:
-        self._db.execute("INSERT OR IGNORE INTO assigned VALUES (?, ?)", (file_id, tag))
-
-    def remove(self, file_id: int, tag: str) -> None:
-        self._db.execute("DELETE FROM assigned WHERE file_id = ? AND tag = ?", (file_id, tag))
-
-    def close(self) -> None:
-        self._db.close()
+from ex_app.store import schema
 
 
 class NextcloudTagSink:
     """Makes a file's Recognize tags in Nextcloud match the tags found for it."""
 
-    def __init__(self, ledger: TagLedger):
-        self.ledger = ledger
+    def __init__(self, sessions: sessionmaker[Session]):
+        self.sessions = sessions
         self._tag_ids: dict[str, int] = {}
 
-    async def apply(self, nc: AsyncNextcloudApp, file_id: int, tags: Iterable[str]) -> None:
+    def assigned(self, remote_id: int) -> set[str]:
+        """The tags this app assigned to the Nextcloud file and has not taken off."""
+        with self.sessions() as session:
+            return set(
+                session.scalars(
+                    select(schema.SinkTag.tag).where(schema.SinkTag.remote_id == remote_id)
+                )
+            )
+
+    async def apply(self, nc: AsyncNextcloudApp, remote_id: int, tags: Iterable[str]) -> None:
         """Assign the missing tags and remove the ones this app set that no longer apply.
 
         ``nc`` acts as a user who can see the file.
         """
         wanted = set(tags)
-        ours = self.ledger.tags(file_id)
-        present = {tag.display_name for tag in await nc.files.get_tags(file_id)}
+        ours = self.assigned(remote_id)
+        present = {tag.display_name for tag in await nc.files.get_tags(remote_id)}
         for name in sorted(wanted - present - ours):  # ours but absent: a user removed it
-            await nc.files.assign_tag(file_id, await self.tag_id(nc, name))
-            self.ledger.add(file_id, name)
+            await nc.files.assign_tag(remote_id, await self.tag_id(nc, name))
+            with self.sessions.begin() as session:
+                session.merge(schema.SinkTag(remote_id=remote_id, tag=name))
         for name in sorted(ours - wanted):
             if name in present:
-                await nc.files.unassign_tag(file_id, await self.tag_id(nc, name))
-            self.ledger.remove(file_id, name)
+                await nc.files.unassign_tag(remote_id, await self.tag_id(nc, name))
+            with self.sessions.begin() as session:
+                session.execute(
+                    delete(schema.SinkTag).where(
+                        schema.SinkTag.remote_id == remote_id, schema.SinkTag.tag == name
+                    )
+                )
 
     async def tag_id(self, nc: AsyncNextcloudApp, name: str) -> int:
         """The id of the collaborative tag with this name, created if there is none."""
@@ -76,3 +68,10 @@ class NextcloudTagSink:
                     raise
             self._tag_ids[name] = (await nc.files.tag_by_name(name)).tag_id
         return self._tag_ids[name]
+
+
+def forget_files(session: Session, remote_ids: Iterable[int]) -> None:
+    """Drop the record of tags on Nextcloud files that are gone."""
+    ids = list(remote_ids)
+    if ids:
+        session.execute(delete(schema.SinkTag).where(schema.SinkTag.remote_id.in_(ids)))

@@ -13,7 +13,7 @@ from fastapi import APIRouter, HTTPException, Request
 from nc_py_api.files import ActionFileInfoEx
 from pydantic import BaseModel
 
-from ex_app.work.nextcloud_service import RecognizeService
+from ex_app.work.nextcloud_service import OptedOut, RecognizeService
 from ex_app.work.progress import measure_progress
 
 router = APIRouter(prefix="/api")
@@ -23,7 +23,8 @@ FILE_EVENTS_ROUTE = "/api/webhooks/files"
 NODE_CREATED = "OCP\\Files\\Events\\Node\\NodeCreatedEvent"
 NODE_WRITTEN = "OCP\\Files\\Events\\Node\\NodeWrittenEvent"
 NODE_RENAMED = "OCP\\Files\\Events\\Node\\NodeRenamedEvent"
-FILE_EVENTS = (NODE_CREATED, NODE_WRITTEN, NODE_RENAMED)
+NODE_DELETED = "OCP\\Files\\Events\\Node\\NodeDeletedEvent"
+FILE_EVENTS = (NODE_CREATED, NODE_WRITTEN, NODE_RENAMED, NODE_DELETED)
 
 
 def service_of(request: Request) -> RecognizeService:
@@ -32,12 +33,16 @@ def service_of(request: Request) -> RecognizeService:
 
 @router.post("/files-action")
 async def files_action(request: Request, selection: ActionFileInfoEx) -> dict:
-    """Queue the selected files (folders recursively) for analysis, for the calling user."""
+    """Queue the selected files (folders recursively) for analysis ahead of the backlog, for
+    the calling user, who is notified when they are done."""
     user = request.scope.get("username", "")
     if not user:
         raise HTTPException(status_code=400, detail="the action needs a user")
     paths = [f"{item.directory.strip('/')}/{item.name}" for item in selection.files]
-    return {"queued": await service_of(request).queue(user, paths)}
+    try:
+        return {"queued": await service_of(request).queue(user, paths, request=True)}
+    except OptedOut as error:
+        raise HTTPException(status_code=403, detail=str(error)) from error
 
 
 class WebhookCall(BaseModel):
@@ -50,10 +55,8 @@ class WebhookCall(BaseModel):
 
 @router.post("/webhooks/files")
 async def file_event(request: Request, call: WebhookCall) -> dict:
-    """A file event from webhook_listeners: queue new and changed media, follow moves.
-
-    Deletions are left to the next crawl, which drops what it no longer finds.
-    """
+    """A file event from webhook_listeners: queue new and changed media, follow moves,
+    forget deleted files (their faces and results)."""
     service = service_of(request)
     event = call.event
     if event.get("class") == NODE_RENAMED:
@@ -66,7 +69,12 @@ async def file_event(request: Request, call: WebhookCall) -> dict:
     if target is None:  # trash bin, versions: not media of anyone's files
         return {"queued": 0}
     owner, path = target
-    return {"queued": await service.queue(owner, [path])}
+    if event.get("class") == NODE_DELETED:
+        return {"forgotten": await service.deleted(owner, path, int(event["node"].get("id", 0)))}
+    try:
+        return {"queued": await service.queue(owner, [path])}
+    except OptedOut:
+        return {"queued": 0}
 
 
 def _owner_path(path: str) -> tuple[str, str] | None:
@@ -93,6 +101,7 @@ async def progress(request: Request) -> dict:
             "quiet": cycle.quiet,
             "processed": cycle.processed,
             "persons": cycle.persons,
+            "opted_out": cycle.opted_out,
             "sync": None if cycle.sync is None else vars(cycle.sync),
         },
         "analyzers": analyzers,
