@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 import platformdirs
 from pydantic import Field, model_validator
@@ -51,6 +52,8 @@ class Settings(BaseSettings):
 
     # Resources.
     threads: int = Field(default=1, ge=1)
+    # onnxruntime or LiteRT; "auto": by the processor's features (ex_app/models/runtime.py)
+    inference_engine: Literal["auto", "onnx", "tflite"] = "auto"
     max_image_side: int = Field(default=1920, ge=64)
     max_image_pixels: int = Field(default=178_956_970, ge=1)  # Pillow's own bomb limit
 
@@ -128,14 +131,14 @@ class Settings(BaseSettings):
     worker_memory_mb: int = Field(default=0, ge=0)  # address-space cap of a worker process; 0: none
 
     @model_validator(mode="after")
-    def _resolve_paths(self) -> "Settings":
+    def _resolve_paths(self) -> Settings:
         self.data_dir = self.data_dir.expanduser().resolve()
         if self.model_mirror is not None:
             self.model_mirror = self.model_mirror.expanduser().resolve()
         return self
 
     @model_validator(mode="after")
-    def _lease_outlasts_time_limit(self) -> "Settings":
+    def _lease_outlasts_time_limit(self) -> Settings:
         if self.lease_seconds <= self.file_time_limit_seconds:
             raise ValueError("lease_seconds must exceed file_time_limit_seconds")
         return self

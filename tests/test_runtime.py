@@ -3,13 +3,26 @@
 from __future__ import annotations
 
 import importlib.util
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from ex_app.models.runtime import InferenceSession, OnnxSession, onnx_providers, open_session
+from ex_app.models.runtime import (
+    EngineUnavailable,
+    InferenceSession,
+    OnnxSession,
+    Processor,
+    TFLiteSession,
+    onnx_providers,
+    onnxruntime_runs_on,
+    open_session,
+    preferred_engine,
+)
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SHARED = PROJECT_ROOT.parent / "shared"
@@ -128,3 +141,58 @@ def test_tflite_refuses_a_batch_where_the_model_fixes_the_batch_size():
     session = open_session(blazeface_front_model())
     with pytest.raises(ValueError, match="takes shape"):
         session.run({session.input_names[0]: np.zeros((3, 128, 128, 3), np.float32)})
+
+
+# /proc/cpuinfo as these processors print it (trimmed to the lines that matter).
+HASWELL = "processor\t: 0\nflags\t\t: fpu sse sse2 ssse3 sse4_1 sse4_2 avx avx2 fma\n"
+ATOM_NO_AVX = "processor\t: 0\nflags\t\t: fpu sse sse2 ssse3 sse4_1 sse4_2 popcnt\n"
+RASPBERRY_PI_4_64 = "processor\t: 0\nFeatures\t: fp asimd evtstrm crc32 cpuid\n"
+RASPBERRY_PI_32 = "processor\t: 0\nFeatures\t: half thumb fastmult vfp edsp neon vfpv3 tls vfpv4\n"
+
+
+@pytest.mark.parametrize(("machine", "cpuinfo", "engine"), [
+    ("x86_64", HASWELL, "onnx"),
+    ("x86_64", ATOM_NO_AVX, "tflite"),  # onnxruntime would die of an illegal instruction
+    ("aarch64", RASPBERRY_PI_4_64, "onnx"),
+    ("armv7l", RASPBERRY_PI_32, "tflite"),  # no onnxruntime build for 32-bit ARM
+])
+def test_the_engine_is_chosen_by_the_processors_features(machine, cpuinfo, engine):
+    assert preferred_engine(Processor.parse(machine, cpuinfo)) == engine
+
+
+def test_this_machine_gets_the_engine_its_features_allow():
+    cpu = Processor.this()
+    assert cpu.features, "no features read from /proc/cpuinfo"
+    assert preferred_engine(cpu) == ("onnx" if onnxruntime_runs_on(cpu) else "tflite")
+
+
+def test_an_onnx_model_runs_from_its_tflite_twin_where_litert_is_the_engine(tmp_path):
+    model = tmp_path / "detector.onnx"
+    model.write_bytes(EFFICIENTNET.read_bytes())
+    with pytest.raises(EngineUnavailable, match="cannot run, and has no .tflite twin"):
+        open_session(model, engine="tflite")
+    (tmp_path / "detector.tflite").write_bytes(blazeface_front_model().read_bytes())
+    session = open_session(model, engine="tflite")
+    assert isinstance(session, TFLiteSession)
+    assert isinstance(open_session(model, engine="onnx"), OnnxSession)
+    frame = np.random.default_rng(0).random((1, 128, 128, 3), dtype=np.float32)
+    outputs = session.run({session.input_names[0]: frame})
+    assert [out.shape for out in outputs] == [(1, 896, 16), (1, 896, 1)]
+
+
+def test_the_engine_setting_reaches_a_started_process(tmp_path):
+    """RECOGNIZE_INFERENCE_ENGINE=tflite makes the process refuse ONNX-only models, without
+    importing onnxruntime at all."""
+    script = (
+        "import sys\n"
+        "from ex_app.config import Settings\n"
+        "from ex_app.models.runtime import EngineUnavailable, open_session\n"
+        f"try: open_session({str(EFFICIENTNET)!r}, engine=Settings().inference_engine)\n"
+        "except EngineUnavailable as error: print('refused:', error)\n"
+        "print('onnxruntime imported:', 'onnxruntime' in sys.modules)\n"
+    )
+    env = {**os.environ, "RECOGNIZE_INFERENCE_ENGINE": "tflite"}
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                            text=True, check=True, timeout=60)
+    assert "refused: efficientnet_lite0.onnx needs onnxruntime" in result.stdout
+    assert "onnxruntime imported: False" in result.stdout

@@ -1,15 +1,23 @@
 """Inference sessions behind one small interface: onnxruntime or TFLite (LiteRT).
 
 Analyzers only see :class:`InferenceSession`; which engine runs a model is decided here,
-from the file's format and what the machine offers.
+from the file's format and what the processor can do. The CPU image carries both engines:
+onnxruntime's builds need x86-64 with AVX or 64-bit ARM (without AVX they die of an illegal
+instruction on import), so elsewhere (older x86, 32-bit ARM) models run on LiteRT, whose
+XNNPACK kernels need neither. The choice is made before onnxruntime is ever imported.
 """
 
 from __future__ import annotations
 
+import functools
+import platform
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Literal, Protocol
 
 import numpy as np
+
+EngineName = Literal["onnx", "tflite"]
 
 # Tried in this order; the first that onnxruntime reports as available wins.
 ONNX_PROVIDER_PREFERENCE = (
@@ -105,11 +113,79 @@ class TFLiteSession:
         return [self._interpreter.get_tensor(d["index"]).copy() for d in self._outputs]
 
 
-def open_session(path: Path, threads: int = 1) -> InferenceSession:
-    """Open a model file with the engine its format needs."""
-    suffix = Path(path).suffix.lower()
+@dataclass(frozen=True)
+class Processor:
+    """What matters of a processor for choosing an engine: its architecture and features."""
+
+    machine: str  # platform.machine(): x86_64, aarch64, armv7l, ...
+    features: frozenset[str]  # /proc/cpuinfo "flags" (x86) or "Features" (ARM)
+
+    @classmethod
+    def parse(cls, machine: str, cpuinfo: str) -> Processor:
+        features: set[str] = set()
+        for line in cpuinfo.splitlines():
+            key, _, value = line.partition(":")
+            if key.strip().lower() in ("flags", "features"):
+                features |= set(value.split())
+        return cls(machine.lower(), frozenset(features))
+
+    @classmethod
+    def this(cls) -> Processor:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text(errors="replace")
+        except OSError:
+            cpuinfo = ""
+        return cls.parse(platform.machine(), cpuinfo)
+
+    def describe(self) -> str:
+        vector = [f for f in ("avx512f", "avx2", "avx", "asimd", "neon") if f in self.features]
+        return f"{self.machine} with {vector[0].upper()}" if vector else self.machine
+
+
+def onnxruntime_runs_on(cpu: Processor) -> bool:
+    """Whether onnxruntime's published builds run on this processor."""
+    if cpu.machine in ("x86_64", "amd64"):
+        return "avx" in cpu.features
+    return cpu.machine in ("aarch64", "arm64")
+
+
+def preferred_engine(cpu: Processor) -> EngineName:
+    """onnxruntime where it runs (it also drives GPUs), LiteRT elsewhere."""
+    return "onnx" if onnxruntime_runs_on(cpu) else "tflite"
+
+
+@functools.cache
+def this_processors_engine() -> EngineName:
+    return preferred_engine(Processor.this())
+
+
+def resolve_engine(choice: str) -> EngineName:
+    """The engine for a setting: "auto" (by this processor), "onnx" or "tflite"."""
+    return this_processors_engine() if choice == "auto" else choice  # type: ignore[return-value]
+
+
+class EngineUnavailable(RuntimeError):
+    """The model exists only in a format this processor's engine cannot run."""
+
+
+def open_session(path: Path, threads: int = 1, engine: str = "auto") -> InferenceSession:
+    """Open a model file with the engine chosen for this processor.
+
+    Where LiteRT is the engine, an ONNX model runs from its ``.tflite`` twin beside it
+    (fetched by the model store where the manifest has one); without a twin it cannot run.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in (".onnx", ".tflite"):
+        raise ValueError(f"no inference engine for {path.name!r} (expected .onnx or .tflite)")
+    if suffix == ".onnx" and resolve_engine(engine) == "tflite":
+        twin = path.with_suffix(".tflite")
+        if not twin.exists():
+            raise EngineUnavailable(
+                f"{path.name} needs onnxruntime, which this processor "
+                f"({Processor.this().describe()}) cannot run, and has no .tflite twin"
+            )
+        path, suffix = twin, ".tflite"
     if suffix == ".onnx":
         return OnnxSession(path, threads=threads)
-    if suffix == ".tflite":
-        return TFLiteSession(path, threads=threads)
-    raise ValueError(f"no inference engine for {path.name!r} (expected .onnx or .tflite)")
+    return TFLiteSession(path, threads=threads)
