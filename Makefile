@@ -15,7 +15,7 @@ NEXTCLOUD_URL ?= http://localhost:8080
 OCC ?= docker exec -u www-data nextcloud php occ
 # Proxied routes for manual install; with --json-info AppAPI wants numeric access levels
 # (0 public, 1 user, 2 admin), where info.xml uses names.
-ROUTES := [{"url":"^/api/files-action$$","verb":"POST","access_level":1,"headers_to_exclude":[]},{"url":"^/api/progress$$","verb":"GET","access_level":1,"headers_to_exclude":[]}]
+ROUTES := [{"url":"^/api/files-action$$","verb":"POST","access_level":1,"headers_to_exclude":[]},{"url":"^/api/progress$$","verb":"GET","access_level":1,"headers_to_exclude":[]},{"url":"^/api/people/persons$$","verb":"GET","access_level":1,"headers_to_exclude":[]},{"url":"^/api/people/persons/[^/]+/faces$$","verb":"GET","access_level":1,"headers_to_exclude":[]},{"url":"^/api/people/persons/[^/]+/(name|hidden)$$","verb":"POST","access_level":1,"headers_to_exclude":[]},{"url":"^/api/people/faces/(unassigned|unsure)$$","verb":"GET","access_level":1,"headers_to_exclude":[]},{"url":"^/api/people/faces/[^/]+/thumbnail$$","verb":"GET","access_level":1,"headers_to_exclude":[]},{"url":"^/api/people/faces/[^/]+/(move|remove)$$","verb":"POST","access_level":1,"headers_to_exclude":[]},{"url":"^/api/people/photos/[^/]+/preview$$","verb":"GET","access_level":1,"headers_to_exclude":[]},{"url":"^/api/people/suggestions$$","verb":"GET","access_level":1,"headers_to_exclude":[]},{"url":"^/api/people/(merge|distinct|undo)$$","verb":"POST","access_level":1,"headers_to_exclude":[]},{"url":"^/(js|css|img)/.+$$","verb":"GET","access_level":0,"headers_to_exclude":[]}]
 
 .PHONY: venv test demo bench clean images push run register
 

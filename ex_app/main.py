@@ -22,6 +22,8 @@ from ex_app.config import Settings
 from ex_app.engine import Engine
 from ex_app.web import personal_settings
 from ex_app.web.admin_settings import FORM_ID, settings_form
+from ex_app.web.people import mount_assets, register_page, unregister_page
+from ex_app.web.people import router as people_router
 from ex_app.web.routes import FILE_EVENTS, FILE_EVENTS_ROUTE, FILES_ACTION_ROUTE, router
 from ex_app.work.nextcloud_service import RecognizeService
 from ex_app.work.pipeline import ANALYZER_MODELS
@@ -88,6 +90,7 @@ async def register_ui(nc: AsyncNextcloudApp, settings: Settings) -> None:
     await nc.ui.settings.register_form(
         personal_settings.settings_form(settings.users_enabled_by_default)
     )
+    await register_page(nc)
     await nc.webhooks.unregister_all()  # none twice, whatever an earlier run left
     for event in FILE_EVENTS:
         await nc.webhooks.register("POST", FILE_EVENTS_ROUTE, event)
@@ -96,6 +99,7 @@ async def register_ui(nc: AsyncNextcloudApp, settings: Settings) -> None:
 async def unregister_ui(nc: AsyncNextcloudApp) -> None:
     await nc.ui.files_dropdown_menu.unregister(FILES_ACTION_NAME)
     await nc.ui.settings.unregister_form(FORM_ID)
+    await unregister_page(nc)
     await nc.ui.settings.unregister_form(personal_settings.FORM_ID)
     await nc.webhooks.unregister_all()
 
@@ -147,6 +151,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return {}
 
     app.include_router(router)
+    app.include_router(people_router)
+    mount_assets(app)
     return app
 
 

@@ -1,4 +1,5 @@
-"""Face thumbnails: a square crop around a face, made on first request and cached on disk."""
+"""Face thumbnails (a square crop around a face) and photo previews, made on first request
+and cached on disk by file content."""
 
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ def face_thumbnail(
     face = session.get(schema.Face, face_id)
     if face is None:
         raise FaceMissing(f"no face {face_id}")
-    target = cache_dir / "faces" / f"{face.file.content_hash[:16]}-{face.id}-{size}.jpg"
+    target = thumbnail_path(face, cache_dir, size)
     if target.exists():
         return target
     # Decode only as large as the crop needs to fill the thumbnail (cheap for big JPEGs).
@@ -48,12 +49,37 @@ def face_thumbnail(
     image = decode_image(local_file(face.file), max_side=max_side, max_pixels=max_pixels)
     crop = _square_around(face, image.scale, image.pixels.shape[1], image.pixels.shape[0])
     thumbnail = Image.fromarray(image.pixels).crop(crop).resize((size, size), Image.Resampling.LANCZOS)
+    _save_jpeg(thumbnail, target)
+    return target
+
+
+def thumbnail_path(face: schema.Face, cache_dir: Path, size: int) -> Path:
+    """Where the thumbnail of a face at this size is cached (it may not exist yet)."""
+    return cache_dir / "faces" / f"{face.file.content_hash[:16]}-{face.id}-{size}.jpg"
+
+
+def preview_path(file: schema.File, cache_dir: Path, max_side: int) -> Path:
+    """Where the preview of a photo at this size is cached (it may not exist yet)."""
+    return cache_dir / "previews" / f"{file.content_hash[:16]}-{file.id}-{max_side}.jpg"
+
+
+def photo_preview(file: schema.File, cache_dir: Path, local_path: Path, max_side: int = 1024,
+                  max_pixels: int = 178_956_970) -> Path:
+    """The path of a JPEG of the whole photo, at most max_side pixels on its longer side, in
+    the orientation face boxes are measured in; cached. Raises MediaError."""
+    target = preview_path(file, cache_dir, max_side)
+    if not target.exists():
+        image = decode_image(local_path, max_side=max_side, max_pixels=max_pixels)
+        _save_jpeg(Image.fromarray(image.pixels), target)
+    return target
+
+
+def _save_jpeg(image: Image.Image, target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=target.parent, suffix=".part")
     with os.fdopen(handle, "wb") as stream:
-        thumbnail.save(stream, "JPEG", quality=JPEG_QUALITY)
+        image.save(stream, "JPEG", quality=JPEG_QUALITY)
     os.replace(temporary, target)
-    return target
 
 
 def _square_around(face: schema.Face, scale: float, width: int, height: int) -> tuple[int, int, int, int]:

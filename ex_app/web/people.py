@@ -1,0 +1,341 @@
+"""The People page's JSON routes: persons, faces, thumbnails and the user's corrections.
+
+Each route acts for the user AppAPI authenticated, on that user's persons and faces only
+(:mod:`ex_app.people.operations` with ``owner``): another user's ids answer 404 as if they
+did not exist. Every correction can be undone once: the state before the user's last
+action is kept in memory per user (lost when the ExApp restarts).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, HTTPException, Query, Request
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
+from nc_py_api import AsyncNextcloudApp, NextcloudExceptionNotFound
+from pydantic import BaseModel, Field
+from sqlalchemy.orm import Session
+
+from ex_app.engine import Engine
+from ex_app.media.errors import MediaError
+from ex_app.media.kinds import MediaKind
+from ex_app.people import operations, thumbnails
+from ex_app.people.clustering import QualityGate
+from ex_app.people.operations import NotFound
+from ex_app.people.undo import Snapshot
+from ex_app.sources.nextcloud import NextcloudFile, NextcloudSource, TooLarge
+from ex_app.store import schema
+
+router = APIRouter(prefix="/api/people")
+
+PAGE = "people"  # the top menu entry: /index.php/apps/app_api/embedded/<appid>/people
+SCRIPT = "js/recognize_ex-main"  # AppAPI adds ".js" / ".css"; built by `make ui`
+STYLE = "css/recognize_ex-main"
+ICON = "img/people.svg"
+ASSETS = Path(__file__).resolve().parent / "static"  # js/ and css/ from `make ui`, img/
+
+THUMBNAIL_SIZES = (64, 128, 256)
+PREVIEW_SIDES = (512, 1024, 2048)
+IMAGE_CACHE = "private, max-age=86400"  # ids and content hashes name the images
+
+
+async def register_page(nc: AsyncNextcloudApp) -> None:
+    """The "People" entry of Nextcloud's top menu, with the page's script and style."""
+    await nc.ui.resources.set_script("top_menu", PAGE, SCRIPT)
+    await nc.ui.resources.set_style("top_menu", PAGE, STYLE)
+    await nc.ui.top_menu.register(PAGE, "People", ICON)
+
+
+async def unregister_page(nc: AsyncNextcloudApp) -> None:
+    await nc.ui.top_menu.unregister(PAGE)
+    await nc.ui.resources.delete_script("top_menu", PAGE, SCRIPT)
+    await nc.ui.resources.delete_style("top_menu", PAGE, STYLE)
+
+
+def mount_assets(app: FastAPI) -> None:
+    """Serve js/, css/ and img/ (AppAPI's proxy asks for the page's script, style and icon
+    there); a folder not built yet is served empty rather than failing the start."""
+    for folder in ("js", "css", "img"):
+        app.mount(f"/{folder}", StaticFiles(directory=ASSETS / folder, check_dir=False), name=folder)
+
+
+def _engine(request: Request) -> Engine:
+    return request.app.state.service.current_engine
+
+
+def _user(request: Request) -> str:
+    user = request.scope.get("username", "")
+    if not user:
+        raise HTTPException(status_code=401, detail="the People page needs a signed-in user")
+    return user
+
+
+def _undo_log(request: Request) -> dict[str, Snapshot]:
+    state = request.app.state
+    if not hasattr(state, "people_undo"):
+        state.people_undo = {}
+    return state.people_undo
+
+
+def _act(
+    request: Request,
+    label: str,
+    persons: set[int],
+    faces: set[int],
+    action: Callable[[Session, str], Any],
+) -> Any:
+    """Run one correction for the user, keeping what it changes for undo; 404 for ids that
+    are not the user's."""
+    owner = _user(request)
+    try:
+        with _engine(request).sessions.begin() as session:
+            snapshot = Snapshot.take(session, label, persons, faces)
+            result = action(session, owner)
+            if isinstance(result, int) and result not in persons:
+                snapshot.created.add(result)
+    except NotFound as error:
+        raise HTTPException(status_code=404, detail=str(error)) from None
+    _undo_log(request)[owner] = snapshot
+    return result
+
+
+def _faces_json(faces: list[operations.FaceView]) -> list[dict]:
+    return [asdict(face) for face in faces]
+
+
+@router.get("/persons")
+def persons(request: Request, hidden: bool = False) -> dict:
+    """The user's persons (named first, then by size), and the names in use."""
+    owner = _user(request)
+    with _engine(request).sessions() as session:
+        listing = operations.list_persons(session, include_hidden=hidden, owner=owner)
+        everyone = operations.list_persons(session, include_hidden=True, owner=owner)
+    undo = _undo_log(request).get(owner)
+    return {
+        "persons": [asdict(p) for p in listing],
+        "names": sorted({p.name for p in everyone if p.name}, key=str.lower),
+        "undo": None if undo is None else undo.label,
+    }
+
+
+@router.get("/persons/{person_id}/faces")
+def person_faces(request: Request, person_id: int) -> dict:
+    """A person's faces with their boxes, grouped by photo by the page."""
+    owner = _user(request)
+    engine = _engine(request)
+    with engine.sessions() as session:
+        try:
+            faces = operations.person_faces(
+                session, person_id, QualityGate.from_settings(engine.settings), owner=owner
+            )
+        except NotFound as error:
+            raise HTTPException(status_code=404, detail=str(error)) from None
+        person = session.get(schema.Person, person_id)
+        summary = {"id": person.id, "name": person.name, "hidden": person.hidden}
+    return {"person": summary, "faces": _faces_json(faces)}
+
+
+@router.get("/faces/unassigned")
+def unassigned_faces(request: Request, limit: int = Query(500, ge=1, le=5000)) -> dict:
+    """Faces in no person."""
+    owner = _user(request)
+    engine = _engine(request)
+    with engine.sessions() as session:
+        gate = QualityGate.from_settings(engine.settings)
+        faces = operations.unassigned_faces(session, gate, limit, owner=owner)
+    return {"faces": _faces_json(faces)}
+
+
+@router.get("/faces/unsure")
+def unsure_faces(request: Request, limit: int = Query(500, ge=1, le=5000)) -> dict:
+    """Faces the grouping placed that lie far from their person's mean face."""
+    owner = _user(request)
+    engine = _engine(request)
+    with engine.sessions() as session:
+        gate = QualityGate.from_settings(engine.settings)
+        faces = operations.unsure_faces(
+            session, gate, engine.settings.face_join_distance, limit, owner=owner
+        )
+    return {"faces": _faces_json(faces)}
+
+
+@router.get("/suggestions")
+def suggestions(request: Request) -> dict:
+    """Pairs of the user's persons that may be the same human, closest first."""
+    owner = _user(request)
+    engine = _engine(request)
+    with engine.sessions() as session:
+        found = operations.suggest_merges(
+            session, engine.settings.face_suggestion_distance, owner=owner
+        )
+    return {"suggestions": [asdict(s) for s in found]}
+
+
+class NameBody(BaseModel):
+    name: str | None = Field(default=None, max_length=200)
+
+
+@router.post("/persons/{person_id}/name")
+def rename(request: Request, person_id: int, body: NameBody) -> dict:
+    _act(request, "rename", {person_id}, set(),
+         lambda s, owner: operations.rename(s, person_id, body.name, owner=owner))
+    return {}
+
+
+class HiddenBody(BaseModel):
+    hidden: bool = True
+
+
+@router.post("/persons/{person_id}/hidden")
+def hide(request: Request, person_id: int, body: HiddenBody) -> dict:
+    _act(request, "hide" if body.hidden else "show", {person_id}, set(),
+         lambda s, owner: operations.set_hidden(s, person_id, body.hidden, owner=owner))
+    return {}
+
+
+class MergeBody(BaseModel):
+    into: int
+    others: list[int] = Field(min_length=1, max_length=1000)
+
+
+@router.post("/merge")
+def merge(request: Request, body: MergeBody) -> dict:
+    _act(request, "merge", {body.into, *body.others}, set(),
+         lambda s, owner: operations.merge(s, body.into, body.others, owner=owner))
+    return {"person_id": body.into}
+
+
+class MoveBody(BaseModel):
+    person_id: int | None = None  # None: a new person
+
+
+@router.post("/faces/{face_id}/move")
+def move_face(request: Request, face_id: int, body: MoveBody) -> dict:
+    persons = {body.person_id} if body.person_id is not None else set()
+    with _engine(request).sessions() as session:
+        found = operations.face_owner_of(session, face_id)
+        if found is not None and found[0].person_id is not None:
+            persons.add(found[0].person_id)  # the person it leaves
+    person_id = _act(request, "move", persons, {face_id},
+                     lambda s, owner: operations.move_face(s, face_id, body.person_id, owner=owner))
+    return {"person_id": person_id}
+
+
+@router.post("/faces/{face_id}/remove")
+def remove_face(request: Request, face_id: int) -> dict:
+    with _engine(request).sessions() as session:
+        found = operations.face_owner_of(session, face_id)
+        persons = {found[0].person_id} if found and found[0].person_id is not None else set()
+    _act(request, "remove", persons, {face_id},
+         lambda s, owner: operations.remove_face(s, face_id, owner=owner))
+    return {}
+
+
+class DistinctBody(BaseModel):
+    person_id: int
+    other_id: int
+
+
+@router.post("/distinct")
+def distinct(request: Request, body: DistinctBody) -> dict:
+    _act(request, "distinct", {body.person_id, body.other_id}, set(),
+         lambda s, owner: operations.mark_distinct(s, body.person_id, body.other_id, owner=owner))
+    return {}
+
+
+@router.post("/undo")
+def undo(request: Request) -> dict:
+    """Undo the user's last correction (once); 409 when there is none."""
+    owner = _user(request)
+    snapshot = _undo_log(request).pop(owner, None)
+    if snapshot is None:
+        raise HTTPException(status_code=409, detail="nothing to undo")
+    with _engine(request).sessions.begin() as session:
+        snapshot.restore(session)
+    return {"undone": snapshot.label}
+
+
+@router.get("/faces/{face_id}/thumbnail")
+async def face_thumbnail(request: Request, face_id: int, size: int = 128) -> FileResponse:
+    """A square JPEG of the face (size 64, 128 or 256)."""
+    if size not in THUMBNAIL_SIZES:
+        raise HTTPException(status_code=422, detail=f"size is one of {THUMBNAIL_SIZES}")
+    owner = _user(request)
+    engine = _engine(request)
+    with engine.sessions() as session:
+        face = operations.face_owner_of(session, face_id)
+        if face is None or face[1] != owner:
+            raise HTTPException(status_code=404, detail=f"no face {face_id}")
+        cached = thumbnails.thumbnail_path(face[0], engine.settings.cache_dir, size)
+        file = _file_facts(face[0].file)
+    if not cached.exists():
+
+        def make(local: Path) -> Path:
+            with engine.sessions() as session:
+                return thumbnails.face_thumbnail(
+                    session, face_id, engine.settings.cache_dir, lambda _row: local, size,
+                    engine.settings.max_image_pixels,
+                )
+
+        cached = await _with_download(engine, owner, file, make)
+    return FileResponse(cached, media_type="image/jpeg", headers={"Cache-Control": IMAGE_CACHE})
+
+
+@router.get("/photos/{file_id}/preview")
+async def photo_preview(request: Request, file_id: int, size: int = 1024) -> FileResponse:
+    """A JPEG of the whole photo, its longer side at most size (512, 1024 or 2048)."""
+    if size not in PREVIEW_SIDES:
+        raise HTTPException(status_code=422, detail=f"size is one of {PREVIEW_SIDES}")
+    owner = _user(request)
+    engine = _engine(request)
+    with engine.sessions() as session:
+        try:
+            row = operations.check_file(session, file_id, owner)
+        except NotFound as error:
+            raise HTTPException(status_code=404, detail=str(error)) from None
+        cached = thumbnails.preview_path(row, engine.settings.cache_dir, size)
+        file = _file_facts(row)
+    if not cached.exists():
+
+        def make(local: Path) -> Path:
+            with engine.sessions() as session:
+                return thumbnails.photo_preview(
+                    session.get(schema.File, file_id), engine.settings.cache_dir, local, size,
+                    engine.settings.max_image_pixels,
+                )
+
+        cached = await _with_download(engine, owner, file, make)
+    return FileResponse(cached, media_type="image/jpeg", headers={"Cache-Control": IMAGE_CACHE})
+
+
+def _file_facts(file: schema.File) -> dict:
+    return {"path": file.path, "remote_id": file.remote_id, "kind": file.kind, "size": file.size,
+            "mtime_ns": file.mtime_ns}
+
+
+async def _with_download(
+    engine: Engine, owner: str, file: dict, make: Callable[[Path], Path]
+) -> Path:
+    """Download the user's photo into a temporary folder and make an image from it there."""
+    source = NextcloudSource(engine.settings.max_download_bytes)
+    remote = NextcloudFile(
+        user=owner, path=file["path"], file_id=file["remote_id"] or 0,
+        kind=MediaKind(file["kind"]), size=file["size"], mtime_ns=file["mtime_ns"], etag="",
+    )
+    engine.settings.cache_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=engine.settings.cache_dir) as folder:
+        try:
+            local = await source.download(remote, Path(folder))
+            return await asyncio.to_thread(make, local)
+        except NextcloudExceptionNotFound:
+            raise HTTPException(status_code=404, detail="the photo is gone") from None
+        except (MediaError, TooLarge) as error:
+            raise HTTPException(
+                status_code=422, detail=f"the photo cannot be shown: {error}"
+            ) from None
