@@ -100,7 +100,12 @@ class MusicTagger:
         features = log_mel_patches(samples, patch_starts(len(samples), self.max_patches))
         labels = []
         for model in self.models:
-            (scores,) = model.session.run({model.session.input_names[0]: features})[:1]
+            # One patch per run: a batch of 16 patches peaks at ~530 MB of activations and is
+            # no faster (bench/music_speed.py); one at a time stays near 110 MB.
+            name = model.session.input_names[0]
+            scores = np.concatenate(
+                [model.session.run({name: features[i : i + 1]})[0] for i in range(len(features))]
+            )
             mean = np.asarray(scores, dtype=np.float32).mean(axis=0)
             labels += [
                 Label(id=f"{model.dataset}:{tag}", name=tag, score=float(score))
