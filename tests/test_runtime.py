@@ -196,3 +196,16 @@ def test_the_engine_setting_reaches_a_started_process(tmp_path):
                             text=True, check=True, timeout=60)
     assert "refused: efficientnet_lite0.onnx needs onnxruntime" in result.stdout
     assert "onnxruntime imported: False" in result.stdout
+
+
+def test_where_litert_is_the_engine_faces_are_embedded_by_dlib_itself(tmp_path):
+    from ex_app.config import Settings
+    from ex_app.engine import Engine
+
+    embeddings = {}
+    for engine in ("onnx", "tflite"):
+        settings = Settings(data_dir=tmp_path / engine, model_mirror=SHARED / "models",
+                            inference_engine=engine)
+        [face] = Engine(settings).pipeline.analyze(FACES[0], ("faces",)).faces
+        embeddings[engine] = np.asarray(face.embedding)
+    assert np.abs(embeddings["onnx"] - embeddings["tflite"]).max() < 1e-5

@@ -21,15 +21,20 @@ from ex_app.analyzers.music import (
     load_musicnn_tags,
 )
 from ex_app.analyzers.objects import Label, ObjectClassifier, load_imagenet_labels
+from ex_app.analyzers.places import (
+    Place,
+    ReverseGeocoder,
+    gazetteer_version,
+    place_tags,
+)
 from ex_app.analyzers.video import agreed_labels, distinct_faces, has_music_track
-from ex_app.analyzers.places import Place, ReverseGeocoder, gazetteer_version, place_tags
 from ex_app.config import GENRES_PATH, RULES_PATH, Settings
 from ex_app.media.audio import decode_audio
 from ex_app.media.gps import read_gps
 from ex_app.media.images import decode_image
-from ex_app.media.video import read_video
 from ex_app.media.kinds import MediaKind
-from ex_app.models.runtime import open_session
+from ex_app.media.video import read_video
+from ex_app.models.runtime import open_session, resolve_engine
 from ex_app.models.store import ModelStore
 from ex_app.tagging.rules import TagRules
 
@@ -101,10 +106,12 @@ class Pipeline:
     @cached_property
     def face_analyzer(self) -> FaceAnalyzer:
         s = self._settings
+        # Where onnxruntime cannot run, dlib itself computes the same embeddings (slower).
+        onnx = resolve_engine(s.inference_engine) == "onnx"
         return FaceAnalyzer(
             detector_path=self._models.path("face_detection_yunet"),
             landmarks_path=self._models.path("dlib_face_landmarks_5"),
-            embedder_path=self._models.path("dlib_face_embedder_onnx"),
+            embedder_path=self._models.path("dlib_face_embedder_onnx" if onnx else "dlib_face_embedder"),
             min_score=s.face_min_score,
             min_size=s.face_min_size,
             threads=s.threads,
@@ -114,7 +121,9 @@ class Pipeline:
     def object_classifier(self) -> ObjectClassifier:
         s = self._settings
         return ObjectClassifier(
-            session=open_session(self._models.path("efficientnet_lite0"), threads=s.threads),
+            session=open_session(
+                self._models.path("efficientnet_lite0"), s.threads, s.inference_engine
+            ),
             labels=load_imagenet_labels(self._models.path("imagenet_labels")),
             top_k=s.object_top_k,
             min_score=s.object_min_score,
@@ -135,7 +144,7 @@ class Pipeline:
         models = [
             MusicnnModel(
                 dataset,
-                open_session(self._models.path(f"musicnn_{dataset}"), threads=s.threads),
+                open_session(self._models.path(f"musicnn_{dataset}"), s.threads, s.inference_engine),
                 load_musicnn_tags(self._models.path(f"musicnn_{dataset}_labels")),
             )
             for dataset in MUSICNN_CHECKPOINTS
