@@ -20,6 +20,7 @@ from nc_py_api.ex_app import AppAPIAuthMiddleware, run_app, set_handlers
 
 from ex_app.config import Settings
 from ex_app.engine import Engine
+from ex_app.models.runtime import Processor, resolve_engine
 from ex_app.web import personal_settings
 from ex_app.web.admin_settings import FORM_ID, settings_form
 from ex_app.web.people import mount_assets, register_page, unregister_page
@@ -159,7 +160,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 def main() -> None:
     """Serve the ExApp where AppAPI says (APP_HOST/APP_PORT, or its socket)."""
     logging.basicConfig(level=logging.INFO)
-    run_app(create_app(), log_level="info")
+    settings = Settings()
+    log.info("inference engine: %s on %s", resolve_engine(settings.inference_engine),
+             Processor.this().describe())
+    run_app(create_app(settings), log_level="info")
 
 
 if __name__ == "__main__":
