@@ -21,9 +21,12 @@ from ex_app.people.clustering import QualityGate
 from ex_app.sinks.json_export import export_results, overall_status
 from ex_app.store import schema
 from ex_app.store.schema import TaskStatus
+from ex_app.work.claims import revive_dead
+from ex_app.work.neighbour import lower_priorities
 from ex_app.work.pipeline import FACES
-from ex_app.work.progress import measure_progress
-from ex_app.work.scan import LOCAL_SOURCE, local_file
+from ex_app.work.progress import measure_progress, measure_user_progress
+from ex_app.work.queue import REQUEST
+from ex_app.work.scan import LOCAL_SOURCE, local_file, sync_folder
 
 
 @click.group()
@@ -50,16 +53,36 @@ def main(ctx: click.Context, data_dir: Path | None, model_mirror: Path | None, v
 @main.command()
 @click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a terminal).")
+@click.option(
+    "--queue-only",
+    is_flag=True,
+    help="Record the files and send them to the workers (`recognize worker`) without waiting.",
+)
+@click.option("--urgent", is_flag=True, help="Before the backlog, as a Files-menu request is.")
 @click.pass_obj
-def scan(engine: Engine, folder: Path, progress: bool | None) -> None:
-    """Analyze the new and changed media files below FOLDER."""
+def scan(engine: Engine, folder: Path, progress: bool | None, queue_only: bool, urgent: bool) -> None:
+    """Analyze the new and changed media files below FOLDER.
+
+    The files go through the work queue: this command works on them too, and other
+    workers on the same queue help.
+    """
+    if urgent:
+        sent: set[int] = set()
+        root_id, sync = sync_folder(engine.sessions, folder, engine.pipeline, sent.update)
+        count = engine.queue.enqueue_files(engine.sessions, sent, REQUEST)
+        engine.queue.enqueue_pending(engine.sessions, root_id, skip=sent)  # left from before
+        click.echo(f"{sync.added} new, {sync.changed} changed; {count} files sent first")
+        return
     bar = tqdm(total=0, unit="file", disable=None if progress is None else not progress)
 
     def planned(count: int) -> None:
-        bar.reset(total=count)
+        bar.total = count
+        bar.refresh()
 
     try:
-        report = engine.scan(folder, on_planned=planned, on_file_done=lambda _: bar.update())
+        report = engine.scan(
+            folder, on_planned=planned, on_file_done=lambda _: bar.update(), wait=not queue_only
+        )
     except ModelUnavailable as error:
         raise click.ClickException(str(error)) from error
     finally:
@@ -69,6 +92,62 @@ def scan(engine: Engine, folder: Path, progress: bool | None) -> None:
         f"{s.added} new, {s.changed} changed, {s.removed} removed, {s.unchanged} unchanged; "
         f"{report.processed} files analyzed; {report.persons} persons"
     )
+
+
+@main.command()
+@click.option(
+    "--exit-when-done",
+    is_flag=True,
+    help="Stop once no task is pending in the store (else: run until SIGTERM or Ctrl-C).",
+)
+@click.pass_obj
+def worker(engine: Engine, exit_when_done: bool) -> None:
+    """Work through the queue: this machine or another, same queue and database URLs.
+
+    Runs at low CPU and I/O priority, within the host's CPU budget, holding back in quiet
+    hours and while paused. [env: RECOGNIZE_QUEUE_URL, RECOGNIZE_DATABASE_URL]
+    """
+    lower_priorities(engine.settings)
+    runner = engine.worker()
+    runner.stop_on_signals()
+
+    def done() -> bool:
+        with engine.sessions() as session:
+            return not session.scalar(
+                select(func.count(schema.Task.id)).where(schema.Task.status == TaskStatus.PENDING)
+            )
+
+    try:
+        processed = runner.run(until=done if exit_when_done else None)
+    except ModelUnavailable as error:
+        raise click.ClickException(str(error)) from error
+    click.echo(f"{processed} files analyzed by worker {runner.name}")
+
+
+@main.command()
+@click.pass_obj
+def pause(engine: Engine) -> None:
+    """Hold back every worker of this queue (on all machines) after its current file."""
+    engine.queue.pause()
+    click.echo("paused")
+
+
+@main.command()
+@click.pass_obj
+def resume(engine: Engine) -> None:
+    """Let the workers of this queue go on."""
+    engine.queue.resume()
+    click.echo("resumed")
+
+
+@main.command()
+@click.pass_obj
+def retry(engine: Engine) -> None:
+    """Send the dead-lettered files (status error) to the workers again, with fresh attempts."""
+    with engine.sessions.begin() as session:
+        file_ids = revive_dead(session)
+    engine.queue.enqueue_files(engine.sessions, file_ids)
+    click.echo(f"{len(file_ids)} files sent again")
 
 
 @main.command()
@@ -273,24 +352,43 @@ def stats(engine: Engine, as_json: bool) -> None:
 
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--per-user", is_flag=True, help="JSON: the instance and each user.")
 @click.pass_obj
-def progress(engine: Engine, as_json: bool) -> None:
-    """Work done and left per analyzer, recent throughput and time left."""
+def progress(engine: Engine, as_json: bool, per_user: bool) -> None:
+    """Work done and left per analyzer, recent throughput and time left; then per user."""
     with engine.sessions() as session:
         report = measure_progress(session)
+        users = measure_user_progress(session)
     if as_json:
-        click.echo(json.dumps([p.as_dict() for p in report], indent=1))
+        instance = [p.as_dict() for p in report]
+        if per_user:
+            by_user = {user: [p.as_dict() for p in rows] for user, rows in users.items()}
+            click.echo(json.dumps({"instance": instance, "users": by_user}, indent=1))
+        else:
+            click.echo(json.dumps(instance, indent=1))
         return
     for p in report:
-        eta = "unknown" if p.eta_seconds is None else _duration(p.eta_seconds)
-        click.echo(
-            f"{p.analyzer}: {p.done} done, {p.pending} pending, {p.failed} failed; "
-            f"{p.per_minute:.1f}/min; time left {eta}"
-        )
+        click.echo(_progress_line(p))
+    for user, rows in users.items():
+        click.echo(f"{user}:")
+        for p in rows:
+            click.echo("  " + _progress_line(p))
+    held = "paused" if engine.queue.paused else None
+    if held:
+        click.echo(f"workers are {held} (`recognize resume`)")
+
+
+def _progress_line(p) -> str:
+    eta = "unknown" if p.eta_seconds is None else _duration(p.eta_seconds)
+    retrying = f" ({p.retrying} retrying)" if p.retrying else ""
+    return (
+        f"{p.analyzer}: {p.done} done, {p.pending} pending{retrying}, {p.failed} failed; "
+        f"{p.per_minute:.1f}/min; time left {eta}"
+    )
 
 
 def _duration(seconds: float) -> str:
-    minutes, secs = divmod(int(round(seconds)), 60)
+    minutes, secs = divmod(round(seconds), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
 
@@ -318,11 +416,7 @@ def reset(engine: Engine, everything: bool, faces: bool, clusters: bool, errors:
             session.execute(update(schema.Face).values(person_id=None))
             session.execute(delete(schema.Person))
         if errors:
-            session.execute(
-                update(schema.Task)
-                .where(schema.Task.status == TaskStatus.ERROR)
-                .values(status=TaskStatus.PENDING, error=None)
-            )
+            revive_dead(session)
     click.echo("reset done")
 
 

@@ -5,6 +5,7 @@ The CLI and the ExApp both drive Recognize through this one object.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
@@ -20,8 +21,17 @@ from ex_app.people.clustering import ClusterParams, QualityGate
 from ex_app.people.grouping import regroup_all, update_persons
 from ex_app.store import schema
 from ex_app.store.database import open_database
+from ex_app.store.schema import TaskStatus
 from ex_app.work.pipeline import Pipeline
-from ex_app.work.scan import SyncReport, process_pending, sync_folder
+from ex_app.work.queue import BACKLOG, WorkQueue
+from ex_app.work.scan import SyncReport, sync_folder
+from ex_app.work.worker import (
+    AfterRecorded,
+    FileFetcher,
+    FileProcessor,
+    LocalFetcher,
+    Worker,
+)
 
 
 @dataclass
@@ -51,18 +61,81 @@ class Engine:
     def pipeline(self) -> Pipeline:
         return Pipeline(self.settings, self.models)
 
+    @cached_property
+    def queue(self) -> WorkQueue:
+        return WorkQueue(self.settings)
+
+    def worker(
+        self,
+        fetcher: FileFetcher | None = None,
+        after_recorded: AfterRecorded | None = None,
+        *,
+        obey_schedule: bool = True,
+        on_file_done: Callable[[str], None] = lambda path: None,
+    ) -> Worker:
+        """A worker on this engine's queue and store (local files unless told how to fetch)."""
+        processor = FileProcessor.from_settings(
+            self.settings, self.sessions, self.pipeline, fetcher or LocalFetcher(), after_recorded
+        )
+        return Worker(
+            self.settings, self.queue, processor, obey_schedule=obey_schedule, on_file_done=on_file_done
+        )
+
     def scan(
         self,
         folder: Path,
         on_planned: Callable[[int], None] = lambda count: None,
         on_file_done: Callable[[str], None] = lambda path: None,
+        wait: bool = True,
     ) -> ScanReport:
-        """Record the folder's new and changed files, analyze them, then regroup faces."""
-        root_id, sync = sync_folder(self.sessions, folder, self.pipeline)
-        processed = process_pending(
-            self.sessions, folder, root_id, self.pipeline, on_planned, on_file_done
-        )
-        return ScanReport(sync=sync, processed=processed, persons=self.regroup())
+        """Record the folder's new and changed files and send them to the workers in chunks.
+
+        With ``wait``, this process works too, while the walk goes on, until the folder's
+        files are all analyzed (quiet hours and pause do not hold back a scan asked for);
+        then faces are regrouped. ``on_planned`` gets the number of files sent so far.
+        """
+        sent: set[int] = set()
+        crawl: dict = {}
+
+        def send(file_ids: list[int]) -> None:
+            self.queue.enqueue_files(self.sessions, file_ids, BACKLOG)
+            sent.update(file_ids)
+            on_planned(len(sent))
+
+        def walk() -> None:
+            try:
+                root_id, sync = sync_folder(self.sessions, folder, self.pipeline, send)
+                self.queue.enqueue_pending(self.sessions, root_id, skip=sent)
+                crawl.update(root_id=root_id, sync=sync)
+            except Exception as error:  # noqa: BLE001 (raised again in the caller, below)
+                crawl["error"] = error
+            finally:
+                self.queue.sent.set()
+
+        if not wait:
+            walk()
+            if "error" in crawl:
+                raise crawl["error"]
+            return ScanReport(sync=crawl["sync"], processed=0, persons=0)
+        walker = threading.Thread(target=walk, name="recognize-walk", daemon=True)
+        walker.start()
+        worker = self.worker(obey_schedule=False, on_file_done=on_file_done)
+        worker.run(until=lambda: not walker.is_alive() and self._settled(crawl))
+        walker.join()
+        if "error" in crawl:
+            raise crawl["error"]
+        return ScanReport(sync=crawl["sync"], processed=worker.processed, persons=self.regroup())
+
+    def _settled(self, crawl: dict) -> bool:
+        """Whether the walk failed or left no pending task in its root."""
+        if "root_id" not in crawl:
+            return True
+        with self.sessions() as session:
+            return not session.scalar(
+                select(func.count(schema.Task.id))
+                .join(schema.File)
+                .where(schema.File.root_id == crawl["root_id"], schema.Task.status == TaskStatus.PENDING)
+            )
 
     def regroup(self, full: bool | None = None) -> int:
         """Group faces into persons; returns the number of persons.

@@ -18,7 +18,6 @@ import numpy as np
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from ex_app.media.errors import MediaError
 from ex_app.media.kinds import MediaKind
 from ex_app.sources.local import SourceFile, walk_local
 from ex_app.store import schema
@@ -75,8 +74,18 @@ def root_id_for(session: Session, folder: Path) -> int:
     return find_or_create_root(session, LOCAL_SOURCE, str(folder.resolve()))
 
 
-def sync_folder(sessions: sessionmaker[Session], folder: Path, pipeline: Pipeline) -> tuple[int, SyncReport]:
-    """Bring the files table in line with the folder; returns the root id and what changed."""
+def sync_folder(
+    sessions: sessionmaker[Session],
+    folder: Path,
+    pipeline: Pipeline,
+    on_chunk: Callable[[list[int]], None] = lambda file_ids: None,
+) -> tuple[int, SyncReport]:
+    """Bring the files table in line with the folder; returns the root id and what changed.
+
+    Files are recorded, with their pending tasks, in chunks while the walk goes on;
+    ``on_chunk`` gets each chunk's new and changed file ids once committed (to send them to
+    the workers before the walk ends).
+    """
     report = SyncReport()
     with sessions.begin() as session:
         root_id = root_id_for(session, folder)
@@ -97,9 +106,9 @@ def sync_folder(sessions: sessionmaker[Session], folder: Path, pipeline: Pipelin
             continue
         batch.append(found)
         if len(batch) >= SYNC_CHUNK:
-            _record_found(sessions, folder, root_id, batch, pipeline, report)
+            on_chunk(_record_found(sessions, folder, root_id, batch, pipeline, report))
             batch = []
-    _record_found(sessions, folder, root_id, batch, pipeline, report)
+    on_chunk(_record_found(sessions, folder, root_id, batch, pipeline, report))
     gone = set(known) - seen
     with sessions.begin() as session:
         for path in gone:
@@ -118,8 +127,11 @@ def _record_found(
     found: list[SourceFile],
     pipeline: Pipeline,
     report: SyncReport,
-) -> None:
-    """Insert new files and refresh changed ones; changed content drops its old results."""
+) -> list[int]:
+    """Insert new files and refresh changed ones (changed content drops its old results),
+    with their pending tasks; returns their ids."""
+    if not found:
+        return []
     with sessions.begin() as session:
         for item in found:
             try:
@@ -127,6 +139,17 @@ def _record_found(
             except OSError:
                 continue  # vanished or unreadable since the walk; the next scan sees it again
             record_file(session, root_id, item, digest, report)
+        session.flush()
+        file_ids = list(
+            session.scalars(
+                select(schema.File.id).where(
+                    schema.File.root_id == root_id,
+                    schema.File.path.in_([item.path for item in found]),
+                )
+            )
+        )
+        queue_tasks(session, root_id, pipeline, file_ids)
+    return file_ids
 
 
 class FoundFile(Protocol):
@@ -173,18 +196,18 @@ def record_file(
     row.size, row.mtime_ns = item.size, item.mtime_ns
 
 
-def queue_tasks(session: Session, root_id: int, pipeline: Pipeline) -> None:
-    """A pending task for every enabled analyzer a file lacks, or whose models changed."""
-    tasks = {
-        (task.file_id, task.analyzer): task
-        for task in session.scalars(
-            select(schema.Task).join(schema.File).where(schema.File.root_id == root_id)
-        )
-    }
-    files = session.execute(
-        select(schema.File.id, schema.File.kind).where(schema.File.root_id == root_id)
-    )
-    for file_id, kind in files:
+def queue_tasks(
+    session: Session, root_id: int, pipeline: Pipeline, file_ids: list[int] | None = None
+) -> None:
+    """A pending task for every enabled analyzer a file lacks, or whose models changed
+    (for the root's files, or only these of them)."""
+    task_query = select(schema.Task).join(schema.File).where(schema.File.root_id == root_id)
+    file_query = select(schema.File.id, schema.File.kind).where(schema.File.root_id == root_id)
+    if file_ids is not None:
+        task_query = task_query.where(schema.File.id.in_(file_ids))
+        file_query = file_query.where(schema.File.id.in_(file_ids))
+    tasks = {(task.file_id, task.analyzer): task for task in session.scalars(task_query)}
+    for file_id, kind in session.execute(file_query):
         for analyzer in pipeline.enabled_analyzers(kind):
             version = pipeline.model_version(analyzer)
             task = tasks.get((file_id, analyzer))
@@ -218,22 +241,26 @@ def process_pending(
     on_planned: Callable[[int], None] = lambda count: None,
     on_file_done: Callable[[str], None] = lambda path: None,
 ) -> int:
-    """Analyze every pending file of the root; returns how many files were processed."""
+    """Analyze every pending file of the root (at ``folder``) in this process, without the
+    queue and its retries; returns how many files were processed."""
+    from ex_app.work.worker import (  # the worker builds on this module
+        FileProcessor,
+        LocalFetcher,
+    )
+
+    processor = FileProcessor(sessions, pipeline, LocalFetcher())
     with sessions() as session:
         work = pending_files(session, root_id)
     on_planned(len(work))
-    for file_id, path, analyzers in work:
-        try:
-            analysis: FileAnalysis | str = pipeline.analyze(folder / path, analyzers)
-        except MediaError as error:
-            analysis = str(error)
-        except Exception as error:  # a bug must not stop the scan; the file keeps the reason
-            log.exception("analyzing %s failed", path)
-            analysis = f"internal error: {type(error).__name__}: {error}"
-        with sessions.begin() as session:
-            record_analysis(session, file_id, analyzers, analysis, pipeline)
+    processed = 0
+    for file_id, path, _ in work:
+        claimed = processor.claim(file_id)
+        if claimed is None:
+            continue
+        processor.process(claimed)
+        processed += 1
         on_file_done(path)
-    return len(work)
+    return processed
 
 
 def record_analysis(
@@ -243,7 +270,8 @@ def record_analysis(
     analysis: FileAnalysis | str,
     pipeline: Pipeline,
 ) -> None:
-    """Replace the file's results for these analyzers and mark their tasks done or failed."""
+    """Replace the file's results for these analyzers and mark their tasks done or failed
+    (a failure here is permanent: the dead-letter state, with its reason)."""
     file = session.get(schema.File, file_id)
     if file is None:
         return  # deleted meanwhile

@@ -1,0 +1,291 @@
+"""Workers: take messages off the queue, claim each file, fetch, analyze, record.
+
+The steps that differ between sources are two small pluggable parts:
+
+- a :class:`FileFetcher` gives a local path for a claimed file (a local root: the file
+  itself; Nextcloud: a download to a temporary file) and raises :class:`TransientError`
+  for failures that may pass (a 5xx answer, a lost connection);
+- an :data:`AfterRecorded` hook runs after a file's outcome is committed (Nextcloud: set
+  its tags).
+
+Errors are sorted once: a :class:`MediaError` (a bad file), the per-file time limit and
+bugs are permanent (the file goes to the dead-letter state at once, with the reason);
+:class:`TransientError`, ``OSError`` and a locked or unreachable database are retried with
+a doubling delay, and dead-lettered after ``max_attempts``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Protocol
+
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from ex_app.config import Settings
+from ex_app.media.errors import MediaError
+from ex_app.models.store import ModelUnavailable
+from ex_app.work import claims
+from ex_app.work.claims import ClaimedFile
+from ex_app.work.neighbour import CpuBudget, FileTimeLimit, cpu_budget, time_limit
+from ex_app.work.pipeline import FileAnalysis, Pipeline
+from ex_app.work.queue import WorkQueue
+from ex_app.work.schedule import in_quiet_hours
+
+log = logging.getLogger(__name__)
+
+
+class TransientError(Exception):
+    """A failure that may pass: the file is tried again later."""
+
+
+class FileFetcher(Protocol):
+    """Makes a claimed file available on local disk for the time of its analysis."""
+
+    def fetch(self, file: ClaimedFile) -> AbstractContextManager[Path]: ...
+
+
+class LocalFetcher:
+    """Files of local roots are analyzed where they are."""
+
+    @contextmanager
+    def fetch(self, file: ClaimedFile) -> Iterator[Path]:
+        path = file.local_path
+        if not path.exists():
+            raise TransientError(f"{path} is not there (moved, or its disk is away)")
+        yield path
+
+
+@dataclass
+class Outcome:
+    """What became of a claimed file: its analysis, or the permanent error it was recorded with."""
+
+    file: ClaimedFile
+    analysis: FileAnalysis | None
+    error: str | None
+
+
+AfterRecorded = Callable[[Outcome], None]
+
+
+def worker_name() -> str:
+    """Unique among all workers of all hosts: host, process, and a random part."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+class FileProcessor:
+    """One file from claim to recorded outcome; the same for a queue worker and a direct run."""
+
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        pipeline: Pipeline,
+        fetcher: FileFetcher,
+        *,
+        name: str | None = None,
+        lease: timedelta = timedelta(hours=1),
+        time_limit_seconds: float | None = None,
+        max_attempts: int = 1,
+        retry_delay: float = 30.0,
+        cpu: CpuBudget | None = None,
+        after_recorded: AfterRecorded | None = None,
+    ):
+        self.sessions = sessions
+        self.pipeline = pipeline
+        self.fetcher = fetcher
+        self.name = name or worker_name()
+        self.lease = lease
+        self.time_limit_seconds = time_limit_seconds
+        self.max_attempts = max_attempts
+        self.retry_delay = retry_delay
+        self.cpu = cpu
+        self.after_recorded = after_recorded
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings,
+        sessions: sessionmaker[Session],
+        pipeline: Pipeline,
+        fetcher: FileFetcher,
+        after_recorded: AfterRecorded | None = None,
+    ) -> FileProcessor:
+        return cls(
+            sessions,
+            pipeline,
+            fetcher,
+            lease=timedelta(seconds=settings.lease_seconds),
+            time_limit_seconds=settings.file_time_limit_seconds,
+            max_attempts=settings.max_attempts,
+            retry_delay=settings.retry_delay_seconds,
+            cpu=cpu_budget(settings),
+            after_recorded=after_recorded,
+        )
+
+    def claim(self, file_id: int) -> ClaimedFile | None:
+        with self.sessions.begin() as session:
+            return claims.claim_file(session, file_id, self.name, self.lease)
+
+    def process(self, claimed: ClaimedFile) -> float | None:
+        """Fetch, analyze and record a claimed file.
+
+        Returns the delay of its retry when it failed in a way that may pass (the caller
+        sends it again after that long), else None.
+        """
+        try:
+            with self.fetcher.fetch(claimed) as path:
+                analysis: FileAnalysis | str = self._analyze(path, claimed.analyzers)
+        except (TransientError, OSError, OperationalError) as error:
+            log.warning("%s failed, will retry: %s", claimed.path, error)
+            with self.sessions.begin() as session:
+                return claims.fail_transiently(
+                    session, claimed, self.name, _reason(error), self.max_attempts, self.retry_delay
+                )
+        except MediaError as error:
+            analysis = str(error)
+        except ModelUnavailable:
+            self.release(claimed)
+            raise
+        with self.sessions.begin() as session:
+            recorded = claims.finish(session, claimed, self.name, analysis, self.pipeline)
+        if recorded and self.after_recorded is not None:
+            failed = isinstance(analysis, str)
+            self.after_recorded(
+                Outcome(claimed, None if failed else analysis, analysis if failed else None)
+            )
+        return None
+
+    def _analyze(self, path: Path, analyzers: tuple[str, ...]) -> FileAnalysis | str:
+        """The analysis, or the permanent error to record (time limit, memory, a bug)."""
+        cpu = self.cpu.slot() if self.cpu is not None else _nothing()
+        limit = time_limit(self.time_limit_seconds) if self.time_limit_seconds else _nothing()
+        try:
+            with cpu, limit:
+                return self.pipeline.analyze(path, analyzers)
+        except (FileTimeLimit, MemoryError) as error:
+            return f"{type(error).__name__}: {error}"
+        except (MediaError, ModelUnavailable, OSError, TransientError):
+            raise
+        except Exception as error:  # a bug must not stop the worker; the file keeps the reason
+            log.exception("analyzing %s failed", path)
+            return f"internal error: {type(error).__name__}: {error}"
+
+    def release(self, claimed: ClaimedFile) -> None:
+        with self.sessions.begin() as session:
+            claims.release(session, claimed, self.name)
+
+
+@contextmanager
+def _nothing() -> Iterator[None]:
+    yield
+
+
+def _reason(error: Exception) -> str:
+    return str(error) if isinstance(error, TransientError) else f"{type(error).__name__}: {error}"
+
+
+class Worker:
+    """The loop of one worker process: messages off the queue until told to stop."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        queue: WorkQueue,
+        processor: FileProcessor,
+        *,
+        obey_schedule: bool = True,
+        on_file_done: Callable[[str], None] = lambda path: None,
+    ):
+        self.settings = settings
+        self.queue = queue
+        self.processor = processor
+        self.obey_schedule = obey_schedule
+        self.on_file_done = on_file_done
+        self.processed = 0  # files analyzed by this worker
+        self.stopping = threading.Event()
+        self._held_back: str | None = None
+        queue.serve(self._run_batch)
+
+    @property
+    def name(self) -> str:
+        return self.processor.name
+
+    def stop_on_signals(self) -> None:
+        """SIGTERM and SIGINT finish the current file, hand the rest back and stop."""
+        for number in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(number, lambda *_: self.stopping.set())
+
+    def held_back(self) -> str | None:
+        """Why work waits now ("paused", "quiet hours"), or None."""
+        if not self.obey_schedule:
+            return None
+        if in_quiet_hours(self.settings.quiet_hours, datetime.now()):
+            return "quiet hours"
+        if self.queue.paused:
+            return "paused"
+        return None
+
+    def run(self, until: Callable[[], bool] | None = None) -> int:
+        """Work until stopped (or until ``until()`` says so); returns the files analyzed."""
+        log.info("worker %s started", self.name)
+        next_requeue = 0.0
+        idle = 0.1
+        while not self.stopping.is_set():
+            reason = self.held_back()
+            if reason != self._held_back:
+                log.warning("worker %s: %s", self.name, reason or "working")
+                self._held_back = reason
+            if reason:
+                self.stopping.wait(self.settings.idle_poll_seconds)
+                continue
+            if time.monotonic() >= next_requeue:
+                self.queue.requeue_lost(self.processor.sessions)
+                next_requeue = time.monotonic() + self.settings.requeue_interval_seconds
+            self.queue.move_due_retries()
+            message = self.queue.take()
+            if message is not None:
+                idle = 0.1
+                self.queue.execute(message)
+                continue
+            if until is not None and until():
+                break
+            if not self.queue.blocking:  # the Redis backend already waited in take()
+                self.queue.sent.clear()
+                self.queue.sent.wait(idle)
+                idle = min(idle * 2, self.settings.idle_poll_seconds)
+        log.info("worker %s stopped after %d files", self.name, self.processed)
+        return self.processed
+
+    def _run_batch(self, file_ids: list[int], priority: int) -> None:
+        """Claim and process the message's files one by one; what is left when the worker
+        must stop, or when a more urgent message waits, goes back to the queue."""
+        for index, file_id in enumerate(file_ids):
+            if self._must_yield(priority):
+                self.queue.send(file_ids[index:], priority)
+                return
+            claimed = self.processor.claim(file_id)
+            if claimed is None:
+                continue  # done, or held by another worker
+            retry_in = self.processor.process(claimed)
+            if retry_in is not None:
+                self.queue.send([file_id], claimed.priority, delay=retry_in)
+                continue
+            self.processed += 1
+            self.on_file_done(claimed.path)
+
+    def _must_yield(self, priority: int) -> bool:
+        if self.stopping.is_set() or self.held_back():
+            return True
+        waiting = self.queue.waiting_priority()
+        return waiting is not None and waiting > priority
