@@ -44,7 +44,7 @@ def read_gps(source: Path | bytes) -> GpsPosition | None:
     if isinstance(source, bytes):
         return _read(io.BytesIO(source))
     try:
-        stream = open(source, "rb")
+        stream = open(source, "rb")  # noqa: SIM115  closed by the with below
     except OSError as error:
         raise MediaError(f"cannot read file: {error.strerror or error}") from error
     with stream:
@@ -67,7 +67,7 @@ def _read(stream: BinaryIO) -> GpsPosition | None:
             return None  # reading further would decode the pixels
         try:
             gps = image.getexif().get_ifd(ExifTags.IFD.GPSInfo)
-        except Exception as error:  # Pillow raises many types on damaged EXIF
+        except Exception as error:  # noqa: BLE001  Pillow raises many types on damaged EXIF
             log.debug("unreadable EXIF: %s", error)
             return None
     return _position(gps)

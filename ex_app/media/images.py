@@ -36,6 +36,9 @@ _UPRIGHT = {
     8: Image.Transpose.ROTATE_90,
 }
 _SWAPS_SIDES = frozenset({5, 6, 7, 8})
+# Modes that Pillow resamples as they are (RGBA with premultiplied alpha), so downscaling can
+# come before the conversion to RGB.
+_RESIZES_AS_IS = frozenset({"L", "RGB", "RGBA"})
 
 # Guards the moment Pillow's process-wide bomb limit is lifted so that max_pixels rules alone.
 _pillow_limit_lock = threading.Lock()
@@ -59,7 +62,7 @@ def decode_image(source: Path | bytes, max_side: int, max_pixels: int) -> Decode
     if isinstance(source, bytes):
         return _decode(io.BytesIO(source), max_side, max_pixels)
     try:
-        stream = open(source, "rb")
+        stream = open(source, "rb")  # noqa: SIM115  closed by the with below
     except OSError as error:
         raise MediaError(f"cannot read file: {error.strerror or error}") from error
     with stream:
@@ -109,9 +112,13 @@ def _upright_rgb(image: ImageFile.ImageFile, max_side: int) -> DecodedImage:
     image.load()
     # Read after loading: some decoders (TIFF, HEIF) turn the pixels themselves and drop the tag.
     orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
-    rgb = _to_rgb(image)
+    # Downscale before converting where the result is the same, so that no full-size copy is
+    # made: a large PNG decodes at full size, and its RGB copy would double that memory.
+    resizes_as_is = image.mode in _RESIZES_AS_IS and "transparency" not in image.info
+    rgb = image if resizes_as_is else _to_rgb(image)
     if rgb.size != size:
         rgb = rgb.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
+    rgb = _to_rgb(rgb) if resizes_as_is else rgb
     if orientation in _UPRIGHT:
         rgb = rgb.transpose(_UPRIGHT[orientation])
     return DecodedImage(
