@@ -311,6 +311,15 @@ def test_files_action_needs_a_user(exapp, users):
     assert response.status_code == 400
 
 
+def test_files_action_refuses_files_the_user_cannot_see(exapp, users):
+    exapp.enable()
+    # alice's Private folder is not shared: bob names it as if it were his.
+    response = exapp.call("POST", "/api/files-action", "bob",
+                          json=_selection(users, "alice", "Private"))
+    assert response.status_code == 404 and "bob has no file at 'Private'" in response.text
+    assert exapp.downloads_of("secret.jpg") == 0
+
+
 def _selection(state, user: str, path: str) -> dict:
     """The v2 Files menu payload for one of user's own files or folders."""
     node = state.own_node(user, path)

@@ -116,13 +116,19 @@ class NextcloudSource:
 
     async def media_at(self, user: str, path: str) -> list[NextcloudFile]:
         """The media file at path, or a folder's media recursively, as the walk would offer
-        them (markers above included, hidden entries skipped); [] when there is none."""
+        them (markers above included, hidden entries skipped); [] when there is none.
+        Raises FileNotFoundError when user cannot see anything at path."""
         path = path.strip("/")
         if any(part.startswith(".") for part in path.split("/")):
             return []
-        node = await self.client(user).files.by_path(path)
+        try:
+            node = await self.client(user).files.by_path(path)
+        except NextcloudException as error:
+            if error.status_code != 404:
+                raise
+            node = None
         if node is None:
-            return []
+            raise FileNotFoundError(f"{user} has no file at {path!r}")
         excluded = await self.excluded_above(user, path)
         if node.is_dir:
             return [found async for found in self.walk_folder(user, path, excluded)]

@@ -43,6 +43,8 @@ async def files_action(request: Request, selection: ActionFileInfoEx) -> dict:
         return {"queued": await service_of(request).queue(user, paths, request=True)}
     except OptedOut as error:
         raise HTTPException(status_code=403, detail=str(error)) from error
+    except FileNotFoundError as error:  # not the user's to ask for, or gone
+        raise HTTPException(status_code=404, detail=str(error)) from error
 
 
 class WebhookCall(BaseModel):
@@ -73,7 +75,7 @@ async def file_event(request: Request, call: WebhookCall) -> dict:
         return {"forgotten": await service.deleted(owner, path, int(event["node"].get("id", 0)))}
     try:
         return {"queued": await service.queue(owner, [path])}
-    except OptedOut:
+    except (OptedOut, FileNotFoundError):  # gone again since the event
         return {"queued": 0}
 
 
