@@ -1,4 +1,9 @@
-"""What the audio and video decoders share about running FFmpeg: file URLs, probing, messages."""
+"""What the audio and video decoders share about running FFmpeg: file URLs, probing, messages.
+
+Every FFmpeg and FFprobe run reads local files only, through the demuxers of the containers
+Recognize reads (and still images, so a photo named ``.mp4`` is told apart): playlists and
+other indirections (HLS, DASH, concat, ...) that would open other files or URLs are refused.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,22 @@ import subprocess
 from pathlib import Path
 
 from ex_app.media.errors import MediaError
+
+# FFmpeg's names of the allowed demuxers ("mov" covers MP4/M4A/3GP, "matroska" WebM).
+DEMUXERS = ("mp3", "mov", "aac", "ogg", "flac", "wav", "matroska", "avi",
+            "jpeg_pipe", "png_pipe", "webp_pipe", "gif", "bmp_pipe", "tiff_pipe")
+INPUT_LIMITS = ("-protocol_whitelist", "file", "-format_whitelist", ",".join(DEMUXERS))
+_REFUSED = "not on whitelist"  # FFmpeg's words when a demuxer or protocol is not allowed
+
+
+def limit_inputs(command: list[str]) -> list[str]:
+    """The FFmpeg command with INPUT_LIMITS before each of its inputs."""
+    limited = []
+    for argument in command:
+        if argument == "-i":
+            limited.extend(INPUT_LIMITS)
+        limited.append(argument)
+    return limited
 
 
 def file_url(path: Path) -> str:
@@ -38,7 +59,8 @@ def last_message(stderr: bytes, path: Path) -> str:
 
 def probe(path: Path, timeout: float, kind: str) -> dict:
     """FFprobe's JSON (``format`` and ``streams``) for a file; errors name the kind of media."""
-    command = ["ffprobe", "-v", "error", "-show_format", "-show_streams", "-of", "json", file_url(path)]
+    command = ["ffprobe", "-v", "error", *INPUT_LIMITS, "-show_format", "-show_streams",
+               "-of", "json", file_url(path)]
     try:
         completed = subprocess.run(command, capture_output=True, timeout=timeout, check=False)
     except subprocess.TimeoutExpired as error:
@@ -46,21 +68,28 @@ def probe(path: Path, timeout: float, kind: str) -> dict:
     except FileNotFoundError as error:
         raise RuntimeError(f"ffprobe (FFmpeg) is not installed; {kind} cannot be decoded") from error
     if completed.returncode != 0:
-        raise MediaError(f"not a readable {kind} file ({last_message(completed.stderr, path)})")
+        if _REFUSED in completed.stderr.decode("utf-8", "replace"):
+            reason = "a playlist or another format that Recognize does not read"
+        else:
+            reason = last_message(completed.stderr, path)
+        raise MediaError(f"not a readable {kind} file ({reason})")
     try:
         return json.loads(completed.stdout.decode("utf-8", "replace") or "{}")
     except ValueError as error:
         raise MediaError(f"not a readable {kind} file (unreadable metadata: {error})") from error
 
 
-
 def run_to_pipe(process, timeout: float, kind: str) -> tuple[bytes, bytes, int]:
-    """Run an ffmpeg-python process with piped output, killed past timeout seconds.
+    """Run an ffmpeg-python process, its inputs limited, with piped output, killed past timeout
+    seconds.
 
     Returns stdout, stderr and the return code; judging them is the caller's.
     """
+    command = limit_inputs(process.compile())
     try:
-        running = process.run_async(pipe_stdout=True, pipe_stderr=True)
+        running = subprocess.Popen(
+            command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
     except FileNotFoundError as error:
         raise RuntimeError(f"ffmpeg is not installed; {kind} cannot be decoded") from error
     try:
