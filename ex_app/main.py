@@ -78,6 +78,11 @@ async def fetch_models(nc: AsyncNextcloudApp, settings: Settings) -> None:
     await nc.set_init_status(100)
 
 
+async def has_webhooks(nc: AsyncNextcloudApp) -> bool:
+    """Whether this Nextcloud has the webhook_listeners app (Nextcloud 30 and later)."""
+    return (await nc.srv_version)["major"] >= 30
+
+
 async def register_ui(nc: AsyncNextcloudApp, settings: Settings) -> None:
     """The Files menu action (v2: the whole selection in one call), the admin and personal
     forms and the file event listeners."""
@@ -92,9 +97,12 @@ async def register_ui(nc: AsyncNextcloudApp, settings: Settings) -> None:
         personal_settings.settings_form(settings.users_enabled_by_default)
     )
     await register_page(nc)
-    await nc.webhooks.unregister_all()  # none twice, whatever an earlier run left
-    for event in FILE_EVENTS:
-        await nc.webhooks.register("POST", FILE_EVENTS_ROUTE, event)
+    if await has_webhooks(nc):
+        await nc.webhooks.unregister_all()  # none twice, whatever an earlier run left
+        for event in FILE_EVENTS:
+            await nc.webhooks.register("POST", FILE_EVENTS_ROUTE, event)
+    else:
+        log.info("Nextcloud before 30 has no webhooks: new files wait for the periodic crawl")
 
 
 async def unregister_ui(nc: AsyncNextcloudApp) -> None:
@@ -102,7 +110,8 @@ async def unregister_ui(nc: AsyncNextcloudApp) -> None:
     await nc.ui.settings.unregister_form(FORM_ID)
     await unregister_page(nc)
     await nc.ui.settings.unregister_form(personal_settings.FORM_ID)
-    await nc.webhooks.unregister_all()
+    if await has_webhooks(nc):
+        await nc.webhooks.unregister_all()
 
 
 async def _start_if_enabled(service: RecognizeService) -> None:

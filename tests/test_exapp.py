@@ -613,3 +613,20 @@ def test_a_deleted_file_loses_its_faces_and_results_at_once(exapp, users, nextcl
     users.delete_node(folder)
     [call] = nextcloud.node_event_calls(NODE_DELETED, folder, "alice")
     assert call.send(exapp.url).json() == {"forgotten": 1}  # cat.jpg
+
+
+def test_on_nextcloud_29_the_periodic_crawl_stands_in_for_webhooks(nextcloud, users, tmp_path,
+                                                                    monkeypatch):
+    nextcloud.state.nextcloud_version = (29, 0, 6)  # no webhook_listeners app
+    nextcloud.state.app.enabled = False
+    settings = Settings(data_dir=tmp_path / "data", model_mirror=SHARED_MODELS,
+                        crawl_interval_seconds=1)
+    with serve(nextcloud, settings, monkeypatch) as exapp:
+        exapp.enable()
+        assert FILES_ACTION_NAME in users.file_actions and users.webhooks == {}
+        exapp.wait_for_cycles(1)
+        new = users.put_file("alice", "Trip/new.jpg", FACE.read_bytes())  # no event comes
+        deadline = time.monotonic() + WAIT_SECONDS
+        while "People" not in users.tag_names_of(new.fileid):
+            assert time.monotonic() < deadline, exapp.progress()
+            time.sleep(0.2)
