@@ -6,6 +6,7 @@ import json
 import logging
 import sys
 from dataclasses import asdict
+from datetime import UTC, datetime
 from pathlib import Path
 
 import click
@@ -357,8 +358,9 @@ def stats(engine: Engine, as_json: bool) -> None:
 def progress(engine: Engine, as_json: bool, per_user: bool) -> None:
     """Work done and left per analyzer, recent throughput and time left; then per user."""
     with engine.sessions() as session:
-        report = measure_progress(session)
-        users = measure_user_progress(session)
+        now = datetime.now(UTC)
+        report = measure_progress(session, now)
+        users = measure_user_progress(session, now)
     if as_json:
         instance = [p.as_dict() for p in report]
         if per_user:

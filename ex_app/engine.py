@@ -15,6 +15,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from ex_app.config import MANIFEST_PATH, Settings
+from ex_app.media.kinds import MediaKind
 from ex_app.models.manifest import load_manifest
 from ex_app.models.store import ModelStore
 from ex_app.people.clustering import ClusterParams, QualityGate
@@ -22,7 +23,8 @@ from ex_app.people.grouping import regroup_all, update_persons
 from ex_app.store import schema
 from ex_app.store.database import open_database
 from ex_app.store.schema import TaskStatus
-from ex_app.work.pipeline import Pipeline
+from ex_app.work.neighbour import host_lock
+from ex_app.work.pipeline import ANALYZER_MODELS, Pipeline
 from ex_app.work.queue import BACKLOG, WorkQueue
 from ex_app.work.scan import SyncReport, sync_folder
 from ex_app.work.worker import (
@@ -73,13 +75,30 @@ class Engine:
         obey_schedule: bool = True,
         on_file_done: Callable[[str], None] = lambda path: None,
     ) -> Worker:
-        """A worker on this engine's queue and store (local files unless told how to fetch)."""
+        """A worker on this engine's queue and store (local files unless told how to fetch);
+        the models it needs are fetched first."""
+        self.fetch_models()
         processor = FileProcessor.from_settings(
             self.settings, self.sessions, self.pipeline, fetcher or LocalFetcher(), after_recorded
         )
         return Worker(
             self.settings, self.queue, processor, obey_schedule=obey_schedule, on_file_done=on_file_done
         )
+
+    def fetch_models(self) -> None:
+        """Fetch the enabled analyzers' models, one process of the host at a time (workers
+        starting together would write the same files)."""
+        names = sorted(
+            {
+                name
+                for kind in MediaKind
+                for analyzer in self.pipeline.enabled_analyzers(kind)
+                for name in ANALYZER_MODELS[analyzer]
+            }
+        )
+        with host_lock(self.settings.data_dir / "models.lock"):
+            for name in names:
+                self.models.fetch(name)
 
     def scan(
         self,

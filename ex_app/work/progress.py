@@ -53,7 +53,7 @@ def _measure(
     now = now or datetime.now(UTC)
     since = now - THROUGHPUT_WINDOW
     finished = and_(schema.Task.status != TaskStatus.PENDING, schema.Task.updated_at >= since)
-    retrying = and_(schema.Task.status == TaskStatus.PENDING, schema.Task.attempts > 0)
+    retrying = and_(schema.Task.status == TaskStatus.PENDING, schema.Task.error.is_not(None))
     owner = (schema.Root.source, schema.Root.location) if by_user else ()
     rows = session.execute(
         select(

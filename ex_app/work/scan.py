@@ -257,9 +257,9 @@ def process_pending(
         claimed = processor.claim(file_id)
         if claimed is None:
             continue
-        processor.process(claimed)
-        processed += 1
-        on_file_done(path)
+        if processor.process(claimed).recorded:
+            processed += 1
+            on_file_done(path)
     return processed
 
 

@@ -79,6 +79,14 @@ class Outcome:
 AfterRecorded = Callable[[Outcome], None]
 
 
+@dataclass
+class Processed:
+    """What processing a claimed file came to."""
+
+    recorded: bool  # its results (or permanent error) are in the store
+    retry_in: float | None = None  # seconds until it is tried again, after a failure that may pass
+
+
 def worker_name() -> str:
     """Unique among all workers of all hosts: host, process, and a random part."""
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
@@ -137,21 +145,18 @@ class FileProcessor:
         with self.sessions.begin() as session:
             return claims.claim_file(session, file_id, self.name, self.lease)
 
-    def process(self, claimed: ClaimedFile) -> float | None:
-        """Fetch, analyze and record a claimed file.
-
-        Returns the delay of its retry when it failed in a way that may pass (the caller
-        sends it again after that long), else None.
-        """
+    def process(self, claimed: ClaimedFile) -> Processed:
+        """Fetch, analyze and record a claimed file."""
         try:
             with self.fetcher.fetch(claimed) as path:
                 analysis: FileAnalysis | str = self._analyze(path, claimed.analyzers)
         except (TransientError, OSError, OperationalError) as error:
-            log.warning("%s failed, will retry: %s", claimed.path, error)
+            log.warning("%s failed, may retry: %s", claimed.path, error)
             with self.sessions.begin() as session:
-                return claims.fail_transiently(
+                delay = claims.fail_transiently(
                     session, claimed, self.name, _reason(error), self.max_attempts, self.retry_delay
                 )
+            return Processed(recorded=False, retry_in=delay)
         except MediaError as error:
             analysis = str(error)
         except ModelUnavailable:
@@ -164,7 +169,7 @@ class FileProcessor:
             self.after_recorded(
                 Outcome(claimed, None if failed else analysis, analysis if failed else None)
             )
-        return None
+        return Processed(recorded=recorded)
 
     def _analyze(self, path: Path, analyzers: tuple[str, ...]) -> FileAnalysis | str:
         """The analysis, or the permanent error to record (time limit, memory, a bug)."""
@@ -214,6 +219,7 @@ class Worker:
         self.on_file_done = on_file_done
         self.processed = 0  # files analyzed by this worker
         self.stopping = threading.Event()
+        self.fatal: Exception | None = None  # what stopped the worker, raised by run()
         self._held_back: str | None = None
         queue.serve(self._run_batch)
 
@@ -265,6 +271,8 @@ class Worker:
                 self.queue.sent.wait(idle)
                 idle = min(idle * 2, self.settings.idle_poll_seconds)
         log.info("worker %s stopped after %d files", self.name, self.processed)
+        if self.fatal is not None:
+            raise self.fatal
         return self.processed
 
     def _run_batch(self, file_ids: list[int], priority: int) -> None:
@@ -277,12 +285,18 @@ class Worker:
             claimed = self.processor.claim(file_id)
             if claimed is None:
                 continue  # done, or held by another worker
-            retry_in = self.processor.process(claimed)
-            if retry_in is not None:
-                self.queue.send([file_id], claimed.priority, delay=retry_in)
-                continue
-            self.processed += 1
-            self.on_file_done(claimed.path)
+            try:
+                processed = self.processor.process(claimed)
+            except ModelUnavailable as error:  # no file can be analyzed here: stop
+                self.queue.send(file_ids[index:], priority)
+                self.fatal = error
+                self.stopping.set()
+                return
+            if processed.retry_in is not None:
+                self.queue.send([file_id], claimed.priority, delay=processed.retry_in)
+            if processed.recorded:
+                self.processed += 1
+                self.on_file_done(claimed.path)
 
     def _must_yield(self, priority: int) -> bool:
         if self.stopping.is_set() or self.held_back():

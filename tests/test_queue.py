@@ -1,0 +1,288 @@
+"""The work queue and its workers, as real `recognize worker` processes on real photos.
+
+Only the objects analyzer runs (the cheapest); backlogs are small; leases, retry delays
+and idle waits are shortened through the settings so that recovery shows within seconds.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from conftest import REPO, SHARED_MODELS
+
+FAST = {
+    "RECOGNIZE_FACES_ENABLED": "0",
+    "RECOGNIZE_PLACES_ENABLED": "0",
+    "RECOGNIZE_MUSIC_ENABLED": "0",
+    "RECOGNIZE_VIDEO_ENABLED": "0",
+    "RECOGNIZE_IDLE_POLL_SECONDS": "0.3",
+    "RECOGNIZE_REQUEUE_INTERVAL_SECONDS": "0.5",
+    "RECOGNIZE_QUEUE_BATCH_SIZE": "4",
+    "RECOGNIZE_CPU_BUDGET": "2",
+}
+
+
+def environment(**settings: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RECOGNIZE_")}
+    env.pop("APP_PERSISTENT_STORAGE", None)
+    return env | FAST | settings
+
+
+def command(data_dir: Path, *args: str) -> list[str]:
+    return [sys.executable, "-m", "ex_app", "--data-dir", str(data_dir),
+            "--model-mirror", str(SHARED_MODELS), *args]
+
+
+def cli(data_dir: Path, *args: str, **settings: str) -> str:
+    done = subprocess.run(command(data_dir, *args), capture_output=True, text=True, check=False,
+                          env=environment(**settings), cwd=REPO, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def start_worker(data_dir: Path, *args: str, **settings: str) -> subprocess.Popen:
+    return subprocess.Popen(command(data_dir, "worker", *args), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=environment(**settings), cwd=REPO)
+
+
+def finish(worker: subprocess.Popen, timeout: float = 180) -> tuple[int, str]:
+    """Wait for a worker; returns how many files it analyzed and its log."""
+    out, err = worker.communicate(timeout=timeout)
+    assert worker.returncode == 0, err
+    return int(re.search(r"(\d+) files analyzed by worker", out).group(1)), err
+
+
+def photo_tree(folder: Path, shared_data: Path, count: int, start: int = 0) -> Path:
+    folder.mkdir(parents=True)
+    for photo in sorted((shared_data / "images").iterdir())[start : start + count]:
+        shutil.copy(photo, folder / photo.name)
+    return folder
+
+
+def tasks(data_dir: Path) -> list[dict]:
+    with sqlite3.connect(data_dir / "recognize.db") as db:
+        db.row_factory = sqlite3.Row
+        return [dict(row) for row in db.execute(
+            "SELECT tasks.*, files.path FROM tasks JOIN files ON files.id = tasks.file_id"
+        )]
+
+
+def wait_until(condition, timeout: float = 120, step: float = 0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(step)
+    raise AssertionError("condition not met in time")
+
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory):
+    """A redis-server of its own on a free port (Debian's package)."""
+    server = shutil.which("redis-server")
+    assert server, "redis-server is missing: apt-get install redis-server"
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    folder = tmp_path_factory.mktemp("redis")
+    process = subprocess.Popen([server, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                                "--appendonly", "no", "--dir", str(folder)],
+                               stdout=subprocess.DEVNULL)
+    import redis
+
+    client = redis.Redis(port=port)
+    wait_until(lambda: _pings(client), timeout=20)
+    yield f"redis://127.0.0.1:{port}/0"
+    process.terminate()
+    process.wait(timeout=10)
+
+
+def _pings(client) -> bool:
+    import redis
+
+    try:
+        return client.ping()
+    except redis.ConnectionError:
+        return False
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "redis"])
+def test_two_workers_share_a_backlog_and_analyze_each_file_once(
+    backend, tmp_path, shared_data, request
+):
+    settings = {"RECOGNIZE_QUEUE_URL": request.getfixturevalue("redis_url")} if backend == "redis" else {}
+    tree = photo_tree(tmp_path / "tree", shared_data, 30)
+    data_dir = tmp_path / "state"
+    assert "30 new" in cli(data_dir, "scan", "--queue-only", str(tree), **settings)
+    assert {t["status"] for t in tasks(data_dir)} == {"pending"}
+
+    cli(data_dir, "pause", **settings)  # both start held back, then begin together
+    workers = [start_worker(data_dir, "--exit-when-done", **settings) for _ in range(2)]
+    time.sleep(1)
+    cli(data_dir, "resume", **settings)
+    counts = [finish(worker)[0] for worker in workers]
+
+    rows = tasks(data_dir)
+    assert len(rows) == 30 and {t["status"] for t in rows} == {"done"}
+    assert sum(counts) == 30 and min(counts) > 0, counts  # each file analyzed by one worker
+    assert {t["attempts"] for t in rows} == {1}
+    assert len({t["worker"] for t in rows}) == 2
+    assert all(t["lease_until"] is None for t in rows)
+
+
+def test_a_worker_killed_mid_backlog_loses_nothing_and_duplicates_nothing(tmp_path, shared_data):
+    settings = {"RECOGNIZE_LEASE_SECONDS": "4", "RECOGNIZE_FILE_TIME_LIMIT_SECONDS": "3"}
+    tree = photo_tree(tmp_path / "tree", shared_data, 30)
+    data_dir = tmp_path / "state"
+    cli(data_dir, "scan", "--queue-only", str(tree), **settings)
+
+    victim = start_worker(data_dir, **settings)
+
+    def busy_with_a_file():
+        rows = tasks(data_dir)
+        held = [t for t in rows if t["status"] == "pending" and t["lease_until"]]
+        return held if sum(t["status"] == "done" for t in rows) >= 3 and held else None
+
+    wait_until(busy_with_a_file, step=0.01)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    rows = tasks(data_dir)
+    done_before = {t["path"] for t in rows if t["status"] == "done"}
+    held = [t for t in rows if t["status"] == "pending" and t["lease_until"]]
+    assert 3 <= len(done_before) < 30
+
+    analyzed, _ = finish(start_worker(data_dir, "--exit-when-done", **settings))
+    rows = tasks(data_dir)
+    assert {t["status"] for t in rows} == {"done"} and len(rows) == 30
+    assert analyzed == 30 - len(done_before)  # the rest, each once
+    assert {t["attempts"] for t in rows} == {1}
+    for t in held:  # the file the victim held was given to the second worker
+        again = next(r for r in rows if r["id"] == t["id"])
+        assert again["worker"] != t["worker"]
+
+
+def test_a_file_that_keeps_failing_is_dead_lettered_with_its_error_and_retry_sends_it_again(
+    tmp_path, shared_data
+):
+    settings = {"RECOGNIZE_MAX_ATTEMPTS": "3", "RECOGNIZE_RETRY_DELAY_SECONDS": "0.2"}
+    tree = photo_tree(tmp_path / "tree", shared_data, 4)
+    (tree / "broken.jpg").write_bytes(b"\xff\xd8\xff")
+    data_dir = tmp_path / "state"
+    cli(data_dir, "scan", "--queue-only", str(tree), **settings)
+    away = min(tree.glob("*.JPEG"))
+    kept = tmp_path / away.name
+    away.rename(kept)  # a file that cannot be read for now: retried, then given up
+
+    analyzed, _ = finish(start_worker(data_dir, "--exit-when-done", **settings))
+    by_path = {t["path"]: t for t in tasks(data_dir)}
+    assert analyzed == 4  # three photos and the broken file; the missing one was not analyzed
+    missing = by_path[away.name]
+    assert missing["status"] == "error" and missing["attempts"] == 3
+    assert "gave up after 3 attempts" in missing["error"] and "is not there" in missing["error"]
+    broken = by_path["broken.jpg"]  # a bad file is not retried
+    assert broken["status"] == "error" and broken["attempts"] == 1 and "gave up" not in broken["error"]
+    assert "3 done, 0 pending, 2 failed" in cli(data_dir, "progress", **settings)
+
+    kept.rename(away)
+    assert "2 files sent again" in cli(data_dir, "retry", **settings)
+    finish(start_worker(data_dir, "--exit-when-done", **settings))
+    by_path = {t["path"]: t for t in tasks(data_dir)}
+    assert by_path[away.name]["status"] == "done" and by_path[away.name]["error"] is None
+    assert by_path["broken.jpg"]["status"] == "error"
+
+
+def test_a_request_overtakes_a_long_backlog(tmp_path, shared_data):
+    from ex_app.config import Settings
+    from ex_app.engine import Engine
+    from ex_app.work.queue import REQUEST
+
+    backlog = photo_tree(tmp_path / "backlog", shared_data, 36)
+    wanted = photo_tree(tmp_path / "wanted", shared_data, 2, start=50)
+    data_dir = tmp_path / "state"
+    cli(data_dir, "scan", "--queue-only", str(backlog))
+    cli(data_dir, "scan", "--queue-only", str(wanted))  # known files, at the end of the queue
+    worker = start_worker(data_dir, "--exit-when-done")
+    wait_until(lambda: sum(t["status"] == "done" for t in tasks(data_dir)) >= 2, step=0.01)
+
+    engine = Engine(Settings(data_dir=data_dir, **{k.removeprefix("RECOGNIZE_").lower(): v
+                                                   for k, v in FAST.items()}))
+    wanted_ids = [t["file_id"] for t in tasks(data_dir) if t["path"] in {p.name for p in wanted.iterdir()}]
+    assert engine.queue.enqueue_files(engine.sessions, wanted_ids, REQUEST) == 2
+    finish(worker)
+
+    rows = tasks(data_dir)
+    assert {t["status"] for t in rows} == {"done"}
+    wanted_done = max(t["updated_at"] for t in rows if t["file_id"] in wanted_ids)
+    after = [t for t in rows if t["file_id"] not in wanted_ids and t["updated_at"] > wanted_done]
+    assert len(after) >= 20, f"the request was done before only {len(after)} backlog files"
+
+
+def test_quiet_hours_and_pause_hold_work_back(tmp_path, shared_data):
+    tree = photo_tree(tmp_path / "tree", shared_data, 6)
+    data_dir = tmp_path / "state"
+    cli(data_dir, "scan", "--queue-only", str(tree))
+    hour = datetime.now().hour
+    quiet = start_worker(data_dir, "--exit-when-done", RECOGNIZE_QUIET_HOURS=f"{hour}-{(hour + 2) % 24}")
+    time.sleep(4)
+    assert {t["status"] for t in tasks(data_dir)} == {"pending"}
+    quiet.send_signal(signal.SIGTERM)
+    analyzed, log = finish(quiet)
+    assert analyzed == 0 and "quiet hours" in log
+
+    cli(data_dir, "pause")
+    assert "workers are paused" in cli(data_dir, "progress")
+    worker = start_worker(data_dir, "--exit-when-done")
+    time.sleep(3)
+    assert {t["status"] for t in tasks(data_dir)} == {"pending"}
+    cli(data_dir, "resume")
+    analyzed, log = finish(worker)
+    assert analyzed == 6 and "paused" in log
+    assert {t["status"] for t in tasks(data_dir)} == {"done"}
+
+
+def test_progress_on_a_half_done_backlog_gives_the_rate_and_time_left(tmp_path, shared_data):
+    tree = photo_tree(tmp_path / "tree", shared_data, 20)
+    data_dir = tmp_path / "state"
+    cli(data_dir, "scan", str(tree))
+    # Half of it back to pending; the other half finished one every 30 s over five minutes.
+    now = datetime.now(UTC)
+    with sqlite3.connect(data_dir / "recognize.db") as db:
+        ids = [row[0] for row in db.execute("SELECT id FROM tasks ORDER BY id")]
+        for index, task_id in enumerate(ids):
+            if index < 10:
+                finished = (now - timedelta(seconds=30 * (index + 1))).strftime("%Y-%m-%d %H:%M:%S.%f")
+                db.execute("UPDATE tasks SET updated_at = ? WHERE id = ?", (finished, task_id))
+            else:
+                db.execute("UPDATE tasks SET status = 'pending', attempts = 0 WHERE id = ?", (task_id,))
+
+    import json
+
+    report = json.loads(cli(data_dir, "progress", "--json", "--per-user"))
+    (objects,) = report["instance"]
+    assert (objects["done"], objects["pending"], objects["failed"]) == (10, 10, 0)
+    assert 1.9 <= objects["per_minute"] <= 2.0  # 10 files in 300 s (and the seconds since)
+    assert 290 <= objects["eta_seconds"] <= 320  # 10 left at 2 a minute
+    assert report["users"] == {f"local:{tree.resolve()}": [objects]}
+    text = cli(data_dir, "progress")
+    assert re.search(r"objects: 10 done, 10 pending, 0 failed; (1\.9|2\.0)/min; time left 5m0\ds", text)
+
+
+def test_a_file_over_the_time_limit_is_recorded_with_that_reason(tmp_path, shared_data):
+    tree = photo_tree(tmp_path / "tree", shared_data, 2)
+    data_dir = tmp_path / "state"
+    cli(data_dir, "scan", str(tree), RECOGNIZE_FILE_TIME_LIMIT_SECONDS="0.001")
+    rows = tasks(data_dir)
+    assert {t["status"] for t in rows} == {"error"}
+    assert all("per-file time limit" in t["error"] for t in rows)
