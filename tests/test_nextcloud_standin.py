@@ -165,14 +165,19 @@ def test_node_events_reach_the_exapp_as_webhook_listeners_sends_them(
 
 
 def test_capabilities_and_version(app_env: Nextcloud) -> None:
-    async def scenario() -> tuple[dict, dict]:
+    """As on a real Nextcloud: the ExApp without a user sees only the public capabilities."""
+    async def scenario() -> tuple[dict, dict, dict]:
         nc = AsyncNextcloudApp()
-        return await nc.srv_version, await nc.capabilities
+        version, public = await nc.srv_version, await nc.capabilities
+        await nc.set_user("alice")
+        return version, public, await nc.capabilities
 
-    version, capabilities = run(scenario())
+    version, public, capabilities = run(scenario())
     assert version["major"] == 30 and version["string"].startswith("30.")
-    assert capabilities["app_api"]["version"] == app_env.state.aa_version
-    assert "notifications" in capabilities and "files" in capabilities
+    assert public["app_api"] == {"version": app_env.state.aa_version}
+    assert "files" not in public and "notifications" not in public and "webhook_listeners" not in public
+    assert capabilities["app_api"]["loglevel"] == app_env.state.loglevel
+    assert "notifications" in capabilities and "files" in capabilities and "webhook_listeners" in capabilities
 
 
 def test_users_lists(app_env: Nextcloud) -> None:
@@ -224,8 +229,9 @@ def test_user_preferences_are_per_user(app_env: Nextcloud) -> None:
     raw = httpx.post(f"{app_env.url}/ocs/v2.php/apps/app_api/api/v1/ex-app/preference?format=json",
                      headers={**app_env.headers_to_exapp("bob"), "OCS-APIRequest": "true"},
                      json={"configKey": "k", "configValue": 5})
-    assert raw.json()["ocs"]["data"] == {"id": None, "user_id": "bob", "appid": "recognize", "configkey": "k",
-                                         "configvalue": "5", "sensitive": 0}
+    saved = raw.json()["ocs"]["data"]
+    assert isinstance(saved.pop("id"), int)  # the saved row's id, as AppAPI answers
+    assert saved == {"user_id": "bob", "appid": "recognize", "configkey": "k", "configvalue": "5", "sensitive": 0}
 
 
 def test_init_status_and_enabled_state(app_env: Nextcloud) -> None:
@@ -274,7 +280,7 @@ def test_file_actions_menu_register_get_unregister(app_env: Nextcloud) -> None:
 
     entry = run(register())
     assert entry.name == "recognize_file" and entry.mime == "image" and entry.version == "2.0"
-    assert entry.action_handler == "/api/v1/files/action" and entry.permissions == 31
+    assert entry.action_handler == "api/v1/files/action" and entry.permissions == 31  # AppAPI strips the "/"
     registered = app_env.state.file_actions["recognize_file"]
     assert registered["appid"] == "recognize" and registered["display_name"] == "Recognize"
     assert run(unregister()) is None and app_env.state.file_actions == {}
@@ -355,13 +361,16 @@ async def _list_webhooks_as(user: str) -> list:
 
 
 def test_log_respects_the_loglevel(app_env: Nextcloud) -> None:
+    """The loglevel is in the capabilities a user sees; without a user nc_py_api sends every level."""
     async def scenario() -> None:
         nc = AsyncNextcloudApp()
+        await nc.log(LogLvl.INFO, "sent: no loglevel without a user")
+        await nc.set_user("alice")
         await nc.log(LogLvl.INFO, "dropped: below loglevel 2")
         await nc.log(LogLvl.ERROR, "a face model is missing")
 
     run(scenario())
-    assert app_env.state.logs == [(3, "a face model is missing")]
+    assert app_env.state.logs == [(1, "sent: no loglevel without a user"), (3, "a face model is missing")]
 
 
 def test_ocs_xml_is_the_default_format(app_env: Nextcloud) -> None:
@@ -572,7 +581,9 @@ def test_tags_create_assign_list_unassign(app_env: Nextcloud) -> None:
         await nc.files.create_tag("People")
         tag = await nc.files.tag_by_name("People")
         await nc.files.assign_tag(photo.fileid, tag)
-        await nc.files.assign_tag(photo.fileid, tag)  # assigning twice is fine, as in Nextcloud
+        with pytest.raises(NextcloudException) as twice:  # sabre: PUT on the existing mapping
+            await nc.files.assign_tag(photo.fileid, tag)
+        assert twice.value.status_code == 409
         tags = await nc.files.get_tags(photo.fileid)
         tagged = await nc.files.list_by_criteria(tags=[tag])
         await nc.files.unassign_tag(photo.fileid, tag)
@@ -710,3 +721,73 @@ def test_503_is_maintenance_mode_and_can_target_webdav_only(app_env: Nextcloud) 
 def test_unknown_ocs_route_is_not_found(app_env: Nextcloud) -> None:
     with pytest.raises(NextcloudExceptionNotFound):
         run(AsyncNextcloudApp().ocs("GET", "/ocs/v1.php/apps/no_such_app/api/v1/thing"))
+
+
+# --- what a real Nextcloud 29 with AppAPI 3.2.3 answered (tests/nextcloud_standin/README.md) ----------
+
+
+def test_unknown_ocs_route_answers_as_ocs_php_itself(app_env: Nextcloud) -> None:
+    headers = {**app_env.headers_to_exapp(), "OCS-APIRequest": "true"}
+    v1 = httpx.get(f"{app_env.url}/ocs/v1.php/apps/no_such_app/api/v1/thing?format=json", headers=headers)
+    v2 = httpx.get(f"{app_env.url}/ocs/v2.php/apps/no_such_app/api/v1/thing?format=json", headers=headers)
+    assert v1.status_code == 200 and v2.status_code == 404
+    assert v1.json()["ocs"]["meta"].keys() == {"status", "statuscode", "message"}  # no paging fields
+    assert v1.json()["ocs"]["meta"]["statuscode"] == 998 and v1.json()["ocs"]["data"] == []
+    assert v2.json()["ocs"]["meta"]["statuscode"] == 404
+
+
+def test_preferences_without_a_user_are_a_server_error(app_env: Nextcloud) -> None:
+    with pytest.raises(NextcloudException) as e:
+        run(AsyncNextcloudApp().preferences_ex.get_value("x"))
+    assert e.value.status_code == 996
+
+
+def test_notification_answer_is_unprepared_and_the_list_is_rich(app_env: Nextcloud) -> None:
+    headers = {**app_env.headers_to_exapp("alice"), "OCS-APIRequest": "true"}
+    sent = httpx.post(f"{app_env.url}/ocs/v1.php/apps/app_api/api/v1/notification?format=json", headers=headers,
+                      json={"params": {"object": "app_api", "object_id": "x", "subject_type": "app_api_ex_app",
+                                       "subject_params": {"rich_subject": "Done", "rich_subject_params": {},
+                                                          "rich_message": "3 photos", "rich_message_params": {}}}})
+    assert sent.json()["ocs"]["data"]["subject"] == "" and sent.json()["ocs"]["data"]["message"] == ""
+    listed = httpx.get(f"{app_env.url}/ocs/v2.php/apps/notifications/api/v2/notifications?format=json",
+                       headers=headers).json()["ocs"]["data"][0]
+    assert listed["subject"] == listed["subjectRich"] == "Done" and listed["messageRich"] == "3 photos"
+    assert listed["actions"] == [] and listed["shouldNotify"] is True and listed["icon"].endswith(".svg")
+
+
+def test_files_props_and_download_headers_as_sabre_gives_them(app_env: Nextcloud) -> None:
+    app_env.state.put_file("alice", "Photos/a b.jpg", JPEG)
+    headers = {**app_env.headers_to_exapp("alice"), "Depth": "1"}
+    body = ('<d:propfind xmlns:d="DAV:" xmlns:oc="http://owncloud.org/ns" xmlns:nc="http://nextcloud.org/ns">'
+            "<d:prop><oc:downloadURL/><nc:is-encrypted/></d:prop></d:propfind>")
+    listing = httpx.request("PROPFIND", f"{app_env.url}/remote.php/dav/files/alice/Photos", headers=headers,
+                            content=body)
+    found = {}
+    for response in ElementTree.fromstring(listing.content).findall("{DAV:}response"):
+        for propstat in response.findall("{DAV:}propstat"):
+            status = propstat.findtext("{DAV:}status").split(" ")[1]
+            for prop in propstat.find("{DAV:}prop"):
+                found[(response.findtext("{DAV:}href").endswith("/"), prop.tag.rpartition("}")[2])] = status
+    assert found == {(True, "is-encrypted"): "200", (True, "downloadURL"): "404",
+                     (False, "is-encrypted"): "404", (False, "downloadURL"): "200"}
+    got = httpx.get(f"{app_env.url}/remote.php/dav/files/alice/Photos/a%20b.jpg",
+                    headers={**app_env.headers_to_exapp("alice"), "Range": "bytes=0-9"})
+    assert got.status_code == 206 and "oc-fileid" not in got.headers and "accept-ranges" not in got.headers
+    assert got.headers["content-disposition"] == "attachment; filename*=UTF-8''a%20b.jpg; filename=\"a b.jpg\""
+
+
+def test_nextcloud29_has_no_webhook_listeners(nextcloud29: Nextcloud, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in nextcloud29.app_env().items():
+        monkeypatch.setenv(name, value)
+
+    async def scenario() -> tuple[dict, dict]:
+        nc = await as_user("admin")
+        with pytest.raises(NextcloudExceptionNotFound):
+            await nc.webhooks.get_list()
+        with pytest.raises(NextcloudExceptionNotFound):  # what Recognize's /enabled met on a real 29
+            await nc.webhooks.unregister_all()
+        return await nc.srv_version, await nc.capabilities
+
+    version, capabilities = run(scenario())
+    assert version["string"] == "29.0.1" and capabilities["app_api"]["version"] == "3.2.3"
+    assert "webhook_listeners" not in capabilities and "notifications" in capabilities

@@ -1,4 +1,5 @@
-"""A local stand-in of the Nextcloud 30 + AppAPI endpoints Recognize uses, served over real HTTP.
+"""A local stand-in of the Nextcloud 30 + AppAPI endpoints Recognize uses, served over real HTTP
+(fixture ``nextcloud``; ``nextcloud29`` answers as Nextcloud 29 with AppAPI 3.2.3; see README.md).
 
 Use it from a test module::
 

@@ -58,8 +58,17 @@ class Nextcloud:
 
 @pytest.fixture
 def nextcloud(tmp_path: Path) -> Iterator[Nextcloud]:
-    """A fresh stand-in Nextcloud with an admin ``admin`` and users ``alice`` and ``bob``."""
-    state = NextcloudState(APP_ID, APP_VERSION, new_secret(), AA_VERSION)
+    """A fresh stand-in Nextcloud 30 with an admin ``admin`` and users ``alice`` and ``bob``."""
+    yield from _serve(tmp_path, NextcloudState(APP_ID, APP_VERSION, new_secret(), AA_VERSION))
+
+
+@pytest.fixture
+def nextcloud29(tmp_path: Path) -> Iterator[Nextcloud]:
+    """The same as Nextcloud 29 with AppAPI 3.2 answers it: no webhook_listeners app."""
+    yield from _serve(tmp_path, NextcloudState(APP_ID, APP_VERSION, new_secret(), "3.2.3", (29, 0, 1)))
+
+
+def _serve(tmp_path: Path, state: NextcloudState) -> Iterator[Nextcloud]:
     state.add_user("admin", "Administrator", admin=True)
     state.add_user("alice", "Alice")
     state.add_user("bob", "Bob")

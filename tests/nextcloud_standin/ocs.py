@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -15,9 +16,14 @@ from starlette.routing import Route
 from .auth import AuthFailed, exapp_user
 from .state import NextcloudState
 
-NC_VERSION = {"major": 30, "minor": 0, "micro": 5, "string": "30.0.5", "edition": "", "extendedSupport": False}
 RESPOND_UNAUTHORISED = 997
 RESPOND_NOT_FOUND = 998
+RESPOND_SERVER_ERROR = 996
+# What ocs/v1.php and ocs/v2.php answer themselves (no controller): a route no app defines, or an
+# uncaught error. Their v1 meta has no totalitems/itemsperpage; v2 says 404 or 500 instead.
+CORE_FAILURES = {RESPOND_NOT_FOUND: 404, RESPOND_SERVER_ERROR: 500}
+NOT_FOUND_MESSAGE = ("Invalid query, please check the syntax. API specifications are here: "
+                     "http://www.freedesktop.org/wiki/Specifications/open-collaboration-services.\n")
 
 
 class OcsError(Exception):
@@ -32,14 +38,14 @@ class OcsError(Exception):
 def ocs_response(request: Request, data: Any, status: int = 200, message: str = "") -> Response:
     """Render ``data`` in the OCS envelope of the request's version, as Nextcloud's V1/V2Response do."""
     v2 = request.url.path.startswith("/ocs/v2.php/")
+    if status in CORE_FAILURES:
+        return _core_failure(request, status, message, v2)
     if v2:
         ocs_status = status
         ok = 200 <= status < 300
         if status == RESPOND_UNAUTHORISED:
             http_status = 401
-        elif status == RESPOND_NOT_FOUND:
-            http_status = 404
-        elif status in (996, 999):
+        elif status == 999:
             http_status = 500
         elif status < 200 or status > 600:
             http_status = 400
@@ -53,7 +59,17 @@ def ocs_response(request: Request, data: Any, status: int = 200, message: str = 
                             "message": "OK" if ok else message}
     if not v2:
         meta.update(totalitems="", itemsperpage="")
-    envelope = {"ocs": {"meta": meta, "data": data}}
+    return _render(request, {"ocs": {"meta": meta, "data": data}}, http_status)
+
+
+def _core_failure(request: Request, status: int, message: str, v2: bool) -> Response:
+    """ocs/v*.php's own answer (OC_API::respond): data [], no paging fields, v2 with an HTTP status code."""
+    ocs_status = CORE_FAILURES[status] if v2 else status
+    meta = {"status": "failure", "statuscode": ocs_status, "message": message}
+    return _render(request, {"ocs": {"meta": meta, "data": []}}, ocs_status if v2 else 200)
+
+
+def _render(request: Request, envelope: dict[str, Any], http_status: int) -> Response:
     if _wants_json(request):
         return Response(json.dumps(envelope), http_status, media_type="application/json; charset=utf-8")
     root = ElementTree.Element("ocs")
@@ -86,6 +102,7 @@ class OcsApi:
 
     def __init__(self, state: NextcloudState) -> None:
         self.state = state
+        self._row_ids: dict[tuple[int, Any], int] = {}  # (store, key) -> id of its database row
 
     def routes(self) -> list[Route]:
         table: list[tuple[str, str, str, Handler]] = [
@@ -129,6 +146,8 @@ class OcsApi:
             ("DELETE", "/apps/notifications/api/v2/notifications/{notification_id:int}", "user",
              self.notification_delete),
         ]
+        if not self.state.webhook_listeners:  # Nextcloud 29: no such app, its routes are unknown
+            table = [row for row in table if not row[1].startswith("/apps/webhook_listeners/")]
         return [Route(f"/ocs/v{v}.php{path}", self._endpoint(guard, handler), methods=[method])
                 for method, path, guard, handler in table for v in (1, 2)]
 
@@ -137,7 +156,12 @@ class OcsApi:
             try:
                 user = self._authorize(request, guard)
                 params = await _params(request)
-                return ocs_response(request, await handler(request, user, params))
+                data = await handler(request, user, params)
+                response = ocs_response(request, data)
+                if handler in (self.capabilities, self.notifications_list):  # their controllers set one
+                    digest = hashlib.md5(json.dumps(data, sort_keys=True).encode()).hexdigest()
+                    response.headers["ETag"] = f'"{digest}"'
+                return response
             except OcsError as e:
                 return ocs_response(request, [], e.status, e.message)
         return endpoint
@@ -164,23 +188,39 @@ class OcsApi:
     # --- core ----------------------------------------------------------------------------------
 
     async def capabilities(self, request: Request, user: str, params: dict) -> Any:
-        return {
-            "version": NC_VERSION,
-            "capabilities": {
-                "core": {"pollinterval": 60, "webdav-root": "remote.php/webdav", "reference-api": True,
-                         "reference-regex": "", "mod-rewrite-working": False},
-                "dav": {"chunking": "1.0", "bulkupload": "1.0"},
-                "files": {"bigfilechunking": True, "blacklisted_files": [".htaccess"], "undelete": True,
-                          "versioning": True, "version_labeling": True, "version_deletion": True},
-                "systemtags": {"enabled": True},
-                "notifications": {"ocs-endpoints": ["list", "get", "delete", "delete-all", "icons", "rich-strings",
-                                                    "action-web", "user-status", "exists"],
-                                  "push": ["devices", "object-data", "delete"],
-                                  "admin-notifications": ["ocs", "cli"]},
-                "webhook_listeners": {"enabled": True},
-                "app_api": {"loglevel": self.state.loglevel, "version": self.state.aa_version},
-            },
+        """Without a user (an ExApp's own requests) Nextcloud lists only the public capabilities."""
+        major, minor, micro = self.state.nextcloud_version
+        version = {"major": major, "minor": minor, "micro": micro, "string": f"{major}.{minor}.{micro}",
+                   "edition": "", "extendedSupport": False}
+        public = {
+            "bruteforce": {"delay": 0, "allow-listed": False},
+            "theming": {"name": "Nextcloud", "url": "https://nextcloud.com", "slogan": "a safe home for all your data",
+                        "color": "#00679e", "color-text": "#ffffff", "color-element": "#00679e",
+                        "color-element-bright": "#00679e", "color-element-dark": "#00679e",
+                        "logo": f"{request.base_url}core/img/logo/logo.svg?v=0", "background": "#00679e",
+                        "background-plain": True, "background-default": True,
+                        "logoheader": f"{request.base_url}core/img/logo/logo.svg?v=0",
+                        "favicon": f"{request.base_url}core/img/logo/logo.svg?v=0"},
+            "app_api": {"version": self.state.aa_version},
         }
+        if not user:
+            return {"version": version, "capabilities": public}
+        capabilities = public | {
+            "core": {"pollinterval": 60, "webdav-root": "remote.php/webdav", "reference-api": True,
+                     "reference-regex": "", "mod-rewrite-working": False},
+            "dav": {"chunking": "1.0", "bulkupload": "1.0"},
+            "files": {"bigfilechunking": True, "blacklisted_files": [".htaccess"], "undelete": True,
+                      "versioning": True, "version_labeling": True, "version_deletion": True},
+            "systemtags": {"enabled": True},
+            "notifications": {"ocs-endpoints": ["list", "get", "delete", "delete-all", "icons", "rich-strings",
+                                                "action-web", "user-status", "exists"],
+                              "push": ["devices", "object-data", "delete"],
+                              "admin-notifications": ["ocs", "cli"]},
+            "app_api": {"loglevel": self.state.loglevel, "version": self.state.aa_version},
+        }
+        if self.state.webhook_listeners:
+            capabilities["webhook_listeners"] = {"enabled": True}
+        return {"version": version, "capabilities": capabilities}
 
     async def users(self, request: Request, user: str, params: dict) -> Any:
         state = self.state
@@ -221,24 +261,25 @@ class OcsApi:
         return int(self.state.app.enabled)
 
     async def config_set(self, request: Request, user: str, params: dict) -> Any:
-        return self._store_set(self.state.app_config, None, params)
+        return self._store_set(self.state.app_config, None, params, sensitive_field=True)
 
     async def config_get(self, request: Request, user: str, params: dict) -> Any:
         return self._store_get(self.state.app_config, None, params)
 
     async def config_delete(self, request: Request, user: str, params: dict) -> Any:
-        return self._store_delete(self.state.app_config, None, params)
+        return self._store_delete(self.state.app_config, None, params, "appconfig_ex")
 
     async def preference_set(self, request: Request, user: str, params: dict) -> Any:
-        return self._store_set(self.state.preferences, _require_user(user), params)
+        return self._store_set(self.state.preferences, _require_user(user), params,
+                               sensitive_field=self.state.aa_major >= 4)
 
     async def preference_get(self, request: Request, user: str, params: dict) -> Any:
         return self._store_get(self.state.preferences, _require_user(user), params)
 
     async def preference_delete(self, request: Request, user: str, params: dict) -> Any:
-        return self._store_delete(self.state.preferences, _require_user(user), params)
+        return self._store_delete(self.state.preferences, _require_user(user), params, "preferences_ex")
 
-    def _store_set(self, store: dict, user: str | None, params: dict) -> Any:
+    def _store_set(self, store: dict, user: str | None, params: dict, sensitive_field: bool) -> Any:
         key = str(params.get("configKey", ""))
         if not key:
             raise OcsError(400, "Config key cannot be empty")
@@ -247,10 +288,13 @@ class OcsApi:
             old_sensitive = store.get(_key(user, key), ("", 0))[1]
             sensitive = old_sensitive if params.get("sensitive") is None else int(bool(params["sensitive"]))
             store[_key(user, key)] = (value, sensitive)
-        record: dict[str, Any] = {"id": None}  # AppAPI answers with a fresh, unsaved entity
+            row_id = self._row_ids.setdefault((id(store), _key(user, key)), len(self._row_ids) + 1)
+        record: dict[str, Any] = {"id": row_id}  # the saved row
         if user is not None:
             record["user_id"] = user
-        record.update(appid=self.state.app.app_id, configkey=key, configvalue=value, sensitive=sensitive)
+        record.update(appid=self.state.app.app_id, configkey=key, configvalue=value)
+        if sensitive_field:
+            record["sensitive"] = sensitive
         return record
 
     def _store_get(self, store: dict, user: str | None, params: dict) -> Any:
@@ -258,13 +302,13 @@ class OcsApi:
         with self.state.lock:
             return [{"configkey": k, "configvalue": store[_key(user, k)][0]} for k in keys if _key(user, k) in store]
 
-    def _store_delete(self, store: dict, user: str | None, params: dict) -> Any:
+    def _store_delete(self, store: dict, user: str | None, params: dict, table: str) -> Any:
         with self.state.lock:
             found = [_key(user, str(k)) for k in params.get("configKeys") or [] if _key(user, str(k)) in store]
             for k in found:
                 del store[k]
         if not found:
-            raise OcsError(404, "No config values deleted")
+            raise OcsError(404, f"No {table} values deleted")
         return len(found)
 
     async def notification_send(self, request: Request, user: str, params: dict) -> Any:
@@ -280,10 +324,18 @@ class OcsApi:
             "subject": _render_rich(subject.get("rich_subject", ""), subject.get("rich_subject_params") or {}),
             "message": _render_rich(subject.get("rich_message", ""), subject.get("rich_message_params") or {}),
             "link": str(subject.get("link", "")),
-            "icon": "",
+            "subjectRich": str(subject.get("rich_subject", "")),
+            "subjectRichParameters": subject.get("rich_subject_params") or [],
+            "messageRich": str(subject.get("rich_message", "")),
+            "messageRichParameters": subject.get("rich_message_params") or [],
+            "icon": f"{request.base_url}apps/app_api/img/app-dark.svg",
+            "shouldNotify": True,
+            "actions": [],
         }
         self.state.notifications.append(notification)
-        return {k: v for k, v in notification.items() if k != "notification_id"}
+        # AppAPI answers with the notification before the notifier prepared it: no texts, no icon yet
+        unprepared = {k: notification[k] for k in ("app", "user", "datetime", "object_type", "object_id")}
+        return unprepared | {"subject": "", "message": "", "link": notification["link"], "icon": ""}
 
     async def file_action_register(self, request: Request, user: str, params: dict) -> Any:
         name = str(params.get("name", ""))
@@ -294,8 +346,9 @@ class OcsApi:
         self.state.file_actions[name] = {
             "id": self.state.next_id(), "appid": self.state.app.app_id, "name": name,
             "display_name": str(params["displayName"]), "mime": str(params.get("mime", "file")),
-            "permissions": _int(params, "permissions", 31), "order": _int(params, "order", 0),
-            "icon": str(params.get("icon", "")), "action_handler": str(params["actionHandler"]),
+            "permissions": str(_int(params, "permissions", 31)), "order": _int(params, "order", 0),
+            "icon": str(params.get("icon", "")).lstrip("/"),
+            "action_handler": str(params["actionHandler"]).lstrip("/"),
             "version": "2.0" if v2 else "1.0",
         }
         return []
@@ -361,7 +414,7 @@ class OcsApi:
         scheme = params.get("formScheme")
         if not isinstance(scheme, dict) or not scheme.get("id"):
             raise OcsError(400)
-        self.state.settings_forms[str(scheme["id"])] = scheme
+        self.state.settings_forms[str(scheme["id"])] = scheme | {"storage_type": "external"}
         return []
 
     async def settings_unregister(self, request: Request, user: str, params: dict) -> Any:
@@ -478,8 +531,9 @@ def _key(user: str | None, key: str) -> Any:
 
 
 def _require_user(user: str) -> str:
+    """AppAPI 3.2 reads the user's preferences with a null user id: a TypeError, answered as a server error."""
     if not user:
-        raise OcsError(996, "Preferences need a user")
+        raise OcsError(RESPOND_SERVER_ERROR, "Internal Server Error\n")
     return user
 
 

@@ -15,7 +15,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .davxml import DavError
-from .ocs import RESPOND_NOT_FOUND, OcsApi, ocs_response
+from .ocs import NOT_FOUND_MESSAGE, RESPOND_NOT_FOUND, OcsApi, ocs_response
 from .state import NextcloudState
 from .systemtags import SystemTagsDav
 from .webdav import FilesDav
@@ -61,8 +61,7 @@ def fault_response(request: Request, status: int) -> Response:
 
 async def unknown_ocs_route(request: Request) -> Response:
     """What ocs/v1.php answers for a route no app defines."""
-    return ocs_response(request, None, RESPOND_NOT_FOUND, "Invalid query, please check the syntax. API specifications "
-                        "are here: http://www.freedesktop.org/wiki/Specifications/open-collaboration-services.\n")
+    return ocs_response(request, None, RESPOND_NOT_FOUND, NOT_FOUND_MESSAGE)
 
 
 def _claimed_user(headers: dict[str, str]) -> str:

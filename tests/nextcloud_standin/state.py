@@ -114,9 +114,11 @@ class Faults:
 class NextcloudState:
     """Users, files, shares, tags, AppAPI registrations, notifications, logs and faults."""
 
-    def __init__(self, app_id: str, app_version: str, app_secret: str, aa_version: str) -> None:
+    def __init__(self, app_id: str, app_version: str, app_secret: str, aa_version: str,
+                 nextcloud_version: tuple[int, int, int] = (30, 0, 5)) -> None:
         self.lock = threading.RLock()
         self.aa_version = aa_version
+        self.nextcloud_version = nextcloud_version
         self.loglevel = 2
         self.app = AppRecord(app_id, app_version, app_secret)
         self.users: dict[str, User] = {}
@@ -137,6 +139,15 @@ class NextcloudState:
         self.request_headers: list[dict[str, str]] = []  # their headers, lower-cased names, same order
         self.faults = Faults()
         self._ids = itertools.count(100)
+
+    @property
+    def webhook_listeners(self) -> bool:
+        """Nextcloud 30 brought the webhook_listeners app; on 29 its routes do not exist."""
+        return self.nextcloud_version >= (30, 0, 0)
+
+    @property
+    def aa_major(self) -> int:
+        return int(self.aa_version.split(".")[0])
 
     def next_id(self) -> int:
         with self.lock:

@@ -8,7 +8,16 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from .davxml import DavError, PropValue, href, multistatus, not_found, parse, requested_props, split_props
+from .davxml import (
+    DavError,
+    PropValue,
+    href,
+    multistatus,
+    not_found,
+    parse,
+    requested_props,
+    split_props,
+)
 from .state import NextcloudState, Tag
 from .webdav import dav_user
 
@@ -174,6 +183,8 @@ class SystemTagsDav:
         if not self.state.users[user].admin and not (tag.user_visible and tag.user_assignable):
             raise DavError(403, "Sabre\\DAV\\Exception\\Forbidden", f"No permission to assign tag {tag_id}")
         with self.state.lock:
+            if (fileid, tag_id) in self.state.tag_relations:  # sabre: PUT on the existing mapping node
+                raise DavError(409, "Sabre\\DAV\\Exception\\Conflict", "PUT is not allowed on non-files.")
             self.state.tag_relations.add((fileid, tag_id))
         return Response(b"", 201)
 

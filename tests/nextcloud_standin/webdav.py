@@ -5,7 +5,7 @@ from __future__ import annotations
 import email.utils
 import re
 from datetime import UTC, datetime
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 from xml.etree import ElementTree
 
 from starlette.requests import Request
@@ -72,12 +72,14 @@ def file_props(state: NextcloudState, entry: Entry) -> dict[str, PropValue]:
         "oc:share-types": _share_types(state, entry),
         "nc:has-preview": "true" if node.mimetype in PREVIEW_MIMETYPES else "false",
         "nc:mount-type": entry.mount_type,
-        "nc:is-encrypted": "0",
         "nc:system-tags": _system_tags(state, entry),
     }
-    if not node.is_dir:
+    if node.is_dir:
+        props["nc:is-encrypted"] = "0"  # folders only
+    else:
         props["d:getcontentlength"] = str(node.size)
         props["d:getcontenttype"] = node.mimetype
+        props["oc:downloadURL"] = ""  # no direct download from local storage
     return props
 
 
@@ -172,9 +174,11 @@ class FilesDav:
         node = entry.node
         if node.is_dir:
             raise DavError(501, "Sabre\\DAV\\Exception\\NotImplemented", "GET is only allowed on files")
-        headers = {
-            "ETag": f'"{node.etag}"', "OC-ETag": f'"{node.etag}"', "OC-FileId": f"{node.fileid:08d}{INSTANCE_ID}",
-            "Last-Modified": email.utils.formatdate(node.mtime, usegmt=True), "Accept-Ranges": "bytes",
+        headers = {  # sabre's GET: no OC-FileId and no Accept-Ranges, yet Range requests are served
+            "ETag": f'"{node.etag}"', "OC-ETag": f'"{node.etag}"',
+            "Last-Modified": email.utils.formatdate(node.mtime, usegmt=True),
+            "Content-Disposition": f"attachment; filename*=UTF-8''{quote(node.name)}; "
+                                   f'filename="{node.name}"',
         }
         content, status = node.content, 200
         byte_range = _parse_range(request.headers.get("range", ""), len(content))
@@ -320,7 +324,7 @@ def _literal(prop: str, text: str) -> object:
     if prop in ("d:getlastmodified", "d:creationdate"):
         if text.strip().isdigit():
             return int(text)
-        return int(datetime.fromisoformat(text.strip().replace("Z", "+00:00")).timestamp())
+        return int(datetime.fromisoformat(text.strip()).timestamp())
     if prop in ("oc:size", "oc:favorite", "oc:fileid"):
         return int(re.match(r"\d+", text.strip()).group())
     return text
