@@ -791,3 +791,17 @@ def test_nextcloud29_has_no_webhook_listeners(nextcloud29: Nextcloud, monkeypatc
     version, capabilities = run(scenario())
     assert version["string"] == "29.0.1" and capabilities["app_api"]["version"] == "3.2.3"
     assert "webhook_listeners" not in capabilities and "notifications" in capabilities
+
+
+def test_unregistering_a_top_menu_takes_its_scripts_and_styles(app_env: Nextcloud) -> None:
+    async def scenario() -> None:
+        nc = AsyncNextcloudApp()
+        await nc.ui.top_menu.register("people", "People", "img/people.svg")
+        await nc.ui.resources.set_script("top_menu", "people", "js/people")
+        await nc.ui.resources.set_style("top_menu", "people", "css/people")
+        await nc.ui.top_menu.unregister("people")
+        with pytest.raises(NextcloudExceptionNotFound):  # AppAPI: "No such Script"
+            await nc.ui.resources.delete_script("top_menu", "people", "js/people", not_fail=False)
+
+    run(scenario())
+    assert app_env.state.ui_resources == {}

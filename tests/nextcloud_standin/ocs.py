@@ -374,8 +374,13 @@ class OcsApi:
         return []
 
     async def top_menu_unregister(self, request: Request, user: str, params: dict) -> Any:
-        if self.state.top_menu.pop(str(params.get("name", "")), None) is None:
-            raise OcsError(404, "No such Top Menu entry")
+        """Removes the entry with the scripts and styles registered for it, as AppAPI does."""
+        name = str(params.get("name", ""))
+        with self.state.lock:
+            if self.state.top_menu.pop(name, None) is None:
+                raise OcsError(404, "No such Top Menu entry")
+            for key in [k for k in self.state.ui_resources if k[1:3] == ("top_menu", name)]:
+                del self.state.ui_resources[key]
         return []
 
     async def top_menu_get(self, request: Request, user: str, params: dict) -> Any:
@@ -400,14 +405,16 @@ class OcsApi:
         return []
 
     async def ui_resource_delete(self, request: Request, user: str, params: dict) -> Any:
-        if self.state.ui_resources.pop(self._ui_resource_key(request, params), None) is None:
-            raise OcsError(404, "Not found")
+        key = self._ui_resource_key(request, params)
+        if self.state.ui_resources.pop(key, None) is None:
+            raise OcsError(404, f"No such {key[0].capitalize()}")
         return []
 
     async def ui_resource_get(self, request: Request, user: str, params: dict) -> Any:
-        entry = self.state.ui_resources.get(self._ui_resource_key(request, params))
+        key = self._ui_resource_key(request, params)
+        entry = self.state.ui_resources.get(key)
         if entry is None:
-            raise OcsError(404, "Not found")
+            raise OcsError(404, f"No such {key[0].capitalize()}")
         return entry
 
     async def settings_register(self, request: Request, user: str, params: dict) -> Any:
