@@ -45,22 +45,22 @@ class Snapshot:
             )
         ):
             snapshot.faces[face_id] = (person_id, pinned)
-        snapshot.rejections = set(session.execute(
+        snapshot.rejections = set(map(tuple, session.execute(
             select(schema.FaceRejection.face_id, schema.FaceRejection.person_id).where(
                 or_(
                     schema.FaceRejection.face_id.in_(snapshot.faces),
                     schema.FaceRejection.person_id.in_(person_ids),
                 )
             )
-        ).tuples())
-        snapshot.distinct = set(session.execute(
+        ).all()))
+        snapshot.distinct = set(map(tuple, session.execute(
             select(schema.DistinctPersons.person_id, schema.DistinctPersons.other_id).where(
                 or_(
                     schema.DistinctPersons.person_id.in_(person_ids),
                     schema.DistinctPersons.other_id.in_(person_ids),
                 )
             )
-        ).tuples())
+        ).all()))
         return snapshot
 
     def restore(self, session: Session) -> None:

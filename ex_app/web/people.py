@@ -24,13 +24,13 @@ from sqlalchemy.orm import Session
 
 from ex_app.engine import Engine
 from ex_app.media.errors import MediaError
-from ex_app.media.kinds import MediaKind
 from ex_app.people import operations, thumbnails
 from ex_app.people.clustering import QualityGate
 from ex_app.people.operations import NotFound
 from ex_app.people.undo import Snapshot
 from ex_app.sources.nextcloud import NextcloudFile, NextcloudSource, TooLarge
 from ex_app.store import schema
+from ex_app.work.nextcloud_scan import stored_file
 
 router = APIRouter(prefix="/api/people")
 
@@ -273,7 +273,7 @@ async def face_thumbnail(request: Request, face_id: int, size: int = 128) -> Fil
         if face is None or face[1] != owner:
             raise HTTPException(status_code=404, detail=f"no face {face_id}")
         cached = thumbnails.thumbnail_path(face[0], engine.settings.cache_dir, size)
-        file = _file_facts(face[0].file)
+        file = stored_file(owner, face[0].file)
     if not cached.exists():
 
         def make(local: Path) -> Path:
@@ -300,7 +300,7 @@ async def photo_preview(request: Request, file_id: int, size: int = 1024) -> Fil
         except NotFound as error:
             raise HTTPException(status_code=404, detail=str(error)) from None
         cached = thumbnails.preview_path(row, engine.settings.cache_dir, size)
-        file = _file_facts(row)
+        file = stored_file(owner, row)
     if not cached.exists():
 
         def make(local: Path) -> Path:
@@ -314,24 +314,15 @@ async def photo_preview(request: Request, file_id: int, size: int = 1024) -> Fil
     return FileResponse(cached, media_type="image/jpeg", headers={"Cache-Control": IMAGE_CACHE})
 
 
-def _file_facts(file: schema.File) -> dict:
-    return {"path": file.path, "remote_id": file.remote_id, "kind": file.kind, "size": file.size,
-            "mtime_ns": file.mtime_ns}
-
-
 async def _with_download(
-    engine: Engine, owner: str, file: dict, make: Callable[[Path], Path]
+    engine: Engine, owner: str, file: NextcloudFile, make: Callable[[Path], Path]
 ) -> Path:
     """Download the user's photo into a temporary folder and make an image from it there."""
     source = NextcloudSource(engine.settings.max_download_bytes)
-    remote = NextcloudFile(
-        user=owner, path=file["path"], file_id=file["remote_id"] or 0,
-        kind=MediaKind(file["kind"]), size=file["size"], mtime_ns=file["mtime_ns"], etag="",
-    )
     engine.settings.cache_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=engine.settings.cache_dir) as folder:
         try:
-            local = await source.download(remote, Path(folder))
+            local = await source.download(file, Path(folder))
             return await asyncio.to_thread(make, local)
         except NextcloudExceptionNotFound:
             raise HTTPException(status_code=404, detail="the photo is gone") from None
