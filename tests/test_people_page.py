@@ -104,8 +104,22 @@ class Front:
 <meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>People - Nextcloud</title>
 <link rel="stylesheet" href="{PROXY_PREFIX}/{people.STYLE}.css">
-<style>/* what Nextcloud's own layout CSS gives every app's #content-vue */
-body {{ margin: 0; }} #content-vue {{ inset: 0; width: 100%; height: 100vh; }}</style>
+<style>/* what Nextcloud's layout CSS gives every app's #content-vue, and some of the
+default theme's variables (the theming app's CSS) */
+body {{ margin: 0; font-family: sans-serif; font-size: 15px; color: #222; }}
+#content-vue {{ inset: 0; width: 100%; height: 100vh; }}
+:root {{ --color-main-background: #fff; --color-main-background-blur: rgba(255,255,255,.8);
+  --color-main-text: #222; --color-text-maxcontrast: #6b6b6b; --color-background-hover: #f5f5f5;
+  --color-background-dark: #ededed; --color-border: #ededed; --color-border-dark: #dbdbdb;
+  --color-border-maxcontrast: #7d7d7d; --color-primary-element: #00679e;
+  --color-primary-element-hover: #1a769f; --color-primary-element-text: #fff;
+  --color-primary-element-light: #e5eff5; --color-primary-element-light-hover: #dbe4ea;
+  --color-primary-element-light-text: #00293f; --color-error: #db0606; --color-success: #2d7b41;
+  --color-box-shadow: rgba(77,77,77,.5); --default-clickable-area: 34px;
+  --default-grid-baseline: 4px; --border-radius-element: 8px; --border-radius-large: 12px;
+  --default-font-size: 15px; --font-size-small: 13px; --header-height: 50px;
+  --animation-quick: 100ms; --animation-slow: 300ms; --border-width-input-focused: 2px;
+  --body-container-margin: 0px; --app-navigation-padding: 8px; }}</style>
 <script>window._oc_webroot = ""; window.OC = {{config: {{modRewriteWorking: false}}}};</script>
 </head><body id="body-user">
 <main id="content" class="app-app_api"></main>
