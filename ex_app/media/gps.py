@@ -19,7 +19,7 @@ from typing import Any, BinaryIO
 from PIL import ExifTags, Image, UnidentifiedImageError
 
 from ex_app.media.errors import MediaError
-from ex_app.media.images import FORMATS
+from ex_app.media.images import FORMATS, open_file
 
 log = logging.getLogger(__name__)
 
@@ -43,11 +43,7 @@ def read_gps(source: Path | bytes) -> GpsPosition | None:
     """
     if isinstance(source, bytes):
         return _read(io.BytesIO(source))
-    try:
-        stream = open(source, "rb")  # noqa: SIM115  closed by the with below
-    except OSError as error:
-        raise MediaError(f"cannot read file: {error.strerror or error}") from error
-    with stream:
+    with open_file(source) as stream:
         return _read(stream)
 
 

@@ -7,6 +7,8 @@ with the file. Size limits are checked on the declared size, before any pixel is
 from __future__ import annotations
 
 import io
+import os
+import stat
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,12 +63,21 @@ def decode_image(source: Path | bytes, max_side: int, max_pixels: int) -> Decode
     """
     if isinstance(source, bytes):
         return _decode(io.BytesIO(source), max_side, max_pixels)
+    with open_file(source) as stream:
+        return _decode(stream, max_side, max_pixels)
+
+
+def open_file(path: Path) -> BinaryIO:
+    """The file opened for reading; MediaError if it cannot be, or is no regular file (a FIFO
+    or a device would block the reader or never end)."""
     try:
-        stream = open(source, "rb")  # noqa: SIM115  closed by the with below
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except OSError as error:
         raise MediaError(f"cannot read file: {error.strerror or error}") from error
-    with stream:
-        return _decode(stream, max_side, max_pixels)
+    if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+        os.close(descriptor)
+        raise MediaError("not a regular file: a pipe, a device or a socket")
+    return os.fdopen(descriptor, "rb")
 
 
 def _decode(stream: BinaryIO, max_side: int, max_pixels: int) -> DecodedImage:
