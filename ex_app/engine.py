@@ -5,6 +5,7 @@ The CLI and the ExApp both drive Recognize through this one object.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from ex_app.config import MANIFEST_PATH, Settings
 from ex_app.media.kinds import MediaKind
 from ex_app.models.manifest import load_manifest
-from ex_app.models.store import ModelStore
+from ex_app.models.store import ModelStore, ModelUnavailable
 from ex_app.people.clustering import ClusterParams, QualityGate
 from ex_app.people.grouping import regroup_all, update_persons
 from ex_app.store import schema
@@ -34,6 +35,8 @@ from ex_app.work.worker import (
     LocalFetcher,
     Worker,
 )
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -87,7 +90,8 @@ class Engine:
 
     def fetch_models(self) -> None:
         """Fetch the enabled analyzers' models, one process of the host at a time (workers
-        starting together would write the same files)."""
+        starting together would write the same files); a model that cannot be had is only
+        logged here (optional ones may be missing)."""
         names = sorted(
             {
                 name
@@ -98,7 +102,10 @@ class Engine:
         )
         with host_lock(self.settings.data_dir / "models.lock"):
             for name in names:
-                self.models.fetch(name)
+                try:
+                    self.models.fetch(name)
+                except ModelUnavailable as error:  # an analysis that needs it stops the worker
+                    log.warning("%s", error)
 
     def scan(
         self,

@@ -9,10 +9,13 @@ was delivered.
 
 from __future__ import annotations
 
+import socket
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import psutil
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
@@ -22,6 +25,26 @@ from ex_app.work.pipeline import FileAnalysis, Pipeline
 from ex_app.work.scan import record_analysis
 
 MAX_RETRY_DELAY = 3600.0  # seconds: the backoff stops doubling here
+
+
+def worker_name() -> str:
+    """Unique among the workers of all hosts: host, process id and start, a random part."""
+    process = psutil.Process()
+    return f"{socket.gethostname()}:{process.pid}:{int(process.create_time())}:{uuid.uuid4().hex[:4]}"
+
+
+def worker_gone(name: str | None) -> bool:
+    """Whether name is a worker of this host whose process has ended (its claims are void)."""
+    if not name:
+        return False
+    host, _, rest = name.partition(":")
+    pid, _, start = rest.partition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        return int(psutil.Process(int(pid)).create_time()) != int(start.partition(":")[0])
+    except psutil.NoSuchProcess:
+        return True
 
 
 @dataclass(frozen=True)
@@ -142,9 +165,10 @@ def fail_transiently(
             task.status = TaskStatus.ERROR
             task.error = f"gave up after {attempts} attempts: {error}"
             task.lease_until = None
-        else:
+        else:  # no worker holds it while it waits
             task.error = error
             task.lease_until = now + timedelta(seconds=delay)
+            task.worker = None
     return None if dead else delay
 
 

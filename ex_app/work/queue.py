@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from ex_app.config import Settings
 from ex_app.store import schema
 from ex_app.store.schema import TaskStatus
+from ex_app.work.claims import worker_gone
 
 BACKLOG = 0  # files found by a crawl or a scan
 REQUEST = 10  # files a user asked for (the Files menu): before any backlog
@@ -155,26 +156,33 @@ class WorkQueue:
     def requeue_lost(self, sessions: sessionmaker[Session], now: datetime | None = None) -> int:
         """Send again the work no message stands for; returns how many files.
 
-        That is the tasks whose claim ran out (their worker died, or a retry's message was
-        lost) and, when the queue and schedule are both empty, every pending unclaimed task
-        (a message taken by a worker that died before claiming). A duplicate is harmless.
+        That is the tasks whose claim ran out or whose worker's process on this host ended
+        (killed, say), a retry whose message was lost, and, when the queue and schedule are
+        both empty, every pending unclaimed task (a message taken by a worker that died
+        before claiming). A duplicate message is harmless.
         """
         now = now or datetime.now(UTC)
         with sessions.begin() as session:
-            expired = session.execute(
-                select(schema.Task.file_id, schema.Task.analyzer, schema.Task.priority).where(
-                    schema.Task.status == TaskStatus.PENDING, schema.Task.lease_until < now
-                )
+            held = session.execute(
+                select(
+                    schema.Task.id,
+                    schema.Task.file_id,
+                    schema.Task.analyzer,
+                    schema.Task.priority,
+                    schema.Task.lease_until,
+                    schema.Task.worker,
+                ).where(schema.Task.status == TaskStatus.PENDING, schema.Task.lease_until.is_not(None))
             ).all()
-            if expired:
+            lost = [row for row in held if _as_utc(row.lease_until) < now or worker_gone(row.worker)]
+            for start in range(0, len(lost), 500):
                 session.execute(
                     update(schema.Task)
-                    .where(schema.Task.status == TaskStatus.PENDING, schema.Task.lease_until < now)
+                    .where(schema.Task.id.in_([row.id for row in lost[start : start + 500]]))
                     .values(lease_until=None)
                 )
-        sent = self._send_grouped(expired)
+        sent = self._send_grouped((row.file_id, row.analyzer, row.priority) for row in lost)
         if self.huey.pending_count() == 0 and self.huey.scheduled_count() == 0:
-            sent += self.enqueue_pending(sessions, skip=(file_id for file_id, _, _ in expired))
+            sent += self.enqueue_pending(sessions, skip=(row.file_id for row in lost))
         return sent
 
     # Taking messages.
@@ -215,3 +223,8 @@ class WorkQueue:
     def paused(self) -> bool:
         return bool(self.huey.get(PAUSED_KEY, peek=True))
 
+
+
+def _as_utc(moment: datetime) -> datetime:
+    """SQLite hands datetimes back without their zone; they were written in UTC."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

@@ -17,12 +17,9 @@ a doubling delay, and dead-lettered after ``max_attempts``.
 from __future__ import annotations
 
 import logging
-import os
 import signal
-import socket
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
@@ -87,11 +84,6 @@ class Processed:
     retry_in: float | None = None  # seconds until it is tried again, after a failure that may pass
 
 
-def worker_name() -> str:
-    """Unique among all workers of all hosts: host, process, and a random part."""
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
-
-
 class FileProcessor:
     """One file from claim to recorded outcome; the same for a queue worker and a direct run."""
 
@@ -112,7 +104,7 @@ class FileProcessor:
         self.sessions = sessions
         self.pipeline = pipeline
         self.fetcher = fetcher
-        self.name = name or worker_name()
+        self.name = name or claims.worker_name()
         self.lease = lease
         self.time_limit_seconds = time_limit_seconds
         self.max_attempts = max_attempts
