@@ -805,3 +805,10 @@ def test_unregistering_a_top_menu_takes_its_scripts_and_styles(app_env: Nextclou
 
     run(scenario())
     assert app_env.state.ui_resources == {}
+
+
+def test_switching_a_running_stand_in_to_nextcloud29_removes_webhook_listeners(app_env: Nextcloud) -> None:
+    assert run(_list_webhooks_as("admin")) == []
+    app_env.state.nextcloud_version = (29, 0, 6)
+    with pytest.raises(NextcloudExceptionNotFound):
+        run(_list_webhooks_as("admin"))

@@ -146,13 +146,14 @@ class OcsApi:
             ("DELETE", "/apps/notifications/api/v2/notifications/{notification_id:int}", "user",
              self.notification_delete),
         ]
-        if not self.state.webhook_listeners:  # Nextcloud 29: no such app, its routes are unknown
-            table = [row for row in table if not row[1].startswith("/apps/webhook_listeners/")]
-        return [Route(f"/ocs/v{v}.php{path}", self._endpoint(guard, handler), methods=[method])
+        return [Route(f"/ocs/v{v}.php{path}", self._endpoint(guard, handler, path.startswith("/apps/webhook_listeners/")),
+                      methods=[method])
                 for method, path, guard, handler in table for v in (1, 2)]
 
-    def _endpoint(self, guard: str, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+    def _endpoint(self, guard: str, handler: Handler, webhooks: bool = False) -> Callable[[Request], Awaitable[Response]]:
         async def endpoint(request: Request) -> Response:
+            if webhooks and not self.state.webhook_listeners:  # before Nextcloud 30 no such app: unknown routes
+                return ocs_response(request, None, RESPOND_NOT_FOUND, NOT_FOUND_MESSAGE)
             try:
                 user = self._authorize(request, guard)
                 params = await _params(request)
