@@ -21,6 +21,8 @@ from pathlib import Path
 import pytest
 from conftest import REPO, SHARED_MODELS
 
+from ex_app.store import schema
+
 FAST = {
     "RECOGNIZE_FACES_ENABLED": "0",
     "RECOGNIZE_PLACES_ENABLED": "0",
@@ -286,3 +288,33 @@ def test_a_file_over_the_time_limit_is_recorded_with_that_reason(tmp_path, share
     rows = tasks(data_dir)
     assert {t["status"] for t in rows} == {"error"}
     assert all("per-file time limit" in t["error"] for t in rows)
+
+
+def test_a_claim_of_another_host_goes_back_to_the_queue_only_when_its_lease_ran_out(
+    tmp_path, shared_data
+):
+    from ex_app.config import Settings
+    from ex_app.engine import Engine
+    from ex_app.work.claims import claim_file, worker_gone, worker_name
+
+    tree = photo_tree(tmp_path / "tree", shared_data, 3)
+    engine = Engine(Settings(data_dir=tmp_path / "state", model_mirror=SHARED_MODELS,
+                             **{k.removeprefix("RECOGNIZE_").lower(): v for k, v in FAST.items()}))
+    engine.scan(tree, wait=False)
+    queue = engine.queue
+    while queue.take() is not None:  # the messages are lost: only the claims tell the work
+        pass
+    with engine.sessions.begin() as session:
+        file_ids = sorted({t.file_id for t in session.query(schema.Task)})
+        now = datetime.now(UTC)
+        assert claim_file(session, file_ids[0], "elsewhere:7:1:ab", timedelta(seconds=60), now)
+        assert claim_file(session, file_ids[1], "elsewhere:8:1:cd", timedelta(seconds=1), now)
+        assert claim_file(session, file_ids[2], worker_name(), timedelta(seconds=60), now)
+    assert not worker_gone("elsewhere:7:1:ab") and not worker_gone(worker_name())
+
+    later = datetime.now(UTC) + timedelta(seconds=5)
+    assert queue.requeue_lost(engine.sessions, later) == 1  # the other host's lapsed lease only
+    assert queue.requeue_lost(engine.sessions, later) == 0  # not again while its message waits
+    assert [message.args[0] for message in iter(queue.take, None)] == [[file_ids[1]]]
+    # That message taken by a worker that died before claiming: sent again once the queue is empty.
+    assert queue.requeue_lost(engine.sessions, later) == 1
