@@ -99,7 +99,7 @@ def scan(engine: Engine, folder: Path, progress: bool | None, queue_only: bool, 
 @click.option(
     "--exit-when-done",
     is_flag=True,
-    help="Stop once no task is pending in the store (else: run until SIGTERM or Ctrl-C).",
+    help="Stop once no task it can do is pending (else: run until SIGTERM or Ctrl-C).",
 )
 @click.pass_obj
 def worker(engine: Engine, exit_when_done: bool) -> None:
@@ -115,7 +115,13 @@ def worker(engine: Engine, exit_when_done: bool) -> None:
     def done() -> bool:
         with engine.sessions() as session:
             return not session.scalar(
-                select(func.count(schema.Task.id)).where(schema.Task.status == TaskStatus.PENDING)
+                select(func.count(schema.Task.id))
+                .join(schema.File)
+                .join(schema.Root)
+                .where(
+                    schema.Task.status == TaskStatus.PENDING,
+                    schema.Root.source.in_(runner.processor.fetcher.sources),
+                )
             )
 
     try:

@@ -318,3 +318,38 @@ def test_a_claim_of_another_host_goes_back_to_the_queue_only_when_its_lease_ran_
     assert [message.args[0] for message in iter(queue.take, None)] == [[file_ids[1]]]
     # That message taken by a worker that died before claiming: sent again once the queue is empty.
     assert queue.requeue_lost(engine.sessions, later) == 1
+
+
+def test_a_worker_leaves_the_files_of_a_source_it_cannot_fetch_to_another(tmp_path, shared_data):
+    from ex_app.config import Settings
+    from ex_app.engine import Engine
+    from ex_app.media.kinds import MediaKind
+    from ex_app.work.scan import (
+        SyncReport,
+        find_or_create_root,
+        queue_tasks,
+        record_file,
+    )
+    from ex_app.work.worker import LocalFetcher
+
+    class Found:  # a file a Nextcloud crawl found
+        path, kind, size, mtime_ns = "Photos/cat.jpg", MediaKind.IMAGE, 1000, 1
+
+    tree = photo_tree(tmp_path / "tree", shared_data, 3)
+    engine = Engine(Settings(data_dir=tmp_path / "state", model_mirror=SHARED_MODELS,
+                             **{k.removeprefix("RECOGNIZE_").lower(): v for k, v in FAST.items()}))
+    with engine.sessions.begin() as session:
+        root_id = find_or_create_root(session, "nextcloud", "alice")
+        record_file(session, root_id, Found(), "etag:1", SyncReport())
+        session.flush()
+        queue_tasks(session, root_id, engine.pipeline)
+    engine.queue.enqueue_pending(engine.sessions, root_id)  # first in the queue
+    engine.scan(tree, wait=False)
+
+    worker = engine.worker(LocalFetcher())
+    assert worker.run(until=lambda: engine.queue.backlog()[0] == 0) == 3
+    by_source = {}
+    for t in tasks(tmp_path / "state"):
+        by_source.setdefault(t["path"] == Found.path, set()).add((t["status"], t["attempts"], t["lease_until"]))
+    assert by_source == {False: {("done", 1, None)}, True: {("pending", 0, None)}}
+    assert engine.queue.backlog() == (0, 1)  # waiting in the schedule for a Nextcloud worker

@@ -8,6 +8,9 @@ The steps that differ between sources are two small pluggable parts:
 - an :data:`AfterRecorded` hook runs after a file's outcome is committed (Nextcloud: set
   its tags).
 
+A worker hands back, untouched, the files of sources its fetcher does not know (they wait
+for a worker that does), so local scans and Nextcloud work can share one queue.
+
 Errors are sorted once: a :class:`MediaError` (a bad file), the per-file time limit and
 bugs are permanent (the file goes to the dead-letter state at once, with the reason);
 :class:`TransientError`, ``OSError`` and a locked or unreachable database are retried with
@@ -20,7 +23,7 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -38,6 +41,7 @@ from ex_app.work.claims import ClaimedFile
 from ex_app.work.neighbour import CpuBudget, FileTimeLimit, cpu_budget, time_limit
 from ex_app.work.pipeline import FileAnalysis, Pipeline
 from ex_app.work.queue import WorkQueue
+from ex_app.work.scan import LOCAL_SOURCE
 from ex_app.work.schedule import in_quiet_hours
 
 log = logging.getLogger(__name__)
@@ -50,11 +54,15 @@ class TransientError(Exception):
 class FileFetcher(Protocol):
     """Makes a claimed file available on local disk for the time of its analysis."""
 
+    sources: Collection[str]  # the root sources it can fetch from ("local", "nextcloud")
+
     def fetch(self, file: ClaimedFile) -> AbstractContextManager[Path]: ...
 
 
 class LocalFetcher:
     """Files of local roots are analyzed where they are."""
+
+    sources = (LOCAL_SOURCE,)
 
     @contextmanager
     def fetch(self, file: ClaimedFile) -> Iterator[Path]:
@@ -277,6 +285,10 @@ class Worker:
             claimed = self.processor.claim(file_id)
             if claimed is None:
                 continue  # done, or held by another worker
+            if claimed.source not in self.processor.fetcher.sources:  # for another worker
+                self.processor.release(claimed)
+                self.queue.send([file_id], priority, delay=self.settings.idle_poll_seconds)
+                continue
             try:
                 processed = self.processor.process(claimed)
             except ModelUnavailable as error:  # no file can be analyzed here: stop
