@@ -353,3 +353,23 @@ def test_a_worker_leaves_the_files_of_a_source_it_cannot_fetch_to_another(tmp_pa
         by_source.setdefault(t["path"] == Found.path, set()).add((t["status"], t["attempts"], t["lease_until"]))
     assert by_source == {False: {("done", 1, None)}, True: {("pending", 0, None)}}
     assert engine.queue.backlog() == (0, 1)  # waiting in the schedule for a Nextcloud worker
+
+
+def test_the_walk_sends_files_in_chunks_before_it_ends(tmp_path, shared_data, monkeypatch):
+    from ex_app.config import Settings
+    from ex_app.engine import Engine
+    from ex_app.work import scan
+
+    monkeypatch.setattr(scan, "SYNC_CHUNK", 5)
+    tree = photo_tree(tmp_path / "tree", shared_data, 12)
+    engine = Engine(Settings(data_dir=tmp_path / "state", model_mirror=SHARED_MODELS,
+                             **{k.removeprefix("RECOGNIZE_").lower(): v for k, v in FAST.items()}))
+    seen = []
+
+    def chunk(file_ids: list[int]) -> None:  # what the store and the queue hold at each chunk
+        engine.queue.enqueue_files(engine.sessions, file_ids)
+        with engine.sessions() as session:
+            seen.append((len(file_ids), session.query(schema.File).count(), engine.queue.backlog()[0]))
+
+    scan.sync_folder(engine.sessions, tree, engine.pipeline, chunk)
+    assert seen == [(5, 5, 2), (5, 10, 4), (2, 12, 5)]  # 4 files a message (FAST)
