@@ -711,11 +711,14 @@ def test_503_is_maintenance_mode_and_can_target_webdav_only(app_env: Nextcloud) 
     assert capabilities.status_code == 200  # OCS is spared
     dav = httpx.request("PROPFIND", f"{app_env.url}/remote.php/dav/files/alice/",
                         headers=app_env.headers_to_exapp("alice"))
-    assert dav.status_code == 503 and "Sabre\\DAV\\Exception\\ServiceUnavailable" in dav.text
-    app_env.state.fail_next(1)
-    ocs = httpx.get(f"{app_env.url}/ocs/v2.php/cloud/capabilities?format=json")
-    assert ocs.status_code == 503 and ocs.headers["x-nextcloud-maintenance-mode"] == "1"
-    assert ocs.json()["ocs"]["meta"]["statuscode"] == 503
+    assert dav.status_code == 503 and "OCA\\DAV\\Exception\\ServerMaintenanceMode" in dav.text
+    assert "System is in maintenance mode." in dav.text
+    app_env.state.fail_next(2)
+    for version in (1, 2):  # as a real Nextcloud 29 in maintenance mode: 503 on both, no paging fields
+        ocs = httpx.get(f"{app_env.url}/ocs/v{version}.php/cloud/capabilities?format=json")
+        assert ocs.status_code == 503 and ocs.headers["x-nextcloud-maintenance-mode"] == "1"
+        assert ocs.json()["ocs"] == {"meta": {"status": "failure", "statuscode": 503, "message": "Service unavailable"},
+                                     "data": []}
 
 
 def test_unknown_ocs_route_is_not_found(app_env: Nextcloud) -> None:

@@ -183,6 +183,18 @@ def probes() -> list[Probe]:
     ]
 
 
+def maintenance_probes() -> list[Probe]:
+    """What the ExApp meets while Nextcloud is in maintenance mode (``occ maintenance:mode --on``)."""
+    return [
+        Probe("capabilities v1", "GET", ocs("/cloud/capabilities")),
+        Probe("capabilities v2", "GET", "/ocs/v2.php/cloud/capabilities?format=json"),
+        Probe("appconfig get", "POST", ocs("/apps/app_api/api/v1/ex-app/config/get-values"),
+              body={"configKeys": ["faces_enabled"]}),
+        Probe("PROPFIND folder", "PROPFIND", "/remote.php/dav/files/alice/Photos", "alice", LISTDIR, {"Depth": "1"}),
+        Probe("GET file", "GET", "/remote.php/dav/files/alice/Photos/Frog.jpg", "alice"),
+    ]
+
+
 class Target:
     """One server (real or stand-in) and how to authenticate to it as the ExApp."""
 
@@ -332,22 +344,23 @@ def diff(a: Any, b: Any, path: str = "") -> list[str]:
     return [] if a == b else [f"{path.rstrip('.')}: real {a!r} != stand-in {b!r}"]
 
 
-def seed_standin(real: Target, app_id: str) -> tuple[BackgroundServer, NextcloudState, str]:
-    """A stand-in with the real server's users, the SEED files (downloaded from it) and SHARES."""
+def seed_standin(real: Target, app_id: str, copy: bool = True) -> tuple[BackgroundServer, NextcloudState, str]:
+    """A stand-in with the real server's users and, if ``copy``, the SEED files (downloaded from it),
+    SHARES and tags."""
     secret = new_secret()
     state = NextcloudState(app_id, real.version, secret, "3.2.3", (29, 0, 1))
     state.add_user("admin", "admin", admin=True)
     for user in ("alice", "bob"):
         state.add_user(user, user)
-    for user, folders in SEED.items():
+    for user, folders in SEED.items() if copy else ():
         for folder in folders:
             for path in real.files(user, folder):
                 r = real.client.get(f"/remote.php/dav/files/{user}/{path}", headers=real.headers(user, "app"))
                 r.raise_for_status()
                 state.put_file(user, path, r.content)
-    for owner, path, recipient in SHARES:
+    for owner, path, recipient in SHARES if copy else ():
         state.share(owner, path, recipient)
-    for name in real.tag_names():
+    for name in real.tag_names() if copy else ():
         state.add_tag(name)
     server = BackgroundServer(build_app(state))
     server.start()
@@ -361,13 +374,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--app-version", default="0.1.0")
     parser.add_argument("--secret", required=True)
     parser.add_argument("--json", help="write every probe's two summaries here")
+    parser.add_argument("--maintenance", action="store_true",
+                        help="the real server is in maintenance mode: compare the answers of both then")
     args = parser.parse_args(argv)
     real = Target("real", args.url, args.app_id, args.secret, args.app_version)
-    server, _state, secret = seed_standin(real, args.app_id)
+    server, state, secret = seed_standin(real, args.app_id, copy=not args.maintenance)
     standin = Target("stand-in", server.url, args.app_id, secret, args.app_version)
+    if args.maintenance:
+        state.fail_for(3600)
     report, differing = [], 0
     try:
-        for probe in probes():
+        for probe in (maintenance_probes() if args.maintenance else probes()):
             a, b = summary(real.send(probe)), summary(standin.send(probe))
             lines = diff(a, b)
             differing += bool(lines)

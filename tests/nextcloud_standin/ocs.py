@@ -59,17 +59,18 @@ def ocs_response(request: Request, data: Any, status: int = 200, message: str = 
                             "message": "OK" if ok else message}
     if not v2:
         meta.update(totalitems="", itemsperpage="")
-    return _render(request, {"ocs": {"meta": meta, "data": data}}, http_status)
+    return render_envelope(request, {"ocs": {"meta": meta, "data": data}}, http_status)
 
 
 def _core_failure(request: Request, status: int, message: str, v2: bool) -> Response:
     """ocs/v*.php's own answer (OC_API::respond): data [], no paging fields, v2 with an HTTP status code."""
     ocs_status = CORE_FAILURES[status] if v2 else status
     meta = {"status": "failure", "statuscode": ocs_status, "message": message}
-    return _render(request, {"ocs": {"meta": meta, "data": []}}, ocs_status if v2 else 200)
+    return render_envelope(request, {"ocs": {"meta": meta, "data": []}}, ocs_status if v2 else 200)
 
 
-def _render(request: Request, envelope: dict[str, Any], http_status: int) -> Response:
+def render_envelope(request: Request, envelope: dict[str, Any], http_status: int) -> Response:
+    """The envelope as JSON or XML, as the request asks."""
     if _wants_json(request):
         return Response(json.dumps(envelope), http_status, media_type="application/json; charset=utf-8")
     root = ElementTree.Element("ocs")

@@ -15,7 +15,13 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .davxml import DavError
-from .ocs import NOT_FOUND_MESSAGE, RESPOND_NOT_FOUND, OcsApi, ocs_response
+from .ocs import (
+    NOT_FOUND_MESSAGE,
+    RESPOND_NOT_FOUND,
+    OcsApi,
+    ocs_response,
+    render_envelope,
+)
 from .state import NextcloudState
 from .systemtags import SystemTagsDav
 from .webdav import FilesDav
@@ -44,18 +50,18 @@ class FaultsAndLog:
 
 
 def fault_response(request: Request, status: int) -> Response:
-    """503 as Nextcloud answers in maintenance mode (OCS envelope, or sabre's ServiceUnavailable);
-    any other status as a failing proxy in front of it would."""
+    """503 as Nextcloud 29 answers in maintenance mode (ocs/v*.php's envelope without paging fields,
+    or the DAV app's ServerMaintenanceMode error); any other status as a failing proxy in front of it would."""
     path = request.url.path
     if status != 503:
         return PlainTextResponse(f"Error {status}", status)
     if path.startswith("/ocs/"):
-        response = ocs_response(request, None, 503, "Service unavailable")
-        response.status_code = 503
+        meta = {"status": "failure", "statuscode": 503, "message": "Service unavailable"}
+        response = render_envelope(request, {"ocs": {"meta": meta, "data": []}}, 503)
         response.headers["X-Nextcloud-Maintenance-Mode"] = "1"
         return response
     if path.startswith("/remote.php/"):
-        return DavError(503, "Sabre\\DAV\\Exception\\ServiceUnavailable", "Service unavailable").response()
+        return DavError(503, "OCA\\DAV\\Exception\\ServerMaintenanceMode", "System is in maintenance mode.").response()
     return PlainTextResponse("Service Unavailable", 503, headers={"X-Nextcloud-Maintenance-Mode": "1"})
 
 
