@@ -8,13 +8,14 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from PIL import Image
-from sqlalchemy import select
-
 from conftest import SHARED_MODELS
+from PIL import Image
+from sqlalchemy import delete, select, update
+
 from ex_app.config import Settings
 from ex_app.engine import Engine
 from ex_app.people import operations, thumbnails
+from ex_app.people.clustering import QualityGate
 from ex_app.store import schema
 from ex_app.work.scan import local_file, process_pending, sync_folder
 
@@ -180,9 +181,8 @@ def test_listing_puts_named_persons_first_with_counts_and_a_cover(people):
         assert listing[0].id == ridge and listing[0].faces == listing[0].photos == FIRST_PHOTOS
         cover = session.get(schema.Face, listing[0].cover_face_id)
         assert cover.person_id == ridge
-    with pytest.raises(operations.NotFound):
-        with engine.sessions.begin() as session:
-            operations.rename(session, 10_000, "nobody")
+    with pytest.raises(operations.NotFound), engine.sessions.begin() as session:
+        operations.rename(session, 10_000, "nobody")
 
 
 def test_face_thumbnails_are_square_crops_made_once(people):
@@ -197,3 +197,90 @@ def test_face_thumbnails_are_square_crops_made_once(people):
         assert image.size == (128, 128) and image.format == "JPEG"
     with engine.sessions() as session, pytest.raises(thumbnails.FaceMissing):
         thumbnails.face_thumbnail(session, 99_999, engine.settings.cache_dir, local_file)
+
+
+@pytest.fixture
+def two_owners(tmp_path, shared_data):
+    """alice's and bob's files hold photos of the same five identities."""
+    engine = Engine(Settings(data_dir=tmp_path / "state", model_mirror=SHARED_MODELS))
+    for user, (start, stop) in (("alice", (0, 4)), ("bob", (4, 8))):
+        tree = tmp_path / user
+        copy_photos(shared_data, tree, start, stop)
+        root_id, _ = sync_folder(engine.sessions, tree, engine.pipeline)
+        process_pending(engine.sessions, tree, root_id, engine.pipeline)
+        with engine.sessions.begin() as session:  # what a crawl of user's files records
+            root = session.get(schema.Root, root_id)
+            root.source, root.location = "nextcloud", user
+    engine.regroup(full=True)
+    return engine
+
+
+def owners_of_persons(engine: Engine) -> dict[int, set[str | None]]:
+    """person id → the owners of its faces' files."""
+    with engine.sessions() as session:
+        rows = session.execute(
+            select(schema.Face.person_id, schema.Root.location)
+            .join(schema.File, schema.File.id == schema.Face.file_id)
+            .join(schema.Root)
+            .where(schema.Face.person_id.is_not(None))
+        ).all()
+    result: dict[int, set[str | None]] = {}
+    for person_id, owner in rows:
+        result.setdefault(person_id, set()).add(owner)
+    return result
+
+
+def test_faces_of_different_owners_never_share_a_person(two_owners, shared_data):
+    engine = two_owners
+    for when in ("full re-grouping", "incremental update"):
+        if when == "incremental update":
+            with engine.sessions.begin() as session:
+                session.execute(update(schema.Face).values(person_id=None))
+                session.execute(delete(schema.Person))
+            engine.regroup(full=False)
+        owners = owners_of_persons(engine)
+        assert all(len(o) == 1 for o in owners.values()), when
+        with engine.sessions() as session:
+            for person_id, (owner,) in owners.items():
+                assert session.get(schema.Person, person_id).owner == owner, when
+        per_owner = Counter(next(iter(o)) for o in owners.values())
+        assert per_owner == {"alice": len(IDENTITIES), "bob": len(IDENTITIES)}, when
+
+
+def test_operations_refuse_another_owners_persons_and_faces(two_owners):
+    engine = two_owners
+    with engine.sessions() as session:
+        alice = operations.list_persons(session, owner="alice")
+        bob = operations.list_persons(session, owner="bob")
+        everyone = operations.list_persons(session)
+    assert {p.id for p in alice} | {p.id for p in bob} == {p.id for p in everyone}
+    assert not {p.id for p in alice} & {p.id for p in bob}
+    with engine.sessions() as session:
+        alice_face = session.scalar(select(schema.Face.id).where(schema.Face.person_id == alice[0].id))
+    attempts = [
+        lambda s: operations.rename(s, alice[0].id, "x", owner="bob"),
+        lambda s: operations.set_hidden(s, alice[0].id, owner="bob"),
+        lambda s: operations.merge(s, bob[0].id, [alice[0].id], owner="bob"),
+        lambda s: operations.merge(s, bob[0].id, [alice[0].id]),  # across owners: never
+        lambda s: operations.move_face(s, alice_face, bob[0].id, owner="bob"),
+        lambda s: operations.move_face(s, alice_face, bob[0].id),  # into another's person
+        lambda s: operations.remove_face(s, alice_face, owner="bob"),
+        lambda s: operations.mark_distinct(s, bob[0].id, alice[0].id, owner="bob"),
+        lambda s: operations.person_faces(
+            s, alice[0].id, QualityGate.from_settings(engine.settings), owner="bob"
+        ),
+    ]
+    for attempt in attempts:
+        with pytest.raises(operations.NotFound), engine.sessions.begin() as session:
+            attempt(session)
+    with engine.sessions() as session:
+        assert operations.list_persons(session, owner="alice") == alice
+        moved_alone = operations.suggest_merges(session, 10.0, owner="bob")
+        assert all(s.person_id in {p.id for p in bob} for s in moved_alone)
+        # Even with no owner given, suggestions never pair two owners' persons.
+        pairs = operations.suggest_merges(session, 10.0, limit=10_000)
+    owner_of = {p.id: "alice" for p in alice} | {p.id: "bob" for p in bob}
+    assert pairs and all(owner_of[s.person_id] == owner_of[s.other_id] for s in pairs)
+    with engine.sessions.begin() as session:
+        new = operations.move_face(session, alice_face, None, owner="alice")
+        assert session.get(schema.Person, new).owner == "alice"
