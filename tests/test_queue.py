@@ -14,6 +14,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -72,12 +73,20 @@ def photo_tree(folder: Path, shared_data: Path, count: int, start: int = 0) -> P
     return folder
 
 
-def tasks(data_dir: Path) -> list[dict]:
+def tasks(data_dir: Path, database_url: str | None = None) -> list[dict]:
+    """The tasks with their files' paths: from the data folder's SQLite, or from a URL."""
+    query = "SELECT tasks.*, files.path FROM tasks JOIN files ON files.id = tasks.file_id"
+    if database_url:
+        from sqlalchemy import create_engine, text
+
+        engine = create_engine(database_url)
+        with engine.connect() as connection:
+            rows = [dict(row._mapping) for row in connection.execute(text(query))]
+        engine.dispose()
+        return rows
     with sqlite3.connect(data_dir / "recognize.db") as db:
         db.row_factory = sqlite3.Row
-        return [dict(row) for row in db.execute(
-            "SELECT tasks.*, files.path FROM tasks JOIN files ON files.id = tasks.file_id"
-        )]
+        return [dict(row) for row in db.execute(query)]
 
 
 def wait_until(condition, timeout: float = 120, step: float = 0.05):
@@ -120,15 +129,56 @@ def _pings(client) -> bool:
         return False
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "redis"])
+@pytest.fixture(scope="module")
+def postgres(tmp_path_factory):
+    """A PostgreSQL server of its own (Debian's), on a Unix socket; yields a database maker."""
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    assert found, "PostgreSQL is missing: apt-get install postgresql"
+    bin_dir = found[-1].parent
+    folder = Path(tempfile.mkdtemp(prefix="recognize-pg-"))  # the server's user must reach it
+    as_owner = []
+    if os.geteuid() == 0:  # PostgreSQL refuses to run as root
+        shutil.chown(folder, "postgres")
+        as_owner = ["runuser", "-u", "postgres", "--"]
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = str(probe.getsockname()[1])
+    data = str(folder / "data")
+
+    def run(*args: str) -> None:
+        subprocess.run([*as_owner, *args], check=True, capture_output=True)
+
+    run(str(bin_dir / "initdb"), "-D", data, "-A", "trust", "-U", "recognize")
+    run(str(bin_dir / "pg_ctl"), "-D", data, "-l", str(folder / "log"), "-w", "-o",
+        f"-p {port} -k {folder} -c listen_addresses=''", "start")
+    names = iter(range(1000))
+
+    def database() -> str:
+        name = f"recognize{next(names)}"
+        run(str(bin_dir / "createdb"), "-h", str(folder), "-p", port, "-U", "recognize", name)
+        return f"postgresql+psycopg://recognize@/{name}?host={folder}&port={port}"
+
+    yield database
+    run(str(bin_dir / "pg_ctl"), "-D", data, "-m", "fast", "stop")
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "redis", "redis+postgresql"])
 def test_two_workers_share_a_backlog_and_analyze_each_file_once(
     backend, tmp_path, shared_data, request
 ):
-    settings = {"RECOGNIZE_QUEUE_URL": request.getfixturevalue("redis_url")} if backend == "redis" else {}
+    """The default (one machine), and what workers on several machines share: Redis for the
+    queue, PostgreSQL for the store."""
+    settings = {}
+    if backend.startswith("redis"):
+        settings["RECOGNIZE_QUEUE_URL"] = request.getfixturevalue("redis_url")
+    if backend.endswith("postgresql"):
+        settings["RECOGNIZE_DATABASE_URL"] = request.getfixturevalue("postgres")()
+    url = settings.get("RECOGNIZE_DATABASE_URL")
     tree = photo_tree(tmp_path / "tree", shared_data, 30)
     data_dir = tmp_path / "state"
     assert "30 new" in cli(data_dir, "scan", "--queue-only", str(tree), **settings)
-    assert {t["status"] for t in tasks(data_dir)} == {"pending"}
+    assert {t["status"] for t in tasks(data_dir, url)} == {"pending"}
 
     cli(data_dir, "pause", **settings)  # both start held back, then begin together
     workers = [start_worker(data_dir, "--exit-when-done", **settings) for _ in range(2)]
@@ -136,12 +186,13 @@ def test_two_workers_share_a_backlog_and_analyze_each_file_once(
     cli(data_dir, "resume", **settings)
     counts = [finish(worker)[0] for worker in workers]
 
-    rows = tasks(data_dir)
+    rows = tasks(data_dir, url)
     assert len(rows) == 30 and {t["status"] for t in rows} == {"done"}
     assert sum(counts) == 30 and min(counts) > 0, counts  # each file analyzed by one worker
     assert {t["attempts"] for t in rows} == {1}
     assert len({t["worker"] for t in rows}) == 2
     assert all(t["lease_until"] is None for t in rows)
+    assert not (data_dir / "recognize.db").exists() or url is None
 
 
 def test_a_worker_killed_mid_backlog_loses_nothing_and_duplicates_nothing(tmp_path, shared_data):
