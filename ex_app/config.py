@@ -19,6 +19,8 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 MANIFEST_PATH = PROJECT_ROOT / "models" / "manifest.yml"
 RULES_PATH = PROJECT_ROOT / "rules.yml"
 GENRES_PATH = PROJECT_ROOT / "genres.yml"
+ACTIONS_PATH = PROJECT_ROOT / "actions.yml"
+LANDMARK_REGIONS_PATH = PROJECT_ROOT / "models" / "landmark_regions.yml"
 
 
 def default_data_dir() -> Path:
@@ -105,6 +107,33 @@ class Settings(BaseSettings):
     video_label_min_frames: int = Field(default=3, ge=1)
     video_label_min_share: float = Field(default=0.3, gt=0, le=1)
     video_music_min_seconds: float = Field(default=10.0, ge=0)
+    # Up to video_scene_frames of the sampled frames are the first frames of new scenes (key
+    # frames whose FFmpeg scene score passes video_scene_threshold); 0: evenly spread only.
+    video_scene_frames: int = Field(default=6, ge=0)
+    video_scene_threshold: float = Field(default=0.3, gt=0, lt=1)
+
+    # Actions in videos (MoViNet, Kinetics-600; tags: actions.yml): action_clips clips of
+    # action_clip_seconds, spread over the video, streamed at action_fps frames per second;
+    # classes scoring action_min_score or more are kept. Like landmarks: off by default, since
+    # the ExApp's /init fails when an enabled analyzer's model cannot be fetched; when enabled,
+    # it is skipped (one log line) while its model files are not on this machine.
+    actions_enabled: bool = False
+    action_clips: int = Field(default=3, ge=1)
+    action_clip_seconds: float = Field(default=4.0, gt=0)
+    action_fps: float = Field(default=5.0, gt=0)  # the rate MoViNet's stream models expect
+    action_max_side: int = Field(default=256, ge=64)  # decoded frame size before the crop
+    action_top_k: int = Field(default=5, ge=1)
+    action_min_score: float = Field(default=0.05, ge=0, le=1)
+
+    # Landmarks in photos (Google's regional classifiers), only on photos whose object labels
+    # suggest architecture or scenery; the regions of the photo's country when it has GPS,
+    # else every region in landmark_regions.
+    landmarks_enabled: bool = False
+    landmark_regions: list[str] = Field(
+        default=["africa", "asia", "europe", "north_america", "south_america", "oceania_antarctica"]
+    )
+    landmark_top_k: int = Field(default=3, ge=1)
+    landmark_min_score: float = Field(default=0.3, ge=0, le=1)
 
     # The ExApp (Nextcloud): how it works through the users' files.
     jobs: int = Field(default=1, ge=1)  # files downloaded at once (analysis: one at a time)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import threading
 from collections.abc import Iterator
@@ -21,6 +22,8 @@ SHARED_MODELS = PROJECT_ROOT.parent / "shared" / "models"
 BIG_MODEL = SHARED_MODELS / "efficientnet_lite0.onnx"  # 18.6 MB: many chunks
 SMALL_MODEL = SHARED_MODELS / "face_detection_yunet.onnx"
 OTHER_MODEL = SHARED_MODELS / "musicnn_mtt.onnx"
+# Entries with a known hash whose file is only upstream (not in the mirror, no package ships it).
+ONLY_UPSTREAM = {"kinetics600_labels"}
 
 
 @dataclass
@@ -174,7 +177,7 @@ def test_server_without_range_support_restarts(tmp_path, server):
 
 
 def test_fetch_from_mirror_copies_and_verifies(tmp_path, server):
-    base, served = server
+    _base, _served = server
     manifest = load_manifest()
     store = ModelStore(tmp_path, manifest, mirror=SHARED_MODELS)
     calls: list[tuple[int, int]] = []
@@ -203,8 +206,8 @@ def test_dlib_files_come_verified_from_the_python_package(tmp_path):
     with pytest.raises(ModelUnavailable) as failure:
         ModelStore(tmp_path / "other", {"dlib_face_embedder": tampered}).path("dlib_face_embedder")
     assert failure.value.reasons == [
-        f"python package face_recognition_models: sha256 mismatch: {package_file(tampered)} "
-        f"has {manifest['dlib_face_embedder'].sha256}, expected {'0' * 64}"
+        (f"python package face_recognition_models: sha256 mismatch: {package_file(tampered)} "
+        f"has {manifest['dlib_face_embedder'].sha256}, expected {'0' * 64}")
     ]
 
 
@@ -270,6 +273,9 @@ def test_manifest_matches_the_mirror_and_the_installed_package(tmp_path):
     assert mirror_files <= {spec.file for spec in manifest.values()}
     for spec in manifest.values():
         assert spec.urls and all(url.startswith("https://") for url in spec.urls)
+        if spec.sha256 is None or spec.name in ONLY_UPSTREAM:
+            assert not (SHARED_MODELS / spec.file).exists(), f"{spec.name}: pin it from the mirror"
+            continue
         if spec.derivation is not None:
             local = converting_store.fetch(spec.name)
         elif spec.package is not None:
@@ -288,6 +294,8 @@ def test_manifest_matches_the_mirror_and_the_installed_package(tmp_path):
         (lambda entry: entry.update(sha256="ABC123"), "'probe': sha256: String should match"),
         (lambda entry: entry.update(sources=[{"url": "http://x/y"}]), "must be https"),
         (lambda entry: entry.update(sizes=1), "sizes: Extra inputs are not permitted"),
+        (lambda entry: entry.update(sha256=None), "set pin_on_first_download: true"),
+        (lambda entry: entry.update(pin_on_first_download=True), "only for entries with sha256: null"),
     ],
 )
 def test_manifest_errors_name_the_model_and_the_field(tmp_path, change, message):
@@ -329,3 +337,96 @@ def test_a_derived_model_is_made_from_its_source_and_a_failed_conversion_says_wh
         ModelStore(tmp_path / "bad", broken).fetch(onnx.name)
     assert "conversion of dlib_face_embedder" in str(raised.value)
     assert not list((tmp_path / "bad" / onnx.name).rglob("*.onnx"))
+
+
+def unpinned_spec(name: str, published_size: int, urls: list[str]) -> ModelSpec:
+    """A manifest entry whose hash could not be learned: pinned on first download."""
+    return ModelSpec(
+        name=name, task="test", file="model.bin", sha256=None, pin_on_first_download=True,
+        size=published_size, licence="test", inputs="test",
+        sources=tuple({"url": url} for url in urls),
+    )
+
+
+def test_entry_without_hash_pins_its_first_download_and_holds_later_copies_to_it(
+    tmp_path, server, caplog
+):
+    base, served = server
+    url = serve(served, base, SMALL_MODEL)
+    spec = unpinned_spec("probe", OTHER_MODEL.stat().st_size, [url])  # published: about
+    store = ModelStore(tmp_path, {"probe": spec})
+    calls: list[tuple[int, int]] = []
+
+    with caplog.at_level(logging.WARNING, logger="ex_app.models.store"):
+        path = store.fetch("probe", progress=lambda done, total: calls.append((done, total)))
+
+    digest = file_sha256(SMALL_MODEL)
+    assert path == tmp_path / "probe" / "pinned" / "model.bin"
+    assert path.read_bytes() == SMALL_MODEL.read_bytes()
+    assert (path.parent / "pinned.sha256").read_text().strip() == digest
+    assert store.expected_sha256("probe") == digest
+    assert calls[-1] == (SMALL_MODEL.stat().st_size,) * 2  # as the server's length says
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and digest in warnings[0] and "no sha256" in warnings[0]
+
+    # Present and pinned: neither downloaded nor pinned again.
+    caplog.clear()
+    assert ModelStore(tmp_path, {"probe": spec}).path("probe") == path
+    assert len(served.requests) == 1 and not caplog.records
+
+    # Upstream's bytes change: a new copy no longer matches the pin, and nothing replaces it.
+    path.unlink()
+    served.files["/" + SMALL_MODEL.name] = OTHER_MODEL.read_bytes()
+    with pytest.raises(ModelUnavailable) as failure:
+        ModelStore(tmp_path, {"probe": spec}).fetch("probe")
+    assert "sha256 mismatch" in failure.value.reasons[0]
+    assert f"pinned on first download {digest}" in failure.value.reasons[0]
+    assert not path.exists() and store.expected_sha256("probe") == digest
+
+
+def test_entry_without_hash_refuses_a_file_far_larger_than_published(tmp_path, server):
+    base, served = server
+    url = serve(served, base, BIG_MODEL)
+    store = ModelStore(tmp_path, {"probe": unpinned_spec("probe", 1_000_000, [url])})
+
+    with pytest.raises(ModelUnavailable) as failure:
+        store.fetch("probe")
+
+    assert f"{BIG_MODEL.stat().st_size} bytes, far more than the published 1000000" in str(
+        failure.value
+    )
+    assert store.expected_sha256("probe") is None
+    assert not (tmp_path / "probe" / "pinned" / "pinned.sha256").exists()
+
+
+def test_entry_without_hash_resumes_a_broken_download_before_pinning(tmp_path, server):
+    base, served = server
+    url = serve(served, base, BIG_MODEL)
+    store = ModelStore(tmp_path, {"probe": unpinned_spec("probe", 18_000_000, [url])})
+    served.cut_next_response_after = 4_000_000
+
+    with pytest.raises(ModelUnavailable) as failure:
+        store.fetch("probe")
+    assert "kept to resume" in failure.value.reasons[0]
+    assert store.expected_sha256("probe") is None  # a part file is never pinned
+
+    path = store.fetch("probe")
+    assert served.requests[-1][1] == "bytes=4000000-"
+    assert store.expected_sha256("probe") == file_sha256(BIG_MODEL) == file_sha256(path)
+
+
+def test_the_new_entries_carry_upstream_urls_and_say_how_they_are_verified():
+    manifest = load_manifest()
+    new = ["movinet_a0_stream", "kinetics600_labels"] + [
+        f"landmarks_{region}{suffix}"
+        for region in ("africa", "asia", "europe", "north_america", "south_america",
+                       "oceania_antarctica")
+        for suffix in ("", "_labels")
+    ]
+    for name in new:
+        spec = manifest[name]
+        assert spec.urls and all(url.startswith("https://") for url in spec.urls), name
+        assert (spec.sha256 is None) == spec.pin_on_first_download, name
+    assert manifest["movinet_a0_stream"].file.endswith(".tflite")
+    assert all(manifest[f"landmarks_{r}"].file.endswith(".tflite") for r in ("asia", "europe"))
+    assert manifest["kinetics600_labels"].sha256 is not None  # its hash is known

@@ -1,13 +1,17 @@
 """Video decoding: a bounded number of RGB frames spread over a video, and what it holds.
 
-``ffprobe`` reads the streams and duration; ``ffmpeg`` then seeks to each sample time and pipes
-one downscaled RGB frame, so time and memory depend on the number of frames asked for, not on
-the length of the video. Every failure that is the file's fault is a ``MediaError``.
+``ffprobe`` reads the streams, duration and position tags; ``ffmpeg`` then seeks to each sample
+time and pipes one downscaled RGB frame, so time and memory depend on the number of frames asked
+for, not on the length of the video. Sample times are spread evenly and, when asked, also put
+just after scene changes (found among key frames only, so finding them stays cheap). Short
+clips of consecutive frames at a fixed rate serve action recognition. Every failure that is the
+file's fault is a ``MediaError``.
 """
 
 from __future__ import annotations
 
 import math
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +25,10 @@ from ex_app.media.ffmpeg_io import file_url, probe, run_to_pipe, seconds
 # Missing frames up to this share of those asked for are tolerated (seeks near damaged spots);
 # more means the file is truncated or corrupt.
 MAX_MISSING_SHARE = 0.25
+SCENE_PROBE_WIDTH = 160  # key frames are compared at this width: enough for cuts, cheap
+# Container tags that hold the recording position as ISO 6709 (phones, cameras, ffmpeg -metadata).
+LOCATION_TAGS = ("location", "com.apple.quicktime.location.ISO6709", "location-eng")
+ISO6709 = re.compile(r"([+-]\d{1,2}(?:\.\d+)?)([+-]\d{1,3}(?:\.\d+)?)([+-]\d+(?:\.\d+)?)?(?:CRS\S*)?/?")
 
 
 @dataclass(frozen=True)
@@ -32,6 +40,7 @@ class VideoInfo:
     height: int
     codec: str  # FFmpeg's name of the video codec
     audio_seconds: float | None  # length of the first audio stream; None without one
+    location: tuple[float, float] | None = None  # (latitude, longitude) where it was recorded
 
 
 @dataclass(frozen=True)
@@ -49,26 +58,55 @@ def sample_times(duration: float, max_frames: int, interval: float) -> list[floa
     return [duration * (i + 0.5) / count for i in range(count)]
 
 
+def merge_times(
+    spread: list[float], scenes: list[float], max_frames: int, max_scenes: int, min_gap: float
+) -> list[float]:
+    """Scene-change times (at most max_scenes, evenly chosen) and the spread times not within
+    min_gap of one of them, at most max_frames in all, in order."""
+    chosen = _evenly(sorted(scenes), min(max_scenes, max_frames))
+    rest = [at for at in spread if all(abs(at - scene) >= min_gap for scene in chosen)]
+    return sorted(chosen + _evenly(rest, max_frames - len(chosen)))
+
+
+def _evenly(values: list[float], count: int) -> list[float]:
+    """count of the values, spread evenly over the list (all of them if there are fewer)."""
+    if count <= 0:
+        return []
+    if len(values) <= count:
+        return list(values)
+    return [values[round(i * (len(values) - 1) / max(1, count - 1))] for i in range(count)]
+
+
+def clip_starts(duration: float, clips: int, seconds: float) -> list[float]:
+    """Start times of clips of the given length centred in equal slices of the video."""
+    return [max(0.0, duration * (i + 0.5) / clips - seconds / 2) for i in range(clips)]
+
+
 def read_video(
-    path: Path, max_frames: int, interval: float, max_side: int, timeout: float
+    path: Path,
+    max_frames: int,
+    interval: float,
+    max_side: int,
+    timeout: float,
+    scene_threshold: float | None = None,
+    max_scene_frames: int = 0,
 ) -> tuple[VideoInfo, list[VideoFrame]]:
     """Probe the video at path and decode its sampled frames, downscaled to max_side.
 
-    Raises MediaError for an empty file, a file that is not a video, one without a video
-    stream, and one that is truncated or corrupt; FFmpeg gets at most timeout seconds in all.
+    With a scene_threshold (0-1, FFmpeg's scene score), up to max_scene_frames of the frames
+    are the first frames of new scenes, the rest spread evenly. Raises MediaError for an empty
+    file, a file that is not a video, one without a video stream, and one that is truncated or
+    corrupt; FFmpeg gets at most timeout seconds in all.
     """
     path = Path(path)
     deadline = time.monotonic() + timeout
-    try:
-        size = path.stat().st_size
-    except OSError as error:
-        raise MediaError(f"cannot read the file: {error.strerror or error}") from error
-    if size == 0:
-        raise MediaError("empty file (0 bytes)")
+    _check_not_empty(path)
     info = probe_video(path, timeout)
-    scale = min(1.0, max_side / max(info.width, info.height))
-    width, height = max(2, round(info.width * scale)), max(2, round(info.height * scale))
+    width, height = _decoded_size(info, max_side)
     times = sample_times(info.duration, max_frames, interval)
+    if scene_threshold is not None and max_scene_frames > 0 and len(times) > 1:
+        scenes = scene_changes(path, scene_threshold, deadline, timeout)
+        times = merge_times(times, scenes, max_frames, max_scene_frames, interval / 2)
     frames = []
     for at in times:
         pixels = _frame_at(path, at, width, height, deadline, timeout)
@@ -81,6 +119,91 @@ def read_video(
             f"of the {info.duration:.1f} s it declares could not be decoded"
         )
     return info, frames
+
+
+def scene_changes(path: Path, threshold: float, deadline: float, timeout: float) -> list[float]:
+    """Times (seconds) of key frames whose picture differs from the previous key frame's by
+    more than threshold (FFmpeg's scene score, 0-1); only key frames are decoded."""
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise MediaError(f"video could not be decoded within {timeout:g} s")
+    process = (
+        ffmpeg.input(file_url(path), skip_frame="nokey")["v:0"]
+        .filter("scale", SCENE_PROBE_WIDTH, -2)
+        .filter("select", f"gt(scene,{threshold:g})")
+        .filter("showinfo")
+        .output("pipe:", format="null")
+        .global_args("-nostdin", "-hide_banner", "-v", "info", "-fps_mode", "passthrough")
+    )
+    _, messages, _ = run_to_pipe(process, remaining, "video")
+    text = messages.decode("utf-8", "replace")
+    return [float(found) for found in re.findall(r"Parsed_showinfo.*?pts_time:\s*([0-9.]+)", text)]
+
+
+def read_clip(
+    path: Path, info: VideoInfo, start: float, seconds: float, fps: float, max_side: int,
+    timeout: float,
+) -> list[VideoFrame]:
+    """Consecutive frames at fps from start for seconds (a clip for an action model), as RGB
+    downscaled to max_side; fewer when the video ends sooner."""
+    width, height = _decoded_size(info, max_side)
+    process = (
+        ffmpeg.input(file_url(path), ss=f"{start:.3f}", t=f"{seconds:.3f}")["v:0"]
+        .filter("fps", fps=fps)
+        .filter("scale", width, height, flags="area")
+        .output("pipe:", format="rawvideo", pix_fmt="rgb24")
+        .global_args("-nostdin", "-hide_banner", "-v", "error")
+    )
+    raw, _, _ = run_to_pipe(process, timeout, "video")
+    size = width * height * 3
+    return [
+        VideoFrame(
+            start + index / fps,
+            np.frombuffer(raw[index * size:(index + 1) * size], dtype=np.uint8)
+            .reshape(height, width, 3).copy(),
+            width / info.width,
+        )
+        for index in range(len(raw) // size)
+    ]
+
+
+def parse_iso6709(value: str) -> tuple[float, float] | None:
+    """(latitude, longitude) from an ISO 6709 position in decimal degrees, like the
+    ``+48.8566+002.3522/`` that phones write; None when it is not one or out of range."""
+    match = ISO6709.fullmatch(value.strip())
+    if match is None:
+        return None
+    latitude, longitude = float(match.group(1)), float(match.group(2))
+    if abs(latitude) > 90 or abs(longitude) > 180 or (latitude, longitude) == (0.0, 0.0):
+        return None
+    return latitude, longitude
+
+
+def _check_not_empty(path: Path) -> None:
+    try:
+        size = path.stat().st_size
+    except OSError as error:
+        raise MediaError(f"cannot read the file: {error.strerror or error}") from error
+    if size == 0:
+        raise MediaError("empty file (0 bytes)")
+
+
+def _decoded_size(info: VideoInfo, max_side: int) -> tuple[int, int]:
+    scale = min(1.0, max_side / max(info.width, info.height))
+    return max(2, round(info.width * scale)), max(2, round(info.height * scale))
+
+
+def _location(probed: dict) -> tuple[float, float] | None:
+    """The recording position from the container's (or a stream's) ISO 6709 tags."""
+    tagged = [probed.get("format", {}).get("tags", {})]
+    tagged += [stream.get("tags", {}) for stream in probed.get("streams", [])]
+    for tags in tagged:
+        for key, value in tags.items():
+            if key in LOCATION_TAGS or key.lower() in LOCATION_TAGS:
+                position = parse_iso6709(str(value))
+                if position is not None:
+                    return position
+    return None
 
 
 def probe_video(path: Path, timeout: float) -> VideoInfo:
@@ -105,7 +228,10 @@ def probe_video(path: Path, timeout: float) -> VideoInfo:
     audio_seconds = None
     if audios:
         audio_seconds = seconds(audios[0].get("duration")) or duration
-    return VideoInfo(duration, width, height, video.get("codec_name", "unknown"), audio_seconds)
+    return VideoInfo(
+        duration, width, height, video.get("codec_name", "unknown"), audio_seconds,
+        _location(probed),
+    )
 
 
 def _frame_at(

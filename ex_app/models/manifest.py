@@ -5,7 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from ex_app.config import MANIFEST_PATH
 
@@ -48,18 +55,33 @@ class DerivedSource(BaseModel):
 
 
 class ModelSpec(BaseModel):
-    """One model file: what it is for, its exact bytes (sha256, size), and its sources in order."""
+    """One model file: what it is for, its exact bytes (sha256, size), and its sources in order.
+
+    ``sha256: null`` says the hash of the published file could not be learned when the entry
+    was written; such an entry must set ``pin_on_first_download: true``: the store then pins
+    the hash of the first copy it gets (warning) and verifies every later copy against it,
+    and ``size`` is the published size, used for progress and as a bound, not verified.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     name: str = Field(pattern=r"^[a-z0-9_]+$")
     task: str
     file: str = Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
-    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    sha256: str | None = Field(pattern=r"^[0-9a-f]{64}$")
     size: int = Field(gt=0)
+    pin_on_first_download: bool = False
     licence: str
     inputs: str
     sources: tuple[UrlSource | PackageSource | DerivedSource, ...] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _hash_or_pin(self) -> ModelSpec:
+        if self.sha256 is None and not self.pin_on_first_download:
+            raise ValueError("sha256 is null: set pin_on_first_download: true (and say why)")
+        if self.sha256 is not None and self.pin_on_first_download:
+            raise ValueError("pin_on_first_download is only for entries with sha256: null")
+        return self
 
     @field_validator("sources")
     @classmethod

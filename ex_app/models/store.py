@@ -6,6 +6,11 @@ place), the local mirror folder (copied), then each URL (downloaded). Files live
 old version; nothing here deletes a verified model. A small ``verified.json`` beside it
 remembers the verified file's size and mtime, so a present file is only re-hashed when it
 changed.
+
+An entry whose hash could not be learned when the manifest was written (``sha256: null``,
+``pin_on_first_download: true``) lives under ``models_dir/<name>/pinned/``: the hash of the
+first copy the store gets is written beside it (``pinned.sha256``, with a warning in the log)
+and every later copy must match it.
 """
 
 from __future__ import annotations
@@ -28,6 +33,9 @@ from ex_app.models.manifest import ModelSpec
 log = logging.getLogger(__name__)
 
 CHUNK_SIZE = 1 << 20
+PINNED_DIR = "pinned"  # the version folder of an entry without a manifest hash
+PIN_FILE = "pinned.sha256"
+UNPINNED_SIZE_FACTOR = 4  # an unpinned download may be this many times its published size
 USER_AGENT = "Nextcloud-Recognize-ExApp"
 
 Progress = Callable[[int, int], None]
@@ -75,12 +83,21 @@ def package_file(spec: ModelSpec) -> Path | None:
     found = importlib.util.find_spec(spec.package.python_package)
     if found is None or not found.submodule_search_locations:
         return None
-    return Path(list(found.submodule_search_locations)[0]) / spec.package.path
+    return Path(next(iter(found.submodule_search_locations))) / spec.package.path
 
 
 def _content_range_start(header: str | None) -> int | None:
     match = re.fullmatch(r"bytes (\d+)-\d+/(\d+|\*)", (header or "").strip())
     return int(match.group(1)) if match else None
+
+
+def _response_total(response: http.client.HTTPResponse, start: int) -> int | None:
+    """The whole file's length as the response states it (start: bytes already here)."""
+    match = re.fullmatch(r"bytes \d+-\d+/(\d+)", response.headers.get("Content-Range", "").strip())
+    if match:
+        return int(match.group(1))
+    length = response.headers.get("Content-Length")
+    return start + int(length) if length and length.isdigit() else None
 
 
 class ModelStore:
@@ -142,6 +159,10 @@ class ModelStore:
             return found
         raise ModelUnavailable(name, reasons)
 
+    def local_path(self, name: str) -> Path | None:
+        """The verified copy on this machine, or None; never fetches anything."""
+        return self._present(self._spec(name))
+
     def status(self) -> list[ModelStatus]:
         """Every manifest entry with its verified local path, if any."""
         rows = []
@@ -162,7 +183,13 @@ class ModelStore:
     def stored_path(self, name: str) -> Path:
         """Where a downloaded or copied model is kept (whether or not it is there yet)."""
         spec = self._spec(name)
-        return self.models_dir / spec.name / spec.sha256[:16] / spec.file
+        version = spec.sha256[:16] if spec.sha256 is not None else PINNED_DIR
+        return self.models_dir / spec.name / version / spec.file
+
+    def expected_sha256(self, name: str) -> str | None:
+        """The hash a model's bytes must have: the manifest's, else the one pinned here."""
+        spec = self._spec(name)
+        return spec.sha256 if spec.sha256 is not None else self._pinned(spec)
 
     # Verification ---------------------------------------------------------------------
 
@@ -179,12 +206,41 @@ class ModelStore:
         stat = path.stat()
         return {
             "path": str(path),
-            "sha256": spec.sha256,
+            "sha256": self.expected_sha256(spec.name),
             "size": stat.st_size,
             "mtime_ns": stat.st_mtime_ns,
         }
 
+    def _pin_path(self, spec: ModelSpec) -> Path:
+        return self.stored_path(spec.name).with_name(PIN_FILE)
+
+    def _pinned(self, spec: ModelSpec) -> str | None:
+        """The hash pinned here for an entry without one in the manifest, if any yet."""
+        try:
+            value = self._pin_path(spec).read_text(encoding="utf-8").strip()
+        except OSError:
+            return None
+        return value if re.fullmatch(r"[0-9a-f]{64}", value) else None
+
+    def _pin_first_copy(self, spec: ModelSpec, path: Path) -> None:
+        """Pin the hash of the first verified-by-nothing copy of an entry without a hash."""
+        if spec.sha256 is not None or self._pinned(spec) is not None:
+            return
+        digest = file_sha256(path)
+        pin = self._pin_path(spec)
+        pin.parent.mkdir(parents=True, exist_ok=True)
+        temporary = pin.with_name(pin.name + ".tmp")
+        temporary.write_text(digest + "\n", encoding="utf-8")
+        os.replace(temporary, pin)
+        log.warning(
+            "model %s: the manifest has no sha256 for %s; pinned %s from this first copy "
+            "(%d bytes) in %s: later copies must match it. Check it and write it into "
+            "models/manifest.yml.",
+            spec.name, spec.file, digest, path.stat().st_size, pin,
+        )
+
     def _remember_verified(self, spec: ModelSpec, path: Path) -> None:
+        self._pin_first_copy(spec, path)
         stamp_path = self._stamp_path(spec)
         stamp_path.parent.mkdir(parents=True, exist_ok=True)
         temporary = stamp_path.with_name(stamp_path.name + ".tmp")
@@ -201,13 +257,25 @@ class ModelStore:
             return None
 
     def _verify(self, spec: ModelSpec, path: Path) -> None:
-        """Raise SourceFailed unless ``path`` holds exactly the manifest's bytes."""
+        """Raise SourceFailed unless ``path`` holds exactly the expected bytes.
+
+        The expected bytes are the manifest's, or those pinned here; the first copy of an
+        entry without a hash only has to fit its size bound (it is pinned when accepted).
+        """
         size = path.stat().st_size
-        if size != spec.size:
+        if spec.sha256 is not None and size != spec.size:
             raise SourceFailed(f"size mismatch: {path} has {size} bytes, expected {spec.size}")
+        if spec.sha256 is None and size > spec.size * UNPINNED_SIZE_FACTOR:
+            raise SourceFailed(
+                f"{path} has {size} bytes, far more than the published {spec.size}"
+            )
+        expected = self.expected_sha256(spec.name)
+        if expected is None:
+            return
         actual = file_sha256(path)
-        if actual != spec.sha256:
-            raise SourceFailed(f"sha256 mismatch: {path} has {actual}, expected {spec.sha256}")
+        if actual != expected:
+            where = "expected" if spec.sha256 is not None else "pinned on first download"
+            raise SourceFailed(f"sha256 mismatch: {path} has {actual}, {where} {expected}")
 
     def _present(self, spec: ModelSpec) -> Path | None:
         """A verified copy on this machine: the stamped one, else the stored or package file."""
@@ -291,8 +359,9 @@ class ModelStore:
     def _from_url(self, spec: ModelSpec, url: str, progress: Progress | None) -> Path:
         """Download to ``.part``, resuming a previous ``.part`` when the server allows it."""
         part = self._part_path(spec)
+        limit = spec.size if spec.sha256 is not None else spec.size * UNPINNED_SIZE_FACTOR
         offset = part.stat().st_size if part.exists() else 0
-        if offset >= spec.size:  # cannot be a prefix of the file: start over
+        if offset >= limit:  # cannot be a prefix of the file: start over
             part.unlink()
             offset = 0
         headers = {"User-Agent": USER_AGENT}
@@ -300,6 +369,7 @@ class ModelStore:
             headers["Range"] = f"bytes={offset}-"
 
         done = offset
+        total: int | None = spec.size if spec.sha256 is not None else None
         try:
             request = urllib.request.Request(url, headers=headers)
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
@@ -311,12 +381,19 @@ class ModelStore:
                 if offset and not resuming:
                     log.info("model %s: %s does not resume; downloading again", spec.name, url)
                     done = 0
+                if total is None:  # no hash yet: the server's length says when it is whole
+                    total = _response_total(response, done)
+                    if total is not None and total > limit:
+                        raise SourceFailed(
+                            f"the file has {total} bytes, far more than the published {spec.size}"
+                        )
+                shown = total or spec.size
                 with part.open("ab" if resuming else "wb") as writer:
-                    while done <= spec.size and (chunk := response.read(CHUNK_SIZE)):
+                    while done <= limit and (chunk := response.read(CHUNK_SIZE)):
                         writer.write(chunk)
                         done += len(chunk)
                         if progress is not None:
-                            progress(min(done, spec.size), spec.size)
+                            progress(min(done, shown), shown)
         except urllib.error.HTTPError as error:
             if error.code == 416:  # our .part does not fit the file the server has
                 part.unlink(missing_ok=True)
@@ -326,12 +403,12 @@ class ModelStore:
                 f"download broke off after {done} of {spec.size} bytes ({error!r}); "
                 "the partial file is kept to resume"
             ) from error
-        if done > spec.size:
+        if done > min(limit, total or limit):
             part.unlink(missing_ok=True)
-            raise SourceFailed(f"server sent more than the expected {spec.size} bytes")
-        if done < spec.size:
+            raise SourceFailed(f"server sent more than {min(limit, total or limit)} bytes")
+        if total is not None and done < total:
             raise SourceFailed(
-                f"connection closed after {done} of {spec.size} bytes; "
+                f"connection closed after {done} of {total} bytes; "
                 "the partial file is kept to resume"
             )
         return self._install(spec, part)

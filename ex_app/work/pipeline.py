@@ -1,10 +1,13 @@
 """Decode one file and run the enabled analyzers on it: the pure middle of the flow.
 
 Models are loaded lazily, once, from the model store. Nothing here touches the database.
+The optional analyzers (actions, landmarks) run only where their model files are already on
+this machine: without them they are left out of the analyzers a file gets, with one log line.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -12,7 +15,21 @@ from pathlib import Path
 
 import numpy as np
 
+from ex_app.analyzers.actions import (
+    KINETICS_LABEL_IDS,
+    ActionRecognizer,
+    load_kinetics_labels,
+)
 from ex_app.analyzers.faces import Face, FaceAnalyzer
+from ex_app.analyzers.landmarks import (
+    REGIONS,
+    LandmarkClassifier,
+    find_landmarks,
+    load_country_regions,
+    load_landmark_labels,
+    regions_for,
+    worth_a_look,
+)
 from ex_app.analyzers.music import (
     MUSICNN_LABEL_IDS,
     SAMPLE_RATE,
@@ -28,12 +45,24 @@ from ex_app.analyzers.places import (
     place_tags,
 )
 from ex_app.analyzers.video import agreed_labels, distinct_faces, has_music_track
-from ex_app.config import GENRES_PATH, RULES_PATH, Settings
+from ex_app.config import (
+    ACTIONS_PATH,
+    GENRES_PATH,
+    LANDMARK_REGIONS_PATH,
+    RULES_PATH,
+    Settings,
+)
 from ex_app.media.audio import decode_audio
 from ex_app.media.gps import read_gps
 from ex_app.media.images import decode_image
-from ex_app.media.kinds import MediaKind
-from ex_app.media.video import read_video
+from ex_app.media.kinds import MediaKind, media_kind
+from ex_app.media.video import (
+    VideoInfo,
+    clip_starts,
+    probe_video,
+    read_clip,
+    read_video,
+)
 from ex_app.models.runtime import open_session, resolve_engine
 from ex_app.models.store import ModelStore
 from ex_app.tagging.rules import TagRules
@@ -45,6 +74,9 @@ OBJECTS = "objects"
 PLACES = "places"
 MUSIC = "music"
 VIDEO = "video"
+ACTIONS = "actions"  # human actions in videos (MoViNet)
+LANDMARKS = "landmarks"  # landmarks in photos (Google's regional classifiers)
+OPTIONAL_ANALYZERS = (ACTIONS, LANDMARKS)  # skipped while their model files are not here
 LABELLING_ANALYZERS = (OBJECTS, MUSIC, VIDEO)  # their results are rows of the labels table
 FACE_FINDING_ANALYZERS = (FACES, VIDEO)  # their results are rows of the faces table
 MUSICNN_CHECKPOINTS = ("msd", "mtt")  # both: MSD knows blues, MTT new age, world, classical
@@ -58,11 +90,19 @@ ANALYZER_MODELS: dict[str, tuple[str, ...]] = {
     MUSIC: ("musicnn_msd", "musicnn_msd_labels", "musicnn_mtt", "musicnn_mtt_labels"),
 }
 ANALYZER_MODELS[VIDEO] = ANALYZER_MODELS[FACES] + ANALYZER_MODELS[OBJECTS] + ANALYZER_MODELS[MUSIC]
+ANALYZER_MODELS[ACTIONS] = ("movinet_a0_stream", "kinetics600_labels")
+# Per region: the classifier and its label map. Landmarks also need the object classifier,
+# whose labels decide which photos are worth a look.
+LANDMARK_MODELS = {region: (f"landmarks_{region}", f"landmarks_{region}_labels") for region in REGIONS}
+ANALYZER_MODELS[LANDMARKS] = ANALYZER_MODELS[OBJECTS] + tuple(
+    name for names in LANDMARK_MODELS.values() for name in names
+)
+MODEL_VERSION_LENGTH = 64  # the tasks table's column
 
 ANALYZERS_BY_KIND: dict[MediaKind, tuple[str, ...]] = {
-    MediaKind.IMAGE: (FACES, OBJECTS, PLACES),
+    MediaKind.IMAGE: (FACES, OBJECTS, PLACES, LANDMARKS),
     MediaKind.AUDIO: (MUSIC,),
-    MediaKind.VIDEO: (VIDEO,),
+    MediaKind.VIDEO: (VIDEO, ACTIONS, PLACES),
 }
 
 
@@ -78,12 +118,20 @@ class FileAnalysis:
     tags: dict[str, list[str]] = field(default_factory=dict)  # by the analyzer that gave them
 
 
+@dataclass
+class VideoAnalysis(FileAnalysis):
+    """A video's analysis with what ffprobe said about it."""
+
+    info: VideoInfo | None = None
+
+
 class Pipeline:
     """Turns a file on disk into a :class:`FileAnalysis`, for the analyzers asked for."""
 
     def __init__(self, settings: Settings, models: ModelStore):
         self._settings = settings
         self._models = models
+        self._available: dict[str, bool] = {}
 
     def enabled_analyzers(self, kind: MediaKind) -> tuple[str, ...]:
         s = self._settings
@@ -93,15 +141,54 @@ class Pipeline:
             PLACES: s.places_enabled,
             MUSIC: s.music_enabled,
             VIDEO: s.video_enabled,
+            ACTIONS: s.actions_enabled,
+            LANDMARKS: s.landmarks_enabled,
         }
-        return tuple(a for a in ANALYZERS_BY_KIND.get(kind, ()) if enabled[a])
+        return tuple(
+            a for a in ANALYZERS_BY_KIND.get(kind, ()) if enabled[a] and self.available(a)
+        )
+
+    def available(self, analyzer: str) -> bool:
+        """Whether an analyzer can run here: optional ones need their model files present
+        (looked at once per pipeline; nothing is downloaded for it)."""
+        if analyzer not in OPTIONAL_ANALYZERS:
+            return True
+        if analyzer not in self._available:
+            if analyzer == LANDMARKS:
+                present = bool(self._landmark_regions_here())
+                missing = "no enabled region's landmark classifier with its label map"
+            else:
+                absent = [n for n in ANALYZER_MODELS[analyzer] if self._models.local_path(n) is None]
+                present, missing = not absent, "missing " + ", ".join(absent)
+            if not present:
+                log.info(
+                    "analyzer %s skipped: %s on this machine (see `recognize models fetch`)",
+                    analyzer, missing,
+                )
+            self._available[analyzer] = present
+        return self._available[analyzer]
 
     def model_version(self, analyzer: str) -> str:
-        """A short fingerprint of the model files (or data) an analyzer runs with."""
+        """A short fingerprint of the model files (or data) an analyzer runs with.
+
+        Models without a manifest hash count with the hash pinned on their first download.
+        A fingerprint longer than the tasks table holds is itself hashed.
+        """
         if analyzer == PLACES:
             return gazetteer_version()
-        manifest = self._models.manifest
-        return "+".join(manifest[name].sha256[:8] for name in ANALYZER_MODELS[analyzer])
+        hashes = [self._models.expected_sha256(name) for name in ANALYZER_MODELS[analyzer]]
+        version = "+".join((digest or "unpinned")[:8] for digest in hashes)
+        if len(version) > MODEL_VERSION_LENGTH:
+            version = "sha256:" + hashlib.sha256(version.encode()).hexdigest()[:32]
+        return version
+
+    def _landmark_regions_here(self) -> list[str]:
+        """Enabled regions whose classifier and label map are both on this machine."""
+        return [
+            region for region in self._settings.landmark_regions
+            if region in LANDMARK_MODELS
+            and all(self._models.local_path(name) for name in LANDMARK_MODELS[region])
+        ]
 
     @cached_property
     def face_analyzer(self) -> FaceAnalyzer:
@@ -155,12 +242,46 @@ class Pipeline:
     def genre_rules(self) -> TagRules:
         return TagRules.load(GENRES_PATH, MUSICNN_LABEL_IDS)
 
+    @cached_property
+    def action_recognizer(self) -> ActionRecognizer:
+        s = self._settings
+        return ActionRecognizer(
+            self._models.path("movinet_a0_stream"),
+            load_kinetics_labels(self._models.path("kinetics600_labels")),
+            threads=s.threads, top_k=s.action_top_k, min_score=s.action_min_score,
+        )
+
+    @cached_property
+    def action_rules(self) -> TagRules:
+        return TagRules.load(ACTIONS_PATH, KINETICS_LABEL_IDS)
+
+    @cached_property
+    def landmark_classifiers(self) -> dict[str, LandmarkClassifier]:
+        """The classifiers of the enabled regions whose files are here, by region."""
+        return {
+            region: LandmarkClassifier(
+                region,
+                self._models.path(LANDMARK_MODELS[region][0]),
+                load_landmark_labels(self._models.path(LANDMARK_MODELS[region][1])),
+                threads=self._settings.threads,
+            )
+            for region in self._landmark_regions_here()
+        }
+
+    @cached_property
+    def country_regions(self) -> dict[str, tuple[str, ...]]:
+        return load_country_regions(LANDMARK_REGIONS_PATH)
+
     def analyze(self, path: Path, analyzers: tuple[str, ...]) -> FileAnalysis:
         """Decode the file at path and run the analyzers; raises MediaError for a bad file."""
-        if MUSIC in analyzers:  # analyzers of one file are all of its media kind
+        kind = media_kind(path)
+        if kind is None:  # a name without a known suffix: the analyzers say what it is
+            kind = (MediaKind.AUDIO if MUSIC in analyzers
+                    else MediaKind.VIDEO if {VIDEO, ACTIONS} & set(analyzers) else MediaKind.IMAGE)
+        if kind == MediaKind.AUDIO:
             return self.analyze_audio(path)
-        if VIDEO in analyzers:
-            return self.analyze_video(path)
+        if kind == MediaKind.VIDEO:
+            return self.analyze_video(path, analyzers)
         s = self._settings
         image = decode_image(path, max_side=s.max_image_side, max_pixels=s.max_image_pixels)
         width, height = image.original_size
@@ -171,17 +292,40 @@ class Pipeline:
                 for face in self.face_analyzer.analyze(image.pixels)
             ]
             result.tags[FACES] = [PEOPLE_TAG] if result.faces else []
+        labels = []
+        if OBJECTS in analyzers or LANDMARKS in analyzers:
+            labels = self.object_classifier.classify(image.pixels)
         if OBJECTS in analyzers:
-            result.labels = self.object_classifier.classify(image.pixels)
+            result.labels = labels
             result.tags[OBJECTS] = self.tag_rules.tags_for(
-                (label.id, label.score) for label in result.labels
+                (label.id, label.score) for label in labels
             )
-        if PLACES in analyzers:
+        if PLACES in analyzers or LANDMARKS in analyzers:
             position = read_gps(path)
             if position is not None:
                 result.place = self.geocoder.find(position.latitude, position.longitude)
+        if PLACES in analyzers:
             result.tags[PLACES] = place_tags(result.place) if result.place else []
+        if LANDMARKS in analyzers:
+            result.tags[LANDMARKS] = self.landmark_tags(image.pixels, labels, result.place)
         return result
+
+    def landmark_tags(
+        self, pixels: np.ndarray, labels: list[Label], place: Place | None
+    ) -> list[str]:
+        """Names of the landmarks in a photo whose object labels suggest one, else nothing."""
+        categories = self.tag_rules.categories_for((label.id, label.score) for label in labels)
+        if not worth_a_look(categories):
+            return []
+        s = self._settings
+        regions = regions_for(
+            place.country_code if place else None, self.landmark_classifiers, self.country_regions
+        )
+        found = find_landmarks(
+            [self.landmark_classifiers[region] for region in regions],
+            pixels, s.landmark_top_k, s.landmark_min_score,
+        )
+        return list(dict.fromkeys(label.name for label in found))
 
 
     def analyze_audio(self, path: Path) -> FileAnalysis:
@@ -193,7 +337,35 @@ class Pipeline:
         return FileAnalysis(labels=labels[: s.music_top_k], tags={MUSIC: tags})
 
 
-    def analyze_video(self, path: Path) -> FileAnalysis:
+    def analyze_video(self, path: Path, analyzers: tuple[str, ...] = (VIDEO,)) -> FileAnalysis:
+        """The video analyzer's results (see :meth:`video_content`), the actions in clips of
+        the video, and the place its position tags give."""
+        s = self._settings
+        if VIDEO in analyzers:
+            result = self.video_content(path)
+            info = result.info
+        else:
+            info = probe_video(path, s.video_decode_timeout_seconds)
+            result = VideoAnalysis(width=info.width, height=info.height, info=info)
+        if ACTIONS in analyzers:
+            clips = [
+                [frame.pixels for frame in read_clip(
+                    path, info, start, s.action_clip_seconds, s.action_fps, s.action_max_side,
+                    s.video_decode_timeout_seconds,
+                )]
+                for start in clip_starts(info.duration, s.action_clips, s.action_clip_seconds)
+            ]
+            actions = self.action_recognizer.recognize(clips)
+            result.tags[ACTIONS] = self.action_rules.tags_for(
+                (label.id, label.score) for label in actions
+            )
+        if PLACES in analyzers:
+            if info.location is not None:
+                result.place = self.geocoder.find(*info.location)
+            result.tags[PLACES] = place_tags(result.place) if result.place else []
+        return result
+
+    def video_content(self, path: Path) -> VideoAnalysis:
         """Sampled frames: distinct faces, objects the frames agree on, genres of its music.
 
         All its tags are the video analyzer's, so a re-analysis replaces them together.
@@ -201,7 +373,7 @@ class Pipeline:
         s = self._settings
         info, frames = read_video(
             path, s.video_max_frames, s.video_frame_interval, s.video_max_side,
-            s.video_decode_timeout_seconds,
+            s.video_decode_timeout_seconds, s.video_scene_threshold, s.video_scene_frames,
         )
         per_frame = [
             (frame.time, [_to_original_pixels(face, frame.scale) for face in self.face_analyzer.analyze(frame.pixels)])
@@ -221,9 +393,9 @@ class Pipeline:
             music = self.music_tagger.tag(audio.samples)
             labels += music[: s.music_top_k]
             tags += self.genre_rules.tags_for((label.id, label.score) for label in music)
-        return FileAnalysis(
+        return VideoAnalysis(
             width=info.width, height=info.height, faces=faces, labels=labels,
-            tags={VIDEO: list(dict.fromkeys(tags))},
+            tags={VIDEO: list(dict.fromkeys(tags))}, info=info,
         )
 
 
