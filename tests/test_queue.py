@@ -54,6 +54,15 @@ def cli(data_dir: Path, *args: str, **settings: str) -> str:
     return done.stdout
 
 
+def engine_for(data_dir: Path, **settings: str):
+    """An engine in this process on the same settings as the workers (for quick set-ups)."""
+    from ex_app.config import Settings
+    from ex_app.engine import Engine
+
+    values = {k.removeprefix("RECOGNIZE_").lower(): v for k, v in (FAST | settings).items()}
+    return Engine(Settings(data_dir=data_dir, model_mirror=SHARED_MODELS, **values))
+
+
 def start_worker(data_dir: Path, *args: str, **settings: str) -> subprocess.Popen:
     return subprocess.Popen(command(data_dir, "worker", *args), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=environment(**settings), cwd=REPO)
@@ -177,13 +186,14 @@ def test_two_workers_share_a_backlog_and_analyze_each_file_once(
     url = settings.get("RECOGNIZE_DATABASE_URL")
     tree = photo_tree(tmp_path / "tree", shared_data, 30)
     data_dir = tmp_path / "state"
-    assert "30 new" in cli(data_dir, "scan", "--queue-only", str(tree), **settings)
+    engine = engine_for(data_dir, **settings)
+    assert engine.scan(tree, wait=False).sync.added == 30
     assert {t["status"] for t in tasks(data_dir, url)} == {"pending"}
 
-    cli(data_dir, "pause", **settings)  # both start held back, then begin together
+    engine.queue.pause()  # both start held back, then begin together
     workers = [start_worker(data_dir, "--exit-when-done", **settings) for _ in range(2)]
     time.sleep(1)
-    cli(data_dir, "resume", **settings)
+    engine.queue.resume()
     counts = [finish(worker)[0] for worker in workers]
 
     rows = tasks(data_dir, url)
@@ -199,7 +209,7 @@ def test_a_worker_killed_mid_backlog_loses_nothing_and_duplicates_nothing(tmp_pa
     settings = {"RECOGNIZE_LEASE_SECONDS": "4", "RECOGNIZE_FILE_TIME_LIMIT_SECONDS": "3"}
     tree = photo_tree(tmp_path / "tree", shared_data, 30)
     data_dir = tmp_path / "state"
-    cli(data_dir, "scan", "--queue-only", str(tree), **settings)
+    engine_for(data_dir, **settings).scan(tree, wait=False)
 
     victim = start_worker(data_dir, **settings)
 
@@ -257,20 +267,17 @@ def test_a_file_that_keeps_failing_is_dead_lettered_with_its_error_and_retry_sen
 
 
 def test_a_request_overtakes_a_long_backlog(tmp_path, shared_data):
-    from ex_app.config import Settings
-    from ex_app.engine import Engine
     from ex_app.work.queue import REQUEST
 
     backlog = photo_tree(tmp_path / "backlog", shared_data, 36)
     wanted = photo_tree(tmp_path / "wanted", shared_data, 2, start=50)
     data_dir = tmp_path / "state"
-    cli(data_dir, "scan", "--queue-only", str(backlog))
-    cli(data_dir, "scan", "--queue-only", str(wanted))  # known files, at the end of the queue
+    engine = engine_for(data_dir)
+    engine.scan(backlog, wait=False)
+    engine.scan(wanted, wait=False)  # known files, at the end of the queue
     worker = start_worker(data_dir, "--exit-when-done")
     wait_until(lambda: sum(t["status"] == "done" for t in tasks(data_dir)) >= 2, step=0.01)
 
-    engine = Engine(Settings(data_dir=data_dir, **{k.removeprefix("RECOGNIZE_").lower(): v
-                                                   for k, v in FAST.items()}))
     wanted_ids = [t["file_id"] for t in tasks(data_dir) if t["path"] in {p.name for p in wanted.iterdir()}]
     assert engine.queue.enqueue_files(engine.sessions, wanted_ids, REQUEST) == 2
     finish(worker)
@@ -285,7 +292,7 @@ def test_a_request_overtakes_a_long_backlog(tmp_path, shared_data):
 def test_quiet_hours_and_pause_hold_work_back(tmp_path, shared_data):
     tree = photo_tree(tmp_path / "tree", shared_data, 6)
     data_dir = tmp_path / "state"
-    cli(data_dir, "scan", "--queue-only", str(tree))
+    engine_for(data_dir).scan(tree, wait=False)
     hour = datetime.now().hour
     quiet = start_worker(data_dir, "--exit-when-done", RECOGNIZE_QUIET_HOURS=f"{hour}-{(hour + 2) % 24}")
     time.sleep(4)
@@ -308,7 +315,7 @@ def test_quiet_hours_and_pause_hold_work_back(tmp_path, shared_data):
 def test_progress_on_a_half_done_backlog_gives_the_rate_and_time_left(tmp_path, shared_data):
     tree = photo_tree(tmp_path / "tree", shared_data, 20)
     data_dir = tmp_path / "state"
-    cli(data_dir, "scan", str(tree))
+    engine_for(data_dir).scan(tree)
     # Half of it back to pending; the other half finished one every 30 s over five minutes.
     now = datetime.now(UTC)
     with sqlite3.connect(data_dir / "recognize.db") as db:
@@ -344,13 +351,10 @@ def test_a_file_over_the_time_limit_is_recorded_with_that_reason(tmp_path, share
 def test_a_claim_of_another_host_goes_back_to_the_queue_only_when_its_lease_ran_out(
     tmp_path, shared_data
 ):
-    from ex_app.config import Settings
-    from ex_app.engine import Engine
     from ex_app.work.claims import claim_file, worker_gone, worker_name
 
     tree = photo_tree(tmp_path / "tree", shared_data, 3)
-    engine = Engine(Settings(data_dir=tmp_path / "state", model_mirror=SHARED_MODELS,
-                             **{k.removeprefix("RECOGNIZE_").lower(): v for k, v in FAST.items()}))
+    engine = engine_for(tmp_path / "state")
     engine.scan(tree, wait=False)
     queue = engine.queue
     while queue.take() is not None:  # the messages are lost: only the claims tell the work
@@ -372,8 +376,6 @@ def test_a_claim_of_another_host_goes_back_to_the_queue_only_when_its_lease_ran_
 
 
 def test_a_worker_leaves_the_files_of_a_source_it_cannot_fetch_to_another(tmp_path, shared_data):
-    from ex_app.config import Settings
-    from ex_app.engine import Engine
     from ex_app.media.kinds import MediaKind
     from ex_app.work.scan import (
         SyncReport,
@@ -387,8 +389,7 @@ def test_a_worker_leaves_the_files_of_a_source_it_cannot_fetch_to_another(tmp_pa
         path, kind, size, mtime_ns = "Photos/cat.jpg", MediaKind.IMAGE, 1000, 1
 
     tree = photo_tree(tmp_path / "tree", shared_data, 3)
-    engine = Engine(Settings(data_dir=tmp_path / "state", model_mirror=SHARED_MODELS,
-                             **{k.removeprefix("RECOGNIZE_").lower(): v for k, v in FAST.items()}))
+    engine = engine_for(tmp_path / "state")
     with engine.sessions.begin() as session:
         root_id = find_or_create_root(session, "nextcloud", "alice")
         record_file(session, root_id, Found(), "etag:1", SyncReport())
@@ -407,14 +408,11 @@ def test_a_worker_leaves_the_files_of_a_source_it_cannot_fetch_to_another(tmp_pa
 
 
 def test_the_walk_sends_files_in_chunks_before_it_ends(tmp_path, shared_data, monkeypatch):
-    from ex_app.config import Settings
-    from ex_app.engine import Engine
     from ex_app.work import scan
 
     monkeypatch.setattr(scan, "SYNC_CHUNK", 5)
     tree = photo_tree(tmp_path / "tree", shared_data, 12)
-    engine = Engine(Settings(data_dir=tmp_path / "state", model_mirror=SHARED_MODELS,
-                             **{k.removeprefix("RECOGNIZE_").lower(): v for k, v in FAST.items()}))
+    engine = engine_for(tmp_path / "state")
     seen = []
 
     def chunk(file_ids: list[int]) -> None:  # what the store and the queue hold at each chunk
