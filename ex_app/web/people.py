@@ -53,9 +53,8 @@ async def register_page(nc: AsyncNextcloudApp) -> None:
 
 
 async def unregister_page(nc: AsyncNextcloudApp) -> None:
+    """Remove the top menu entry (AppAPI removes its script and style with it)."""
     await nc.ui.top_menu.unregister(PAGE)
-    await nc.ui.resources.delete_script("top_menu", PAGE, SCRIPT)
-    await nc.ui.resources.delete_style("top_menu", PAGE, STYLE)
 
 
 def mount_assets(app: FastAPI) -> None:
