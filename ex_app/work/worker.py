@@ -221,6 +221,8 @@ class Worker:
         self.stopping = threading.Event()
         self.fatal: Exception | None = None  # what stopped the worker, raised by run()
         self._held_back: str | None = None
+        self._next_requeue = 0.0  # monotonic time of the next look for lost work
+        self._idle = 0.1  # seconds of the next wait on an empty queue (doubling)
         queue.serve(self._run_batch)
 
     @property
@@ -243,37 +245,48 @@ class Worker:
         return None
 
     def run(self, until: Callable[[], bool] | None = None) -> int:
-        """Work until stopped (or until ``until()`` says so); returns the files analyzed."""
+        """Work until stopped (or until ``until()`` says so); returns the files analyzed.
+
+        The queue or database being away (a Redis restart, say) is logged and waited out.
+        """
         log.info("worker %s started", self.name)
-        next_requeue = 0.0
-        idle = 0.1
         while not self.stopping.is_set():
-            reason = self.held_back()
-            if reason != self._held_back:
-                log.warning("worker %s: %s", self.name, reason or "working")
-                self._held_back = reason
-            if reason:
+            try:
+                if self._step(until):
+                    break
+            except Exception:  # the backend away, or a bug: the worker stays up
+                log.exception("worker %s: trying again in %g s", self.name, self.settings.idle_poll_seconds)
                 self.stopping.wait(self.settings.idle_poll_seconds)
-                continue
-            if time.monotonic() >= next_requeue:
-                self.queue.requeue_lost(self.processor.sessions)
-                next_requeue = time.monotonic() + self.settings.requeue_interval_seconds
-            self.queue.move_due_retries()
-            message = self.queue.take()
-            if message is not None:
-                idle = 0.1
-                self.queue.execute(message)
-                continue
-            if until is not None and until():
-                break
-            if not self.queue.blocking:  # the Redis backend already waited in take()
-                self.queue.sent.clear()
-                self.queue.sent.wait(idle)
-                idle = min(idle * 2, self.settings.idle_poll_seconds)
         log.info("worker %s stopped after %d files", self.name, self.processed)
         if self.fatal is not None:
             raise self.fatal
         return self.processed
+
+    def _step(self, until: Callable[[], bool] | None) -> bool:
+        """Run one message, or wait a while for one; True when ``until()`` says stop."""
+        reason = self.held_back()
+        if reason != self._held_back:
+            log.warning("worker %s: %s", self.name, reason or "working")
+            self._held_back = reason
+        if reason:
+            self.stopping.wait(self.settings.idle_poll_seconds)
+            return False
+        if time.monotonic() >= self._next_requeue:
+            self.queue.requeue_lost(self.processor.sessions)
+            self._next_requeue = time.monotonic() + self.settings.requeue_interval_seconds
+        self.queue.move_due_retries()
+        message = self.queue.take()
+        if message is not None:
+            self._idle = 0.1
+            self.queue.execute(message)
+            return False
+        if until is not None and until():
+            return True
+        if not self.queue.blocking:  # the Redis backend already waited in take()
+            self.queue.sent.clear()
+            self.queue.sent.wait(self._idle)
+            self._idle = min(self._idle * 2, self.settings.idle_poll_seconds)
+        return False
 
     def _run_batch(self, file_ids: list[int], priority: int) -> None:
         """Claim and process the message's files one by one; what is left when the worker
