@@ -31,6 +31,7 @@ from ex_app.people.undo import Snapshot
 from ex_app.sources.nextcloud import NextcloudFile, NextcloudSource, TooLarge
 from ex_app.store import schema
 from ex_app.work.nextcloud_scan import stored_file
+from ex_app.work.progress import measure_user_progress
 
 router = APIRouter(prefix="/api/people")
 
@@ -162,6 +163,16 @@ def unsure_faces(request: Request, limit: int = Query(500, ge=1, le=5000)) -> di
             session, gate, engine.settings.face_join_distance, limit, owner=owner
         )
     return {"faces": _faces_json(faces)}
+
+
+@router.get("/progress")
+def progress(request: Request) -> dict:
+    """What is analyzed and still to do in the user's files, per analyzer, with the time left."""
+    owner = _user(request)
+    service = request.app.state.service
+    with _engine(request).sessions() as session:
+        mine = measure_user_progress(session).get(owner, [])
+    return {"running": service.running, "analyzers": [p.as_dict() for p in mine]}
 
 
 @router.get("/suggestions")
