@@ -10,10 +10,14 @@ import os
 import random
 import shutil
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -216,3 +220,172 @@ def test_settings_used_here_exist():
     """The variables this harness sets are real settings (a renamed one would test nothing)."""
     names = {f"RECOGNIZE_{field.upper()}" for field in Settings.model_fields}
     assert set(SCAN_ENV) <= names
+
+
+# --- Nextcloud failing: a faulty proxy between the ExApp and the stand-in -----------------------
+
+NC_PHOTOS = {
+    "gore.jpg": SHARED_DATA / "faces" / "Al_Gore" / "lfw_Al_Gore_0004.jpg",
+    "powell.jpg": SHARED_DATA / "faces" / "Colin_Powell" / "lfw_Colin_Powell_0001.jpg",
+    "cat.jpg": SHARED_DATA / "images" / "n02123394_Persian_cat.JPEG",
+    "shark.jpg": SHARED_DATA / "images" / "n01491361_tiger_shark.JPEG",
+    "coffee.png": SHARED_DATA / "faces" / "noface" / "skimage_coffee.png",
+    "group.jpg": SHARED_DATA / "faces" / "group" / "dlib_2008_001322.jpg",
+    "broken.jpg": None,
+}
+DAV_TIMEOUT = 3  # seconds nc_py_api waits for WebDAV here; a "timeout" fault waits longer
+
+
+class FaultyProxy:
+    """Forwards every request to Nextcloud, but answers the first downloads of each file with
+    the faults planned for it: an HTTP status, silence past the client's timeout, or the
+    connection dropped halfway through the body."""
+
+    def __init__(self, upstream: str, plan: dict[str, list[str]]):
+        import httpx
+        from starlette.applications import Starlette
+        from starlette.routing import Route
+
+        self.upstream, self.plan, self.served = upstream, plan, []
+        self.client = httpx.AsyncClient(timeout=60)
+        self.app = Starlette(routes=[Route("/{path:path}", self.handle, methods=[
+            "GET", "HEAD", "POST", "PUT", "DELETE", "PROPFIND", "PROPPATCH", "MKCOL", "MOVE",
+            "COPY", "REPORT", "SEARCH", "OPTIONS"])])
+
+    async def handle(self, request):
+        import asyncio
+
+        from starlette.responses import Response, StreamingResponse
+
+        path = request.url.path
+        name = path.rsplit("/", 1)[-1]
+        fault = None
+        if request.method == "GET" and path.startswith("/remote.php/dav/files/"):
+            planned = self.plan.get(name)
+            fault = planned.pop(0) if planned else None
+        if fault is not None:
+            self.served.append((name, fault))
+        if fault in ("500", "503"):
+            return Response("fault", status_code=int(fault))
+        if fault == "timeout":
+            await asyncio.sleep(DAV_TIMEOUT + 3)
+            return Response("late", status_code=504)
+        upstream = await self.client.request(
+            request.method, self.upstream + path, params=request.query_params,
+            headers={k: v for k, v in request.headers.items() if k.lower() != "host"},
+            content=await request.body(),
+        )
+        headers = {k: v for k, v in upstream.headers.items()
+                   if k.lower() not in ("content-encoding", "transfer-encoding", "content-length",
+                                        "connection")}
+        if fault == "drop":
+            body = upstream.content
+
+            async def half_then_drop():
+                yield body[: len(body) // 2]
+                raise ConnectionResetError("the proxy drops the connection")
+
+            headers["content-length"] = str(len(body))
+            return StreamingResponse(half_then_drop(), status_code=upstream.status_code,
+                                     headers=headers)
+        return Response(upstream.content, status_code=upstream.status_code, headers=headers)
+
+
+def run_exapp_over(nextcloud, url: str, data_dir: Path, monkeypatch) -> dict[str, set[str]]:
+    """Serve the ExApp against Nextcloud at url, enable it, wait until every task of the
+    photos is settled and tagged; the tag names of each photo."""
+    import dataclasses
+
+    import nc_py_api.options
+    from sqlalchemy import select
+    from test_exapp import serve
+
+    from ex_app.engine import Engine
+    from ex_app.store import schema
+
+    monkeypatch.setattr(nc_py_api.options, "NPA_TIMEOUT_DAV", DAV_TIMEOUT)
+    state = nextcloud.state
+    state.app.enabled = False
+    settings = Settings(data_dir=data_dir, model_mirror=SHARED_MODELS, crawl_interval_seconds=2,
+                        music_enabled=False, video_enabled=False, places_enabled=False)
+    with serve(dataclasses.replace(nextcloud, url=url), settings, monkeypatch) as exapp:
+        exapp.enable()
+        engine = Engine(settings)
+        deadline = time.monotonic() + 180
+        while True:
+            with engine.sessions() as session:
+                rows = session.execute(
+                    select(schema.File.path, schema.Task.status, schema.Task.error)
+                    .join(schema.Task)).all()
+            settled = {path for path, status, _ in rows if status != "pending"}
+            if len({path for path, _, _ in rows}) == len(NC_PHOTOS) and len(settled) == len(
+                    NC_PHOTOS) and all(status == "done" or error for _, status, error in rows):
+                break
+            assert time.monotonic() < deadline, (rows, exapp.progress())
+            time.sleep(0.3)
+        time.sleep(1)  # the last file's tags are written after its results
+        with engine.sessions() as session:
+            files = session.execute(select(schema.File.path, schema.File.id)).all()
+            assert len(files) == len({path for path, _ in files}) == len(NC_PHOTOS)  # once
+            stored = {
+                path: [t.tag for t in session.get(schema.File, file_id).tags]
+                for path, file_id in files
+            }
+            errors = {path: error for path, status, error in session.execute(
+                select(schema.File.path, schema.Task.status, schema.Task.error)
+                .join(schema.Task)).all() if status != "done"}
+    for path, tags in stored.items():
+        assert len(tags) == len(set(tags)), (path, tags)  # no tag assigned twice
+    tagged = {name: state.tag_names_of(state.own_node("alice", f"Photos/{name}").fileid)
+              for name in NC_PHOTOS}
+    return {"tags": tagged, "errors": errors}
+
+
+@pytest.fixture
+def photos(nextcloud):
+    for name, source in NC_PHOTOS.items():
+        data = source.read_bytes() if source else b"\xff\xd8\xff\xe0 not a jpeg"
+        nextcloud.state.put_file("alice", f"Photos/{name}", data)
+    return nextcloud
+
+
+@contextmanager
+def serve_proxy(proxy: FaultyProxy) -> Iterator[str]:
+    import uvicorn
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(proxy.app, host="127.0.0.1", port=port,
+                                           log_level="critical"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        assert thread.is_alive(), "the proxy did not start"
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+@pytest.mark.parametrize("faults", [
+    ("timeout", "drop"),
+    pytest.param(("500", "503"), marks=pytest.mark.xfail(strict=True, reason=(
+        "ex_app/work/nextcloud_scan.py NextcloudProcessor.process_file: a download answered "
+        "500 or 503 is recorded as a permanent error ('download failed: [503] ...', the "
+        "dead-letter state) instead of staying pending for a later cycle"))),
+])
+def test_nextcloud_failing_downloads_delay_the_work_and_lose_nothing(photos, tmp_path,
+                                                                     monkeypatch, faults):
+    planned = {name: faults[i % len(faults)] for i, name in enumerate(NC_PHOTOS)}
+    proxy = FaultyProxy(photos.url, {name: [fault] for name, fault in planned.items()})
+    with serve_proxy(proxy) as url:
+        result = run_exapp_over(photos, url, tmp_path / "data", monkeypatch)
+    assert sorted(proxy.served) == sorted(planned.items())  # each fault was met
+    # Only the broken photo failed, for its own reason, not for the faults on the way.
+    assert set(result["errors"]) == {"Photos/broken.jpg"}, result["errors"]
+    assert "download failed" not in result["errors"]["Photos/broken.jpg"]
+    assert "People" in result["tags"]["gore.jpg"] and "People" in result["tags"]["group.jpg"]
+    assert result["tags"]["cat.jpg"] and result["tags"]["shark.jpg"]
