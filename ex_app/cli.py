@@ -109,7 +109,13 @@ def worker(engine: Engine, exit_when_done: bool) -> None:
     hours and while paused. [env: RECOGNIZE_QUEUE_URL, RECOGNIZE_DATABASE_URL]
     """
     lower_priorities(engine.settings)
-    runner = engine.worker()
+    try:
+        runner = engine.worker()
+    except MemoryError as error:
+        raise click.ClickException(
+            f"RECOGNIZE_WORKER_MEMORY_MB={engine.settings.worker_memory_mb} is too little "
+            "to load the models"
+        ) from error
     runner.stop_on_signals()
 
     def done() -> bool:

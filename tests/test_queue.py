@@ -422,3 +422,15 @@ def test_the_walk_sends_files_in_chunks_before_it_ends(tmp_path, shared_data, mo
 
     scan.sync_folder(engine.sessions, tree, engine.pipeline, chunk)
     assert seen == [(5, 5, 2), (5, 10, 4), (2, 12, 5)]  # 4 files a message (FAST)
+
+
+def test_a_worker_runs_within_its_memory_cap_and_says_when_it_is_too_small(tmp_path, shared_data):
+    tree = photo_tree(tmp_path / "tree", shared_data, 2)
+    data_dir = tmp_path / "state"
+    engine_for(data_dir).scan(tree, wait=False)
+    too_small = subprocess.run(command(data_dir, "worker", "--exit-when-done"), capture_output=True,
+                               text=True, check=False, cwd=REPO,
+                               env=environment(RECOGNIZE_WORKER_MEMORY_MB="300"))
+    assert too_small.returncode != 0 and "too little to load the models" in too_small.stderr
+    analyzed, _ = finish(start_worker(data_dir, "--exit-when-done", RECOGNIZE_WORKER_MEMORY_MB="1500"))
+    assert analyzed == 2

@@ -89,12 +89,12 @@ def lower_priorities(settings: Settings) -> None:
             psutil.Process().ionice(psutil.IOPRIO_CLASS_IDLE)
         except (AttributeError, OSError) as error:  # not Linux, or not allowed
             log.info("idle I/O priority unavailable: %s", error)
-    if settings.worker_memory_mb:
-        limit = settings.worker_memory_mb * 1024 * 1024
-        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(settings.threads)
+    if settings.worker_memory_mb:
+        limit = settings.worker_memory_mb * 1024 * 1024
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
 
 @contextmanager
