@@ -111,11 +111,12 @@ def _faces_json(faces: list[operations.FaceView]) -> list[dict]:
 
 @router.get("/persons")
 def persons(request: Request, hidden: bool = False) -> dict:
-    """The user's persons (named first, then by size), and the names in use."""
+    """The user's persons (named first, then by size; hidden ones too when asked), the
+    names in use and the action undo would take back."""
     owner = _user(request)
     with _engine(request).sessions() as session:
-        listing = operations.list_persons(session, include_hidden=hidden, owner=owner)
         everyone = operations.list_persons(session, include_hidden=True, owner=owner)
+    listing = everyone if hidden else [p for p in everyone if not p.hidden]
     undo = _undo_log(request).get(owner)
     return {
         "persons": [asdict(p) for p in listing],
