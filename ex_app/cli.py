@@ -387,9 +387,13 @@ def progress(engine: Engine, as_json: bool, per_user: bool) -> None:
         click.echo(f"{user}:")
         for p in rows:
             click.echo("  " + _progress_line(p))
-    held = "paused" if engine.queue.paused else None
-    if held:
-        click.echo(f"workers are {held} (`recognize resume`)")
+    try:
+        paused = engine.queue.paused
+    except Exception as error:  # noqa: BLE001 (the counts above stand without it)
+        click.echo(f"the queue is unreachable: {error}")
+        return
+    if paused:
+        click.echo("workers are paused (`recognize resume`)")
 
 
 def _progress_line(p) -> str:
