@@ -55,10 +55,6 @@ class CpuBudget:
         finally:
             fcntl.flock(self._files[held], fcntl.LOCK_UN)
 
-    def close(self) -> None:
-        for stream in self._files:
-            stream.close()
-
 
 @contextmanager
 def host_lock(path: Path) -> Iterator[None]:
