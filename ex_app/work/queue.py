@@ -18,6 +18,7 @@ import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
+from pathlib import Path
 
 from huey import Huey
 from huey.storage import PriorityRedisStorage, SqliteStorage
@@ -41,6 +42,7 @@ Handler = Callable[[list[int], int], None]
 def open_huey(url: str, idle_seconds: float) -> Huey:
     """A huey instance on the backend the URL names; Redis waits for messages, not polls."""
     if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         return Huey(
             QUEUE_NAME,
             results=False,
@@ -64,8 +66,6 @@ class WorkQueue:
     """Sending files to the workers, taking messages off, pausing all workers at once."""
 
     def __init__(self, settings: Settings):
-        if settings.resolved_queue_url.startswith("sqlite:///"):
-            settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.huey = open_huey(settings.resolved_queue_url, settings.idle_poll_seconds)
         self.blocking = bool(getattr(self.huey.storage, "blocking", False))
         self.batch_size = settings.queue_batch_size
