@@ -3,15 +3,17 @@
 import subprocess
 import sys
 import tomllib
-import xml.etree.ElementTree as ElementTree
 from pathlib import Path
+from xml.etree import ElementTree
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def test_the_dockerfile_passes_hadolint():
     hadolint = Path(sys.executable).parent / "hadolint"
-    result = subprocess.run([str(hadolint), str(REPO / "Dockerfile")], capture_output=True, text=True)
+    result = subprocess.run(
+        [str(hadolint), str(REPO / "Dockerfile")], capture_output=True, text=True, check=False
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -45,10 +47,10 @@ def test_the_image_starts_the_exapp_and_checks_its_heartbeat():
 def test_every_declared_route_exists_in_the_exapp_with_its_verbs():
     import re
 
+    from starlette.routing import Mount
+
     from ex_app.config import Settings
     from ex_app.main import create_app
-
-    from starlette.routing import Mount
 
     app = create_app(Settings())
     app_routes = {
