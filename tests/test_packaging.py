@@ -1,5 +1,7 @@
 """Packaging: the Dockerfile passes hadolint; appinfo and pyproject agree."""
 
+import json
+import re
 import subprocess
 import sys
 import tomllib
@@ -69,3 +71,30 @@ def test_every_declared_route_exists_in_the_exapp_with_its_verbs():
                 route.findtext("url"),
                 verb,
             )
+
+
+def _declared() -> list[tuple[str, str, str]]:
+    info = ElementTree.parse(REPO / "appinfo" / "info.xml").getroot()
+    return [(r.findtext("url"), r.findtext("verb"), r.findtext("access_level"))
+            for r in info.findall("external-app/routes/route")]
+
+
+def test_route_patterns_survive_appapis_slash_delimiters():
+    """AppAPI 3.2 matches a route as preg_match('/' . url . '/i'): an unescaped '/' ends the
+    pattern early (PHP warning, every request 404s). A leading '\\/?' matches the path with
+    and without its slash (AppAPI 3 passes it without, 4 with)."""
+    for url, _verb, _level in _declared():
+        assert re.search(r"(?<!\\)/", url) is None, url
+        pattern = re.compile(url, re.IGNORECASE)
+        example = re.sub(r"\[\^\\/\]\+", "7", url.strip("^$")).replace("\\/?", "/").replace("\\/", "/")
+        example = re.sub(r"\(([^|)]+)[^)]*\)", r"\1", example).replace(".+", "app.js")
+        assert pattern.search(example) and pattern.search(example.lstrip("/")), (url, example)
+
+
+def test_make_register_declares_the_same_routes_as_info_xml():
+    makefile = (REPO / "Makefile").read_text()
+    routes = json.loads(re.search(r"^ROUTES := (.*)$", makefile, re.MULTILINE).group(1).replace("$$", "$"))
+    levels = {"PUBLIC": 0, "USER": 1, "ADMIN": 2}
+    assert [(r["url"], r["verb"], r["access_level"]) for r in routes] == [
+        (url, verb, levels[level]) for url, verb, level in _declared()
+    ]
