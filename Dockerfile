@@ -2,6 +2,14 @@
 # AppAPI pulls `<tag>` on CPU daemons and `<tag>-cuda` / `<tag>-rocm` on GPU daemons.
 ARG DEVICE=cpu
 
+# The People page: Vue sources (src/) built by Vite into ex_app/web/static/{js,css}.
+FROM node:20-bookworm-slim AS ui
+WORKDIR /ui
+COPY package.json package-lock.json vite.config.js ./
+RUN npm ci --no-audit --no-fund
+COPY src ./src
+RUN npm run build
+
 FROM python:3.11-slim-bookworm AS base-cpu
 
 FROM nvidia/cuda:12.6.3-cudnn-runtime-ubuntu24.04 AS base-cuda
@@ -32,6 +40,8 @@ COPY pyproject.toml README.md rules.yml genres.yml ./
 COPY models ./models
 COPY appinfo ./appinfo
 COPY ex_app ./ex_app
+COPY --from=ui /ui/ex_app/web/static/js ./ex_app/web/static/js
+COPY --from=ui /ui/ex_app/web/static/css ./ex_app/web/static/css
 # Installed in place (editable), so the code finds models/ and rules.yml beside it.
 # The GPU images swap the CPU onnxruntime for their device's build.
 RUN python3 -m venv /opt/recognize \
