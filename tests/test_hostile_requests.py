@@ -9,6 +9,7 @@ covered without changing this file.
 from __future__ import annotations
 
 import re
+import time
 
 import httpx
 import pytest
@@ -182,3 +183,52 @@ def test_files_menu_payloads_naming_files_the_user_cannot_read_are_refused(exapp
     response = exapp.call("POST", "/api/files-action", "bob",
                           json=selection("/Photos", "own.jpg", own))
     assert response.status_code == 200 and response.json() == {"queued": 1}
+
+
+def test_a_user_reaches_none_of_another_users_persons_faces_or_photos(exapp):
+    """bob, guessing alice's ids, can read, change or see none of her persons, faces or
+    photos through any People route; alice's own calls work (the ids are right)."""
+    state = exapp.state
+    for user, identity in (("alice", "Colin_Powell"), ("bob", "Bill_Gates")):
+        for photo in sorted((SHARED_DATA / "faces" / identity).iterdir())[:4]:
+            state.put_file(user, f"Photos/{photo.name}", photo.read_bytes())
+    exapp.enable()
+    deadline = time.monotonic() + 90
+    while True:
+        persons = {user: exapp.call("GET", "/api/people/persons?hidden=true", user).json()["persons"]
+                   for user in ("alice", "bob")}
+        if all(persons.values()):
+            break
+        assert time.monotonic() < deadline, (persons, exapp.progress())
+        time.sleep(0.5)
+    alices, bobs = persons["alice"][0]["id"], persons["bob"][0]["id"]
+    faces = exapp.call("GET", f"/api/people/persons/{alices}/faces", "alice").json()
+    face = faces["faces"][0]
+    face_id, file_id = face["id"], face["file_id"]
+    assert exapp.call("GET", f"/api/people/faces/{face_id}/thumbnail", "alice").status_code == 200
+    assert exapp.call("GET", f"/api/people/photos/{file_id}/preview", "alice").status_code == 200
+
+    attempts = [
+        ("GET", f"/api/people/persons/{alices}/faces", None),
+        ("POST", f"/api/people/persons/{alices}/name", {"name": "Guessed"}),
+        ("POST", f"/api/people/persons/{alices}/hidden", {"hidden": True}),
+        ("POST", "/api/people/merge", {"into": bobs, "others": [alices]}),
+        ("POST", "/api/people/merge", {"into": alices, "others": [bobs]}),
+        ("POST", f"/api/people/faces/{face_id}/move", {"person_id": bobs}),
+        ("POST", f"/api/people/faces/{face_id}/move", {"person_id": None}),
+        ("POST", f"/api/people/faces/{face_id}/remove", None),
+        ("POST", "/api/people/distinct", {"person_id": alices, "other_id": bobs}),
+        ("GET", f"/api/people/faces/{face_id}/thumbnail", None),
+        ("GET", f"/api/people/photos/{file_id}/preview", None),
+    ]
+    for method, path, body in attempts:
+        response = exapp.call(method, path, "bob", json=body)
+        assert response.status_code in (403, 404), (method, path, response.status_code)
+        assert str(alices) not in response.text or response.status_code == 404
+    assert exapp.call("POST", "/api/people/undo", "bob").status_code in (200, 404, 409)
+    listed = exapp.call("GET", "/api/people/persons?hidden=true", "bob").json()
+    assert alices not in {p["id"] for p in listed["persons"]}
+    unassigned = exapp.call("GET", "/api/people/faces/unassigned", "bob").json()
+    assert face_id not in {f["id"] for f in unassigned.get("faces", [])}
+    after = exapp.call("GET", "/api/people/persons?hidden=true", "alice").json()["persons"]
+    assert after == persons["alice"]  # nothing of alice's changed
