@@ -93,6 +93,17 @@ def bmp_declaring(width: int, height: int) -> bytes:
     return bytes(data)
 
 
+def heic_declaring(width: int, height: int) -> bytes:
+    """A HEIC whose image spatial extents ("ispe") declare width × height."""
+    from pillow_heif import register_heif_opener
+
+    register_heif_opener()
+    data = bytearray(small("HEIF"))
+    at = data.index(b"ispe")
+    data[at + 8 : at + 16] = struct.pack(">II", width, height)  # after version and flags
+    return bytes(data)
+
+
 def tiff_ifds(data: bytes) -> tuple[bytearray, int, int]:
     """A little-endian TIFF's bytes, its first IFD's offset and entry count."""
     tiff = bytearray(data)
@@ -182,11 +193,16 @@ def test_bombs_and_huge_dimensions_are_refused_from_the_header_in_no_time_or_mem
         "frame.jpg": jpeg_declaring(65_500, 65_500),
         "header.bmp": bmp_declaring(50_000, 50_000),
         "tags.tif": tiff_declaring(60_000, 60_000),
+        "ispe.heic": heic_declaring(60_000, 60_000),
     }
     assert len(bombs["zeros.png"]) < 1_000_000
     results = measure_in_subprocess(bombs, tmp_path)
     for name, result in results.items():
-        assert result["outcome"].startswith("MediaError: image too large"), (name, result)
+        refused = result["outcome"].startswith("MediaError: image too large") or (
+            name == "ispe.heic"  # libheif's own limit refuses it first
+            and "MediaError: damaged HEIF file" in result["outcome"]
+            and "Security limit exceeded" in result["outcome"])
+        assert refused, (name, result)
         assert result["seconds"] < 2 and result["mb"] < 50, (name, result)
 
 
