@@ -24,6 +24,7 @@ from ex_app.store import schema
 from ex_app.store.schema import TaskStatus
 from ex_app.work.claims import revive_dead
 from ex_app.work.neighbour import lower_priorities
+from ex_app.work.nextcloud_scan import worker_fetcher
 from ex_app.work.pipeline import FACES
 from ex_app.work.progress import measure_progress, measure_user_progress
 from ex_app.work.queue import REQUEST
@@ -104,13 +105,15 @@ def scan(engine: Engine, folder: Path, progress: bool | None, queue_only: bool, 
 @click.pass_obj
 def worker(engine: Engine, exit_when_done: bool) -> None:
     """Work through the queue: this machine or another, same queue and database URLs.
+    Nextcloud's files too where AppAPI's variables are set (NEXTCLOUD_URL, APP_ID,
+    APP_SECRET, APP_VERSION, AA_VERSION).
 
     Runs at low CPU and I/O priority, within the host's CPU budget, holding back in quiet
     hours and while paused. [env: RECOGNIZE_QUEUE_URL, RECOGNIZE_DATABASE_URL]
     """
     lower_priorities(engine.settings)
     try:
-        runner = engine.worker()
+        runner = engine.worker(worker_fetcher(engine.settings))
     except MemoryError as error:
         raise click.ClickException(
             f"RECOGNIZE_WORKER_MEMORY_MB={engine.settings.worker_memory_mb} is too little "

@@ -30,18 +30,19 @@ from ex_app.engine import Engine
 from ex_app.main import FILES_ACTION_NAME, create_app
 from ex_app.media.kinds import MediaKind
 from ex_app.people import operations
-from ex_app.sinks.nextcloud_tags import NextcloudTagSink
 from ex_app.sources.nextcloud import NextcloudFile, NextcloudSource, TooLarge
 from ex_app.store import schema
 from ex_app.web import personal_settings
 from ex_app.web.admin_settings import FORM_ID
 from ex_app.work.nextcloud_scan import (
-    NextcloudProcessor,
     record_files,
+    stored_file,
     sync_nextcloud,
+    worker_fetcher,
 )
-from ex_app.work.nextcloud_service import in_quiet_hours
 from ex_app.work.scan import SyncReport
+from ex_app.work.schedule import in_quiet_hours
+from ex_app.work.worker import FileProcessor
 
 FACE = SHARED_DATA / "faces" / "Al_Gore" / "lfw_Al_Gore_0004.jpg"
 OTHER_FACE = SHARED_DATA / "faces" / "group" / "dlib_2008_001322.jpg"
@@ -417,8 +418,8 @@ def test_a_user_that_cannot_be_walked_keeps_their_files(nextcloud, users, tmp_pa
 
     async def crawl() -> tuple[SyncReport, set[str]]:
         source = NextcloudSource(max_download_bytes=1 << 20)
-        report = await sync_nextcloud(engine.sessions, source, ["alice", "ghost"], engine.pipeline)
-        return report, source.unfinished_users
+        recorded = await sync_nextcloud(engine.sessions, source, ["alice", "ghost"], engine.pipeline)
+        return recorded.report, source.unfinished_users
 
     report, unfinished = asyncio.run(crawl())
     assert unfinished == {"ghost"}  # no such account: Nextcloud refuses to act as them
@@ -489,22 +490,18 @@ def test_results_for_content_that_changed_meanwhile_are_not_recorded(
     for name, value in nextcloud.app_env().items():
         monkeypatch.setenv(name, value)
     engine = Engine(Settings(data_dir=tmp_path / "data", model_mirror=SHARED_MODELS))
-    processor = NextcloudProcessor(
-        sessions=engine.sessions,
-        source=NextcloudSource(max_download_bytes=1 << 20),
-        pipeline=engine.pipeline,
-        sink=NextcloudTagSink(engine.sessions),
+    source = NextcloudSource(max_download_bytes=1 << 20)
+    asyncio.run(sync_nextcloud(engine.sessions, source, ["alice"], engine.pipeline))
+    with engine.sessions() as session:
+        row = session.scalar(select(schema.File).where(schema.File.path == "Trip/gore.jpg"))
+    processor = FileProcessor.from_settings(
+        engine.settings, engine.sessions, engine.pipeline, worker_fetcher(engine.settings)
     )
-
-    async def analyze_after_a_change() -> None:
-        await sync_nextcloud(engine.sessions, processor.source, ["alice"], engine.pipeline)
-        [(file_id, old, analyzers)] = [w for w in processor.pending(["alice"])
-                                       if w[1].path == "Trip/gore.jpg"]
-        node = users.put_file("alice", "Trip/gore.jpg", COFFEE.read_bytes())
-        record_files(engine.sessions, [replace(old, etag=node.etag)], engine.pipeline)
-        await processor.process_file(file_id, old, analyzers, tmp_path)
-
-    asyncio.run(analyze_after_a_change())
+    claimed = processor.claim(row.id)
+    node = users.put_file("alice", "Trip/gore.jpg", COFFEE.read_bytes())  # while it is claimed
+    record_files(engine.sessions, [replace(stored_file("alice", row), etag=node.etag)],
+                 engine.pipeline)
+    assert processor.process(claimed).recorded is False
     with engine.sessions() as session:
         statuses = set(session.scalars(
             select(schema.Task.status).join(schema.File).where(schema.File.path == "Trip/gore.jpg")
@@ -515,7 +512,8 @@ def test_results_for_content_that_changed_meanwhile_are_not_recorded(
 
 def test_work_resumes_after_nextcloud_answered_503_for_a_while(nextcloud, users, tmp_path, monkeypatch):
     nextcloud.state.app.enabled = False
-    settings = Settings(data_dir=tmp_path / "data", model_mirror=SHARED_MODELS, crawl_interval_seconds=1)
+    settings = Settings(data_dir=tmp_path / "data", model_mirror=SHARED_MODELS, crawl_interval_seconds=1,
+                        retry_delay_seconds=0.5)
     with serve(nextcloud, settings, monkeypatch) as exapp:
         nextcloud.state.fail_for(3, status=503, path_prefix="/remote.php/dav")  # not OCS
         exapp.enable()

@@ -49,12 +49,11 @@ from ex_app.config import Settings
 from ex_app.engine import Engine
 from ex_app.main import create_app
 from ex_app.people import operations
-from ex_app.sinks.nextcloud_tags import NextcloudTagSink
 from ex_app.sources.nextcloud import NextcloudSource
 from ex_app.store import schema
 from ex_app.store.schema import TaskStatus
 from ex_app.web import people
-from ex_app.work.nextcloud_scan import NextcloudProcessor, sync_nextcloud
+from ex_app.work.nextcloud_scan import busy, sync_nextcloud, worker_fetcher
 
 CHROMIUM = "/usr/bin/chromium"
 SCREENSHOTS = REPO / "build" / "screenshots" / "people"
@@ -232,16 +231,18 @@ def library(tmp_path_factory) -> Iterator[Library]:
     settings = Settings(data_dir=root / "pristine", model_mirror=SHARED_MODELS, **FACES_ONLY)
     engine = Engine(settings)
 
-    async def scan() -> None:
+    async def crawl() -> None:
         source = NextcloudSource(settings.max_download_bytes)
         await sync_nextcloud(engine.sessions, source, ["alice", "bob"], engine.pipeline)
-        processor = NextcloudProcessor(
-            engine.sessions, source, engine.pipeline, NextcloudTagSink(engine.sessions), jobs=2
-        )
-        await processor.process(["alice", "bob"])
+
+    def analyze() -> None:  # as a worker of the ExApp does, in this process
+        engine.queue.enqueue_pending(engine.sessions)
+        worker = engine.worker(worker_fetcher(settings), obey_schedule=False)
+        worker.run(until=lambda: not busy(engine.sessions, ["alice", "bob"]))
 
     with _environment(env), concurrent.futures.ThreadPoolExecutor(1) as thread:
-        thread.submit(asyncio.run, scan()).result()  # Playwright's loop may own this thread
+        thread.submit(asyncio.run, crawl()).result()  # Playwright's loop may own this thread
+        thread.submit(analyze).result()
         thread.submit(asyncio.run, people.register_page(AsyncNextcloudApp())).result()
     engine.regroup(full=True)
     engine.sessions.kw["bind"].dispose()

@@ -14,7 +14,7 @@ from nc_py_api.files import ActionFileInfoEx
 from pydantic import BaseModel
 
 from ex_app.work.nextcloud_service import OptedOut, RecognizeService
-from ex_app.work.progress import measure_progress
+from ex_app.work.progress import measure_progress, measure_user_progress
 
 router = APIRouter(prefix="/api")
 
@@ -90,10 +90,15 @@ def _owner_path(path: str) -> tuple[str, str] | None:
 
 @router.get("/progress")
 async def progress(request: Request) -> dict:
-    """Per analyzer: done, pending, failed, throughput and time left; and the loop's state."""
+    """Per analyzer, for the instance and per user: done, pending, failed, throughput and
+    time left; and the loop's state."""
     service = service_of(request)
     with service.current_engine.sessions() as session:
         analyzers = [p.as_dict() for p in measure_progress(session)]
+        users = {
+            user: [p.as_dict() for p in rows]
+            for user, rows in measure_user_progress(session).items()
+        }
     cycle = service.last_cycle
     return {
         "running": service.running,
@@ -107,4 +112,5 @@ async def progress(request: Request) -> dict:
             "sync": None if cycle.sync is None else vars(cycle.sync),
         },
         "analyzers": analyzers,
+        "users": users,
     }

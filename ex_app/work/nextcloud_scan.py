@@ -12,30 +12,29 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import tempfile
-import threading
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Collection, Iterable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from pathlib import Path
 
 from nc_py_api import NextcloudException
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from ex_app.config import Settings
 from ex_app.media.errors import MediaError
 from ex_app.media.kinds import MediaKind
 from ex_app.sinks.nextcloud_tags import NextcloudTagSink, forget_files
 from ex_app.sources.nextcloud import NextcloudFile, NextcloudSource, TooLarge
 from ex_app.store import schema
 from ex_app.store.schema import TaskStatus
-from ex_app.work.pipeline import FACE_FINDING_ANALYZERS, FACES, FileAnalysis, Pipeline
-from ex_app.work.scan import (
-    SyncReport,
-    find_or_create_root,
-    queue_tasks,
-    record_analysis,
-    record_file,
-)
+from ex_app.work.claims import ClaimedFile
+from ex_app.work.pipeline import FACE_FINDING_ANALYZERS, FACES, Pipeline
+from ex_app.work.scan import SyncReport, find_or_create_root, queue_tasks, record_file
+from ex_app.work.worker import FileFetcher, LocalFetcher, TransientError
 
 log = logging.getLogger(__name__)
 
@@ -72,18 +71,29 @@ def _nextcloud_files():
     )
 
 
+@dataclass
+class Recorded:
+    """What recording files did: the counts, the Nextcloud ids recorded and the stored ids
+    of the files that are new or whose content changed (work for the workers)."""
+
+    report: SyncReport = field(default_factory=SyncReport)
+    remote_ids: list[int] = field(default_factory=list)
+    ids: list[int] = field(default_factory=list)
+    fresh: list[int] = field(default_factory=list)
+
+
 def record_files(
     sessions: sessionmaker[Session],
     files: Iterable[NextcloudFile],
     pipeline: Pipeline,
-) -> tuple[SyncReport, list[int]]:
+) -> Recorded:
     """Insert new files, refresh changed ones (dropping their results) and queue their tasks.
 
     A file id recorded already (a share seen by another user first) keeps its user and
-    path. Returns what changed and the file ids recorded.
+    path.
     """
-    report = SyncReport()
-    recorded: list[int] = []
+    recorded = Recorded()
+    report = recorded.report
     with sessions.begin() as session:
         roots: set[int] = set()
         for item in files:
@@ -94,6 +104,7 @@ def record_files(
                 item = replace(item, user=known.location, path=known.File.path)
             root_id = root_id_for_user(session, item.user)
             roots.add(root_id)
+            before = report.added + report.changed
             record_file(session, root_id, item, fingerprint(item), report)
             session.flush()
             row = session.scalar(
@@ -102,11 +113,14 @@ def record_files(
                 )
             )
             row.remote_id = item.file_id
-            recorded.append(item.file_id)
+            recorded.remote_ids.append(item.file_id)
+            recorded.ids.append(row.id)
+            if report.added + report.changed > before:
+                recorded.fresh.append(row.id)
         session.flush()
         for root_id in roots:
             queue_tasks(session, root_id, pipeline)
-    return report, recorded
+    return recorded
 
 
 async def sync_nextcloud(
@@ -114,15 +128,15 @@ async def sync_nextcloud(
     source: NextcloudSource,
     users: list[str],
     pipeline: Pipeline,
-) -> SyncReport:
+) -> Recorded:
     """Crawl these users' files into the store; their files no longer seen are removed.
 
     The files of a user whose walk did not finish are kept as they are, and so are the
     files of users not crawled (opted out).
     """
     found = [file async for file in source.walk(users)]
-    report, seen = record_files(sessions, found, pipeline)
-    seen_ids = set(seen)
+    recorded = record_files(sessions, found, pipeline)
+    report, seen_ids = recorded.report, set(recorded.remote_ids)
     finished = set(users) - source.unfinished_users
     with sessions.begin() as session:
         gone = [
@@ -132,7 +146,7 @@ async def sync_nextcloud(
         ]
         _delete_rows(session, gone)
         report.removed = len(gone)
-    return report
+    return recorded
 
 
 def _delete_rows(session: Session, rows: list[tuple[int, int | None]]) -> None:
@@ -176,8 +190,8 @@ def _at_path(query, user: str, path: str):
 def delete_face_data(sessions: sessionmaker[Session], user: str) -> set[int]:
     """Delete the faces found in user's files, the tags they gave and the persons they
     made; returns the stored ids of the files that had faces. The files keep their other
-    results; their face-finding tasks wait as pending, so faces are found again only if
-    the user opts back in."""
+    results; their face-finding tasks go, so faces are found again only once the user opts
+    back in and the crawl queues them."""
     users_files = (
         select(schema.File.id)
         .join(schema.Root)
@@ -196,11 +210,10 @@ def delete_face_data(sessions: sessionmaker[Session], user: str) -> set[int]:
                 schema.FileTag.file_id.in_(had_faces), schema.FileTag.analyzer == FACES
             )
         )
-        session.execute(
-            update(schema.Task)
+        session.execute(  # made again by the crawl after the user opts back in
+            delete(schema.Task)
             .where(schema.Task.file_id.in_(users_files))
             .where(schema.Task.analyzer.in_(FACE_FINDING_ANALYZERS))
-            .values(status=TaskStatus.PENDING)
         )
         persons = {face.person_id for face in faces if face.person_id is not None}
         still_used = set(
@@ -245,90 +258,137 @@ def unfinished(sessions: sessionmaker[Session], remote_ids: Collection[int]) -> 
         )
 
 
-@dataclass
-class NextcloudProcessor:
-    """Downloads, analyzes, records and tags the pending Nextcloud files."""
-
-    sessions: sessionmaker[Session]
-    source: NextcloudSource
-    pipeline: Pipeline
-    sink: NextcloudTagSink
-    jobs: int = 1
-    person_names_as_tags: bool = False
-    _analysis_lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def pending(
-        self, users: Collection[str], urgent: Collection[int] = ()
-    ) -> list[tuple[int, NextcloudFile, tuple[str, ...]]]:
-        """(stored file id, Nextcloud file, pending analyzers) of these users' files; the
-        urgent file ids first, then by user and path."""
-        work: dict[int, tuple[NextcloudFile, list[str]]] = {}
-        with self.sessions() as session:
-            rows = session.execute(
-                _nextcloud_files()
-                .add_columns(schema.Task.analyzer)
-                .join(schema.Task, schema.Task.file_id == schema.File.id)
-                .where(schema.Task.status == TaskStatus.PENDING)
-                .where(schema.Root.location.in_(list(users)))
+def withdraw_pending(sessions: sessionmaker[Session], user: str) -> int:
+    """Drop the pending tasks of user's files (the user opted out); the crawl queues them
+    again once the user opts back in. Returns how many."""
+    with sessions.begin() as session:
+        return session.execute(
+            delete(schema.Task)
+            .where(schema.Task.status == TaskStatus.PENDING)
+            .where(
+                schema.Task.file_id.in_(
+                    select(schema.File.id)
+                    .join(schema.Root)
+                    .where(schema.Root.source == NEXTCLOUD_SOURCE, schema.Root.location == user)
+                )
             )
-            for row, user, analyzer in rows:
-                work.setdefault(row.id, (stored_file(user, row), []))[1].append(analyzer)
-        items = [(file_id, file, tuple(sorted(names))) for file_id, (file, names) in work.items()]
-        return sorted(items, key=lambda item: (item[1].file_id not in urgent, item[1].user, item[1].path))
+        ).rowcount
 
-    async def process(
-        self, users: Collection[str], urgent: Callable[[], frozenset[int]] = frozenset
-    ) -> int:
-        """Process every pending file of these users, ``jobs`` files at a time; returns how
-        many. Files that become urgent meanwhile (a Files menu request) go next."""
-        done = 0
-        known = urgent()
-        work = self.pending(users, known)
+
+def busy(sessions: sessionmaker[Session], users: Collection[str], now: datetime | None = None) -> int:
+    """How many of these users' pending tasks wait for a worker or are being worked on (those
+    waiting out a retry delay are not counted)."""
+    now = now or datetime.now(UTC)
+    with sessions() as session:
+        return session.scalar(
+            select(func.count(schema.Task.id))
+            .join(schema.File)
+            .join(schema.Root)
+            .where(schema.Root.source == NEXTCLOUD_SOURCE, schema.Root.location.in_(list(users)))
+            .where(schema.Task.status == TaskStatus.PENDING)
+            .where(
+                schema.Task.lease_until.is_(None)
+                | schema.Task.worker.is_not(None)
+                | (schema.Task.lease_until < now)
+            )
+        )
+
+
+def finished_since(
+    sessions: sessionmaker[Session], since: datetime
+) -> tuple[dict[int, NextcloudFile], datetime]:
+    """The Nextcloud files (by stored id) with an analysis done after since, and the time of
+    the latest such analysis (since itself when there is none)."""
+    with sessions() as session:
+        rows = session.execute(
+            _nextcloud_files()
+            .add_columns(schema.Task.updated_at)
+            .join(schema.Task, schema.Task.file_id == schema.File.id)
+            .where(schema.Task.status == TaskStatus.DONE, schema.Task.updated_at > since)
+        ).all()
+    files = {row.id: stored_file(user, row) for row, user, _ in rows}
+    return files, max([since, *(_utc(at) for _, _, at in rows)])
+
+
+def finished_count(sessions: sessionmaker[Session], since: datetime) -> int:
+    """How many Nextcloud files had an analysis end (done or failed) after since."""
+    with sessions() as session:
+        return session.scalar(
+            select(func.count(func.distinct(schema.Task.file_id)))
+            .join(schema.File)
+            .join(schema.Root)
+            .where(schema.Root.source == NEXTCLOUD_SOURCE)
+            .where(schema.Task.status != TaskStatus.PENDING, schema.Task.updated_at > since)
+        )
+
+
+def _utc(moment: datetime) -> datetime:
+    """SQLite gives stored times back without their zone: they are UTC."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+class NextcloudFetcher:
+    """Downloads a claimed Nextcloud file, as its user, to a temporary file for a worker.
+
+    Failures that may pass (Nextcloud answering 5xx, a lost or slow connection) are
+    :class:`TransientError`; a file too large, gone or forbidden is a :class:`MediaError`.
+    """
+
+    sources = (NEXTCLOUD_SOURCE,)
+
+    def __init__(self, max_download_bytes: int):
+        self._source = NextcloudSource(max_download_bytes)
+        self._loop = asyncio.new_event_loop()  # the worker's thread drives its own loop
+
+    @contextmanager
+    def fetch(self, file: ClaimedFile) -> Iterator[Path]:
+        wanted = NextcloudFile(
+            user=file.location, path=file.path, file_id=file.remote_id or 0,
+            kind=MediaKind(file.kind), size=0, mtime_ns=0, etag="",
+        )  # fmt: skip
         with tempfile.TemporaryDirectory(prefix="recognize-") as folder:
-            while work:
-                batch, work = work[: self.jobs], work[self.jobs :]
-                await asyncio.gather(*(self.process_file(*item, Path(folder)) for item in batch))
-                done += len(batch)
-                if urgent() != known:
-                    known = urgent()
-                    work = self.pending(users, known)
-        return done
-
-    async def process_file(
-        self, file_id: int, file: NextcloudFile, analyzers: tuple[str, ...], folder: Path
-    ) -> None:
-        """Download one file, analyze it, record the results, then tag it in Nextcloud."""
-        analysis: FileAnalysis | str
-        try:
-            local = await self.source.download(file, folder)
-        except (TooLarge, NextcloudException) as error:
-            analysis = f"download failed: {error}"
-        else:
             try:
-                analysis = await asyncio.to_thread(self._analyze, local, analyzers)
-            finally:
-                local.unlink(missing_ok=True)
-        with self.sessions.begin() as session:
-            stored = session.get(schema.File, file_id)
-            if stored is None or stored.content_hash != fingerprint(file):
-                return  # changed or gone meanwhile: its new tasks wait for the next cycle
-            record_analysis(session, file_id, analyzers, analysis, self.pipeline)
-        if not isinstance(analysis, str):
-            await self.retag(file_id, file)
+                path = self._loop.run_until_complete(self._source.download(wanted, Path(folder)))
+            except TooLarge as error:
+                raise MediaError(f"download failed: {error}") from error
+            except NextcloudException as error:
+                if error.status_code >= 500 or error.status_code in (408, 429):
+                    raise TransientError(f"download failed: {error}") from error
+                raise MediaError(f"download failed: {error}") from error
+            except Exception as error:  # a timeout, a dropped connection
+                raise TransientError(f"download failed: {type(error).__name__}: {error}") from error
+            yield path
 
-    async def retag(self, file_id: int, file: NextcloudFile) -> None:
-        """Make the file's tags in Nextcloud match the store."""
-        with self.sessions() as session:
-            tags = file_tags(session, file_id, self.person_names_as_tags)
-        await self.sink.apply(self.source.client(file.user), file.file_id, tags)
 
-    def _analyze(self, path: Path, analyzers: tuple[str, ...]) -> FileAnalysis | str:
-        """The pipeline's analysis, or why it failed (one analysis at a time)."""
-        with self._analysis_lock:
-            try:
-                return self.pipeline.analyze(path, analyzers)
-            except MediaError as error:
-                return str(error)
-            except Exception as error:  # a bug must not stop the scan; the file keeps the reason
-                log.exception("analyzing %s failed", path)
-                return f"internal error: {type(error).__name__}: {error}"
+class SourcesFetcher:
+    """Fetches claimed files of local roots and, where credentials are set, of Nextcloud."""
+
+    def __init__(self, *fetchers: FileFetcher):
+        self._by_source = {source: f for f in fetchers for source in f.sources}
+        self.sources = tuple(self._by_source)
+
+    def fetch(self, file: ClaimedFile) -> AbstractContextManager[Path]:
+        return self._by_source[file.source].fetch(file)
+
+
+def worker_fetcher(settings: Settings) -> FileFetcher:
+    """What a worker process fetches with: local files, and Nextcloud's when this process has
+    AppAPI's credentials (the ExApp's container, or a machine given the same variables)."""
+    fetchers: list[FileFetcher] = [LocalFetcher()]
+    if os.environ.get("NEXTCLOUD_URL") and os.environ.get("APP_SECRET"):
+        fetchers.append(NextcloudFetcher(settings.max_download_bytes))
+    return SourcesFetcher(*fetchers)
+
+
+async def retag(
+    sessions: sessionmaker[Session],
+    source: NextcloudSource,
+    sink: NextcloudTagSink,
+    file_id: int,
+    file: NextcloudFile,
+    person_names: bool,
+) -> None:
+    """Make the stored file's tags in Nextcloud match the store, as its user."""
+    with sessions() as session:
+        tags = file_tags(session, file_id, person_names)
+    await sink.apply(source.client(file.user), file.file_id, tags)

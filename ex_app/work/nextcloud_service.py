@@ -1,20 +1,28 @@
-"""The ExApp's background work: crawl all users, analyze what is new, group, tag; repeat.
+"""The ExApp's background work: crawl all users, send what is new to the workers, tag what
+they finish, group faces; repeat.
 
-One cycle runs at a time. A full cycle crawls every user's files first; it runs at start
-and after each interval. Files queued by the Files menu action or by webhooks start a
-cycle at once that only processes what is pending; Files menu requests go ahead of the
-backlog, and the user gets a notification when their request is done. Admin settings and
-each user's choice (personal settings: opted in or out) are read at the start of each
-cycle; quiet hours skip the cycle. Stopping cancels the cycle: a file being analyzed keeps
-its pending task and is done by the next start.
+Analysis is done by worker processes (``recognize worker``, :mod:`ex_app.work.worker`)
+started here, ``jobs`` of them, on the work queue; workers on other machines may join the
+same queue and database. One cycle runs at a time: it reads the admin settings and each
+user's choice (opted in or out), crawls every opted-in user's files (at start and after each
+interval), sends the new and changed files to the queue, then waits until the workers have
+no work left for those users, tagging each file in Nextcloud as it is finished and telling
+each user whose Files menu request is done what was found. Then faces are regrouped. Files
+queued by the Files menu (ahead of the backlog) or by webhooks start a cycle at once that
+does not crawl. Quiet hours skip the cycle (and hold the workers back).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import os
+import signal
+import subprocess
+import sys
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from nc_py_api import AsyncNextcloudApp
 from sqlalchemy import select
@@ -23,38 +31,37 @@ from ex_app.config import Settings
 from ex_app.engine import Engine
 from ex_app.sinks.nextcloud_notifications import FilesRequest, notify, request_summary
 from ex_app.sinks.nextcloud_tags import NextcloudTagSink
-from ex_app.sources.nextcloud import NextcloudSource
+from ex_app.sources.nextcloud import NextcloudFile, NextcloudSource
 from ex_app.store import schema
 from ex_app.web.admin_settings import admin_settings
 from ex_app.web.personal_settings import user_choice
 from ex_app.work.nextcloud_scan import (
     NEXTCLOUD_SOURCE,
-    NextcloudProcessor,
+    busy,
     delete_face_data,
     delete_files,
+    finished_count,
+    finished_since,
     move_files,
     record_files,
+    retag,
     stored_file,
     sync_nextcloud,
     unfinished,
+    withdraw_pending,
 )
+from ex_app.work.queue import BACKLOG, REQUEST
 from ex_app.work.scan import SyncReport
+from ex_app.work.schedule import in_quiet_hours
 
 log = logging.getLogger(__name__)
+
+WATCH_SECONDS = 1.0  # how often a cycle looks at what the workers finished
+WORKER_STOP_SECONDS = 30  # a worker finishes its file in this time after SIGTERM, or is killed
 
 
 class OptedOut(Exception):
     """The user chose in their personal settings that their files are not analyzed."""
-
-
-def in_quiet_hours(quiet_hours: str, now: datetime) -> bool:
-    """Whether now falls in "start-end" hours (end excluded; "22-6" spans midnight)."""
-    if not quiet_hours:
-        return False
-    start, end = (int(hour) for hour in quiet_hours.split("-"))
-    if start <= end:
-        return start <= now.hour < end
-    return now.hour >= start or now.hour < end
 
 
 @dataclass
@@ -68,6 +75,52 @@ class CycleReport:
     opted_out: int = 0  # users whose files were left alone
 
 
+def worker_environment(settings: Settings) -> dict[str, str]:
+    """The environment of a worker process: this one's (AppAPI's credentials included) and
+    the settings in force, as RECOGNIZE_* variables."""
+    env = dict(os.environ)
+    for name, value in settings.model_dump(mode="json").items():
+        if value is not None:
+            text = json.dumps(value) if isinstance(value, list | dict) else str(value)
+            env[f"RECOGNIZE_{name.upper()}"] = text
+    return env
+
+
+class WorkerPool:
+    """The ExApp's own worker processes, started on the settings in force."""
+
+    def __init__(self) -> None:
+        self.settings: Settings | None = None
+        self._processes: list[subprocess.Popen] = []
+
+    def ensure(self, settings: Settings) -> None:
+        """Workers for these settings: started if none run, restarted if the settings changed."""
+        if settings != self.settings:
+            self.stop()
+        self._processes = [p for p in self._processes if p.poll() is None]
+        while len(self._processes) < settings.jobs:
+            self._processes.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "ex_app", "worker"], env=worker_environment(settings)
+                )
+            )
+        self.settings = settings
+
+    def stop(self) -> None:
+        """Let each worker finish its file and stop (killed after WORKER_STOP_SECONDS)."""
+        for process in self._processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in self._processes:
+            try:
+                process.wait(WORKER_STOP_SECONDS)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        self._processes = []
+        self.settings = None
+
+
 class RecognizeService:
     """Recognize's work over the whole Nextcloud, driven by an asyncio task."""
 
@@ -77,12 +130,18 @@ class RecognizeService:
         self.last_cycle: CycleReport | None = None
         self.cycles = 0  # cycles finished, quiet ones included
         self.last_error: str | None = None
+        self.workers = WorkerPool()
         self._engine: Engine | None = None
-        self._regroup_due = False  # faces were deleted outside a cycle
+        self._source: NextcloudSource | None = None
+        self._sink: NextcloudTagSink | None = None
         self._task: asyncio.Task | None = None
         self._wake = asyncio.Event()
         self._cycle_lock = asyncio.Lock()
         self._names_as_tags = base.person_names_as_tags
+        self._regroup_due = False  # faces were deleted outside a cycle
+        self._untagged: dict[int, NextcloudFile] = {}  # finished, tagging failed: tried again
+        self._opted_out: set[str] = set()  # as of the last cycle
+        self._tagged_until = datetime.now(UTC)
 
     @property
     def running(self) -> bool:
@@ -94,11 +153,12 @@ class RecognizeService:
             self._task = asyncio.create_task(self._loop(), name="recognize")
 
     async def stop(self) -> None:
-        """Cancel the loop and wait for it to end."""
+        """Cancel the loop, wait for it to end, and stop the workers."""
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
+        await asyncio.to_thread(self.workers.stop)
 
     def wake(self) -> None:
         """Start the next cycle now rather than after the interval."""
@@ -116,84 +176,112 @@ class RecognizeService:
         settings = await admin_settings(AsyncNextcloudApp(), self.base)
         if self._engine is None or self._engine.settings != settings:
             self._engine = Engine(settings)
+            self._source = NextcloudSource(settings.max_download_bytes)
+            self._sink = None
         return self._engine
 
-    def processor(self, engine: Engine) -> NextcloudProcessor:
-        settings = engine.settings
-        return NextcloudProcessor(
-            sessions=engine.sessions,
-            source=NextcloudSource(settings.max_download_bytes),
-            pipeline=engine.pipeline,
-            sink=NextcloudTagSink(engine.sessions),
-            jobs=settings.jobs,
-            person_names_as_tags=settings.person_names_as_tags,
-        )
+    @property
+    def source(self) -> NextcloudSource:
+        if self._source is None:
+            self._source = NextcloudSource(self.base.max_download_bytes)
+        return self._source
 
-    def urgent(self) -> frozenset[int]:
-        """The file ids of the open Files menu requests."""
-        return frozenset(i for request in self.requests for i in request.remote_ids)
+    @property
+    def sink(self) -> NextcloudTagSink:
+        if self._sink is None:
+            self._sink = NextcloudTagSink(self.current_engine.sessions)
+        return self._sink
 
-    async def active_users(
-        self, engine: Engine, processor: NextcloudProcessor, users: list[str]
-    ) -> list[str]:
-        """Those users whose files are analyzed; the face data of users who opted out and
-        asked for it is deleted (and its tags taken off)."""
+    async def active_users(self, engine: Engine, users: list[str]) -> list[str]:
+        """Those users whose files are analyzed. The pending work of users who opted out is
+        withdrawn, and their face data deleted (its tags taken off) if they asked."""
         active = []
         for user in users:
-            client = processor.source.client(user)
-            choice = await user_choice(client, engine.settings.users_enabled_by_default)
+            choice = await user_choice(
+                self.source.client(user), engine.settings.users_enabled_by_default
+            )
             if choice.enabled:
                 active.append(user)
-            elif choice.delete_faces:
+                continue
+            await asyncio.to_thread(withdraw_pending, engine.sessions, user)
+            if choice.delete_faces:
                 had_faces = await asyncio.to_thread(delete_face_data, engine.sessions, user)
-                await self._retag(engine, processor, had_faces)
+                await self._retag(engine, self._stored(engine, had_faces))
         return active
 
     async def run_cycle(self, crawl: bool = True) -> CycleReport:
-        """Crawl (unless told not to), analyze the pending files, regroup faces, refresh tags
-        of face photos."""
+        """Crawl (unless told not to), have the workers analyze the pending files, tag them,
+        regroup faces, refresh tags of face photos."""
         async with self._cycle_lock:
             engine = await self.engine()
             settings = engine.settings
+            await asyncio.to_thread(self.workers.ensure, settings)  # they keep quiet hours too
             if in_quiet_hours(settings.quiet_hours, datetime.now()):
                 return CycleReport(quiet=True)
-            processor = self.processor(engine)
-            everyone = await processor.source.users()
-            users = await self.active_users(engine, processor, everyone)
+            started = datetime.now(UTC)
+            everyone = await self.source.users()
+            users = await self.active_users(engine, everyone)
+            returning = [user for user in users if user in self._opted_out]  # crawled now
+            self._opted_out = set(everyone) - set(users)
             sync = None
-            if crawl:
-                sync = await sync_nextcloud(engine.sessions, processor.source, users, engine.pipeline)
-            processed = await processor.process(users, self.urgent)
+            if crawl or returning:
+                crawled = users if crawl else returning
+                recorded = await sync_nextcloud(engine.sessions, self.source, crawled, engine.pipeline)
+                sync = recorded.report if crawl else None
+                # Users back from opting out have work on files that did not change.
+                send = recorded.ids if returning else recorded.fresh
+                await asyncio.to_thread(engine.queue.enqueue_files, engine.sessions, send, BACKLOG)
+            await self._follow_workers(engine, users)
+            processed = finished_count(engine.sessions, started)
             regroup = processed or self._regroup_due
             self._regroup_due = False
             persons = await asyncio.to_thread(engine.regroup) if regroup else 0
             names_changed = settings.person_names_as_tags != self._names_as_tags
             if names_changed or (regroup and settings.person_names_as_tags):
-                await self._retag(engine, processor, self._face_photos(engine))
+                await self._retag(engine, self._stored(engine, self._face_photos(engine)))
             self._names_as_tags = settings.person_names_as_tags
             await self._notify_finished_requests(engine)
             return CycleReport(
-                sync=sync,
-                processed=processed,
-                persons=persons,
-                opted_out=len(everyone) - len(users),
+                sync=sync, processed=processed, persons=persons, opted_out=len(everyone) - len(users)
             )
 
+    async def _follow_workers(self, engine: Engine, users: list[str]) -> None:
+        """Until the workers have no work left for these users: tag what they finish, tell
+        users whose requests are done."""
+        while True:
+            finished, self._tagged_until = finished_since(engine.sessions, self._tagged_until)
+            self._untagged.update(finished)
+            await self._retag(engine, dict(self._untagged))
+            await self._notify_finished_requests(engine)
+            if not busy(engine.sessions, users):
+                return
+            try:
+                await asyncio.wait_for(self._wake.wait(), WATCH_SECONDS)
+                self._wake.clear()
+            except TimeoutError:
+                pass
+
     async def queue(self, user: str, paths: list[str], request: bool = False) -> int:
-        """Record the media at these paths of user's (folders: recursively) and process them
-        soon, without a crawl; returns how many files were recorded. A Files menu
+        """Record the media at these paths of user's (folders: recursively) and send them to
+        the workers, without a crawl; returns how many files were recorded. A Files menu
         ``request`` goes ahead of the backlog and ends with a notification to the user.
-        Raises OptedOut when the user opted out."""
+        Raises OptedOut when the user opted out, FileNotFoundError when user sees no such
+        path."""
         engine = await self.engine()
-        source = NextcloudSource(engine.settings.max_download_bytes)
-        if not (await user_choice(source.client(user), engine.settings.users_enabled_by_default)).enabled:
+        if not (await user_choice(self.source.client(user), engine.settings.users_enabled_by_default)).enabled:
             raise OptedOut(f"{user} opted out of Recognize in their personal settings")
-        found = [file for path in paths for file in await source.media_at(user, path)]
-        _, recorded = record_files(engine.sessions, found, engine.pipeline)
-        if request and recorded:
-            self.requests.append(FilesRequest(user, frozenset(recorded)))
+        found = [file for path in paths for file in await self.source.media_at(user, path)]
+        recorded = record_files(engine.sessions, found, engine.pipeline)
+        if request and recorded.remote_ids:
+            self.requests.append(FilesRequest(user, frozenset(recorded.remote_ids)))
+        await asyncio.to_thread(
+            engine.queue.enqueue_files,
+            engine.sessions,
+            recorded.ids if request else recorded.fresh,
+            REQUEST if request else BACKLOG,
+        )
         self.wake()
-        return len(recorded)
+        return len(recorded.remote_ids)
 
     async def moved(self, user: str, old: str, new: str) -> None:
         """A file or folder of user's was moved within their files: its results follow it."""
@@ -223,16 +311,28 @@ class RecognizeService:
                 )
             )
 
-    async def _retag(self, engine: Engine, processor: NextcloudProcessor, file_ids: set[int]) -> None:
-        """Make these stored files' tags in Nextcloud match the store."""
+    def _stored(self, engine: Engine, file_ids: set[int]) -> dict[int, NextcloudFile]:
+        """The Nextcloud files these stored ids stand for."""
         with engine.sessions() as session:
             rows = session.execute(
                 select(schema.File, schema.Root.location)
                 .join(schema.Root)
                 .where(schema.File.id.in_(file_ids), schema.File.remote_id.is_not(None))
             ).all()
-        for row, user in rows:
-            await processor.retag(row.id, stored_file(user, row))
+        return {row.id: stored_file(user, row) for row, user in rows}
+
+    async def _retag(self, engine: Engine, files: dict[int, NextcloudFile]) -> None:
+        """Make these stored files' tags in Nextcloud match the store; those that fail (say,
+        Nextcloud away) are tried again in a while."""
+        names = engine.settings.person_names_as_tags
+        for file_id, file in files.items():
+            try:
+                await retag(engine.sessions, self.source, self.sink, file_id, file, names)
+            except Exception as error:  # noqa: BLE001 (Nextcloud away: the next look tries again)
+                log.warning("tagging %s of %s failed: %s", file.path, file.user, error)
+                self._untagged[file_id] = file
+            else:
+                self._untagged.pop(file_id, None)
 
     async def _notify_finished_requests(self, engine: Engine) -> None:
         """Tell each user whose Files menu request has no work left what was found."""
@@ -244,7 +344,7 @@ class RecognizeService:
             self.requests.remove(request)
 
     async def _loop(self) -> None:
-        """A crawl at start and after each interval; in between, cycles that only process
+        """A crawl at start and after each interval; in between, cycles that only follow
         what the Files action and webhooks queued."""
         crawl = True  # due until one is done
         while True:
