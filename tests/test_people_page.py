@@ -699,3 +699,25 @@ def test_load_time_with_500_persons(browser, library, tmp_path):
           + ", ".join(f"{t:.0f}" for t in timings)
           + f" (script and persons list received at, in ms: {steps})")
     assert best < LOAD_BOUND_MS, timings
+
+
+def test_a_user_opts_out_and_back_in_from_the_page(browser, stack):
+    page = open_page(browser, stack, "bob")
+    panel = page.get_by_role("region", name="Progress")
+    analyze = panel.get_by_role("switch", name="Analyze my files")
+    expect(analyze).to_be_checked()  # the admin's default: analyzed
+    panel.get_by_text("Analyze my files").click()  # the label: the input itself is hidden
+    expect(analyze).not_to_be_checked()
+    delete = panel.get_by_role("checkbox", name="Delete the faces and persons found in my files")
+    panel.get_by_text("Delete the faces and persons found in my files").click()
+    expect(delete).to_be_checked()
+    assert stack.state.preferences[("bob", "analyze_my_files")][0] == "0"
+    assert stack.state.preferences[("bob", "delete_my_face_data")][0] == "1"
+    assert stack.call("GET", "/api/people/choice", "alice").json() == {
+        "analyze": True, "delete_faces": False}  # alice's choice is her own
+    shot(page, "opted-out")
+    panel.get_by_text("Analyze my files").click()
+    expect(analyze).to_be_checked()
+    expect(delete).to_have_count(0)
+    assert stack.state.preferences[("bob", "analyze_my_files")][0] == "1"
+    assert errors_of(page) == []

@@ -30,6 +30,7 @@ from ex_app.people.operations import NotFound
 from ex_app.people.undo import Snapshot
 from ex_app.sources.nextcloud import NextcloudFile, NextcloudSource, TooLarge
 from ex_app.store import schema
+from ex_app.web.personal_settings import ANALYZE, DELETE_FACES, user_choice
 from ex_app.work.nextcloud_scan import stored_file
 from ex_app.work.progress import measure_user_progress
 
@@ -174,6 +175,33 @@ def progress(request: Request) -> dict:
     with _engine(request).sessions() as session:
         mine = measure_user_progress(session).get(owner, [])
     return {"running": service.running, "analyzers": [p.as_dict() for p in mine]}
+
+
+class ChoiceBody(BaseModel):
+    """The user's choice, as in the personal settings form."""
+
+    analyze: bool
+    delete_faces: bool = False
+
+
+@router.get("/choice")
+async def get_choice(request: Request) -> dict:
+    """Whether the user's files are analyzed (the personal settings' choice, also offered on
+    this page: Nextcloud 29 lets only admins save personal forms of apps)."""
+    service = request.app.state.service
+    nc = AsyncNextcloudApp(user=_user(request))
+    saved = await user_choice(nc, service.current_engine.settings.users_enabled_by_default)
+    return {"analyze": saved.enabled, "delete_faces": saved.delete_faces}
+
+
+@router.post("/choice")
+async def set_choice(request: Request, body: ChoiceBody) -> dict:
+    """Save the user's choice; the work follows at once (stopped, or face data deleted)."""
+    nc = AsyncNextcloudApp(user=_user(request))
+    await nc.preferences_ex.set_value(ANALYZE, "1" if body.analyze else "0")
+    await nc.preferences_ex.set_value(DELETE_FACES, "1" if body.delete_faces else "0")
+    request.app.state.service.wake()
+    return await get_choice(request)
 
 
 @router.get("/suggestions")
