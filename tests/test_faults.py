@@ -304,10 +304,12 @@ def run_exapp_over(nextcloud, url: str, data_dir: Path, monkeypatch) -> dict[str
     from ex_app.store import schema
 
     monkeypatch.setattr(nc_py_api.options, "NPA_TIMEOUT_DAV", DAV_TIMEOUT)
+    monkeypatch.setenv("NPA_TIMEOUT_DAV", str(DAV_TIMEOUT))  # the worker processes too
     state = nextcloud.state
     state.app.enabled = False
     settings = Settings(data_dir=data_dir, model_mirror=SHARED_MODELS, crawl_interval_seconds=2,
-                        music_enabled=False, video_enabled=False, places_enabled=False)
+                        music_enabled=False, video_enabled=False, places_enabled=False,
+                        retry_delay_seconds=1)
     with serve(dataclasses.replace(nextcloud, url=url), settings, monkeypatch) as exapp:
         exapp.enable()
         engine = Engine(settings)
@@ -323,7 +325,10 @@ def run_exapp_over(nextcloud, url: str, data_dir: Path, monkeypatch) -> dict[str
                 break
             assert time.monotonic() < deadline, (rows, exapp.progress())
             time.sleep(0.3)
-        time.sleep(1)  # the last file's tags are written after its results
+        while not all(state.tag_names_of(state.own_node("alice", f"Photos/{name}").fileid)
+                      for name in ("gore.jpg", "group.jpg", "cat.jpg", "shark.jpg")):
+            assert time.monotonic() < deadline, "tags never reached Nextcloud"
+            time.sleep(0.3)  # the service tags a file after its results are stored
         with engine.sessions() as session:
             files = session.execute(select(schema.File.path, schema.File.id)).all()
             assert len(files) == len({path for path, _ in files}) == len(NC_PHOTOS)  # once
@@ -372,10 +377,7 @@ def serve_proxy(proxy: FaultyProxy) -> Iterator[str]:
 
 @pytest.mark.parametrize("faults", [
     ("timeout", "drop"),
-    pytest.param(("500", "503"), marks=pytest.mark.xfail(strict=True, reason=(
-        "ex_app/work/nextcloud_scan.py NextcloudProcessor.process_file: a download answered "
-        "500 or 503 is recorded as a permanent error ('download failed: [503] ...', the "
-        "dead-letter state) instead of staying pending for a later cycle"))),
+    ("500", "503"),
 ])
 def test_nextcloud_failing_downloads_delay_the_work_and_lose_nothing(photos, tmp_path,
                                                                      monkeypatch, faults):
