@@ -385,11 +385,11 @@ def progress(engine: Engine, as_json: bool, per_user: bool) -> None:
             click.echo(json.dumps(instance, indent=1))
         return
     for p in report:
-        click.echo(_progress_line(p))
+        click.echo(p.line())
     for user, rows in users.items():
         click.echo(f"{user}:")
         for p in rows:
-            click.echo("  " + _progress_line(p))
+            click.echo("  " + p.line())
     try:
         paused = engine.queue.paused
     except Exception as error:  # noqa: BLE001 (the counts above stand without it)
@@ -397,21 +397,6 @@ def progress(engine: Engine, as_json: bool, per_user: bool) -> None:
         return
     if paused:
         click.echo("workers are paused (`recognize resume`)")
-
-
-def _progress_line(p) -> str:
-    eta = "unknown" if p.eta_seconds is None else _duration(p.eta_seconds)
-    retrying = f" ({p.retrying} retrying)" if p.retrying else ""
-    return (
-        f"{p.analyzer}: {p.done} done, {p.pending} pending{retrying}, {p.failed} failed; "
-        f"{p.per_minute:.1f}/min; time left {eta}"
-    )
-
-
-def _duration(seconds: float) -> str:
-    minutes, secs = divmod(round(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
 
 
 @main.command()

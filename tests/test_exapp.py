@@ -258,6 +258,9 @@ def test_crawl_analyzes_each_file_once_honours_markers_and_tags(exapp, users):
     assert users.tag_names_of(users.own_node("alice", "Private/secret.jpg").fileid) == set()
     tags = [tag for tag in users.tags.values() if tag.name == "People"]
     assert len(tags) == 1 and tags[0].user_visible and tags[0].user_assignable
+    # The admin sees the progress in the settings form.
+    description = users.settings_forms[FORM_ID]["description"]
+    assert "Progress: faces: 3 done, 0 pending, 0 failed" in description, description
 
 
 def test_retagging_keeps_the_users_tags(exapp, users):

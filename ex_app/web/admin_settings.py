@@ -13,6 +13,7 @@ from nc_py_api.ex_app.ui.settings import SettingsField, SettingsFieldType, Setti
 from pydantic import ValidationError
 
 from ex_app.config import Settings
+from ex_app.work.progress import AnalyzerProgress
 
 log = logging.getLogger(__name__)
 
@@ -22,16 +23,26 @@ FORM_ID = "recognize_admin"
 SENSITIVITY = {"Strict (fewer mix-ups)": "0.45", "Balanced": "0.55", "Loose (fewer splits)": "0.6"}
 
 
-def settings_form(defaults: Settings) -> SettingsForm:
-    """The admin form, showing the ExApp's own settings as defaults."""
+INTRO = "Private tagging of your media on this server: faces into persons, objects, scenes, places and genres."
+
+
+def progress_text(progress: list[AnalyzerProgress]) -> str:
+    """The work's state for the form's description (the form is registered again after
+    each cycle, so an admin sees it when opening the settings)."""
+    if not progress:
+        return "Progress: nothing analyzed yet."
+    return "Progress: " + "; ".join(p.line() for p in progress) + "."
+
+
+def settings_form(defaults: Settings, progress: list[AnalyzerProgress] | None = None) -> SettingsForm:
+    """The admin form, showing the ExApp's own settings as defaults, and the progress."""
     field = SettingsField
     return SettingsForm(
         id=FORM_ID,
         section_type="admin",
         section_id="recognize",
         title="Recognize",
-        description="Private tagging of your photos on this server: faces into persons, "
-        "objects and scenes.",
+        description=INTRO if progress is None else f"{INTRO}\n{progress_text(progress)}",
         fields=[
             field("faces_enabled", "Faces", SettingsFieldType.CHECKBOX, defaults.faces_enabled,
                   label="Find faces and group them into persons"),

@@ -33,7 +33,7 @@ from ex_app.sinks.nextcloud_notifications import FilesRequest, notify, request_s
 from ex_app.sinks.nextcloud_tags import NextcloudTagSink
 from ex_app.sources.nextcloud import NextcloudFile, NextcloudSource
 from ex_app.store import schema
-from ex_app.web.admin_settings import admin_settings
+from ex_app.web.admin_settings import admin_settings, settings_form
 from ex_app.web.personal_settings import user_choice
 from ex_app.work.nextcloud_scan import (
     NEXTCLOUD_SOURCE,
@@ -50,6 +50,7 @@ from ex_app.work.nextcloud_scan import (
     unfinished,
     withdraw_pending,
 )
+from ex_app.work.progress import measure_progress
 from ex_app.work.queue import BACKLOG, REQUEST
 from ex_app.work.scan import SyncReport
 from ex_app.work.schedule import in_quiet_hours
@@ -241,6 +242,9 @@ class RecognizeService:
                 await self._retag(engine, self._stored(engine, self._face_photos(engine)))
             self._names_as_tags = settings.person_names_as_tags
             await self._notify_finished_requests(engine)
+            with engine.sessions() as session:
+                progress = measure_progress(session)
+            await AsyncNextcloudApp().ui.settings.register_form(settings_form(self.base, progress))
             return CycleReport(
                 sync=sync, processed=processed, persons=persons, opted_out=len(everyone) - len(users)
             )

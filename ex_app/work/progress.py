@@ -34,6 +34,22 @@ class AnalyzerProgress:
     def as_dict(self) -> dict:
         return asdict(self)
 
+    def line(self) -> str:
+        """One line for people: counts, rate and time left."""
+        eta = "unknown" if self.eta_seconds is None else duration_text(self.eta_seconds)
+        retrying = f" ({self.retrying} retrying)" if self.retrying else ""
+        return (
+            f"{self.analyzer}: {self.done} done, {self.pending} pending{retrying}, "
+            f"{self.failed} failed; {self.per_minute:.1f}/min; time left {eta}"
+        )
+
+
+def duration_text(seconds: float) -> str:
+    """3h05m, 4m07s."""
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+
 
 def measure_progress(session: Session, now: datetime | None = None) -> list[AnalyzerProgress]:
     """Progress of each analyzer; throughput is over tasks finished in the last ten minutes."""
