@@ -1,7 +1,8 @@
 """Nothing leaves the server: a full Nextcloud scan by the ExApp, run as AppAPI runs it (its
-own process), contacts the Nextcloud address alone; models come from the local mirror.
+own process, with its worker processes), contacts the Nextcloud address alone; models come
+from the local mirror.
 
-Every outgoing connection attempt and name lookup of the ExApp's process is recorded (and any
+Every outgoing connection attempt and name lookup of these processes is recorded (and any
 to another address refused) by a ``sitecustomize`` module put on its path: the socket layer
 itself, whatever library opens the connection. FFmpeg, the one native program it starts,
 reads local files only (see ``ex_app.media.ffmpeg_io``).
@@ -31,11 +32,11 @@ _connect, _connect_ex, _getaddrinfo = socket.socket.connect, socket.socket.conne
 def _check(kind, address):
     if isinstance(address, tuple):
         host, port = address[0], address[1]
-        _log.write(json.dumps([kind, host, port]) + "\\n")
+        _log.write(json.dumps([kind, host, port, os.getpid()]) + "\\n")
         if f"{host}:{port}" not in _allowed:
             raise PermissionError(f"privacy test: connection to {host}:{port} refused")
     else:
-        _log.write(json.dumps([kind, str(address), None]) + "\\n")  # a local (Unix) socket
+        _log.write(json.dumps([kind, str(address), None, os.getpid()]) + "\\n")  # Unix socket
 
 def connect(self, address):
     _check("connect", address)
@@ -46,7 +47,8 @@ def connect_ex(self, address):
     return _connect_ex(self, address)
 
 def getaddrinfo(host, *args, **kwargs):
-    _log.write(json.dumps(["lookup", host if isinstance(host, str) else repr(host), None]) + "\\n")
+    name = host if isinstance(host, str) else repr(host)
+    _log.write(json.dumps(["lookup", name, None, os.getpid()]) + "\\n")
     return _getaddrinfo(host, *args, **kwargs)
 
 socket.socket.connect, socket.socket.connect_ex, socket.getaddrinfo = connect, connect_ex, getaddrinfo
@@ -129,8 +131,10 @@ def test_a_full_scan_contacts_nextcloud_alone(nextcloud, tmp_path):
             exapp.kill()
             exapp.wait()
     attempts = [json.loads(line) for line in log.read_text().splitlines()]
-    connects = {(host, port) for kind, host, port in attempts if kind == "connect"}
-    lookups = {host for kind, host, _ in attempts if kind == "lookup"}
+    connects = {(host, port) for kind, host, port, _pid in attempts if kind == "connect"}
+    lookups = {host for kind, host, _port, _pid in attempts if kind == "lookup"}
+    processes = {pid for *_, pid in attempts}
     assert connects, "nothing was recorded: the socket layer was not watched"
+    assert len(processes) >= 2, processes  # the ExApp and its worker processes alike
     assert {f"{host}:{port}" for host, port in connects} == set(allowed), connects
     assert lookups <= {nc.hostname, "localhost"}, lookups
