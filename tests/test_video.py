@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,14 @@ from ex_app.analyzers.objects import Label, ObjectClassifier, load_imagenet_labe
 from ex_app.analyzers.video import agreed_labels, distinct_faces, has_music_track
 from ex_app.config import Settings
 from ex_app.media.errors import MediaError
-from ex_app.media.video import probe_video, read_video, sample_times
+from ex_app.media.video import (
+    merge_times,
+    parse_iso6709,
+    probe_video,
+    read_video,
+    sample_times,
+    scene_changes,
+)
 from ex_app.models.runtime import open_session
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
@@ -181,3 +189,80 @@ def test_a_scanned_video_joins_the_persons_of_photos_and_gets_its_genre(tmp_path
     assert len(powell_persons) == 1 and None not in powell_persons
     assert powell_persons <= {face["person"] for face in video["faces"]}
     assert 2 <= len(video["faces"]) <= 3
+
+
+def two_scenes(out: Path, photos: list[Path], seconds: int = 3) -> Path:
+    """Real photos one after the other, seconds each, 320×240 at 10 fps (H.264)."""
+    inputs = [arg for photo in photos for arg in ("-loop", "1", "-t", str(seconds), "-i", str(photo))]
+    scaled = "".join(f"[{i}]scale=320:240,setsar=1,fps=10[v{i}];" for i in range(len(photos)))
+    joined = "".join(f"[v{i}]" for i in range(len(photos)))
+    ffmpeg(*inputs, "-filter_complex", f"{scaled}{joined}concat=n={len(photos)}:v=1[v]",
+           "-map", "[v]", "-c:v", "libx264", "-pix_fmt", "yuv420p", str(out))
+    return out
+
+
+CASTLE = SHARED / "data" / "images" / "n02980441_castle.JPEG"
+
+
+def test_a_frame_is_taken_where_the_scene_changes(tmp_path: Path) -> None:
+    video = two_scenes(tmp_path / "cut.mp4", [CASTLE, PHOTO])
+    assert [round(at, 1) for at in scene_changes(video, 0.1, time.monotonic() + 30, 30)] == [3.0]
+
+    _, spread = read_video(video, 4, 1.0, 320, 60)
+    _, with_scenes = read_video(video, 4, 1.0, 320, 60, scene_threshold=0.1, max_scene_frames=2)
+
+    assert [round(f.time, 2) for f in spread] == [0.75, 2.25, 3.75, 5.25]
+    times = [round(f.time, 2) for f in with_scenes]
+    assert len(times) == 4 and 3.0 in times
+    at_cut = with_scenes[times.index(3.0)].pixels.astype(float)
+    snake, castle = spread[-1].pixels.astype(float), spread[0].pixels.astype(float)
+    assert np.abs(at_cut - snake).mean() < 5 < np.abs(at_cut - castle).mean()  # the new scene
+
+
+def test_scene_frames_are_bounded_and_merged_with_the_spread_ones(tmp_path: Path) -> None:
+    # Cuts are looked for among key frames: x264 puts one at a cut 2.5 s or more after the last.
+    photos = [CASTLE, PHOTO, *sorted((FACES / "Colin_Powell").glob("*.jpg"))[:1], CASTLE, PHOTO]
+    video = two_scenes(tmp_path / "many.mp4", photos, seconds=3)
+    moving = tmp_path / "moving.mp4"
+    ffmpeg("-f", "lavfi", "-i", "testsrc=size=320x240:rate=25:duration=12", "-c:v", "libx264",
+           "-pix_fmt", "yuv420p", "-g", "50", str(moving))  # a key frame every 2 s, one scene
+    assert scene_changes(moving, 0.1, time.monotonic() + 30, 30) == []
+    cuts = scene_changes(video, 0.1, time.monotonic() + 30, 30)
+    assert [round(cut, 1) for cut in cuts] == [3.0, 6.0, 9.0, 12.0]
+    _, frames = read_video(video, 6, 1.0, 320, 60, scene_threshold=0.1, max_scene_frames=3)
+    times = [frame.time for frame in frames]
+    assert len(times) == 6 and times == sorted(times)
+    assert sum(any(abs(at - cut) < 1e-3 for cut in cuts) for at in times) == 3
+    assert merge_times([0.5, 1.5, 2.5, 3.5], [1.4, 3.0], 3, 2, 0.5) == [0.5, 1.4, 3.0]
+    assert merge_times([0.5, 1.5], [], 4, 2, 0.5) == [0.5, 1.5]
+
+
+def test_positions_are_read_from_iso6709_tags(tmp_path: Path) -> None:
+    assert parse_iso6709("+48.8566+002.3522/") == (48.8566, 2.3522)
+    assert parse_iso6709("-33.8688+151.2093+012.000/") == (-33.8688, 151.2093)
+    assert parse_iso6709("+35.6895+139.6917") == (35.6895, 139.6917)
+    for bad in ("", "Paris", "+91.0+002.0/", "+48.8+181.0/", "+00.0000+000.0000/"):
+        assert parse_iso6709(bad) is None, bad
+    apple = tmp_path / "apple.mov"
+    ffmpeg("-f", "lavfi", "-i", "testsrc=size=160x120:rate=5:duration=2", "-c:v", "libx264",
+           "-pix_fmt", "yuv420p", "-movflags", "use_metadata_tags",
+           "-metadata", "com.apple.quicktime.location.ISO6709=-33.8688+151.2093+012.000/", str(apple))
+    assert probe_video(apple, 30).location == (-33.8688, 151.2093)
+    assert probe_video(two_scenes(tmp_path / "none.mp4", [PHOTO], 1), 30).location is None
+
+
+def test_a_scanned_video_with_a_position_gets_its_place(tmp_path: Path) -> None:
+    from conftest import export_json, run_cli
+
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    plain = two_scenes(tmp_path / "plain.mp4", [CASTLE], seconds=2)
+    ffmpeg("-i", str(plain), "-c", "copy", "-metadata", "location=+48.8566+002.3522/",
+           str(tree / "paris.mp4"))
+    shutil.copy(plain, tree / "nowhere.mp4")
+    data_dir = tmp_path / "state"
+    run_cli(data_dir, "scan", str(tree))
+    files = {f["path"]: f for f in export_json(data_dir)["files"]}
+    assert files["paris.mp4"]["status"] == "done", files["paris.mp4"]["error"]
+    assert {"Paris", "France"} <= set(files["paris.mp4"]["tags"])
+    assert "France" not in files["nowhere.mp4"]["tags"]
