@@ -36,7 +36,7 @@ RUN apt-get update \
     && apt-get install -y --no-install-recommends ffmpeg \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
-COPY pyproject.toml README.md rules.yml genres.yml ./
+COPY pyproject.toml README.md rules.yml genres.yml actions.yml ./
 COPY models ./models
 COPY appinfo ./appinfo
 COPY ex_app ./ex_app
