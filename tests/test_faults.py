@@ -278,6 +278,14 @@ class FaultyProxy:
         headers = {k: v for k, v in upstream.headers.items()
                    if k.lower() not in ("content-encoding", "transfer-encoding", "content-length",
                                         "connection")}
+        if fault == "endless":  # a body that never ends, whatever size the file has
+
+            async def zeros():
+                while True:
+                    yield bytes(65_536)
+                    await asyncio.sleep(0)
+
+            return StreamingResponse(zeros(), media_type="image/jpeg")
         if fault == "drop":
             body = upstream.content
 
@@ -291,7 +299,9 @@ class FaultyProxy:
         return Response(upstream.content, status_code=upstream.status_code, headers=headers)
 
 
-def run_exapp_over(nextcloud, url: str, data_dir: Path, monkeypatch) -> dict[str, set[str]]:
+def run_exapp_over(nextcloud, url: str, data_dir: Path, monkeypatch,
+                   tagged: tuple[str, ...] = ("gore.jpg", "group.jpg", "cat.jpg", "shark.jpg"),
+                   **settings_values) -> dict[str, set[str]]:
     """Serve the ExApp against Nextcloud at url, enable it, wait until every task of the
     photos is settled and tagged; the tag names of each photo."""
     import dataclasses
@@ -309,7 +319,7 @@ def run_exapp_over(nextcloud, url: str, data_dir: Path, monkeypatch) -> dict[str
     state.app.enabled = False
     settings = Settings(data_dir=data_dir, model_mirror=SHARED_MODELS, crawl_interval_seconds=2,
                         music_enabled=False, video_enabled=False, places_enabled=False,
-                        retry_delay_seconds=1)
+                        retry_delay_seconds=1, **settings_values)
     with serve(dataclasses.replace(nextcloud, url=url), settings, monkeypatch) as exapp:
         exapp.enable()
         engine = Engine(settings)
@@ -326,7 +336,7 @@ def run_exapp_over(nextcloud, url: str, data_dir: Path, monkeypatch) -> dict[str
             assert time.monotonic() < deadline, (rows, exapp.progress())
             time.sleep(0.3)
         while not all(state.tag_names_of(state.own_node("alice", f"Photos/{name}").fileid)
-                      for name in ("gore.jpg", "group.jpg", "cat.jpg", "shark.jpg")):
+                      for name in tagged):
             assert time.monotonic() < deadline, "tags never reached Nextcloud"
             time.sleep(0.3)  # the service tags a file after its results are stored
         with engine.sessions() as session:
@@ -391,3 +401,16 @@ def test_nextcloud_failing_downloads_delay_the_work_and_lose_nothing(photos, tmp
     assert "download failed" not in result["errors"]["Photos/broken.jpg"]
     assert "People" in result["tags"]["gore.jpg"] and "People" in result["tags"]["group.jpg"]
     assert result["tags"]["cat.jpg"] and result["tags"]["shark.jpg"]
+
+
+def test_an_endless_download_stops_at_the_size_cap_and_fails_that_file_alone(
+        photos, tmp_path, monkeypatch):
+    proxy = FaultyProxy(photos.url, {"cat.jpg": ["endless"] * 20})
+    with serve_proxy(proxy) as url:
+        result = run_exapp_over(photos, url, tmp_path / "data", monkeypatch,
+                                tagged=("gore.jpg", "group.jpg", "shark.jpg"),
+                                max_download_bytes=2 * 2**20)
+    assert ("cat.jpg", "endless") in proxy.served
+    assert set(result["errors"]) == {"Photos/broken.jpg", "Photos/cat.jpg"}, result["errors"]
+    assert "larger than the 2097152 bytes allowed" in result["errors"]["Photos/cat.jpg"]
+    assert not result["tags"]["cat.jpg"] and result["tags"]["shark.jpg"]
