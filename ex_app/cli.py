@@ -25,7 +25,7 @@ from ex_app.store.schema import TaskStatus
 from ex_app.work.claims import revive_dead
 from ex_app.work.neighbour import lower_priorities
 from ex_app.work.nextcloud_scan import worker_fetcher
-from ex_app.work.pipeline import FACES
+from ex_app.work.pipeline import FACES, optional_models
 from ex_app.work.progress import measure_progress, measure_user_progress
 from ex_app.work.queue import REQUEST
 from ex_app.work.scan import LOCAL_SOURCE, local_file, sync_folder
@@ -444,8 +444,11 @@ def models_list(engine: Engine) -> None:
 @click.argument("names", nargs=-1)
 @click.pass_obj
 def models_fetch(engine: Engine, names: tuple[str, ...]) -> None:
-    """Fetch and verify models (all of them when no NAMES are given)."""
+    """Fetch and verify models (all of them when no NAMES are given); the ones that cannot be
+    had are listed at the end, and fail the command unless only optional analyzers need them."""
     manifest = engine.models.manifest
+    optional = optional_models()
+    missing: list[str] = []
     for name in names or tuple(manifest):
         if name not in manifest:
             raise click.ClickException(f"unknown model {name!r}; known: {', '.join(manifest)}")
@@ -458,5 +461,10 @@ def models_fetch(engine: Engine, names: tuple[str, ...]) -> None:
             try:
                 path = engine.models.fetch(name, progress=advance)
             except ModelUnavailable as error:
-                raise click.ClickException(str(error)) from error
+                click.echo(f"{name}: not available: {error}", err=True)
+                missing.append(name)
+                continue
         click.echo(f"{name}: {path}")
+    needed = [name for name in missing if names or name not in optional]
+    if needed:
+        raise click.ClickException(f"could not fetch {', '.join(needed)}")

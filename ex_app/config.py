@@ -116,9 +116,10 @@ class Settings(BaseSettings):
 
     # Actions in videos (MoViNet, Kinetics-600; tags: actions.yml): action_clips clips of
     # action_clip_seconds, spread over the video, streamed at action_fps frames per second;
-    # classes scoring action_min_score or more are kept. Like landmarks: off by default, since
-    # the ExApp's /init fails when an enabled analyzer's model cannot be fetched; when enabled,
-    # it is skipped (one log line) while its model files are not on this machine.
+    # classes scoring action_min_score or more are kept. Like landmarks, an optional analyzer,
+    # off until the admin turns it on (its models come from TF Hub, not from our mirror):
+    # then /init fetches its models but does not fail without them, and it is skipped (one
+    # log line) while its model files are not on this machine.
     actions_enabled: bool = False
     action_clips: int = Field(default=3, ge=1)
     action_clip_seconds: float = Field(default=4.0, gt=0)

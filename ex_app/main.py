@@ -21,13 +21,14 @@ from nc_py_api.ex_app import AppAPIAuthMiddleware, run_app, set_handlers
 from ex_app.config import Settings
 from ex_app.engine import Engine
 from ex_app.models.runtime import Processor, resolve_engine
+from ex_app.models.store import ModelUnavailable
 from ex_app.web import personal_settings
 from ex_app.web.admin_settings import FORM_ID, settings_form
 from ex_app.web.people import mount_assets, register_page, unregister_page
 from ex_app.web.people import router as people_router
 from ex_app.web.routes import FILE_EVENTS, FILE_EVENTS_ROUTE, FILES_ACTION_ROUTE, router
 from ex_app.work.nextcloud_service import RecognizeService
-from ex_app.work.pipeline import ANALYZER_MODELS
+from ex_app.work.pipeline import ANALYZER_MODELS, optional_models
 
 log = logging.getLogger(__name__)
 
@@ -36,21 +37,29 @@ FILES_ACTION_MIMES = "image,audio,video,httpd/unix-directory"
 INIT_POLL_SECONDS = 0.5
 
 
-def enabled_models(settings: Settings) -> list[str]:
-    """The models the enabled analyzers need, each once, in a stable order."""
+def enabled_models(settings: Settings) -> tuple[list[str], list[str]]:
+    """The models the enabled analyzers need, each once, in a stable order: those required,
+    and those only optional analyzers need (their analyzers wait while they are missing)."""
     names = [
         name
         for analyzer, models in ANALYZER_MODELS.items()
         if getattr(settings, f"{analyzer}_enabled")
         for name in models
     ]
-    return list(dict.fromkeys(names))
+    optional = optional_models()
+    names = list(dict.fromkeys(names))
+    return [n for n in names if n not in optional], [n for n in names if n in optional]
 
 
 async def fetch_models(nc: AsyncNextcloudApp, settings: Settings) -> None:
-    """Fetch the enabled models, telling AppAPI the percentage of bytes done, or the error."""
+    """Fetch the enabled models, telling AppAPI the percentage of bytes done, or the error.
+
+    A model only an optional analyzer needs (actions, landmarks) that cannot be had is
+    logged, not an error: that analyzer waits until it is there.
+    """
     store = Engine(settings).models
-    names = enabled_models(settings)
+    required, optional = enabled_models(settings)
+    names = required + optional
     sizes = {name: max(store.manifest[name].size, 1) for name in names}
     done = dict.fromkeys(names, 0)
 
@@ -59,7 +68,12 @@ async def fetch_models(nc: AsyncNextcloudApp, settings: Settings) -> None:
 
     def fetch_all() -> None:
         for name in names:
-            store.fetch(name, lambda count, _total, name=name: done.__setitem__(name, count))
+            try:
+                store.fetch(name, lambda count, _total, name=name: done.__setitem__(name, count))
+            except ModelUnavailable as error:
+                if name in required:
+                    raise
+                log.warning("optional model %s is not available: %s", name, error)
             done[name] = sizes[name]
 
     fetching = asyncio.create_task(asyncio.to_thread(fetch_all))

@@ -99,6 +99,12 @@ ANALYZER_MODELS[LANDMARKS] = ANALYZER_MODELS[OBJECTS] + tuple(
 )
 MODEL_VERSION_LENGTH = 64  # the tasks table's column
 
+
+def optional_models() -> set[str]:
+    """The models only optional analyzers need: missing, they hold back no other analyzer."""
+    required = {n for a, names in ANALYZER_MODELS.items() if a not in OPTIONAL_ANALYZERS for n in names}
+    return {n for a in OPTIONAL_ANALYZERS for n in ANALYZER_MODELS[a]} - required
+
 ANALYZERS_BY_KIND: dict[MediaKind, tuple[str, ...]] = {
     MediaKind.IMAGE: (FACES, OBJECTS, PLACES, LANDMARKS),
     MediaKind.AUDIO: (MUSIC,),
