@@ -631,3 +631,12 @@ def test_on_nextcloud_29_the_periodic_crawl_stands_in_for_webhooks(nextcloud, us
         while "People" not in users.tag_names_of(new.fileid):
             assert time.monotonic() < deadline, exapp.progress()
             time.sleep(0.2)
+
+
+def test_only_optional_analyzers_models_may_be_missing_at_init():
+    from ex_app.main import enabled_models
+
+    required, optional = enabled_models(Settings(landmarks_enabled=True, actions_enabled=True))
+    assert "landmarks_europe" in optional and "movinet_a0_stream" in optional
+    assert "efficientnet_lite0" in required and "efficientnet_lite0" not in optional  # objects
+    assert enabled_models(Settings())[1] == []  # off by default: nothing fetched from TF Hub
