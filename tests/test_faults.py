@@ -199,10 +199,6 @@ def test_a_corrupted_model_file_is_detected_and_fetched_again(tmp_path):
         assert file_sha256(again) == expected, damage
 
 
-@pytest.mark.xfail(strict=True, reason="ex_app/models/store.py _stamp: the verified stamp "
-                   "holds size and mtime only; a same-size rewrite with its mtime put back "
-                   "(os.utime) is not re-hashed. Adding st_ctime_ns (which utime cannot set) "
-                   "to the stamp detects it.")
 def test_a_corrupted_model_file_with_its_time_put_back_is_detected(tmp_path):
     name = "face_detection_yunet"
     store = ModelStore(tmp_path, load_manifest(), mirror=SHARED_MODELS)

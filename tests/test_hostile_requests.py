@@ -91,7 +91,6 @@ def test_with_valid_headers_no_route_answers_a_server_error_to_an_empty_request(
         assert response.status_code != 401, (method, path)
 
 
-@pytest.mark.xfail(strict=True, reason="finds test_ids_past_64_bits_are_refused_not_a_server_error")
 def test_schemathesis_finds_no_server_error_with_valid_headers(exapp, tmp_path):
     """Generated requests for every operation of the ExApp's own OpenAPI document."""
     spec = create_app(app_settings(tmp_path)).openapi()
@@ -122,9 +121,6 @@ def test_schemathesis_finds_no_server_error_with_valid_headers(exapp, tmp_path):
     assert failures == [], "\n".join(failures)
 
 
-@pytest.mark.xfail(strict=True, reason="ex_app/web/people.py: an id past SQLite's 64-bit "
-                   "integers raises OverflowError, answered 500 (ids need bounds: ge=1, "
-                   "le=2**63-1)")
 def test_ids_past_64_bits_are_refused_not_a_server_error(exapp):
     huge = 2**70
     for method, path, body in [
@@ -235,10 +231,6 @@ def test_a_user_reaches_none_of_another_users_persons_faces_or_photos(exapp):
     assert after == persons["alice"]  # nothing of alice's changed
 
 
-@pytest.mark.xfail(strict=True, reason="ex_app/web/routes.py progress: /api/progress (USER "
-                   "level in appinfo/info.xml) answers any user the instance's counts "
-                   "('analyzers') and every user's ('users', by name); a user should get "
-                   "their own only (the instance's for admins)")
 def test_progress_shows_a_user_nothing_of_another_users_files(exapp):
     for photo in sorted((SHARED_DATA / "faces" / "Colin_Powell").iterdir())[:2]:
         exapp.state.put_file("alice", f"Photos/{photo.name}", photo.read_bytes())

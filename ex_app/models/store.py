@@ -15,6 +15,7 @@ and every later copy must match it.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import http.client
 import importlib.util
@@ -24,7 +25,8 @@ import os
 import re
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -126,6 +128,23 @@ class ModelStore:
         Raises :class:`ModelUnavailable` when every source failed.
         """
         spec = self._spec(name)
+        with self._exclusive(spec):  # another process fetching it: wait, then find it there
+            return self._fetch(spec, progress)
+
+    @contextmanager
+    def _exclusive(self, spec: ModelSpec) -> Iterator[None]:
+        """Hold this model's lock file: one process at a time fetches (and writes ``.part``)."""
+        lock = self.models_dir / ".locks" / f"{spec.name}.lock"
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        with open(lock, "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def _fetch(self, spec: ModelSpec, progress: Progress | None) -> Path:
+        name = spec.name
         present = self._present(spec)
         if present is not None:
             return present
@@ -209,6 +228,8 @@ class ModelStore:
             "sha256": self.expected_sha256(spec.name),
             "size": stat.st_size,
             "mtime_ns": stat.st_mtime_ns,
+            "ctime_ns": stat.st_ctime_ns,  # a rewrite with its mtime put back still shows here
+            "inode": stat.st_ino,
         }
 
     def _pin_path(self, spec: ModelSpec) -> Path:

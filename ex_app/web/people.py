@@ -13,9 +13,10 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, FastAPI, HTTPException, Query, Request
+from fastapi import Path as FastApiPath
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 from nc_py_api import AsyncNextcloudApp, NextcloudExceptionNotFound
@@ -35,6 +36,10 @@ from ex_app.work.nextcloud_scan import stored_file
 from ex_app.work.progress import measure_user_progress
 
 router = APIRouter(prefix="/api/people")
+
+MAX_ID = 2**63 - 1  # SQLite's integers are 64-bit: a larger id is refused, not a server error
+RowId = Annotated[int, Field(ge=1, le=MAX_ID)]  # a database id in a request body
+PathId = Annotated[int, FastApiPath(ge=1, le=MAX_ID)]  # a database id in the route
 
 PAGE = "people"  # the top menu entry: /index.php/apps/app_api/embedded/<appid>/people
 SCRIPT = "js/recognize_ex-main"  # AppAPI adds ".js" / ".css"; built by `make ui`
@@ -127,7 +132,7 @@ def persons(request: Request, hidden: bool = False) -> dict:
 
 
 @router.get("/persons/{person_id}/faces")
-def person_faces(request: Request, person_id: int) -> dict:
+def person_faces(request: Request, person_id: PathId) -> dict:
     """A person's faces with their boxes, grouped by photo by the page."""
     owner = _user(request)
     engine = _engine(request)
@@ -221,7 +226,7 @@ class NameBody(BaseModel):
 
 
 @router.post("/persons/{person_id}/name")
-def rename(request: Request, person_id: int, body: NameBody) -> dict:
+def rename(request: Request, person_id: PathId, body: NameBody) -> dict:
     _act(request, "rename", {person_id}, set(),
          lambda s, owner: operations.rename(s, person_id, body.name, owner=owner))
     return {}
@@ -232,15 +237,15 @@ class HiddenBody(BaseModel):
 
 
 @router.post("/persons/{person_id}/hidden")
-def hide(request: Request, person_id: int, body: HiddenBody) -> dict:
+def hide(request: Request, person_id: PathId, body: HiddenBody) -> dict:
     _act(request, "hide" if body.hidden else "show", {person_id}, set(),
          lambda s, owner: operations.set_hidden(s, person_id, body.hidden, owner=owner))
     return {}
 
 
 class MergeBody(BaseModel):
-    into: int
-    others: list[int] = Field(min_length=1, max_length=1000)
+    into: RowId
+    others: list[RowId] = Field(min_length=1, max_length=1000)
 
 
 @router.post("/merge")
@@ -251,11 +256,11 @@ def merge(request: Request, body: MergeBody) -> dict:
 
 
 class MoveBody(BaseModel):
-    person_id: int | None = None  # None: a new person
+    person_id: RowId | None = None  # None: a new person
 
 
 @router.post("/faces/{face_id}/move")
-def move_face(request: Request, face_id: int, body: MoveBody) -> dict:
+def move_face(request: Request, face_id: PathId, body: MoveBody) -> dict:
     persons = {body.person_id} if body.person_id is not None else set()
     with _engine(request).sessions() as session:
         found = operations.face_owner_of(session, face_id)
@@ -267,7 +272,7 @@ def move_face(request: Request, face_id: int, body: MoveBody) -> dict:
 
 
 @router.post("/faces/{face_id}/remove")
-def remove_face(request: Request, face_id: int) -> dict:
+def remove_face(request: Request, face_id: PathId) -> dict:
     with _engine(request).sessions() as session:
         found = operations.face_owner_of(session, face_id)
         persons = {found[0].person_id} if found and found[0].person_id is not None else set()
@@ -277,8 +282,8 @@ def remove_face(request: Request, face_id: int) -> dict:
 
 
 class DistinctBody(BaseModel):
-    person_id: int
-    other_id: int
+    person_id: RowId
+    other_id: RowId
 
 
 @router.post("/distinct")
@@ -301,7 +306,7 @@ def undo(request: Request) -> dict:
 
 
 @router.get("/faces/{face_id}/thumbnail")
-async def face_thumbnail(request: Request, face_id: int, size: int = 128) -> FileResponse:
+async def face_thumbnail(request: Request, face_id: PathId, size: int = 128) -> FileResponse:
     """A square JPEG of the face (size 64, 128 or 256)."""
     if size not in THUMBNAIL_SIZES:
         raise HTTPException(status_code=422, detail=f"size is one of {THUMBNAIL_SIZES}")
@@ -327,7 +332,7 @@ async def face_thumbnail(request: Request, face_id: int, size: int = 128) -> Fil
 
 
 @router.get("/photos/{file_id}/preview")
-async def photo_preview(request: Request, file_id: int, size: int = 1024) -> FileResponse:
+async def photo_preview(request: Request, file_id: PathId, size: int = 1024) -> FileResponse:
     """A JPEG of the whole photo, its longer side at most size (512, 1024 or 2048)."""
     if size not in PREVIEW_SIDES:
         raise HTTPException(status_code=422, detail=f"size is one of {PREVIEW_SIDES}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request
+from nc_py_api import AsyncNextcloudApp
 from nc_py_api.files import ActionFileInfoEx
 from pydantic import BaseModel
 
@@ -90,27 +91,29 @@ def _owner_path(path: str) -> tuple[str, str] | None:
 
 @router.get("/progress")
 async def progress(request: Request) -> dict:
-    """Per analyzer, for the instance and per user: done, pending, failed, throughput and
-    time left; and the loop's state."""
+    """Per analyzer: done, pending, failed, throughput and time left, and the loop's state.
+
+    An admin gets the instance's figures and each user's; any other user their own only.
+    """
     service = service_of(request)
+    user = request.scope.get("username", "")
+    admin = not user or "admin" in (await AsyncNextcloudApp(user=user).users.get_user()).groups
     with service.current_engine.sessions() as session:
-        analyzers = [p.as_dict() for p in measure_progress(session)]
-        users = {
-            user: [p.as_dict() for p in rows]
-            for user, rows in measure_user_progress(session).items()
-        }
+        per_user = measure_user_progress(session)
+        instance = measure_progress(session) if admin else per_user.get(user, [])
+    users = per_user if admin else {user: per_user.get(user, [])}
     cycle = service.last_cycle
     return {
         "running": service.running,
         "cycles": service.cycles,
-        "last_error": service.last_error,
-        "last_cycle": None if cycle is None else {
+        "last_error": service.last_error if admin else None,
+        "last_cycle": None if cycle is None or not admin else {
             "quiet": cycle.quiet,
             "processed": cycle.processed,
             "persons": cycle.persons,
             "opted_out": cycle.opted_out,
             "sync": None if cycle.sync is None else vars(cycle.sync),
         },
-        "analyzers": analyzers,
-        "users": users,
+        "analyzers": [p.as_dict() for p in instance],
+        "users": {name: [p.as_dict() for p in rows] for name, rows in users.items()},
     }

@@ -109,6 +109,7 @@ class OcsApi:
         table: list[tuple[str, str, str, Handler]] = [
             ("GET", "/cloud/capabilities", "public", self.capabilities),
             ("GET", "/cloud/users", "user", self.users),
+            ("GET", "/cloud/user", "user", self.current_user),
             ("POST", "/apps/app_api/api/v1/log", "appapi", self.log),
             ("GET", "/apps/app_api/api/v1/users", "appapi", self.appapi_users),
             ("PUT", "/apps/app_api/ex-app/status", "appapi", self.init_status),
@@ -232,6 +233,13 @@ class OcsApi:
         offset = int(params.get("offset") or 0)
         limit = int(params["limit"]) if params.get("limit") else None
         return {"users": ids[offset:None if limit is None else offset + limit]}
+
+    async def current_user(self, request: Request, user: str, params: dict) -> Any:
+        """Provisioning API's /cloud/user (the fields Recognize reads, and their neighbours)."""
+        account = self.state.users[_require_user(user)]
+        return {"enabled": True, "id": account.user_id, "displayname": account.display_name,
+                "display-name": account.display_name, "email": None,
+                "groups": ["admin"] if account.admin else [], "language": "en", "locale": ""}
 
     # --- AppAPI ------------------------------------------------------------------------------
 
