@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import sys
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import click
 from sqlalchemy import delete, func, select, update
+from sqlalchemy.exc import OperationalError
 from tqdm import tqdm
 
 from ex_app.config import Settings
@@ -30,8 +32,28 @@ from ex_app.work.progress import measure_progress, measure_user_progress
 from ex_app.work.queue import REQUEST
 from ex_app.work.scan import LOCAL_SOURCE, local_file, sync_folder
 
+DISK_ERRORS = ("disk I/O error", "database or disk is full", "No space left")
 
-@click.group()
+
+class RecognizeGroup(click.Group):
+    """The command group; a full or failing disk under the data folder ends a command with
+    one clear line, not a traceback (what was done is kept: the next run goes on)."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except (OSError, OperationalError) as error:
+            if isinstance(error, OSError) and error.errno != errno.ENOSPC:
+                raise
+            if isinstance(error, OperationalError) and not any(e in str(error) for e in DISK_ERRORS):
+                raise
+            raise click.ClickException(
+                f"the disk is full (or failing) under the data folder: {error}; free some "
+                "space and run the command again, it goes on where it stopped"
+            ) from error
+
+
+@click.group(cls=RecognizeGroup)
 @click.option(
     "--data-dir",
     type=click.Path(file_okay=False, path_type=Path),

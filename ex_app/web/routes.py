@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request
-from nc_py_api import AsyncNextcloudApp
+from nc_py_api import AsyncNextcloudApp, NextcloudException
 from nc_py_api.files import ActionFileInfoEx
 from pydantic import BaseModel
 
@@ -89,6 +89,14 @@ def _owner_path(path: str) -> tuple[str, str] | None:
     return owner, rest[len("files"):].strip("/")
 
 
+async def _is_admin(user: str) -> bool:
+    """Whether user is in Nextcloud's admin group (False when Nextcloud cannot say)."""
+    try:
+        return "admin" in (await AsyncNextcloudApp(user=user).users.get_user()).groups
+    except NextcloudException:  # say, AppAPI refusing a disabled app's calls
+        return False
+
+
 @router.get("/progress")
 async def progress(request: Request) -> dict:
     """Per analyzer: done, pending, failed, throughput and time left, and the loop's state.
@@ -97,7 +105,7 @@ async def progress(request: Request) -> dict:
     """
     service = service_of(request)
     user = request.scope.get("username", "")
-    admin = not user or "admin" in (await AsyncNextcloudApp(user=user).users.get_user()).groups
+    admin = not user or await _is_admin(user)
     with service.current_engine.sessions() as session:
         per_user = measure_user_progress(session)
         instance = measure_progress(session) if admin else per_user.get(user, [])

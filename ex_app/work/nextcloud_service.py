@@ -253,11 +253,12 @@ class RecognizeService:
         """Until the workers have no work left for these users: tag what they finish, tell
         users whose requests are done."""
         while True:
+            working = busy(engine.sessions, users)  # before tagging: the last file gets tagged
             finished, self._tagged_until = finished_since(engine.sessions, self._tagged_until)
             self._untagged.update(finished)
             await self._retag(engine, dict(self._untagged))
             await self._notify_finished_requests(engine)
-            if not busy(engine.sessions, users):
+            if not working:
                 return
             try:
                 await asyncio.wait_for(self._wake.wait(), WATCH_SECONDS)
