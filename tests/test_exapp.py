@@ -321,6 +321,10 @@ def test_files_action_refuses_files_the_user_cannot_see(exapp, users):
     response = exapp.call("POST", "/api/files-action", "bob",
                           json=_selection(users, "alice", "Private"))
     assert response.status_code == 404 and "bob has no file at 'Private'" in response.text
+    escape = _selection(users, "bob", "Photos")
+    escape["files"][0].update(directory="/Photos/../../alice/files", name="Private")
+    response = exapp.call("POST", "/api/files-action", "bob", json=escape)
+    assert response.status_code == 400 and "leaves its folder" in response.text
     assert exapp.downloads_of("secret.jpg") == 0
 
 

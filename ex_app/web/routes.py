@@ -40,6 +40,8 @@ async def files_action(request: Request, selection: ActionFileInfoEx) -> dict:
     if not user:
         raise HTTPException(status_code=400, detail="the action needs a user")
     paths = [f"{item.directory.strip('/')}/{item.name}" for item in selection.files]
+    if any(part in ("..", ".") for path in paths for part in path.split("/")):
+        raise HTTPException(status_code=400, detail="a selected path leaves its folder")
     try:
         return {"queued": await service_of(request).queue(user, paths, request=True)}
     except OptedOut as error:
