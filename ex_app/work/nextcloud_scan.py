@@ -296,9 +296,9 @@ def busy(sessions: sessionmaker[Session], users: Collection[str], now: datetime 
 
 def finished_since(
     sessions: sessionmaker[Session], since: datetime
-) -> tuple[dict[int, NextcloudFile], datetime]:
-    """The Nextcloud files (by stored id) with an analysis done after since, and the time of
-    the latest such analysis (since itself when there is none)."""
+) -> dict[int, tuple[NextcloudFile, datetime]]:
+    """The Nextcloud files (by stored id) with an analysis done after since, each with the
+    time its latest analysis ended."""
     with sessions() as session:
         rows = session.execute(
             _nextcloud_files()
@@ -306,8 +306,12 @@ def finished_since(
             .join(schema.Task, schema.Task.file_id == schema.File.id)
             .where(schema.Task.status == TaskStatus.DONE, schema.Task.updated_at > since)
         ).all()
-    files = {row.id: stored_file(user, row) for row, user, _ in rows}
-    return files, max([since, *(_utc(at) for _, _, at in rows)])
+    files: dict[int, tuple[NextcloudFile, datetime]] = {}
+    for row, user, at in rows:
+        at = _utc(at)
+        if row.id not in files or files[row.id][1] < at:
+            files[row.id] = (stored_file(user, row), at)
+    return files
 
 
 def finished_count(sessions: sessionmaker[Session], since: datetime) -> int:

@@ -22,7 +22,7 @@ import signal
 import subprocess
 import sys
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from nc_py_api import AsyncNextcloudApp
 from sqlalchemy import select
@@ -58,6 +58,7 @@ from ex_app.work.schedule import in_quiet_hours
 log = logging.getLogger(__name__)
 
 WATCH_SECONDS = 1.0  # how often a cycle looks at what the workers finished
+TAG_OVERLAP = timedelta(seconds=30)  # each look also reaches this far behind the last one
 WORKER_STOP_SECONDS = 30  # a worker finishes its file in this time after SIGTERM, or is killed
 
 
@@ -142,7 +143,8 @@ class RecognizeService:
         self._regroup_due = False  # faces were deleted outside a cycle
         self._untagged: dict[int, NextcloudFile] = {}  # finished, tagging failed: tried again
         self._opted_out: set[str] = set()  # as of the last cycle
-        self._tagged_until = datetime.now(UTC)
+        self._tagged: dict[int, datetime] = {}  # file id: the finish time it was tagged for
+        self._tagged_until = datetime.now(UTC)  # every file finished before this is tagged
 
     @property
     def running(self) -> bool:
@@ -254,8 +256,7 @@ class RecognizeService:
         users whose requests are done."""
         while True:
             working = busy(engine.sessions, users)  # before tagging: the last file gets tagged
-            finished, self._tagged_until = finished_since(engine.sessions, self._tagged_until)
-            self._untagged.update(finished)
+            self._untagged.update(self._newly_finished(engine))
             await self._retag(engine, dict(self._untagged))
             await self._notify_finished_requests(engine)
             if not working:
@@ -265,6 +266,22 @@ class RecognizeService:
                 self._wake.clear()
             except TimeoutError:
                 pass
+
+    def _newly_finished(self, engine: Engine) -> dict[int, NextcloudFile]:
+        """Files finished since the last look and not tagged for that finish yet. The look
+        reaches TAG_OVERLAP back, for a worker whose commit came after a later one's."""
+        finished = finished_since(engine.sessions, self._tagged_until - TAG_OVERLAP)
+        new = {
+            file_id: file
+            for file_id, (file, at) in finished.items()
+            if self._tagged.get(file_id, datetime.min.replace(tzinfo=UTC)) < at
+        }
+        self._tagged.update({file_id: at for file_id, (_file, at) in finished.items()})
+        if finished:
+            self._tagged_until = max(self._tagged_until, *(at for _file, at in finished.values()))
+        horizon = self._tagged_until - TAG_OVERLAP
+        self._tagged = {file_id: at for file_id, at in self._tagged.items() if at >= horizon}
+        return new
 
     async def queue(self, user: str, paths: list[str], request: bool = False) -> int:
         """Record the media at these paths of user's (folders: recursively) and send them to
