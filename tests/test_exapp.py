@@ -644,3 +644,26 @@ def test_only_optional_analyzers_models_may_be_missing_at_init():
     assert "landmarks_europe" in optional and "movinet_a0_stream" in optional
     assert "efficientnet_lite0" in required and "efficientnet_lite0" not in optional  # objects
     assert enabled_models(Settings())[1] == []  # off by default: nothing fetched from TF Hub
+
+
+def test_a_crawl_sends_files_to_the_workers_in_chunks_as_it_walks(nextcloud, users, tmp_path,
+                                                                   monkeypatch):
+    from ex_app.work import nextcloud_scan
+
+    for name, value in nextcloud.app_env().items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(nextcloud_scan, "CRAWL_CHUNK", 2)
+    engine = Engine(Settings(data_dir=tmp_path / "data", model_mirror=SHARED_MODELS))
+    chunks: list[tuple[list[int], int]] = []
+
+    def on_chunk(fresh: list[int]) -> None:  # what is in the store when each chunk is sent
+        with engine.sessions() as session:
+            chunks.append((fresh, len(session.scalars(select(schema.File.id)).all())))
+
+    source = NextcloudSource(max_download_bytes=1 << 20)
+    recorded = asyncio.run(sync_nextcloud(engine.sessions, source, ["alice", "bob"],
+                                          engine.pipeline, on_chunk=on_chunk))
+    assert [len(fresh) for fresh, _stored in chunks] == [2, 1]
+    assert chunks[0][1] == 2  # the first chunk was sent before the walk had found the rest
+    assert recorded.report.added == 3 and sorted(recorded.fresh) == sorted(
+        i for fresh, _ in chunks for i in fresh)

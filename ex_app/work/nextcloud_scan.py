@@ -14,7 +14,7 @@ import asyncio
 import logging
 import os
 import tempfile
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -39,6 +39,7 @@ from ex_app.work.worker import FileFetcher, LocalFetcher, TransientError
 log = logging.getLogger(__name__)
 
 NEXTCLOUD_SOURCE = "nextcloud"
+CRAWL_CHUNK = 200  # files recorded (and sent to the workers) at a time while crawling
 ETAG_PREFIX = "etag:"
 
 
@@ -80,6 +81,14 @@ class Recorded:
     remote_ids: list[int] = field(default_factory=list)
     ids: list[int] = field(default_factory=list)
     fresh: list[int] = field(default_factory=list)
+
+    def add(self, other: Recorded) -> None:
+        """Count another chunk's recording in."""
+        for name in ("added", "changed", "removed", "unchanged"):
+            setattr(self.report, name, getattr(self.report, name) + getattr(other.report, name))
+        self.remote_ids += other.remote_ids
+        self.ids += other.ids
+        self.fresh += other.fresh
 
 
 def record_files(
@@ -128,14 +137,29 @@ async def sync_nextcloud(
     source: NextcloudSource,
     users: list[str],
     pipeline: Pipeline,
+    on_chunk: Callable[[list[int]], None] = lambda fresh: None,
 ) -> Recorded:
     """Crawl these users' files into the store; their files no longer seen are removed.
 
-    The files of a user whose walk did not finish are kept as they are, and so are the
-    files of users not crawled (opted out).
+    Files are recorded in chunks as the walk finds them; ``on_chunk`` gets each chunk's new
+    and changed files (the stored ids), so workers can start before the walk ends. The
+    files of a user whose walk did not finish are kept as they are, and so are the files of
+    users not crawled (opted out).
     """
-    found = [file async for file in source.walk(users)]
-    recorded = record_files(sessions, found, pipeline)
+    recorded = Recorded()
+    chunk: list[NextcloudFile] = []
+
+    def record_chunk() -> None:
+        done = record_files(sessions, chunk, pipeline)
+        recorded.add(done)
+        on_chunk(done.fresh)
+        chunk.clear()
+
+    async for file in source.walk(users):
+        chunk.append(file)
+        if len(chunk) >= CRAWL_CHUNK:
+            await asyncio.to_thread(record_chunk)
+    await asyncio.to_thread(record_chunk)
     report, seen_ids = recorded.report, set(recorded.remote_ids)
     finished = set(users) - source.unfinished_users
     with sessions.begin() as session:

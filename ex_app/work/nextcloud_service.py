@@ -229,11 +229,16 @@ class RecognizeService:
             sync = None
             if crawl or returning:
                 crawled = users if crawl else returning
-                recorded = await sync_nextcloud(engine.sessions, self.source, crawled, engine.pipeline)
+
+                def send(fresh: list[int]) -> None:  # each chunk as the walk goes on
+                    engine.queue.enqueue_files(engine.sessions, fresh, BACKLOG)
+
+                recorded = await sync_nextcloud(
+                    engine.sessions, self.source, crawled, engine.pipeline, on_chunk=send
+                )
                 sync = recorded.report if crawl else None
-                # Users back from opting out have work on files that did not change.
-                send = recorded.ids if returning else recorded.fresh
-                await asyncio.to_thread(engine.queue.enqueue_files, engine.sessions, send, BACKLOG)
+                if returning:  # their work is on files that did not change
+                    await asyncio.to_thread(send, recorded.ids)
             await self._follow_workers(engine, users)
             processed = finished_count(engine.sessions, started)
             regroup = processed or self._regroup_due
