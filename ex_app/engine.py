@@ -24,7 +24,6 @@ from ex_app.people.grouping import regroup_all, update_persons
 from ex_app.store import schema
 from ex_app.store.database import open_database
 from ex_app.store.schema import TaskStatus
-from ex_app.work.neighbour import host_lock
 from ex_app.work.pipeline import ANALYZER_MODELS, Pipeline
 from ex_app.work.queue import BACKLOG, WorkQueue
 from ex_app.work.scan import SyncReport, sync_folder
@@ -89,9 +88,8 @@ class Engine:
         )
 
     def fetch_models(self) -> None:
-        """Fetch the enabled analyzers' models, one process of the host at a time (workers
-        starting together would write the same files); a model that cannot be had is only
-        logged here (optional ones may be missing)."""
+        """Fetch the enabled analyzers' models (the store lets one process of the host fetch
+        each); a model that cannot be had is only logged here (optional ones may be missing)."""
         names = sorted(
             {
                 name
@@ -100,12 +98,11 @@ class Engine:
                 for name in ANALYZER_MODELS[analyzer]
             }
         )
-        with host_lock(self.settings.data_dir / "models.lock"):
-            for name in names:
-                try:
-                    self.models.fetch(name)
-                except ModelUnavailable as error:  # an analysis that needs it stops the worker
-                    log.warning("%s", error)
+        for name in names:
+            try:
+                self.models.fetch(name)
+            except ModelUnavailable as error:  # an analysis that needs it stops the worker
+                log.warning("%s", error)
 
     def scan(
         self,

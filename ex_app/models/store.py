@@ -40,6 +40,18 @@ PIN_FILE = "pinned.sha256"
 UNPINNED_SIZE_FACTOR = 4  # an unpinned download may be this many times its published size
 USER_AGENT = "Nextcloud-Recognize-ExApp"
 
+@contextmanager
+def host_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock shared by the processes of this host (released at death too)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+b") as stream:
+        fcntl.flock(stream, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(stream, fcntl.LOCK_UN)
+
+
 Progress = Callable[[int, int], None]
 
 
@@ -128,20 +140,9 @@ class ModelStore:
         Raises :class:`ModelUnavailable` when every source failed.
         """
         spec = self._spec(name)
-        with self._exclusive(spec):  # another process fetching it: wait, then find it there
+        # Another process fetching it: wait, then find it there.
+        with host_lock(self.models_dir / ".locks" / f"{spec.name}.lock"):
             return self._fetch(spec, progress)
-
-    @contextmanager
-    def _exclusive(self, spec: ModelSpec) -> Iterator[None]:
-        """Hold this model's lock file: one process at a time fetches (and writes ``.part``)."""
-        lock = self.models_dir / ".locks" / f"{spec.name}.lock"
-        lock.parent.mkdir(parents=True, exist_ok=True)
-        with open(lock, "a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
 
     def _fetch(self, spec: ModelSpec, progress: Progress | None) -> Path:
         name = spec.name

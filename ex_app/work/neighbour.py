@@ -56,18 +56,6 @@ class CpuBudget:
             fcntl.flock(self._files[held], fcntl.LOCK_UN)
 
 
-@contextmanager
-def host_lock(path: Path) -> Iterator[None]:
-    """Hold an exclusive lock shared by the processes of this host (released at death too)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+b") as stream:
-        fcntl.flock(stream, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(stream, fcntl.LOCK_UN)
-
-
 def cpu_budget(settings: Settings) -> CpuBudget:
     """The host's budget for these settings (slots in the data folder)."""
     return CpuBudget(settings.data_dir / "cpu-slots", settings.resolved_cpu_budget, settings.threads)
