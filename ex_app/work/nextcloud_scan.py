@@ -127,8 +127,8 @@ def record_files(
             if report.added + report.changed > before:
                 recorded.fresh.append(row.id)
         session.flush()
-        for root_id in roots:
-            queue_tasks(session, root_id, pipeline)
+        for root_id in roots:  # these files' tasks only: a crawl chunk never scans a whole root
+            queue_tasks(session, root_id, pipeline, file_ids=recorded.ids)
     return recorded
 
 
