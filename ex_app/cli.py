@@ -6,6 +6,7 @@ import errno
 import json
 import logging
 import sys
+from contextlib import closing
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,6 +32,7 @@ from ex_app.work.pipeline import FACES, optional_models
 from ex_app.work.progress import measure_progress, measure_user_progress
 from ex_app.work.queue import REQUEST
 from ex_app.work.scan import LOCAL_SOURCE, local_file, sync_folder
+from ex_app.work.worker import FileFetcher
 
 DISK_ERRORS = ("disk I/O error", "database or disk is full", "No space left")
 
@@ -134,8 +136,14 @@ def worker(engine: Engine, exit_when_done: bool) -> None:
     hours and while paused. [env: RECOGNIZE_QUEUE_URL, RECOGNIZE_DATABASE_URL]
     """
     lower_priorities(engine.settings)
+    with closing(worker_fetcher(engine.settings)) as fetcher:
+        _work(engine, fetcher, exit_when_done)
+
+
+def _work(engine: Engine, fetcher: FileFetcher, exit_when_done: bool) -> None:
+    """The worker's run, with its fetcher."""
     try:
-        runner = engine.worker(worker_fetcher(engine.settings))
+        runner = engine.worker(fetcher)
     except MemoryError as error:
         raise click.ClickException(
             f"RECOGNIZE_WORKER_MEMORY_MB={engine.settings.worker_memory_mb} is too little "

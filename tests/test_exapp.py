@@ -11,7 +11,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
@@ -501,14 +501,14 @@ def test_results_for_content_that_changed_meanwhile_are_not_recorded(
     asyncio.run(sync_nextcloud(engine.sessions, source, ["alice"], engine.pipeline))
     with engine.sessions() as session:
         row = session.scalar(select(schema.File).where(schema.File.path == "Trip/gore.jpg"))
-    processor = FileProcessor.from_settings(
-        engine.settings, engine.sessions, engine.pipeline, worker_fetcher(engine.settings)
-    )
-    claimed = processor.claim(row.id)
-    node = users.put_file("alice", "Trip/gore.jpg", COFFEE.read_bytes())  # while it is claimed
-    record_files(engine.sessions, [replace(stored_file("alice", row), etag=node.etag)],
-                 engine.pipeline)
-    assert processor.process(claimed).recorded is False
+    with closing(worker_fetcher(engine.settings)) as fetcher:
+        processor = FileProcessor.from_settings(engine.settings, engine.sessions, engine.pipeline,
+                                                fetcher)
+        claimed = processor.claim(row.id)
+        node = users.put_file("alice", "Trip/gore.jpg", COFFEE.read_bytes())  # while it is claimed
+        record_files(engine.sessions, [replace(stored_file("alice", row), etag=node.etag)],
+                     engine.pipeline)
+        assert processor.process(claimed).recorded is False
     with engine.sessions() as session:
         statuses = set(session.scalars(
             select(schema.Task.status).join(schema.File).where(schema.File.path == "Trip/gore.jpg")
@@ -667,3 +667,30 @@ def test_a_crawl_sends_files_to_the_workers_in_chunks_as_it_walks(nextcloud, use
     assert chunks[0][1] == 2  # the first chunk was sent before the walk had found the rest
     assert recorded.report.added == 3 and sorted(recorded.fresh) == sorted(
         i for fresh, _ in chunks for i in fresh)
+
+
+def test_a_nextcloud_worker_ends_without_asyncio_warnings(nextcloud, users, tmp_path, monkeypatch):
+    """A worker process that downloaded from Nextcloud closes its connections when it ends:
+    no 'Task was destroyed but it is pending!' for niquests' idle-connection watcher."""
+    import subprocess
+    import sys
+
+    from ex_app.work.nextcloud_service import worker_environment
+    from ex_app.work.queue import BACKLOG
+
+    for name, value in nextcloud.app_env().items():
+        monkeypatch.setenv(name, value)
+    settings = Settings(data_dir=tmp_path / "data", model_mirror=SHARED_MODELS, faces_enabled=False,
+                        music_enabled=False, video_enabled=False, places_enabled=False)
+    engine = Engine(settings)
+    recorded = asyncio.run(sync_nextcloud(engine.sessions, NextcloudSource(1 << 20), ["bob"],
+                                          engine.pipeline))
+    assert engine.queue.enqueue_files(engine.sessions, recorded.fresh, BACKLOG) == 3
+    result = subprocess.run([sys.executable, "-m", "ex_app", "worker", "--exit-when-done"],
+                            env=worker_environment(settings), capture_output=True, text=True,
+                            timeout=WAIT_SECONDS, check=False)
+    assert result.returncode == 0, result.stderr
+    assert "3 files analyzed" in result.stdout, result.stdout + result.stderr
+    assert "Task was destroyed" not in result.stderr, result.stderr
+    assert sum(1 for method, path, _user in users.requests
+               if method == "GET" and "/remote.php/dav/files/bob/" in path) >= 3

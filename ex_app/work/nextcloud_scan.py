@@ -366,7 +366,7 @@ class NextcloudFetcher:
 
     def __init__(self, max_download_bytes: int):
         self._source = NextcloudSource(max_download_bytes)
-        self._loop = asyncio.new_event_loop()  # the worker's thread drives its own loop
+        self._runner = asyncio.Runner()  # the worker's thread drives its own event loop
 
     @contextmanager
     def fetch(self, file: ClaimedFile) -> Iterator[Path]:
@@ -376,7 +376,7 @@ class NextcloudFetcher:
         )  # fmt: skip
         with tempfile.TemporaryDirectory(prefix="recognize-") as folder:
             try:
-                path = self._loop.run_until_complete(self._source.download(wanted, Path(folder)))
+                path = self._runner.run(self._source.download(wanted, Path(folder)))
             except TooLarge as error:
                 raise MediaError(f"download failed: {error}") from error
             except NextcloudException as error:
@@ -386,6 +386,11 @@ class NextcloudFetcher:
             except Exception as error:  # a timeout, a dropped connection
                 raise TransientError(f"download failed: {type(error).__name__}: {error}") from error
             yield path
+
+    def close(self) -> None:
+        """End the event loop: the HTTP clients' background tasks (niquests' idle-connection
+        watchers) are cancelled rather than destroyed pending when the process exits."""
+        self._runner.close()
 
 
 class SourcesFetcher:
@@ -397,6 +402,10 @@ class SourcesFetcher:
 
     def fetch(self, file: ClaimedFile) -> AbstractContextManager[Path]:
         return self._by_source[file.source].fetch(file)
+
+    def close(self) -> None:
+        for fetcher in set(self._by_source.values()):
+            fetcher.close()
 
 
 def worker_fetcher(settings: Settings) -> FileFetcher:

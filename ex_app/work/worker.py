@@ -58,6 +58,9 @@ class FileFetcher(Protocol):
 
     def fetch(self, file: ClaimedFile) -> AbstractContextManager[Path]: ...
 
+    def close(self) -> None:
+        """Let go of what fetching holds (connections, an event loop); called once, at the end."""
+
 
 class LocalFetcher:
     """Files of local roots are analyzed where they are."""
@@ -70,6 +73,9 @@ class LocalFetcher:
         if not path.exists():
             raise TransientError(f"{path} is not there (moved, or its disk is away)")
         yield path
+
+    def close(self) -> None:
+        pass  # holds nothing
 
 
 @dataclass
