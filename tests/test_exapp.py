@@ -637,6 +637,30 @@ def test_on_nextcloud_29_the_periodic_crawl_stands_in_for_webhooks(nextcloud, us
             time.sleep(0.2)
 
 
+def test_wakes_do_not_put_off_the_periodic_crawl(nextcloud, users, tmp_path, monkeypatch):
+    """Files menu requests every fraction of a second each run a cycle at once; the crawl
+    still comes an interval after the last one, and finds a file no event told of."""
+    nextcloud.state.app.enabled = False
+    settings = Settings(data_dir=tmp_path / "data", model_mirror=SHARED_MODELS,
+                        crawl_interval_seconds=2)
+    with serve(nextcloud, settings, monkeypatch) as exapp:
+        exapp.enable()
+        exapp.wait_for_cycles(1)
+        users.put_file("alice", "Trip/new.jpg", FACE.read_bytes())  # no event comes
+        put = time.monotonic()
+        engine = Engine(Settings(data_dir=exapp.data_dir))
+        while True:
+            with engine.sessions() as session:
+                if session.scalar(select(schema.File.id).where(schema.File.path == "Trip/new.jpg")):
+                    break
+            assert time.monotonic() - put < 30, exapp.progress()  # 2 s interval, cycles of < 1 s
+            response = exapp.call("POST", "/api/files-action", "bob",
+                                  json=_selection(users, "bob", "Photos"))
+            assert response.status_code == 200, response.text
+            time.sleep(0.2)
+        assert exapp.progress()["cycles"] > 3  # the requests did run cycles of their own
+
+
 def test_only_optional_analyzers_models_may_be_missing_at_init():
     from ex_app.main import enabled_models
 

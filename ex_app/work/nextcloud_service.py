@@ -21,6 +21,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -371,14 +372,17 @@ class RecognizeService:
             self.requests.remove(request)
 
     async def _loop(self) -> None:
-        """A crawl at start and after each interval; in between, cycles that only follow
-        what the Files action and webhooks queued."""
-        crawl = True  # due until one is done
+        """A crawl at start and an interval after each one; in between, cycles that only
+        follow what the Files action and webhooks queued. A wake runs such a cycle at once and
+        leaves the time of the next crawl as it was."""
+        crawl_due = True  # a crawl that failed or met quiet hours is due until one is done
+        next_crawl = time.monotonic()
         while True:
             self._wake.clear()
+            crawl = crawl_due or time.monotonic() >= next_crawl
             try:
                 self.last_cycle = await self.run_cycle(crawl=crawl)
-                crawl = crawl and self.last_cycle.sync is None
+                crawl_due = crawl and self.last_cycle.sync is None
                 self.last_error = None
                 self.cycles += 1
             except asyncio.CancelledError:
@@ -386,8 +390,11 @@ class RecognizeService:
             except Exception as error:  # Nextcloud away, a bug: log it, try again later
                 log.exception("recognize cycle failed")
                 self.last_error = f"{type(error).__name__}: {error}"
-            interval = self._engine.settings.crawl_interval_seconds if self._engine else 60
+                crawl_due = crawl
+            if crawl:
+                interval = self._engine.settings.crawl_interval_seconds if self._engine else 60
+                next_crawl = time.monotonic() + interval
             try:
-                await asyncio.wait_for(self._wake.wait(), timeout=interval)
+                await asyncio.wait_for(self._wake.wait(), max(0.0, next_crawl - time.monotonic()))
             except TimeoutError:
-                crawl = True
+                pass
