@@ -10,6 +10,31 @@ RUN npm ci --no-audit --no-fund
 COPY src ./src
 RUN npm run build
 
+# FRP's client, for HaRP (Nextcloud 32+): the release and checksums that Nextcloud's HaRP README
+# and app-skeleton-python pin. amd64 and arm64 only; elsewhere the image has no frpc and is
+# deployed with Docker Socket Proxy.
+FROM debian:bookworm-slim AS frpc
+ARG FRP_VERSION=0.61.1
+ARG FRP_AMD64_SHA256=bff260b68ca7b1461182a46c4f34e9709ba32764eed30a15dd94ac97f50a2c40
+ARG FRP_ARM64_SHA256=af6366f2b43920ebfe6235dba6060770399ed1fb18601e5818552bd46a7621f8
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends ca-certificates curl \
+    && rm -rf /var/lib/apt/lists/*
+RUN mkdir -p /frp/bin \
+    && case "$(uname -m)" in \
+        x86_64) arch=amd64 sum=$FRP_AMD64_SHA256 ;; \
+        aarch64) arch=arm64 sum=$FRP_ARM64_SHA256 ;; \
+        *) echo "no frpc for $(uname -m): HaRP unavailable, Docker Socket Proxy only"; exit 0 ;; \
+    esac \
+    && curl -fsSL -o /tmp/frp.tar.gz \
+        "https://github.com/fatedier/frp/releases/download/v${FRP_VERSION}/frp_${FRP_VERSION}_linux_${arch}.tar.gz" \
+    && echo "${sum}  /tmp/frp.tar.gz" | sha256sum --check --strict - \
+    && tar -xzf /tmp/frp.tar.gz -C /tmp \
+    && install -m 755 "/tmp/frp_${FRP_VERSION}_linux_${arch}/frpc" /frp/bin/frpc \
+    && rm -rf /tmp/frp*
+
 FROM python:3.11-slim-bookworm AS base-cpu
 
 FROM nvidia/cuda:12.6.3-cudnn-runtime-ubuntu24.04 AS base-cuda
@@ -48,7 +73,11 @@ RUN python3 -m venv /opt/recognize \
     && pip install -e . \
     && if [ "$DEVICE" = cuda ]; then pip uninstall -y onnxruntime && pip install onnxruntime-gpu==1.31.1; fi \
     && if [ "$DEVICE" = rocm ]; then pip uninstall -y onnxruntime && pip install onnxruntime-rocm==1.22.2.post3; fi
-# AppAPI passes APP_HOST / APP_PORT; the `recognize` command is on PATH for admins.
-HEALTHCHECK --interval=30s --timeout=5s --start-period=60s \
-    CMD ["python3", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('APP_PORT', '23000') + '/heartbeat', timeout=4)"]
-ENTRYPOINT ["python3", "-m", "ex_app.main"]
+# HaRP or Docker Socket Proxy: start.sh starts frpc under HaRP, then the ExApp (on its unix
+# socket there, else on APP_HOST / APP_PORT); the health check asks /heartbeat where it listens.
+# The `recognize` command is on PATH for admins.
+COPY --from=frpc /frp/bin/ /usr/local/bin/
+COPY docker ./docker
+HEALTHCHECK --interval=30s --timeout=5s --start-period=300s --start-interval=2s \
+    CMD ["python3", "/app/docker/healthcheck.py"]
+ENTRYPOINT ["/app/docker/start.sh", "python3", "-m", "ex_app.main"]

@@ -37,13 +37,32 @@ def test_appinfo_names_the_image_and_the_version_of_the_package():
     assert info.find("external-app/scopes") is None  # AppAPI 3 needs none
 
 
-def test_the_image_starts_the_exapp_and_checks_its_heartbeat():
+def test_the_image_starts_the_exapp_through_its_entry_script_and_checks_its_heartbeat():
+    """start.sh (frpc under HaRP, then the ExApp) and healthcheck.py are tested in test_harp."""
     import importlib
 
     dockerfile = (REPO / "Dockerfile").read_text()
-    assert 'ENTRYPOINT ["python3", "-m", "ex_app.main"]' in dockerfile
-    assert "/heartbeat" in dockerfile.split("HEALTHCHECK", 1)[1]
+    entrypoint = json.loads(re.search(r"^ENTRYPOINT (.*)$", dockerfile, re.MULTILINE).group(1))
+    assert entrypoint == ["/app/docker/start.sh", "python3", "-m", "ex_app.main"]
+    assert "WORKDIR /app" in dockerfile and "COPY docker ./docker" in dockerfile
+    healthcheck = re.search(r"^HEALTHCHECK .*\n.*CMD (.*)$", dockerfile, re.MULTILINE).group(1)
+    assert json.loads(healthcheck) == ["python3", "/app/docker/healthcheck.py"]
+    for script in ("start.sh", "healthcheck.py"):
+        assert (REPO / "docker" / script).stat().st_mode & 0o111, script
     assert callable(importlib.import_module("ex_app.main").main)
+
+
+def test_the_image_carries_frpc_pinned_by_checksum_for_each_architecture():
+    """The FRP client HaRP needs, as Nextcloud's app-skeleton-python and HaRP's README fetch it."""
+    dockerfile = (REPO / "Dockerfile").read_text()
+    pins = dict(re.findall(r"^ARG (FRP_\w+)=(\S+)$", dockerfile, re.MULTILINE))
+    assert set(pins) == {"FRP_VERSION", "FRP_AMD64_SHA256", "FRP_ARM64_SHA256"}
+    assert re.fullmatch(r"\d+\.\d+\.\d+", pins["FRP_VERSION"])
+    assert all(re.fullmatch("[0-9a-f]{64}", pins[name]) for name in pins if name.endswith("SHA256"))
+    assert ("https://github.com/fatedier/frp/releases/download/v${FRP_VERSION}/"
+            "frp_${FRP_VERSION}_linux_${arch}.tar.gz") in dockerfile
+    assert "sha256sum --check --strict" in dockerfile
+    assert "COPY --from=frpc /frp/bin/ /usr/local/bin/" in dockerfile
 
 
 def test_every_declared_route_exists_in_the_exapp_with_its_verbs():
