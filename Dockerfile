@@ -3,7 +3,7 @@
 ARG DEVICE=cpu
 
 # The People page: Vue sources (src/) built by Vite into ex_app/web/static/{js,css}.
-FROM node:20-bookworm-slim AS ui
+FROM node:24-bookworm-slim AS ui
 WORKDIR /ui
 COPY package.json package-lock.json vite.config.js ./
 RUN npm ci --no-audit --no-fund

@@ -20,6 +20,17 @@ ROUTES := [{"url":"^\\/?api\\/files-action$$","verb":"POST","access_level":1,"he
 
 UI_BUNDLE := ex_app/web/static/js/recognize_ex-main.js
 
+# Node for the People page's build: package.json's engines (^22.22 || >=24.11, what
+# @nextcloud/vue's dependencies need). When the system's node is older (Debian's is 18 or 20),
+# the official Node 24 build is installed once from the npm registry (its node-linux-<arch>
+# package) into build/node, and npm runs on it.
+NODE_VERSION := 24.22.3
+NODE_ARCH := $(subst x86_64,x64,$(subst aarch64,arm64,$(shell uname -m)))
+LOCAL_NODE := build/node/node_modules/.bin/node
+SYSTEM_NODE_FITS := $(shell node -e 'const [a, b] = process.versions.node.split(".").map(Number); process.exit((a === 22 && b >= 22) || (a === 24 && b >= 11) || a > 24 ? 0 : 1)' 2>/dev/null && echo yes)
+NODE_NEEDED := $(if $(SYSTEM_NODE_FITS),,$(LOCAL_NODE))
+NPM := $(if $(SYSTEM_NODE_FITS),npm,PATH="$(abspath $(dir $(LOCAL_NODE))):$$PATH" npm)
+
 .PHONY: venv ui test demo bench clean images push run register
 
 venv: $(VENV)/.installed
@@ -37,9 +48,12 @@ $(VENV)/.installed: pyproject.toml
 # packages package-lock.json pins.
 ui: $(UI_BUNDLE)
 
-$(UI_BUNDLE): package.json package-lock.json vite.config.js $(shell find src -type f)
-	npm ci --no-audit --no-fund
-	npm run build
+$(UI_BUNDLE): package.json package-lock.json vite.config.js $(shell find src -type f) | $(NODE_NEEDED)
+	$(NPM) ci --no-audit --no-fund
+	$(NPM) run build
+
+$(LOCAL_NODE):
+	npm install --prefix build/node --no-audit --no-fund node-linux-$(NODE_ARCH)@$(NODE_VERSION)
 
 test: venv ui
 	$(BIN)/pytest -q

@@ -117,3 +117,53 @@ def test_make_register_declares_the_same_routes_as_info_xml():
     assert [(r["url"], r["verb"], r["access_level"]) for r in routes] == [
         (url, verb, levels[level]) for url, verb, level in _declared()
     ]
+
+
+def _satisfies(version: str, requirement: str) -> bool:
+    """Whether a Node version meets an `engines.node` range of the forms the lock file uses:
+    alternatives joined by `||`, each of comparators (all must hold) such as `*`, `14`,
+    `^22.18.0`, `>=24.11`, `>= 6`."""
+    have = tuple(int(part) for part in version.split("."))
+
+    def holds(comparator: str) -> bool:
+        if comparator == "*":
+            return True
+        match = re.fullmatch(r"(\^|>=)?(\d+)(?:\.(\d+))?(?:\.(\d+))?", comparator)
+        assert match, f"a range this test does not read: {requirement!r}"
+        operator, *parts = match.groups()
+        given = tuple(int(part) for part in parts if part is not None)
+        want = given + (0,) * (3 - len(given))
+        if operator == ">=":
+            return have >= want
+        if operator == "^":
+            return have >= want and have[0] == want[0]
+        return have[: len(given)] == given  # a bare version: any release of it
+
+    return any(
+        all(holds(c) for c in re.sub(r"(>=|\^)\s+", r"\1", alternative).split())
+        for alternative in requirement.split("||")
+    )
+
+
+def test_the_node_that_builds_the_people_page_meets_every_locked_packages_engines():
+    """`make ui` runs npm on NODE_VERSION when the system's node is older than package.json's
+    engines, and the image's ui stage on its node image: neither gets an EBADENGINE warning."""
+    engines = json.loads((REPO / "package.json").read_text())["engines"]["node"]
+    lock = json.loads((REPO / "package-lock.json").read_text())
+    assert lock["packages"][""]["engines"]["node"] == engines
+    makefile = (REPO / "Makefile").read_text()
+    node_version = re.search(r"^NODE_VERSION := (\S+)$", makefile, re.MULTILINE).group(1)
+    floor = re.fullmatch(r"\^(\d+\.\d+\.\d+) \|\| >=(\d+\.\d+\.\d+)", engines)
+    assert floor, engines
+    image = re.search(r"^FROM node:(\d+)-\S+ AS ui$", (REPO / "Dockerfile").read_text(), re.MULTILINE)
+    assert image and int(image.group(1)) == int(node_version.split(".")[0])
+    assert _satisfies(node_version, engines)
+    for path, package in lock["packages"].items():
+        required = package.get("engines", {}).get("node")
+        if not path or not required:
+            continue
+        assert _satisfies(node_version, required), (path, required)
+        if not package.get("optional"):  # installed on every platform
+            for lowest in floor.groups():
+                assert _satisfies(lowest, required), (path, required, lowest)
+    assert not _satisfies("20.20.2", engines) and _satisfies("22.22.0", engines)
