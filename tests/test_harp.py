@@ -136,6 +136,11 @@ def test_under_harp_frpc_gets_its_config_and_starts_before_the_exapp(place):
 
 
 def test_with_harps_certificates_frpc_speaks_tls(place):
+    """HaRP starts a new container once to copy its FRP certificates into /certs/frp, stops
+    it, and starts it again: the second start speaks TLS."""
+    assert start(harp_env(place), "true").returncode == 0
+    assert tomllib.loads(frpc_record(place)["config"])["transport"]["tls"] == {"enable": False}
+    (place / "frpc.json").unlink()
     (place / "certs").mkdir()
     result = start(harp_env(place), "true")
     assert result.returncode == 0, result.stderr
