@@ -37,7 +37,7 @@ $(VENV)/.installed: pyproject.toml
 # packages package-lock.json pins.
 ui: $(UI_BUNDLE)
 
-$(UI_BUNDLE): package.json package-lock.json vite.config.js $(shell find src -type f)
+$(UI_BUNDLE): package.json package-lock.json vite.config.js appinfo/info.xml $(shell find src -type f)
 	npm ci --no-audit --no-fund
 	npm run build
 
