@@ -241,10 +241,12 @@ body { font-family: system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif;
 #header .logo { width: 62px; height: 44px; margin-inline: 12px; }
 #skip-actions { position: absolute; overflow: hidden; z-index: 9999; top: -999px; inset-inline-start: 3px; }
 .hidden-visually { position: absolute; inset-inline-start: -10000px; width: 1px; height: 1px; overflow: hidden; }
-#content, #content-vue { box-sizing: border-box; position: relative; display: flex;
-  padding-top: var(--header-height); min-height: 100%; width: 100%; }
-#content-vue { position: fixed; inset: 0; padding-top: var(--header-height); }
-#body-user #content-vue > * { background-color: var(--color-main-background); }
+#content { box-sizing: border-box; position: relative; display: flex; overflow: clip;
+  margin: var(--body-container-margin); margin-top: var(--header-height);
+  width: calc(100% - 2 * var(--body-container-margin));
+  height: calc(100% - var(--header-height) - var(--body-container-margin));
+  border-radius: var(--body-container-radius); background-color: var(--color-main-background); }
+#content-vue { position: relative; display: flex; width: 100%; height: 100%; }
 """
 _THEME_CSS = """/* stand-in for the theming app's default theme: the variables the components use */
 :root, [data-theme-default] {
