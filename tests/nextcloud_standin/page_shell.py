@@ -129,10 +129,13 @@ def initial_states(page: Page) -> dict[str, Any]:
                  "name": "Personal settings" if page.admin else "Settings", "type": "settings",
                  "icon": f"{page.webroot}/apps/settings/img/personal.svg", "active": False,
                  "classes": "", "unread": 0}]
-    return {
+    states: dict[str, Any] = {
         "core-active-app": page.active_entry,
         "core-apps": core_apps(page),
-        "unified-search-min-search-length": 1,
+    }
+    if page.server_version >= (32, 0, 0):  # from core's config lexicon
+        states["unified-search-min-search-length"] = 1
+    return states | {
         "core-settingsNavEntries": {entry["id"]: entry for entry in settings},
         "core-projects_enabled": False,
         "core-config": _config(page),
