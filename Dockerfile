@@ -8,6 +8,7 @@ WORKDIR /ui
 COPY package.json package-lock.json vite.config.js ./
 RUN npm ci --no-audit --no-fund
 COPY src ./src
+COPY appinfo/info.xml ./appinfo/
 RUN npm run build
 
 # FRP's client, for HaRP (Nextcloud 32+): the release and checksums that Nextcloud's HaRP README

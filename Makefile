@@ -48,7 +48,7 @@ $(VENV)/.installed: pyproject.toml
 # packages package-lock.json pins.
 ui: $(UI_BUNDLE)
 
-$(UI_BUNDLE): package.json package-lock.json vite.config.js $(shell find src -type f) | $(NODE_NEEDED)
+$(UI_BUNDLE): package.json package-lock.json vite.config.js appinfo/info.xml $(shell find src -type f) | $(NODE_NEEDED)
 	$(NPM) ci --no-audit --no-fund
 	$(NPM) run build
 

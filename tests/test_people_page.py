@@ -3,12 +3,14 @@
 What is real: the ExApp (served by uvicorn), its store filled by the real Nextcloud path
 (WebDAV crawl of the stand-in, download, face analysis with the real models, grouping), the
 built bundle (``make ui``) and the browser. What stands in for Nextcloud's web front: a small
-server here (:class:`Front`) that serves a page shaped like AppAPI's top menu page (a
-``#content`` element, the request token, the registered script and style, two lines standing
-in for Nextcloud's layout CSS) and proxies
+server here (:class:`Front`) that serves AppAPI's top menu page inside the user layout the
+stand-in's release renders (``nextcloud_standin.page_shell``: initial states, core's globals,
+the registered script and style at the URLs AppAPI rewrites them to) and proxies
 ``/index.php/apps/app_api/proxy/<appid>/<route>`` to the ExApp as AppAPI does: only routes
 appinfo/info.xml declares, for the verb declared, USER routes only with a signed-in user
-(a cookie names them here), with AppAPI's authentication headers for that user.
+(a cookie names them here), with AppAPI's authentication headers for that user. The page's
+first frame is checked in each maintained release; the interactions run in the oldest one.
+A page fails a test on any uncaught error, console error or warning, or failed request.
 
 Screenshots of each view go to build/screenshots/people/.
 """
@@ -35,6 +37,7 @@ import pytest
 import uvicorn
 from conftest import REPO, SHARED_DATA, SHARED_MODELS
 from nc_py_api import AsyncNextcloudApp
+from nextcloud_standin import page_shell
 from nextcloud_standin.auth import headers_to_exapp, new_secret
 from nextcloud_standin.server import BackgroundServer, build_app
 from nextcloud_standin.state import NextcloudState
@@ -68,12 +71,25 @@ ALICE_PHOTOS, BOB_PHOTOS = 11, 6
 SYNTHETIC_PERSONS = 500
 PAGE_PATH = f"/index.php/apps/app_api/embedded/{APP_ID}/{people.PAGE}"
 PROXY_PREFIX = f"/index.php/apps/app_api/proxy/{APP_ID}"
-PAGE_ERRORS: dict[int, list[str]] = {}
+# Nextcloud and AppAPI versions per release, as the stand-in answers them.
+RELEASES = {29: ((29, 0, 1), "3.2.3"), 33: ((33, 0, 8), "33.0.0"), 34: ((34, 0, 3), "34.0.0"),
+            35: ((35, 0, 0), "35.0.0-dev.1")}
+PAGE_ERRORS: dict[int, list[str]] = {}  # uncaught errors, console errors and warnings
 # Milliseconds from navigation to the first frame showing this many person cards.
 CARDS_SHOWN_AT = """window.cardsShownAt = null;
 (function poll() {
     if (document.querySelectorAll('li.person-card').length >= %d) {
         window.cardsShownAt = performance.now();
+    } else {
+        requestAnimationFrame(poll);
+    }
+})();"""
+# The number of person cards in the first frame that shows any.
+FIRST_FRAME_CARDS = """window.firstFrameCards = null;
+(function poll() {
+    const cards = document.querySelectorAll('li.person-card').length;
+    if (cards > 0) {
+        window.firstFrameCards = cards;
     } else {
         requestAnimationFrame(poll);
     }
@@ -96,56 +112,51 @@ def _declared_routes() -> list[tuple[re.Pattern, set[str], str]]:
 class Front:
     """Nextcloud's web front as the page sees it: the top menu page and AppAPI's proxy."""
 
-    def __init__(self, state: NextcloudState):
+    def __init__(self, state: NextcloudState, nextcloud_url: str):
         self.state = state
+        self.nextcloud_url = nextcloud_url
         self.exapp_url = ""
         self.routes = _declared_routes()
         self.requests: list[tuple[str, str, int]] = []  # method, route, status
+        self.known_capabilities: dict[tuple[str, tuple[int, int, int]], dict] = {}
         self.app = Starlette(routes=[
             Route(PAGE_PATH, self.page),
             Route(PROXY_PREFIX + "/{route:path}", self.proxy,
                   methods=["GET", "POST", "PUT", "DELETE"]),
+            *page_shell.core_routes(),
         ])
 
     async def page(self, request: Request) -> Response:
-        """AppAPI's embedded top menu page: a #content to mount into, and the scripts and
-        styles the ExApp registered for the entry, loaded through the proxy."""
-        if not request.cookies.get("nc_user"):
+        """AppAPI's embedded top menu page in the server's user layout, as the stand-in's
+        release renders it (page_shell), with the scripts and styles the ExApp registered."""
+        user = request.cookies.get("nc_user")
+        if not user:
             return PlainTextResponse("not signed in", status_code=401)
-        if people.PAGE not in self.state.top_menu:
+        entry = self.state.top_menu.get(people.PAGE)
+        if entry is None:
             return PlainTextResponse("no such top menu entry", status_code=404)
-        registered = {kind: [f"{PROXY_PREFIX}/{path.lstrip('/')}.{'js' if kind == 'script' else 'css'}"
-                             for k, type_, name, path in self.state.ui_resources
-                             if k == kind and (type_, name) == ("top_menu", people.PAGE)]
+        registered = {kind: tuple(path for k, type_, name, path in self.state.ui_resources
+                                  if k == kind and (type_, name) == ("top_menu", people.PAGE))
                       for kind in ("script", "style")}
-        styles = "".join(f'<link rel="stylesheet" href="{url}">' for url in registered["style"])
-        scripts = "".join(f'<script src="{url}"></script>' for url in registered["script"])
-        return HTMLResponse(f"""<!DOCTYPE html>
-<html lang="en"><head data-requesttoken="token-{request.cookies['nc_user']}">
-<meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<title>People - Nextcloud</title>
-{styles}
-<style>/* what Nextcloud's layout CSS gives every app's #content-vue, and some of the
-default theme's variables (the theming app's CSS) */
-body {{ margin: 0; font-family: sans-serif; font-size: 15px; color: #222; }}
-#content-vue {{ inset: 0; width: 100%; height: 100vh; }}
-:root {{ --color-main-background: #fff; --color-main-background-blur: rgba(255,255,255,.8);
-  --color-main-text: #222; --color-text-maxcontrast: #6b6b6b; --color-background-hover: #f5f5f5;
-  --color-background-dark: #ededed; --color-border: #ededed; --color-border-dark: #dbdbdb;
-  --color-border-maxcontrast: #7d7d7d; --color-primary-element: #00679e;
-  --color-primary-element-hover: #1a769f; --color-primary-element-text: #fff;
-  --color-primary-element-light: #e5eff5; --color-primary-element-light-hover: #dbe4ea;
-  --color-primary-element-light-text: #00293f; --color-error: #db0606; --color-success: #2d7b41;
-  --color-box-shadow: rgba(77,77,77,.5); --default-clickable-area: 34px;
-  --default-grid-baseline: 4px; --border-radius-element: 8px; --border-radius-large: 12px;
-  --default-font-size: 15px; --font-size-small: 13px; --header-height: 50px;
-  --animation-quick: 100ms; --animation-slow: 300ms; --border-width-input-focused: 2px;
-  --body-container-margin: 0px; --app-navigation-padding: 8px; }}</style>
-<script>window._oc_webroot = ""; window.OC = {{config: {{modRewriteWorking: false}}}};</script>
-</head><body id="body-user">
-<main id="content" class="app-app_api"></main>
-{scripts}
-</body></html>""")
+        return HTMLResponse(page_shell.render(page_shell.Page(
+            server_version=self.state.nextcloud_version, app_id=APP_ID, entry=people.PAGE,
+            entry_display_name=entry["display_name"], entry_icon=entry["icon"], user=user,
+            user_display_name=self.state.users[user].display_name,
+            admin=self.state.users[user].admin, request_token=f"token-{user}",
+            scripts=registered["script"], styles=registered["style"],
+            capabilities=await self.capabilities(user),
+        )))
+
+    async def capabilities(self, user: str) -> dict:
+        """The user's capabilities as the stand-in answers them (kept per user and release)."""
+        key = (user, self.state.nextcloud_version)
+        if key not in self.known_capabilities:
+            async with httpx.AsyncClient(timeout=30) as client:
+                answer = await client.get(
+                    self.nextcloud_url + "/ocs/v2.php/cloud/capabilities", params={"format": "json"},
+                    headers=headers_to_exapp(self.state, user) | {"OCS-APIRequest": "true"})
+            self.known_capabilities[key] = answer.json()["ocs"]["data"]["capabilities"]
+        return self.known_capabilities[key]
 
     async def proxy(self, request: Request) -> Response:
         route = "/" + request.path_params["route"]
@@ -209,7 +220,8 @@ def _environment(values: dict[str, str]) -> Iterator[None]:
 def library(tmp_path_factory) -> Iterator[Library]:
     """alice has 12 identities × 11 photos, bob 2 × 6; scanned once through the real
     Nextcloud path (crawl, download, faces) and grouped."""
-    state = NextcloudState(APP_ID, "0.1.0", new_secret(), "4.0.0")
+    server, app_api = RELEASES[page_shell.MAINTAINED[0]]  # the interaction tests' release
+    state = NextcloudState(APP_ID, "0.1.0", new_secret(), app_api, server)
     state.add_user("admin", "Administrator", admin=True)
     state.add_user("alice", "Alice")
     state.add_user("bob", "Bob")
@@ -293,7 +305,7 @@ def _stack(library: Library, data_dir: Path) -> Iterator[Stack]:
     assert (REPO / "ex_app/web/static" / f"{people.SCRIPT}.js").exists(), "run `make ui` first"
     settings = Settings(data_dir=data_dir, model_mirror=SHARED_MODELS, **FACES_ONLY)
     library.state.app.enabled = False  # the ExApp starts without its background work
-    front = Front(library.state)
+    front = Front(library.state, library.nextcloud_url)
     exapp_port, front_port = _free_port(), _free_port()
     with _environment(library.env), _serve(create_app(settings), exapp_port):
         library.state.app.enabled = True  # now its downloads are allowed
@@ -326,21 +338,42 @@ def browser():
         chromium.close()
 
 
-def open_page(browser, stack: Stack, user: str, width: int = 1280) -> Page:
+def new_page(browser, stack: Stack, user: str, width: int = 1280) -> Page:
+    """A signed-in browser page that records its errors (errors_of), not yet navigated."""
     context = browser.new_context(viewport={"width": width, "height": 900})
     context.add_cookies([{"name": "nc_user", "value": user, "url": stack.front_url}])
     context.set_default_timeout(10_000)
     page = context.new_page()
     errors = PAGE_ERRORS.setdefault(id(page), [])
-    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.on("pageerror", lambda error: errors.append(f"uncaught: {error}"))
+    page.on("console", lambda message: errors.append(f"{message.type}: {message.text}")
+            if message.type in ("error", "warning") else None)
+    page.on("response", lambda response: errors.append(f"HTTP {response.status}: {response.url}")
+            if response.status >= 400 else None)
+    return page
+
+
+def open_page(browser, stack: Stack, user: str, width: int = 1280) -> Page:
+    page = new_page(browser, stack, user, width)
     page.goto(stack.front_url + PAGE_PATH)
     expect(page.get_by_role("heading", name="All persons")).to_be_visible()
     return page
 
 
 def errors_of(page: Page) -> list[str]:
-    """The uncaught script errors of a page opened by open_page."""
+    """The uncaught script errors, console errors and warnings of a page opened here."""
     return PAGE_ERRORS[id(page)]
+
+
+@contextmanager
+def _release(state: NextcloudState, major: int) -> Iterator[None]:
+    """The stand-in answers (and renders its pages) as that release for a while."""
+    saved = state.nextcloud_version, state.aa_version
+    state.nextcloud_version, state.aa_version = RELEASES[major]
+    try:
+        yield
+    finally:
+        state.nextcloud_version, state.aa_version = saved
 
 
 def shot(page: Page, name: str) -> None:
@@ -417,6 +450,43 @@ def test_the_top_menu_entry_and_its_files(stack):
         assert answer.status_code == 200 and kind in answer.headers["content-type"], path
     assert httpx.get(f"{stack.front_url}{PROXY_PREFIX}/api/people/persons").status_code == 401
     assert httpx.get(f"{stack.front_url}{PROXY_PREFIX}/api/people/nope").status_code == 404
+
+
+@pytest.mark.parametrize("major", page_shell.MAINTAINED, ids=lambda major: f"nc{major}")
+def test_the_first_frame_shows_persons_in_each_release(browser, stack, major):
+    """The page in the user layout each maintained release renders around it: persons in the
+    first frame that has any, no error or warning (@nextcloud/vue's "used without setting /
+    replacing the appName" included), and the release's styles (OC.config.version) applied."""
+    alice = stack.persons("alice")
+    with _release(stack.state, major):
+        page = new_page(browser, stack, "alice")
+        page.add_init_script(FIRST_FRAME_CARDS)
+        page.goto(stack.front_url + PAGE_PATH)
+        page.wait_for_function("window.firstFrameCards !== null")
+    # the list arrives whole: the first frame with a person shows every person
+    assert page.evaluate("window.firstFrameCards") == len(alice)
+    assert page.evaluate("window.OC.config.version").startswith(f"{major}.")
+    legacy = page.locator("#content-vue").evaluate("e => e.classList.contains('content--legacy')")
+    assert legacy == (major < 34)  # @nextcloud/vue's styles for releases before 34
+    assert page.title() == "People - Nextcloud"
+    images_shown(page, "ul.person-grid__list", first=len(alice))
+    shot(page, f"first-frame-nc{major}")
+    assert errors_of(page) == []
+
+
+def test_the_page_shell_of_29_breaks_ncappcontent(browser, stack):
+    """Nextcloud 29 gave core/apps as an object keyed by app id, and @nextcloud/vue 9's
+    NcAppContent calls .find on it: the page stops before any person shows, as it did on a real
+    29.0.6. The shell reproduces that, which is why the page needs Nextcloud 30 or later."""
+    with _release(stack.state, 29):
+        page = new_page(browser, stack, "alice")
+        page.goto(stack.front_url + PAGE_PATH)
+        page.wait_for_load_state("load")
+    deadline = time.monotonic() + 20
+    while not any("find is not a function" in error for error in errors_of(page)):
+        assert time.monotonic() < deadline, errors_of(page)
+        page.wait_for_timeout(50)
+    expect(page.locator("li.person-card")).to_have_count(0)
 
 
 def test_another_users_ids_are_refused(stack):
