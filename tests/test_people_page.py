@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import os
 import re
 import shutil
@@ -249,8 +250,9 @@ def library(tmp_path_factory) -> Iterator[Library]:
 
     def analyze() -> None:  # as a worker of the ExApp does, in this process
         engine.queue.enqueue_pending(engine.sessions)
-        worker = engine.worker(worker_fetcher(settings), obey_schedule=False)
-        worker.run(until=lambda: not busy(engine.sessions, ["alice", "bob"]))
+        with contextlib.closing(worker_fetcher(settings)) as fetcher:
+            worker = engine.worker(fetcher, obey_schedule=False)
+            worker.run(until=lambda: not busy(engine.sessions, ["alice", "bob"]))
 
     with _environment(env), concurrent.futures.ThreadPoolExecutor(1) as thread:
         thread.submit(asyncio.run, crawl()).result()  # Playwright's loop may own this thread
