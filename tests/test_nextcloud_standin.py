@@ -16,7 +16,8 @@ from fastapi import FastAPI, Request
 from nc_py_api import AsyncNextcloudApp, NextcloudException, NextcloudExceptionNotFound
 from nc_py_api.ex_app import AppAPIAuthMiddleware, LogLvl
 from nc_py_api.ex_app.ui.settings import SettingsField, SettingsFieldType, SettingsForm
-from nextcloud_standin.fixture import Nextcloud
+from nextcloud_standin.fixture import APP_ID, Nextcloud
+from nextcloud_standin.releases import RELEASES
 from nextcloud_standin.server import BackgroundServer
 from nextcloud_standin.webhook_events import NODE_CREATED, NODE_DELETED
 
@@ -36,6 +37,14 @@ def app_env(nextcloud: Nextcloud, monkeypatch: pytest.MonkeyPatch) -> Nextcloud:
     return nextcloud
 
 
+@pytest.fixture
+def each_env(nextcloud_each: Nextcloud, monkeypatch: pytest.MonkeyPatch) -> Nextcloud:
+    """The same for each maintained release, for the answers that differ between them."""
+    for name, value in nextcloud_each.app_env().items():
+        monkeypatch.setenv(name, value)
+    return nextcloud_each
+
+
 async def as_user(user: str) -> AsyncNextcloudApp:
     nc = AsyncNextcloudApp()
     await nc.set_user(user)
@@ -45,7 +54,7 @@ async def as_user(user: str) -> AsyncNextcloudApp:
 def test_app_env_names_everything_an_exapp_needs(nextcloud: Nextcloud) -> None:
     env = nextcloud.app_env()
     assert env["NEXTCLOUD_URL"] == nextcloud.url
-    assert env["APP_ID"] == "recognize" and env["APP_SECRET"] == nextcloud.app_secret
+    assert env["APP_ID"] == APP_ID and env["APP_SECRET"] == nextcloud.app_secret
     assert {"APP_VERSION", "APP_HOST", "APP_PORT", "AA_VERSION", "APP_PERSISTENT_STORAGE"} <= env.keys()
 
 
@@ -58,7 +67,7 @@ def test_requests_carry_appapi_headers(app_env: Nextcloud) -> None:
     assert state.requests == [("GET", "/ocs/v1.php/cloud/capabilities", "alice")]
     headers = state.request_headers[0]
     assert base64.b64decode(headers["authorization-app-api"]).decode() == f"alice:{app_env.app_secret}"
-    assert headers["ex-app-id"] == "recognize" and headers["ex-app-version"] == "0.1.0"
+    assert headers["ex-app-id"] == APP_ID and headers["ex-app-version"] == "0.1.0"
     assert headers["aa-version"] == state.aa_version and headers["ocs-apirequest"] == "true"
 
 
@@ -164,8 +173,9 @@ def test_node_events_reach_the_exapp_as_webhook_listeners_sends_them(
 # --- OCS ------------------------------------------------------------------------------------------
 
 
-def test_capabilities_and_version(app_env: Nextcloud) -> None:
+def test_capabilities_and_version(each_env: Nextcloud) -> None:
     """As on a real Nextcloud: the ExApp without a user sees only the public capabilities."""
+    app_env, release = each_env, each_env.state.release
     async def scenario() -> tuple[dict, dict, dict]:
         nc = AsyncNextcloudApp()
         version, public = await nc.srv_version, await nc.capabilities
@@ -173,8 +183,8 @@ def test_capabilities_and_version(app_env: Nextcloud) -> None:
         return version, public, await nc.capabilities
 
     version, public, capabilities = run(scenario())
-    assert version["major"] == 30 and version["string"].startswith("30.")
-    assert public["app_api"] == {"version": app_env.state.aa_version}
+    assert version["major"] == release.major and version["string"] == release.version_string
+    assert public["app_api"] == {"version": release.app_api}
     assert "files" not in public and "notifications" not in public and "webhook_listeners" not in public
     assert capabilities["app_api"]["loglevel"] == app_env.state.loglevel
     assert "notifications" in capabilities and "files" in capabilities and "webhook_listeners" in capabilities
@@ -195,7 +205,8 @@ def test_users_lists(app_env: Nextcloud) -> None:
     assert alice_view == []  # neither admin nor subadmin
 
 
-def test_app_config_set_get_delete(app_env: Nextcloud) -> None:
+def test_app_config_set_get_delete(each_env: Nextcloud) -> None:
+    app_env = each_env
     async def scenario() -> tuple:
         nc = AsyncNextcloudApp()
         await nc.appconfig_ex.set_value("cursor", "42")
@@ -213,7 +224,8 @@ def test_app_config_set_get_delete(app_env: Nextcloud) -> None:
     assert app_env.state.app_config == {"token": ("t2", 1)}
 
 
-def test_user_preferences_are_per_user(app_env: Nextcloud) -> None:
+def test_user_preferences_are_per_user(each_env: Nextcloud) -> None:
+    app_env = each_env
     async def scenario() -> tuple:
         nc = await as_user("alice")
         await nc.preferences_ex.set_value("enabled", "true")
@@ -230,8 +242,9 @@ def test_user_preferences_are_per_user(app_env: Nextcloud) -> None:
                      headers={**app_env.headers_to_exapp("bob"), "OCS-APIRequest": "true"},
                      json={"configKey": "k", "configValue": 5})
     saved = raw.json()["ocs"]["data"]
-    assert isinstance(saved.pop("id"), int)  # the saved row's id, as AppAPI answers
-    assert saved == {"user_id": "bob", "appid": "recognize", "configkey": "k", "configvalue": "5", "sensitive": 0}
+    row_id = saved.pop("id")  # the saved row's id up to AppAPI 34; from 35 no row (IUserConfig)
+    assert isinstance(row_id, int) if app_env.state.release.config_rows else row_id is None
+    assert saved == {"user_id": "bob", "appid": APP_ID, "configkey": "k", "configvalue": "5", "sensitive": 0}
 
 
 def test_init_status_and_enabled_state(app_env: Nextcloud) -> None:
@@ -253,7 +266,7 @@ def test_init_status_and_enabled_state(app_env: Nextcloud) -> None:
 def test_deprecated_init_status_route(app_env: Nextcloud) -> None:
     headers = {**app_env.headers_to_exapp(), "OCS-APIRequest": "true"}
     url = f"{app_env.url}/ocs/v1.php/apps/app_api/apps/status"
-    assert httpx.put(f"{url}/recognize?format=json", headers=headers, json={"progress": 70}).status_code == 200
+    assert httpx.put(f"{url}/{APP_ID}?format=json", headers=headers, json={"progress": 70}).status_code == 200
     other = httpx.put(f"{url}/someapp?format=json", headers=headers, json={"progress": 70})
     assert other.json()["ocs"]["meta"]["statuscode"] == 404
     assert app_env.state.app.progress_history == [(70, "")]
@@ -282,7 +295,7 @@ def test_file_actions_menu_register_get_unregister(app_env: Nextcloud) -> None:
     assert entry.name == "recognize_file" and entry.mime == "image" and entry.version == "2.0"
     assert entry.action_handler == "api/v1/files/action" and entry.permissions == 31  # AppAPI strips the "/"
     registered = app_env.state.file_actions["recognize_file"]
-    assert registered["appid"] == "recognize" and registered["display_name"] == "Recognize"
+    assert registered["appid"] == APP_ID and registered["display_name"] == "Recognize"
     assert run(unregister()) is None and app_env.state.file_actions == {}
 
 
@@ -317,7 +330,8 @@ def test_declarative_settings(app_env: Nextcloud) -> None:
     assert gone is None
 
 
-def test_notifications(app_env: Nextcloud) -> None:
+def test_notifications(each_env: Nextcloud) -> None:
+    app_env = each_env
     async def scenario() -> tuple:
         nc = await as_user("alice")
         object_id = await nc.notifications.create("Recognize finished", "12 photos tagged", link="/apps/photos")
@@ -326,11 +340,12 @@ def test_notifications(app_env: Nextcloud) -> None:
     object_id, notification = run(scenario())
     assert notification is not None and notification.user_id == "alice"
     assert notification.subject == "Recognize finished" and notification.message == "12 photos tagged"
-    assert notification.link == "/apps/photos" and notification.app_name == "recognize"
+    assert notification.link == "/apps/photos" and notification.app_name == APP_ID
     assert [n["object_id"] for n in app_env.state.notifications] == [object_id]
 
 
-def test_webhook_listeners(app_env: Nextcloud) -> None:
+def test_webhook_listeners(each_env: Nextcloud) -> None:
+    app_env = each_env
     event = "OCP\\Files\\Events\\Node\\NodeCreatedEvent"
 
     async def scenario() -> tuple:
@@ -343,10 +358,11 @@ def test_webhook_listeners(app_env: Nextcloud) -> None:
         return hook, listed, removed, count
 
     hook, listed, removed, count = run(scenario())
-    assert hook.app_id == "recognize" and hook.event == event and hook.uri == "/webhooks/node"
+    assert hook.app_id == APP_ID and hook.event == event and hook.uri == "/webhooks/node"
     assert hook.event_filter == {"event.node.path": "/x"}
     assert [h.webhook_id for h in listed] == [hook.webhook_id]
     assert removed is True and count == 1 and app_env.state.webhooks == {}
+    assert hook._raw_data["tokenNeeded"] is None  # webhook_listeners 1.5 (Nextcloud 33) added it
 
 
 def test_webhooks_need_an_admin_or_no_user(app_env: Nextcloud) -> None:
@@ -376,7 +392,8 @@ def test_log_respects_the_loglevel(app_env: Nextcloud) -> None:
 def test_ocs_xml_is_the_default_format(app_env: Nextcloud) -> None:
     response = httpx.get(f"{app_env.url}/ocs/v1.php/cloud/capabilities", headers={"OCS-APIRequest": "true"})
     assert response.headers["content-type"].startswith("application/xml")
-    assert "<statuscode>100</statuscode>" in response.text and "<major>30</major>" in response.text
+    major = app_env.state.release.major
+    assert "<statuscode>100</statuscode>" in response.text and f"<major>{major}</major>" in response.text
 
 
 # --- WebDAV files ---------------------------------------------------------------------------------

@@ -277,7 +277,8 @@ class OcsApi:
         return self._store_get(self.state.app_config, None, params)
 
     async def config_delete(self, request: Request, user: str, params: dict) -> Any:
-        return self._store_delete(self.state.app_config, None, params, "appconfig_ex")
+        table = "appconfig_ex" if self.state.release.config_rows else "app config"
+        return self._store_delete(self.state.app_config, None, params, table)
 
     async def preference_set(self, request: Request, user: str, params: dict) -> Any:
         return self._store_set(self.state.preferences, _require_user(user), params,
@@ -287,7 +288,8 @@ class OcsApi:
         return self._store_get(self.state.preferences, _require_user(user), params)
 
     async def preference_delete(self, request: Request, user: str, params: dict) -> Any:
-        return self._store_delete(self.state.preferences, _require_user(user), params, "preferences_ex")
+        table = "preferences_ex" if self.state.release.config_rows else "user config"
+        return self._store_delete(self.state.preferences, _require_user(user), params, table)
 
     def _store_set(self, store: dict, user: str | None, params: dict, sensitive_field: bool) -> Any:
         key = str(params.get("configKey", ""))
@@ -299,7 +301,8 @@ class OcsApi:
             sensitive = old_sensitive if params.get("sensitive") is None else int(bool(params["sensitive"]))
             store[_key(user, key)] = (value, sensitive)
             row_id = self._row_ids.setdefault((id(store), _key(user, key)), len(self._row_ids) + 1)
-        record: dict[str, Any] = {"id": row_id}  # the saved row
+        # AppAPI before 35 answers with the saved row; from 35 with an entity never stored (IAppConfig)
+        record: dict[str, Any] = {"id": row_id if self.state.release.config_rows else None}
         if user is not None:
             record["user_id"] = user
         record.update(appid=self.state.app.app_id, configkey=key, configvalue=value)
@@ -482,6 +485,8 @@ class OcsApi:
             "headers": params.get("headers") or None, "authMethod": auth_method,
             "authData": params.get("authData") or None,
         }
+        if self.state.release.webhook_token_needed:
+            webhook["tokenNeeded"] = params.get("tokenNeeded") or None
         self.state.webhooks[webhook_id] = webhook
         return webhook
 
