@@ -330,6 +330,63 @@ def test_declarative_settings(app_env: Nextcloud) -> None:
     assert gone is None
 
 
+def test_declarative_forms_api_as_the_settings_page_uses_it(each_env: Nextcloud) -> None:
+    """GET .../declarative/forms and POST .../declarative/value with a user's login (Basic here)."""
+    admin_form = SettingsForm(id="tuning", section_type="admin", section_id="ai", title="Tuning", fields=[
+        SettingsField(id="level", title="Level", type=SettingsFieldType.SELECT, default="High",
+                      options=["Low", "High"]),
+        SettingsField(id="ratio", title="Ratio", type=SettingsFieldType.TEXT, default="0.5"),
+        SettingsField(id="side", title="Side", type=SettingsFieldType.NUMBER, default=1600)])
+    personal_form = SettingsForm(id="mine", section_type="personal", section_id="declarative_settings",
+                                 title="Mine", fields=[SettingsField(id="on", title="On",
+                                                                     type=SettingsFieldType.CHECKBOX, default=True)])
+
+    async def scenario() -> None:
+        nc = AsyncNextcloudApp()
+        await nc.ui.settings.register_form(admin_form)
+        await nc.ui.settings.register_form(personal_form)
+
+    run(scenario())
+    base = f"{each_env.url}/ocs/v2.php/settings/api/declarative"
+    ocs = {"OCS-APIRequest": "true", "Accept": "application/json"}
+
+    def forms(user: str) -> dict:
+        response = httpx.get(f"{base}/forms", headers=ocs, auth=(user, user))
+        assert response.status_code == 200, response.text
+        return {f["id"]: {field["id"]: field["value"] for field in f["fields"]} for f in response.json()["ocs"]["data"]}
+
+    def save(user: str, field: str, value: object) -> httpx.Response:
+        return httpx.post(f"{base}/value", headers=ocs, auth=(user, user),
+                          json={"app": APP_ID, "formId": "tuning" if field != "on" else "mine", "fieldId": field,
+                                "value": value})
+
+    # Defaults as AppAPI's GetValueListener gives them: numeric ones JSON-encoded.
+    assert forms("admin") == {"tuning": {"level": "High", "ratio": '"0.5"', "side": "1600"}, "mine": {"on": True}}
+    assert forms("alice") == {"mine": {"on": True}}
+    assert httpx.get(f"{base}/forms", headers=ocs, auth=("alice", "wrong")).status_code == 401
+    assert save("admin", "level", "Low").status_code == 200
+    assert save("admin", "on", 0).status_code == 200
+    assert forms("admin") == {"tuning": {"level": "Low", "ratio": '"0.5"', "side": "1600"}, "mine": {"on": "0"}}
+    assert each_env.state.app_config["level"] == ("Low", 0)
+    # A user who is neither admin nor subadmin cannot save, not even a personal form (SubadminMiddleware).
+    denied = save("alice", "on", 0)
+    assert denied.status_code == 403 and denied.headers["content-type"].startswith("text/html")
+    assert ("alice", "on") not in each_env.state.preferences
+
+
+def test_deleting_missing_config_names_the_store(each_env: Nextcloud) -> None:
+    headers = {**each_env.headers_to_exapp("alice"), "OCS-APIRequest": "true", "Accept": "application/json"}
+    url = f"{each_env.url}/ocs/v2.php/apps/app_api/api/v1/ex-app"
+    config = httpx.request("DELETE", f"{url}/config", headers=headers, json={"configKeys": ["absent"]})
+    preference = httpx.request("DELETE", f"{url}/preference", headers=headers, json={"configKeys": ["absent"]})
+    assert config.status_code == preference.status_code == 404
+    rows = each_env.state.release.config_rows  # 33, 34: AppAPI's own tables; 35: the server's config
+    assert config.json()["ocs"]["meta"]["message"] == (
+        "No appconfig_ex values deleted" if rows else "No app config values deleted")
+    assert preference.json()["ocs"]["meta"]["message"] == (
+        "No preferences_ex values deleted" if rows else "No user config values deleted")
+
+
 def test_notifications(each_env: Nextcloud) -> None:
     app_env = each_env
     async def scenario() -> tuple:
