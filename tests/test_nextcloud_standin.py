@@ -7,6 +7,7 @@ import base64
 import io
 import time
 from collections.abc import Awaitable, Iterator
+from pathlib import Path
 from typing import TypeVar
 from xml.etree import ElementTree
 
@@ -17,7 +18,7 @@ from nc_py_api import AsyncNextcloudApp, NextcloudException, NextcloudExceptionN
 from nc_py_api.ex_app import AppAPIAuthMiddleware, LogLvl
 from nc_py_api.ex_app.ui.settings import SettingsField, SettingsFieldType, SettingsForm
 from nextcloud_standin.fixture import APP_ID, Nextcloud
-from nextcloud_standin.releases import RELEASES
+from nextcloud_standin.releases import MAINTAINED, RELEASES
 from nextcloud_standin.server import BackgroundServer
 from nextcloud_standin.webhook_events import NODE_CREATED, NODE_DELETED
 
@@ -49,6 +50,14 @@ async def as_user(user: str) -> AsyncNextcloudApp:
     nc = AsyncNextcloudApp()
     await nc.set_user(user)
     return nc
+
+
+def test_info_xml_names_the_releases_the_stand_in_speaks() -> None:
+    info = ElementTree.parse(Path(__file__).parents[1] / "appinfo" / "info.xml").getroot()
+    nextcloud = info.find("dependencies/nextcloud")
+    assert (int(nextcloud.get("min-version")), int(nextcloud.get("max-version"))) == (MAINTAINED[0], MAINTAINED[-1])
+    assert info.findtext("id") == APP_ID
+    assert all(RELEASES[major].major == major for major in MAINTAINED)
 
 
 def test_app_env_names_everything_an_exapp_needs(nextcloud: Nextcloud) -> None:
