@@ -659,10 +659,12 @@ def test_a_deleted_file_loses_its_faces_and_results_at_once(exapp, users, nextcl
     assert call.send(exapp.url).json() == {"forgotten": 1}  # cat.jpg
 
 
-def test_on_nextcloud_29_the_periodic_crawl_stands_in_for_webhooks(nextcloud, users, tmp_path,
-                                                                    monkeypatch):
-    # Nextcloud 29 (out of support, but what a server without the webhook_listeners app answers)
-    nextcloud.state.nextcloud_version, nextcloud.state.aa_version = (29, 0, 6), "3.2.3"
+@pytest.mark.parametrize("without", ["nextcloud29", "webhook_listeners_disabled"])
+def test_without_webhooks_the_periodic_crawl_stands_in(nextcloud, users, tmp_path, monkeypatch, without):
+    if without == "nextcloud29":  # out of support, but what a server before webhook_listeners answers
+        nextcloud.state.nextcloud_version, nextcloud.state.aa_version = (29, 0, 6), "3.2.3"
+    else:  # a maintained release whose admin disabled the app
+        nextcloud.state.disabled_apps.add("webhook_listeners")
     nextcloud.state.app.enabled = False
     settings = Settings(data_dir=tmp_path / "data", model_mirror=SHARED_MODELS,
                         crawl_interval_seconds=1)

@@ -196,7 +196,8 @@ def test_capabilities_and_version(each_env: Nextcloud) -> None:
     assert public["app_api"] == {"version": release.app_api}
     assert "files" not in public and "notifications" not in public and "webhook_listeners" not in public
     assert capabilities["app_api"]["loglevel"] == app_env.state.loglevel
-    assert "notifications" in capabilities and "files" in capabilities and "webhook_listeners" in capabilities
+    assert "notifications" in capabilities and "files" in capabilities
+    assert "webhook_listeners" not in capabilities  # that app registers none
 
 
 def test_users_lists(app_env: Nextcloud) -> None:
@@ -896,5 +897,11 @@ def test_unregistering_a_top_menu_takes_its_scripts_and_styles(app_env: Nextclou
 def test_switching_a_running_stand_in_to_nextcloud29_removes_webhook_listeners(app_env: Nextcloud) -> None:
     assert run(_list_webhooks_as("admin")) == []
     app_env.state.nextcloud_version = (29, 0, 6)
+    with pytest.raises(NextcloudExceptionNotFound):
+        run(_list_webhooks_as("admin"))
+
+
+def test_a_disabled_webhook_listeners_app_has_no_routes(app_env: Nextcloud) -> None:
+    app_env.state.disabled_apps.add("webhook_listeners")
     with pytest.raises(NextcloudExceptionNotFound):
         run(_list_webhooks_as("admin"))

@@ -221,8 +221,8 @@ class OcsApi:
                               "admin-notifications": ["ocs", "cli"]},
             "app_api": {"loglevel": self.state.loglevel, "version": self.state.aa_version},
         }
-        if self.state.webhook_listeners:
-            capabilities["webhook_listeners"] = {"enabled": True}
+        # webhook_listeners registers no capability (its lib/ has no Capabilities class): an ExApp
+        # learns of it from the server version or from its routes answering
         return {"version": version, "capabilities": capabilities}
 
     async def users(self, request: Request, user: str, params: dict) -> Any:

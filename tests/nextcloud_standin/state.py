@@ -144,12 +144,13 @@ class NextcloudState:
         self.requests: list[tuple[str, str, str]] = []  # (method, path, AppAPI user) of every request
         self.request_headers: list[dict[str, str]] = []  # their headers, lower-cased names, same order
         self.faults = Faults()
+        self.disabled_apps: set[str] = set()  # shipped apps an admin disabled (occ app:disable)
         self._ids = itertools.count(100)
 
     @property
     def webhook_listeners(self) -> bool:
-        """Nextcloud 30 brought the webhook_listeners app; on 29 its routes do not exist."""
-        return self.nextcloud_version >= (30, 0, 0)
+        """Nextcloud 30 brought the webhook_listeners app; on 29, or disabled, its routes do not exist."""
+        return self.nextcloud_version >= (30, 0, 0) and "webhook_listeners" not in self.disabled_apps
 
     @property
     def release(self) -> Release:
