@@ -1,8 +1,8 @@
 """The declarative admin settings form and the settings it yields.
 
 The form sits in Administration → "Artificial Intelligence" (section ``ai`` of Nextcloud's
-settings app, where Nextcloud's own AI ExApps put theirs): a form in a section the server does
-not have is listed in no navigation. Nextcloud stores the form's values in the ExApp's app
+settings app, where Nextcloud's Context Agent ExApp puts its own): a form in a section the server
+does not have is listed in no navigation. Nextcloud stores the form's values in the ExApp's app
 config under the field ids, which are the names of :class:`~ex_app.config.Settings` fields;
 they override the ExApp's own. A select stores the option it shows, so the sensitivity select
 offers its labels and :data:`SENSITIVITY` maps the chosen label to a distance.
