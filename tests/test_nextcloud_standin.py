@@ -287,7 +287,9 @@ def test_init_error_is_recorded(app_env: Nextcloud) -> None:
     assert app_env.state.app.error == "models could not be fetched"
 
 
-def test_file_actions_menu_register_get_unregister(app_env: Nextcloud) -> None:
+def test_file_actions_menu_register_get_unregister(each_env: Nextcloud) -> None:
+    app_env = each_env
+
     async def register() -> object:
         nc = AsyncNextcloudApp()
         await nc.ui.files_dropdown_menu.register_ex("recognize_file", "Recognize", "/api/v1/files/action",
@@ -306,7 +308,13 @@ def test_file_actions_menu_register_get_unregister(app_env: Nextcloud) -> None:
     assert entry.action_handler == "api/v1/files/action" and entry.permissions == 31  # AppAPI strips the "/"
     registered = app_env.state.file_actions["recognize_file"]
     assert registered["appid"] == APP_ID and registered["display_name"] == "Recognize"
+    release = app_env.state.release  # AppAPI 35: a v2 action may be the default one
+    assert ("default_action" in registered) is release.file_action_default
     assert run(unregister()) is None and app_env.state.file_actions == {}
+    bad = httpx.post(f"{app_env.url}/ocs/v2.php/apps/app_api/api/v2/ui/files-actions-menu?format=json",
+                     headers={**app_env.headers_to_exapp(), "OCS-APIRequest": "true"},
+                     json={"name": "x", "displayName": "X", "actionHandler": "x", "defaultAction": "always"})
+    assert bad.status_code == (400 if release.file_action_default else 200)
 
 
 def test_top_menu(app_env: Nextcloud) -> None:

@@ -356,6 +356,9 @@ class OcsApi:
             if not params.get(required):
                 raise OcsError(400, f"Missing parameter {required}")
         v2 = "/api/v2/" in request.url.path
+        default_action = str(params.get("defaultAction") or "") if v2 else ""
+        if self.state.release.file_action_default and default_action not in ("", "default", "hidden"):
+            raise OcsError(400, f"Invalid defaultAction '{default_action}' — must be '', 'default', or 'hidden'")
         self.state.file_actions[name] = {
             "id": self.state.next_id(), "appid": self.state.app.app_id, "name": name,
             "display_name": str(params["displayName"]), "mime": str(params.get("mime", "file")),
@@ -364,6 +367,8 @@ class OcsApi:
             "action_handler": str(params["actionHandler"]).lstrip("/"),
             "version": "2.0" if v2 else "1.0",
         }
+        if self.state.release.file_action_default:
+            self.state.file_actions[name]["default_action"] = default_action or None
         return []
 
     async def file_action_unregister(self, request: Request, user: str, params: dict) -> Any:

@@ -38,6 +38,9 @@ class Release:
     the server's IAppConfig / IUserConfig: ``id`` is null, "No app config values deleted"."""
     webhook_token_needed: bool = True
     """webhook_listeners 1.5 (Nextcloud 33) added the ``tokenNeeded`` column to each listener."""
+    file_action_default: bool = False
+    """AppAPI 35: a v2 Files action may be the ``defaultAction`` ('', 'default' or 'hidden'; anything
+    else 400) and each entry carries ``default_action`` (null unless set)."""
     personal_save_needs_subadmin: bool = True
     """The settings app's SubadminMiddleware guards DeclarativeSettingsController::setValue, which has
     no @NoSubAdminRequired: a user who is neither admin nor subadmin gets 403 saving a personal form."""
@@ -58,7 +61,8 @@ RELEASES: dict[int, Release] = {
                 webhook_token_needed=False),
     33: Release((33, 0, 8), "33.0.0", "nextcloud/app_api v33.0.8 (branch stable33)"),
     34: Release((34, 0, 3), "34.0.0", "nextcloud/app_api v34.0.3 (branch stable34)"),
-    35: Release((35, 0, 0), "35.0.0-dev.1", "nextcloud/app_api v35.0.0beta4 (main)", config_rows=False),
+    35: Release((35, 0, 0), "35.0.0-dev.1", "nextcloud/app_api v35.0.0beta4 (main)", config_rows=False,
+                file_action_default=True),
 }
 MAINTAINED: tuple[int, ...] = (33, 34, 35)
 DEFAULT = 33
