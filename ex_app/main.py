@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import BackgroundTasks, FastAPI
-from nc_py_api import AsyncNextcloudApp
+from nc_py_api import AsyncNextcloudApp, NextcloudExceptionNotFound
 from nc_py_api.ex_app import AppAPIAuthMiddleware, run_app, set_handlers
 
 from ex_app.config import Settings
@@ -93,8 +93,13 @@ async def fetch_models(nc: AsyncNextcloudApp, settings: Settings) -> None:
 
 
 async def has_webhooks(nc: AsyncNextcloudApp) -> bool:
-    """Whether this Nextcloud has the webhook_listeners app (Nextcloud 30 and later)."""
-    return (await nc.srv_version)["major"] >= 30
+    """Whether this Nextcloud's webhook_listeners app answers: it came with Nextcloud 30, an admin
+    may disable it, and it registers no capability, so its own route is asked."""
+    try:
+        await nc.webhooks.get_list()
+    except NextcloudExceptionNotFound:
+        return False
+    return True
 
 
 async def register_ui(nc: AsyncNextcloudApp, settings: Settings) -> None:
@@ -116,7 +121,8 @@ async def register_ui(nc: AsyncNextcloudApp, settings: Settings) -> None:
         for event in FILE_EVENTS:
             await nc.webhooks.register("POST", FILE_EVENTS_ROUTE, event)
     else:
-        log.info("Nextcloud before 30 has no webhooks: new files wait for the periodic crawl")
+        log.info("no webhook_listeners app (disabled, or Nextcloud before 30): "
+                 "new files wait for the periodic crawl")
 
 
 async def unregister_ui(nc: AsyncNextcloudApp) -> None:

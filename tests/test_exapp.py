@@ -135,7 +135,10 @@ def exapp(nextcloud, tmp_path, monkeypatch):
 @pytest.fixture
 def users(nextcloud):
     """alice shares her Trip folder with bob; bob has a photo of his own."""
-    state = nextcloud.state
+    return _fill(nextcloud.state)
+
+
+def _fill(state: NextcloudState) -> NextcloudState:
     state.put_file("alice", "Trip/gore.jpg", FACE.read_bytes())
     state.put_file("alice", "Trip/cat.jpg", CAT.read_bytes())
     state.put_file("alice", "Private/.nomedia", b"")
@@ -199,6 +202,7 @@ def test_enable_registers_the_ui_and_disable_removes_it(exapp, users):
     assert set(action["mime"].split(",")) == {"image", "audio", "video", "httpd/unix-directory"}
     form = exapp.state.settings_forms[FORM_ID]
     assert form["section_type"] == "admin" and form["title"] == "Recognize"
+    assert form["section_id"] in exapp.state.release.admin_sections  # listed in the navigation
     ids = {field["id"] for field in form["fields"]}
     assert {"faces_enabled", "objects_enabled", "places_enabled", "music_enabled",
             "face_cluster_distance",
@@ -210,6 +214,7 @@ def test_enable_registers_the_ui_and_disable_removes_it(exapp, users):
                       "NodeWrittenEvent"]
     personal = exapp.state.settings_forms[personal_settings.FORM_ID]
     assert personal["section_type"] == "personal"
+    assert personal["section_id"] in exapp.state.release.personal_sections
     assert {field["id"] for field in personal["fields"]} == {
         personal_settings.ANALYZE, personal_settings.DELETE_FACES}
     assert {w["uri"] for w in exapp.state.webhooks.values()} == {"/api/webhooks/files"}
@@ -467,6 +472,40 @@ def test_webhooks_queue_new_files_and_moves_keep_results(exapp, users, nextcloud
     assert not {p for p in paths if p.startswith("Trip/")}
 
 
+def test_enable_crawl_webhook_action_and_disable_on_each_release(nextcloud_each, tmp_path, monkeypatch):
+    """The flow that touches every AppAPI and webhook_listeners answer that differs between 33, 34, 35."""
+    users = _fill(nextcloud_each.state)
+    users.app.enabled = False
+    settings = Settings(data_dir=tmp_path / "data", model_mirror=SHARED_MODELS,
+                        crawl_interval_seconds=3600, objects_enabled=False)
+    with serve(nextcloud_each, settings, monkeypatch) as exapp:
+        exapp.enable()
+        assert len(users.webhooks) == 4 and FILES_ACTION_NAME in users.file_actions
+        assert "People" in users.tag_names_of(_wait_for_tag(exapp, "alice", "Trip/gore.jpg"))
+        new = users.put_file("bob", "Photos/new.jpg", FACE.read_bytes())
+        [call] = nextcloud_each.node_event_calls(NODE_CREATED, new, "bob")
+        assert call.send(exapp.url).json() == {"queued": 1}
+        _wait_for_tag(exapp, "bob", "Photos/new.jpg")
+        response = exapp.call("POST", "/api/files-action", "bob", json=_selection(users, "bob", "Photos"))
+        assert response.status_code == 200
+        deadline = time.monotonic() + WAIT_SECONDS
+        while not [n for n in users.notifications if n["user"] == "bob"]:
+            assert time.monotonic() < deadline, exapp.progress()
+            time.sleep(0.2)
+        assert exapp.call("PUT", "/enabled?enabled=0", "admin").json() == {"error": ""}
+        assert users.webhooks == {} and users.settings_forms == {} and users.file_actions == {}
+
+
+def _wait_for_tag(exapp: ExApp, user: str, path: str) -> int:
+    """The file id of user's file once it has the People tag."""
+    node = exapp.state.own_node(user, path)
+    deadline = time.monotonic() + WAIT_SECONDS
+    while "People" not in exapp.state.tag_names_of(node.fileid):
+        assert time.monotonic() < deadline, exapp.progress()
+        time.sleep(0.2)
+    return node.fileid
+
+
 def test_webhooks_without_appapi_headers_are_rejected(exapp, users, nextcloud):
     exapp.enable()
     call = nextcloud.node_event_calls(NODE_CREATED, users.own_node("bob", "Photos/coffee.png"))[0]
@@ -620,9 +659,12 @@ def test_a_deleted_file_loses_its_faces_and_results_at_once(exapp, users, nextcl
     assert call.send(exapp.url).json() == {"forgotten": 1}  # cat.jpg
 
 
-def test_on_nextcloud_29_the_periodic_crawl_stands_in_for_webhooks(nextcloud, users, tmp_path,
-                                                                    monkeypatch):
-    nextcloud.state.nextcloud_version = (29, 0, 6)  # no webhook_listeners app
+@pytest.mark.parametrize("without", ["nextcloud29", "webhook_listeners_disabled"])
+def test_without_webhooks_the_periodic_crawl_stands_in(nextcloud, users, tmp_path, monkeypatch, without):
+    if without == "nextcloud29":  # out of support, but what a server before webhook_listeners answers
+        nextcloud.state.nextcloud_version, nextcloud.state.aa_version = (29, 0, 6), "3.2.3"
+    else:  # a maintained release whose admin disabled the app
+        nextcloud.state.disabled_apps.add("webhook_listeners")
     nextcloud.state.app.enabled = False
     settings = Settings(data_dir=tmp_path / "data", model_mirror=SHARED_MODELS,
                         crawl_interval_seconds=1)

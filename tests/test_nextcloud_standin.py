@@ -7,6 +7,7 @@ import base64
 import io
 import time
 from collections.abc import Awaitable, Iterator
+from pathlib import Path
 from typing import TypeVar
 from xml.etree import ElementTree
 
@@ -16,7 +17,8 @@ from fastapi import FastAPI, Request
 from nc_py_api import AsyncNextcloudApp, NextcloudException, NextcloudExceptionNotFound
 from nc_py_api.ex_app import AppAPIAuthMiddleware, LogLvl
 from nc_py_api.ex_app.ui.settings import SettingsField, SettingsFieldType, SettingsForm
-from nextcloud_standin.fixture import Nextcloud
+from nextcloud_standin.fixture import APP_ID, Nextcloud
+from nextcloud_standin.releases import MAINTAINED, RELEASES
 from nextcloud_standin.server import BackgroundServer
 from nextcloud_standin.webhook_events import NODE_CREATED, NODE_DELETED
 
@@ -36,16 +38,32 @@ def app_env(nextcloud: Nextcloud, monkeypatch: pytest.MonkeyPatch) -> Nextcloud:
     return nextcloud
 
 
+@pytest.fixture
+def each_env(nextcloud_each: Nextcloud, monkeypatch: pytest.MonkeyPatch) -> Nextcloud:
+    """The same for each maintained release, for the answers that differ between them."""
+    for name, value in nextcloud_each.app_env().items():
+        monkeypatch.setenv(name, value)
+    return nextcloud_each
+
+
 async def as_user(user: str) -> AsyncNextcloudApp:
     nc = AsyncNextcloudApp()
     await nc.set_user(user)
     return nc
 
 
+def test_info_xml_names_the_releases_the_stand_in_speaks() -> None:
+    info = ElementTree.parse(Path(__file__).parents[1] / "appinfo" / "info.xml").getroot()
+    nextcloud = info.find("dependencies/nextcloud")
+    assert (int(nextcloud.get("min-version")), int(nextcloud.get("max-version"))) == (MAINTAINED[0], MAINTAINED[-1])
+    assert info.findtext("id") == APP_ID
+    assert all(RELEASES[major].major == major for major in MAINTAINED)
+
+
 def test_app_env_names_everything_an_exapp_needs(nextcloud: Nextcloud) -> None:
     env = nextcloud.app_env()
     assert env["NEXTCLOUD_URL"] == nextcloud.url
-    assert env["APP_ID"] == "recognize" and env["APP_SECRET"] == nextcloud.app_secret
+    assert env["APP_ID"] == APP_ID and env["APP_SECRET"] == nextcloud.app_secret
     assert {"APP_VERSION", "APP_HOST", "APP_PORT", "AA_VERSION", "APP_PERSISTENT_STORAGE"} <= env.keys()
 
 
@@ -58,7 +76,7 @@ def test_requests_carry_appapi_headers(app_env: Nextcloud) -> None:
     assert state.requests == [("GET", "/ocs/v1.php/cloud/capabilities", "alice")]
     headers = state.request_headers[0]
     assert base64.b64decode(headers["authorization-app-api"]).decode() == f"alice:{app_env.app_secret}"
-    assert headers["ex-app-id"] == "recognize" and headers["ex-app-version"] == "0.1.0"
+    assert headers["ex-app-id"] == APP_ID and headers["ex-app-version"] == "0.1.0"
     assert headers["aa-version"] == state.aa_version and headers["ocs-apirequest"] == "true"
 
 
@@ -164,8 +182,9 @@ def test_node_events_reach_the_exapp_as_webhook_listeners_sends_them(
 # --- OCS ------------------------------------------------------------------------------------------
 
 
-def test_capabilities_and_version(app_env: Nextcloud) -> None:
+def test_capabilities_and_version(each_env: Nextcloud) -> None:
     """As on a real Nextcloud: the ExApp without a user sees only the public capabilities."""
+    app_env, release = each_env, each_env.state.release
     async def scenario() -> tuple[dict, dict, dict]:
         nc = AsyncNextcloudApp()
         version, public = await nc.srv_version, await nc.capabilities
@@ -173,11 +192,12 @@ def test_capabilities_and_version(app_env: Nextcloud) -> None:
         return version, public, await nc.capabilities
 
     version, public, capabilities = run(scenario())
-    assert version["major"] == 30 and version["string"].startswith("30.")
-    assert public["app_api"] == {"version": app_env.state.aa_version}
+    assert version["major"] == release.major and version["string"] == release.version_string
+    assert public["app_api"] == {"version": release.app_api}
     assert "files" not in public and "notifications" not in public and "webhook_listeners" not in public
     assert capabilities["app_api"]["loglevel"] == app_env.state.loglevel
-    assert "notifications" in capabilities and "files" in capabilities and "webhook_listeners" in capabilities
+    assert "notifications" in capabilities and "files" in capabilities
+    assert "webhook_listeners" not in capabilities  # that app registers none
 
 
 def test_users_lists(app_env: Nextcloud) -> None:
@@ -195,7 +215,8 @@ def test_users_lists(app_env: Nextcloud) -> None:
     assert alice_view == []  # neither admin nor subadmin
 
 
-def test_app_config_set_get_delete(app_env: Nextcloud) -> None:
+def test_app_config_set_get_delete(each_env: Nextcloud) -> None:
+    app_env = each_env
     async def scenario() -> tuple:
         nc = AsyncNextcloudApp()
         await nc.appconfig_ex.set_value("cursor", "42")
@@ -213,7 +234,8 @@ def test_app_config_set_get_delete(app_env: Nextcloud) -> None:
     assert app_env.state.app_config == {"token": ("t2", 1)}
 
 
-def test_user_preferences_are_per_user(app_env: Nextcloud) -> None:
+def test_user_preferences_are_per_user(each_env: Nextcloud) -> None:
+    app_env = each_env
     async def scenario() -> tuple:
         nc = await as_user("alice")
         await nc.preferences_ex.set_value("enabled", "true")
@@ -230,8 +252,9 @@ def test_user_preferences_are_per_user(app_env: Nextcloud) -> None:
                      headers={**app_env.headers_to_exapp("bob"), "OCS-APIRequest": "true"},
                      json={"configKey": "k", "configValue": 5})
     saved = raw.json()["ocs"]["data"]
-    assert isinstance(saved.pop("id"), int)  # the saved row's id, as AppAPI answers
-    assert saved == {"user_id": "bob", "appid": "recognize", "configkey": "k", "configvalue": "5", "sensitive": 0}
+    row_id = saved.pop("id")  # the saved row's id up to AppAPI 34; from 35 no row (IUserConfig)
+    assert isinstance(row_id, int) if app_env.state.release.config_rows else row_id is None
+    assert saved == {"user_id": "bob", "appid": APP_ID, "configkey": "k", "configvalue": "5", "sensitive": 0}
 
 
 def test_init_status_and_enabled_state(app_env: Nextcloud) -> None:
@@ -253,7 +276,7 @@ def test_init_status_and_enabled_state(app_env: Nextcloud) -> None:
 def test_deprecated_init_status_route(app_env: Nextcloud) -> None:
     headers = {**app_env.headers_to_exapp(), "OCS-APIRequest": "true"}
     url = f"{app_env.url}/ocs/v1.php/apps/app_api/apps/status"
-    assert httpx.put(f"{url}/recognize?format=json", headers=headers, json={"progress": 70}).status_code == 200
+    assert httpx.put(f"{url}/{APP_ID}?format=json", headers=headers, json={"progress": 70}).status_code == 200
     other = httpx.put(f"{url}/someapp?format=json", headers=headers, json={"progress": 70})
     assert other.json()["ocs"]["meta"]["statuscode"] == 404
     assert app_env.state.app.progress_history == [(70, "")]
@@ -264,7 +287,9 @@ def test_init_error_is_recorded(app_env: Nextcloud) -> None:
     assert app_env.state.app.error == "models could not be fetched"
 
 
-def test_file_actions_menu_register_get_unregister(app_env: Nextcloud) -> None:
+def test_file_actions_menu_register_get_unregister(each_env: Nextcloud) -> None:
+    app_env = each_env
+
     async def register() -> object:
         nc = AsyncNextcloudApp()
         await nc.ui.files_dropdown_menu.register_ex("recognize_file", "Recognize", "/api/v1/files/action",
@@ -282,8 +307,14 @@ def test_file_actions_menu_register_get_unregister(app_env: Nextcloud) -> None:
     assert entry.name == "recognize_file" and entry.mime == "image" and entry.version == "2.0"
     assert entry.action_handler == "api/v1/files/action" and entry.permissions == 31  # AppAPI strips the "/"
     registered = app_env.state.file_actions["recognize_file"]
-    assert registered["appid"] == "recognize" and registered["display_name"] == "Recognize"
+    assert registered["appid"] == APP_ID and registered["display_name"] == "Recognize"
+    release = app_env.state.release  # AppAPI 35: a v2 action may be the default one
+    assert ("default_action" in registered) is release.file_action_default
     assert run(unregister()) is None and app_env.state.file_actions == {}
+    bad = httpx.post(f"{app_env.url}/ocs/v2.php/apps/app_api/api/v2/ui/files-actions-menu?format=json",
+                     headers={**app_env.headers_to_exapp(), "OCS-APIRequest": "true"},
+                     json={"name": "x", "displayName": "X", "actionHandler": "x", "defaultAction": "always"})
+    assert bad.status_code == (400 if release.file_action_default else 200)
 
 
 def test_top_menu(app_env: Nextcloud) -> None:
@@ -317,7 +348,65 @@ def test_declarative_settings(app_env: Nextcloud) -> None:
     assert gone is None
 
 
-def test_notifications(app_env: Nextcloud) -> None:
+def test_declarative_forms_api_as_the_settings_page_uses_it(each_env: Nextcloud) -> None:
+    """GET .../declarative/forms and POST .../declarative/value with a user's login (Basic here)."""
+    admin_form = SettingsForm(id="tuning", section_type="admin", section_id="ai", title="Tuning", fields=[
+        SettingsField(id="level", title="Level", type=SettingsFieldType.SELECT, default="High",
+                      options=["Low", "High"]),
+        SettingsField(id="ratio", title="Ratio", type=SettingsFieldType.TEXT, default="0.5"),
+        SettingsField(id="side", title="Side", type=SettingsFieldType.NUMBER, default=1600)])
+    personal_form = SettingsForm(id="mine", section_type="personal", section_id="declarative_settings",
+                                 title="Mine", fields=[SettingsField(id="on", title="On",
+                                                                     type=SettingsFieldType.CHECKBOX, default=True)])
+
+    async def scenario() -> None:
+        nc = AsyncNextcloudApp()
+        await nc.ui.settings.register_form(admin_form)
+        await nc.ui.settings.register_form(personal_form)
+
+    run(scenario())
+    base = f"{each_env.url}/ocs/v2.php/settings/api/declarative"
+    ocs = {"OCS-APIRequest": "true", "Accept": "application/json"}
+
+    def forms(user: str) -> dict:
+        response = httpx.get(f"{base}/forms", headers=ocs, auth=(user, user))
+        assert response.status_code == 200, response.text
+        return {f["id"]: {field["id"]: field["value"] for field in f["fields"]} for f in response.json()["ocs"]["data"]}
+
+    def save(user: str, field: str, value: object) -> httpx.Response:
+        return httpx.post(f"{base}/value", headers=ocs, auth=(user, user),
+                          json={"app": APP_ID, "formId": "tuning" if field != "on" else "mine", "fieldId": field,
+                                "value": value})
+
+    # Defaults as AppAPI's GetValueListener gives them: numeric ones JSON-encoded.
+    assert forms("admin") == {"tuning": {"level": "High", "ratio": '"0.5"', "side": "1600"}, "mine": {"on": True}}
+    assert forms("alice") == {"mine": {"on": True}}
+    assert httpx.get(f"{base}/forms", headers=ocs, auth=("alice", "wrong")).status_code == 401
+    assert save("admin", "level", "Low").status_code == 200
+    assert save("admin", "on", 0).status_code == 200
+    assert forms("admin") == {"tuning": {"level": "Low", "ratio": '"0.5"', "side": "1600"}, "mine": {"on": "0"}}
+    assert each_env.state.app_config["level"] == ("Low", 0)
+    # A user who is neither admin nor subadmin cannot save, not even a personal form (SubadminMiddleware).
+    denied = save("alice", "on", 0)
+    assert denied.status_code == 403 and denied.headers["content-type"].startswith("text/html")
+    assert ("alice", "on") not in each_env.state.preferences
+
+
+def test_deleting_missing_config_names_the_store(each_env: Nextcloud) -> None:
+    headers = {**each_env.headers_to_exapp("alice"), "OCS-APIRequest": "true", "Accept": "application/json"}
+    url = f"{each_env.url}/ocs/v2.php/apps/app_api/api/v1/ex-app"
+    config = httpx.request("DELETE", f"{url}/config", headers=headers, json={"configKeys": ["absent"]})
+    preference = httpx.request("DELETE", f"{url}/preference", headers=headers, json={"configKeys": ["absent"]})
+    assert config.status_code == preference.status_code == 404
+    rows = each_env.state.release.config_rows  # 33, 34: AppAPI's own tables; 35: the server's config
+    assert config.json()["ocs"]["meta"]["message"] == (
+        "No appconfig_ex values deleted" if rows else "No app config values deleted")
+    assert preference.json()["ocs"]["meta"]["message"] == (
+        "No preferences_ex values deleted" if rows else "No user config values deleted")
+
+
+def test_notifications(each_env: Nextcloud) -> None:
+    app_env = each_env
     async def scenario() -> tuple:
         nc = await as_user("alice")
         object_id = await nc.notifications.create("Recognize finished", "12 photos tagged", link="/apps/photos")
@@ -326,11 +415,12 @@ def test_notifications(app_env: Nextcloud) -> None:
     object_id, notification = run(scenario())
     assert notification is not None and notification.user_id == "alice"
     assert notification.subject == "Recognize finished" and notification.message == "12 photos tagged"
-    assert notification.link == "/apps/photos" and notification.app_name == "recognize"
+    assert notification.link == "/apps/photos" and notification.app_name == APP_ID
     assert [n["object_id"] for n in app_env.state.notifications] == [object_id]
 
 
-def test_webhook_listeners(app_env: Nextcloud) -> None:
+def test_webhook_listeners(each_env: Nextcloud) -> None:
+    app_env = each_env
     event = "OCP\\Files\\Events\\Node\\NodeCreatedEvent"
 
     async def scenario() -> tuple:
@@ -343,10 +433,11 @@ def test_webhook_listeners(app_env: Nextcloud) -> None:
         return hook, listed, removed, count
 
     hook, listed, removed, count = run(scenario())
-    assert hook.app_id == "recognize" and hook.event == event and hook.uri == "/webhooks/node"
+    assert hook.app_id == APP_ID and hook.event == event and hook.uri == "/webhooks/node"
     assert hook.event_filter == {"event.node.path": "/x"}
     assert [h.webhook_id for h in listed] == [hook.webhook_id]
     assert removed is True and count == 1 and app_env.state.webhooks == {}
+    assert hook._raw_data["tokenNeeded"] is None  # webhook_listeners 1.5 (Nextcloud 33) added it
 
 
 def test_webhooks_need_an_admin_or_no_user(app_env: Nextcloud) -> None:
@@ -376,7 +467,8 @@ def test_log_respects_the_loglevel(app_env: Nextcloud) -> None:
 def test_ocs_xml_is_the_default_format(app_env: Nextcloud) -> None:
     response = httpx.get(f"{app_env.url}/ocs/v1.php/cloud/capabilities", headers={"OCS-APIRequest": "true"})
     assert response.headers["content-type"].startswith("application/xml")
-    assert "<statuscode>100</statuscode>" in response.text and "<major>30</major>" in response.text
+    major = app_env.state.release.major
+    assert "<statuscode>100</statuscode>" in response.text and f"<major>{major}</major>" in response.text
 
 
 # --- WebDAV files ---------------------------------------------------------------------------------
@@ -813,5 +905,11 @@ def test_unregistering_a_top_menu_takes_its_scripts_and_styles(app_env: Nextclou
 def test_switching_a_running_stand_in_to_nextcloud29_removes_webhook_listeners(app_env: Nextcloud) -> None:
     assert run(_list_webhooks_as("admin")) == []
     app_env.state.nextcloud_version = (29, 0, 6)
+    with pytest.raises(NextcloudExceptionNotFound):
+        run(_list_webhooks_as("admin"))
+
+
+def test_a_disabled_webhook_listeners_app_has_no_routes(app_env: Nextcloud) -> None:
+    app_env.state.disabled_apps.add("webhook_listeners")
     with pytest.raises(NextcloudExceptionNotFound):
         run(_list_webhooks_as("admin"))

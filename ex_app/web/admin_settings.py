@@ -1,7 +1,11 @@
-"""The declarative admin settings form (section "Recognize") and the settings it yields.
+"""The declarative admin settings form and the settings it yields.
 
-Nextcloud stores the form's values in the ExApp's app config under the field ids, which
-are the names of :class:`~ex_app.config.Settings` fields; they override the ExApp's own.
+The form sits in Administration → "Artificial Intelligence" (section ``ai`` of Nextcloud's
+settings app, where Nextcloud's Context Agent ExApp puts its own): a form in a section the server
+does not have is listed in no navigation. Nextcloud stores the form's values in the ExApp's app
+config under the field ids, which are the names of :class:`~ex_app.config.Settings` fields;
+they override the ExApp's own. A select stores the option it shows, so the sensitivity select
+offers its labels and :data:`SENSITIVITY` maps the chosen label to a distance.
 """
 
 from __future__ import annotations
@@ -19,8 +23,9 @@ log = logging.getLogger(__name__)
 
 FORM_ID = "recognize_admin"
 
+FORM_SECTION = "ai"
 # Face grouping sensitivity: the longest link inside a new person (see config.py).
-SENSITIVITY = {"Strict (fewer mix-ups)": "0.45", "Balanced": "0.55", "Loose (fewer splits)": "0.6"}
+SENSITIVITY = {"Strict (fewer mix-ups)": 0.45, "Balanced": 0.55, "Loose (fewer splits)": 0.6}
 
 
 INTRO = "Private tagging of your media on this server: faces into persons, objects, scenes, places and genres."
@@ -40,7 +45,7 @@ def settings_form(defaults: Settings, progress: list[AnalyzerProgress] | None = 
     return SettingsForm(
         id=FORM_ID,
         section_type="admin",
-        section_id="recognize",
+        section_id=FORM_SECTION,
         title="Recognize",
         description=INTRO if progress is None else f"{INTRO}\n{progress_text(progress)}",
         fields=[
@@ -61,7 +66,8 @@ def settings_form(defaults: Settings, progress: list[AnalyzerProgress] | None = 
                   defaults.landmarks_enabled,
                   label="Tag photos of buildings and monuments with the landmark"),
             field("face_cluster_distance", "Face grouping sensitivity", SettingsFieldType.SELECT,
-                  _closest_sensitivity(defaults.face_cluster_distance), options=SENSITIVITY),
+                  sensitivity_label(defaults.face_cluster_distance), options=list(SENSITIVITY),
+                  description="How alike faces must be to become one person."),
             field("face_min_faces_per_person", "Minimum faces per person",
                   SettingsFieldType.NUMBER, defaults.face_min_faces_per_person,
                   description="Fewer similar faces do not make a person (at least 2)."),
@@ -82,8 +88,18 @@ def settings_form(defaults: Settings, progress: list[AnalyzerProgress] | None = 
     )
 
 
-def _closest_sensitivity(distance: float) -> str:
-    return min(SENSITIVITY.values(), key=lambda value: abs(float(value) - distance))
+def sensitivity_label(distance: float) -> str:
+    """The option closest to a grouping distance."""
+    return min(SENSITIVITY, key=lambda label: abs(SENSITIVITY[label] - distance))
+
+
+def _sensitivity_distance(saved: str) -> float | str:
+    """The distance of a saved option; a number saved by an earlier version (possibly JSON-quoted,
+    as the server gave our old numeric default back) stays a number; anything else is left to
+    fail validation."""
+    if saved in SENSITIVITY:
+        return SENSITIVITY[saved]
+    return saved.strip().strip('"')
 
 
 async def admin_settings(nc: AsyncNextcloudApp, base: Settings) -> Settings:
@@ -91,6 +107,8 @@ async def admin_settings(nc: AsyncNextcloudApp, base: Settings) -> Settings:
     ids = [f.id for f in settings_form(base).fields]
     saved = {record.key: record.value for record in await nc.appconfig_ex.get_values(ids)}
     saved = {key: value for key, value in saved.items() if value not in (None, "")}
+    if "face_cluster_distance" in saved:
+        saved["face_cluster_distance"] = _sensitivity_distance(saved["face_cluster_distance"])
     try:
         return Settings(**(base.model_dump() | saved))
     except ValidationError as error:

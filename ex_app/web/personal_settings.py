@@ -1,4 +1,8 @@
-"""The personal settings form (section "Recognize"): each user opts in or out.
+"""The personal settings form: each user opts in or out.
+
+It sits in Personal settings → "ExApps Settings" (section ``declarative_settings``, which
+AppAPI registers for ExApps' forms; the server's own personal sections have no place for AI
+apps, and its "Additional settings" is listed only when legacy settings fill it).
 
 Nextcloud stores a user's answers in the ExApp's per-user preferences under the field ids.
 A user who never answered gets the admin's default (``users_enabled_by_default``).
@@ -12,6 +16,7 @@ from nc_py_api import AsyncNextcloudApp
 from nc_py_api.ex_app.ui.settings import SettingsField, SettingsFieldType, SettingsForm
 
 FORM_ID = "recognize_personal"
+FORM_SECTION = "declarative_settings"
 ANALYZE = "analyze_my_files"
 DELETE_FACES = "delete_my_face_data"
 TRUE_VALUES = {"1", "true", "yes", "on"}
@@ -31,7 +36,7 @@ def settings_form(enabled_by_default: bool) -> SettingsForm:
     return SettingsForm(
         id=FORM_ID,
         section_type="personal",
-        section_id="recognize",
+        section_id=FORM_SECTION,
         title="Recognize",
         description="Recognize tags your photos, music and videos on this server; "
         "nothing leaves it.",

@@ -1,5 +1,8 @@
-"""A local stand-in of the Nextcloud 30 + AppAPI endpoints Recognize uses, served over real HTTP
-(fixture ``nextcloud``; ``nextcloud29`` answers as Nextcloud 29 with AppAPI 3.2.3; see README.md).
+"""A local stand-in of the Nextcloud + AppAPI endpoints Recognize uses, served over real HTTP.
+
+Fixtures: ``nextcloud`` answers as Nextcloud 33 (the oldest maintained release), ``nextcloud_each``
+once per maintained release (33, 34, 35), ``nextcloud29`` as Nextcloud 29 with AppAPI 3.2.3;
+``serve_release`` serves any entry of ``releases.RELEASES`` (see README.md for what each is based on).
 
 Use it from a test module::
 
@@ -12,7 +15,8 @@ Use it from a test module::
         nextcloud.state.share("alice", "Photos", "bob")
         ...  # AsyncNextcloudApp() now talks to the stand-in; assert on nextcloud.state afterwards
 
-Modules: ``state`` (everything the server knows, thread-safe, inspectable), ``server`` (the ASGI app,
+Modules: ``releases`` (what differs per release), ``state`` (everything the server knows, thread-safe,
+inspectable), ``declarative`` (the settings app's declarative forms API), ``server`` (the ASGI app,
 faults, ``BackgroundServer`` that also serves an ExApp), ``ocs`` (OCS envelopes and endpoints),
 ``webdav`` (files), ``systemtags``, ``davxml`` (sabre-style XML), ``auth`` (AppAPI both ways),
 ``webhook_events`` (calls webhook_listeners makes to the ExApp), ``fixture``.

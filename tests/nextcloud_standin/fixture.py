@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 
 from .auth import headers_to_exapp, new_secret
+from .releases import DEFAULT, MAINTAINED, RELEASES
 from .server import BackgroundServer, build_app
 from .state import NextcloudState, Node
 from .webhook_events import WebhookCall, node_event_calls
 
-APP_ID = "recognize"
+APP_ID = "recognize_ex"  # appinfo/info.xml
 APP_VERSION = "0.1.0"
-AA_VERSION = "4.0.0"
 
 
 @dataclass
@@ -58,14 +58,28 @@ class Nextcloud:
 
 @pytest.fixture
 def nextcloud(tmp_path: Path) -> Iterator[Nextcloud]:
-    """A fresh stand-in Nextcloud 30 with an admin ``admin`` and users ``alice`` and ``bob``."""
-    yield from _serve(tmp_path, NextcloudState(APP_ID, APP_VERSION, new_secret(), AA_VERSION))
+    """A fresh stand-in of the oldest maintained Nextcloud (releases.DEFAULT) with an admin ``admin``
+    and users ``alice`` and ``bob`` (each user's password is their id)."""
+    yield from serve_release(tmp_path, DEFAULT)
+
+
+@pytest.fixture(params=MAINTAINED, ids=[f"nc{major}" for major in MAINTAINED])
+def nextcloud_each(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Nextcloud]:
+    """The stand-in once per maintained release (33, 34, 35), for what differs between them."""
+    yield from serve_release(tmp_path, request.param)
 
 
 @pytest.fixture
 def nextcloud29(tmp_path: Path) -> Iterator[Nextcloud]:
-    """The same as Nextcloud 29 with AppAPI 3.2 answers it: no webhook_listeners app."""
-    yield from _serve(tmp_path, NextcloudState(APP_ID, APP_VERSION, new_secret(), "3.2.3", (29, 0, 1)))
+    """Nextcloud 29 with AppAPI 3.2.3 as a real one answered: no webhook_listeners app. Out of
+    support; kept for the periodic crawl that stands in for webhooks there."""
+    yield from serve_release(tmp_path, 29)
+
+
+def serve_release(tmp_path: Path, major: int) -> Iterator[Nextcloud]:
+    """A running stand-in answering as that release of releases.RELEASES (a generator for fixtures)."""
+    release = RELEASES[major]
+    yield from _serve(tmp_path, NextcloudState(APP_ID, APP_VERSION, new_secret(), release.app_api, release.server))
 
 
 def _serve(tmp_path: Path, state: NextcloudState) -> Iterator[Nextcloud]:

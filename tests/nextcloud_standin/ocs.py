@@ -221,8 +221,8 @@ class OcsApi:
                               "admin-notifications": ["ocs", "cli"]},
             "app_api": {"loglevel": self.state.loglevel, "version": self.state.aa_version},
         }
-        if self.state.webhook_listeners:
-            capabilities["webhook_listeners"] = {"enabled": True}
+        # webhook_listeners registers no capability (its lib/ has no Capabilities class): an ExApp
+        # learns of it from the server version or from its routes answering
         return {"version": version, "capabilities": capabilities}
 
     async def users(self, request: Request, user: str, params: dict) -> Any:
@@ -277,7 +277,8 @@ class OcsApi:
         return self._store_get(self.state.app_config, None, params)
 
     async def config_delete(self, request: Request, user: str, params: dict) -> Any:
-        return self._store_delete(self.state.app_config, None, params, "appconfig_ex")
+        table = "appconfig_ex" if self.state.release.config_rows else "app config"
+        return self._store_delete(self.state.app_config, None, params, table)
 
     async def preference_set(self, request: Request, user: str, params: dict) -> Any:
         return self._store_set(self.state.preferences, _require_user(user), params,
@@ -287,7 +288,8 @@ class OcsApi:
         return self._store_get(self.state.preferences, _require_user(user), params)
 
     async def preference_delete(self, request: Request, user: str, params: dict) -> Any:
-        return self._store_delete(self.state.preferences, _require_user(user), params, "preferences_ex")
+        table = "preferences_ex" if self.state.release.config_rows else "user config"
+        return self._store_delete(self.state.preferences, _require_user(user), params, table)
 
     def _store_set(self, store: dict, user: str | None, params: dict, sensitive_field: bool) -> Any:
         key = str(params.get("configKey", ""))
@@ -299,7 +301,8 @@ class OcsApi:
             sensitive = old_sensitive if params.get("sensitive") is None else int(bool(params["sensitive"]))
             store[_key(user, key)] = (value, sensitive)
             row_id = self._row_ids.setdefault((id(store), _key(user, key)), len(self._row_ids) + 1)
-        record: dict[str, Any] = {"id": row_id}  # the saved row
+        # AppAPI before 35 answers with the saved row; from 35 with an entity never stored (IAppConfig)
+        record: dict[str, Any] = {"id": row_id if self.state.release.config_rows else None}
         if user is not None:
             record["user_id"] = user
         record.update(appid=self.state.app.app_id, configkey=key, configvalue=value)
@@ -353,6 +356,9 @@ class OcsApi:
             if not params.get(required):
                 raise OcsError(400, f"Missing parameter {required}")
         v2 = "/api/v2/" in request.url.path
+        default_action = str(params.get("defaultAction") or "") if v2 else ""
+        if self.state.release.file_action_default and default_action not in ("", "default", "hidden"):
+            raise OcsError(400, f"Invalid defaultAction '{default_action}' — must be '', 'default', or 'hidden'")
         self.state.file_actions[name] = {
             "id": self.state.next_id(), "appid": self.state.app.app_id, "name": name,
             "display_name": str(params["displayName"]), "mime": str(params.get("mime", "file")),
@@ -361,6 +367,8 @@ class OcsApi:
             "action_handler": str(params["actionHandler"]).lstrip("/"),
             "version": "2.0" if v2 else "1.0",
         }
+        if self.state.release.file_action_default:
+            self.state.file_actions[name]["default_action"] = default_action or None
         return []
 
     async def file_action_unregister(self, request: Request, user: str, params: dict) -> Any:
@@ -482,6 +490,8 @@ class OcsApi:
             "headers": params.get("headers") or None, "authMethod": auth_method,
             "authData": params.get("authData") or None,
         }
+        if self.state.release.webhook_token_needed:
+            webhook["tokenNeeded"] = params.get("tokenNeeded") or None
         self.state.webhooks[webhook_id] = webhook
         return webhook
 

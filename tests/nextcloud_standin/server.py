@@ -15,6 +15,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .davxml import DavError
+from .declarative import DeclarativeSettingsApi
 from .ocs import (
     NOT_FOUND_MESSAGE,
     RESPOND_NOT_FOUND,
@@ -80,6 +81,7 @@ def _claimed_user(headers: dict[str, str]) -> str:
 def build_app(state: NextcloudState) -> ASGIApp:
     """The Starlette app serving OCS and WebDAV over ``state``."""
     routes = OcsApi(state).routes() + FilesDav(state).routes() + SystemTagsDav(state).routes()
+    routes += DeclarativeSettingsApi(state).routes()
     routes += [Route(f"/ocs/v{v}.php/{{rest:path}}", unknown_ocs_route, methods=["GET", "POST", "PUT", "DELETE"])
                for v in (1, 2)]
     return FaultsAndLog(Starlette(routes=routes), state)

@@ -13,6 +13,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from .releases import Release, release_of
+
 INSTANCE_ID = "ocstandin01"
 """Nextcloud's instance id, the suffix of every ``oc:id``."""
 
@@ -24,6 +26,10 @@ class User:
     user_id: str
     display_name: str
     admin: bool = False
+    password: str = ""  # for a browser's Basic auth; "" means the user id
+
+    def checks(self, password: str) -> bool:
+        return password == (self.password or self.user_id)
 
 
 @dataclass
@@ -138,12 +144,18 @@ class NextcloudState:
         self.requests: list[tuple[str, str, str]] = []  # (method, path, AppAPI user) of every request
         self.request_headers: list[dict[str, str]] = []  # their headers, lower-cased names, same order
         self.faults = Faults()
+        self.disabled_apps: set[str] = set()  # shipped apps an admin disabled (occ app:disable)
         self._ids = itertools.count(100)
 
     @property
     def webhook_listeners(self) -> bool:
-        """Nextcloud 30 brought the webhook_listeners app; on 29 its routes do not exist."""
-        return self.nextcloud_version >= (30, 0, 0)
+        """Nextcloud 30 brought the webhook_listeners app; on 29, or disabled, its routes do not exist."""
+        return self.nextcloud_version >= (30, 0, 0) and "webhook_listeners" not in self.disabled_apps
+
+    @property
+    def release(self) -> Release:
+        """What differs for this server version (releases.py)."""
+        return release_of(self.nextcloud_version)
 
     @property
     def aa_major(self) -> int:
