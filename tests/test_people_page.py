@@ -40,6 +40,7 @@ from conftest import REPO, SHARED_DATA, SHARED_MODELS
 from nc_py_api import AsyncNextcloudApp
 from nextcloud_standin import page_shell
 from nextcloud_standin.auth import headers_to_exapp, new_secret
+from nextcloud_standin.releases import MAINTAINED, RELEASES
 from nextcloud_standin.server import BackgroundServer, build_app
 from nextcloud_standin.state import NextcloudState
 from playwright.sync_api import Page, expect, sync_playwright
@@ -72,9 +73,6 @@ ALICE_PHOTOS, BOB_PHOTOS = 11, 6
 SYNTHETIC_PERSONS = 500
 PAGE_PATH = f"/index.php/apps/app_api/embedded/{APP_ID}/{people.PAGE}"
 PROXY_PREFIX = f"/index.php/apps/app_api/proxy/{APP_ID}"
-# Nextcloud and AppAPI versions per release, as the stand-in answers them.
-RELEASES = {29: ((29, 0, 1), "3.2.3"), 33: ((33, 0, 8), "33.0.0"), 34: ((34, 0, 3), "34.0.0"),
-            35: ((35, 0, 0), "35.0.0-dev.1")}
 PAGE_ERRORS: dict[int, list[str]] = {}  # uncaught errors, console errors and warnings
 # Milliseconds from navigation to the first frame showing this many person cards.
 CARDS_SHOWN_AT = """window.cardsShownAt = null;
@@ -221,8 +219,8 @@ def _environment(values: dict[str, str]) -> Iterator[None]:
 def library(tmp_path_factory) -> Iterator[Library]:
     """alice has 12 identities × 11 photos, bob 2 × 6; scanned once through the real
     Nextcloud path (crawl, download, faces) and grouped."""
-    server, app_api = RELEASES[page_shell.MAINTAINED[0]]  # the interaction tests' release
-    state = NextcloudState(APP_ID, "0.1.0", new_secret(), app_api, server)
+    release = RELEASES[MAINTAINED[0]]  # the interaction tests' release
+    state = NextcloudState(APP_ID, "0.1.0", new_secret(), release.app_api, release.server)
     state.add_user("admin", "Administrator", admin=True)
     state.add_user("alice", "Alice")
     state.add_user("bob", "Bob")
@@ -371,7 +369,7 @@ def errors_of(page: Page) -> list[str]:
 def _release(state: NextcloudState, major: int) -> Iterator[None]:
     """The stand-in answers (and renders its pages) as that release for a while."""
     saved = state.nextcloud_version, state.aa_version
-    state.nextcloud_version, state.aa_version = RELEASES[major]
+    state.nextcloud_version, state.aa_version = RELEASES[major].server, RELEASES[major].app_api
     try:
         yield
     finally:
@@ -454,7 +452,7 @@ def test_the_top_menu_entry_and_its_files(stack):
     assert httpx.get(f"{stack.front_url}{PROXY_PREFIX}/api/people/nope").status_code == 404
 
 
-@pytest.mark.parametrize("major", page_shell.MAINTAINED, ids=lambda major: f"nc{major}")
+@pytest.mark.parametrize("major", MAINTAINED, ids=lambda major: f"nc{major}")
 def test_the_first_frame_shows_persons_in_each_release(browser, stack, major):
     """The page in the user layout each maintained release renders around it: persons in the
     first frame that has any, no error or warning (@nextcloud/vue's "used without setting /

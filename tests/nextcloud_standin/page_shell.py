@@ -52,9 +52,6 @@ from PIL import Image
 from starlette.responses import Response
 from starlette.routing import Route
 
-MAINTAINED = (33, 34, 35)
-"""The releases the People page is checked in."""
-
 CORE_SCRIPTS = ("/dist/core-common.js", "/dist/core-main.js")
 CORE_STYLES = ("/core/css/server.css", "/apps/theming/theme/default.css")
 FAVICON = "/core/img/favicon.ico"  # image_path('app_api', 'favicon.ico'): AppAPI has none, core's
