@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ex_app.models.manifest import ManifestError, ModelSpec, load_manifest
+from ex_app.models.manifest import ManifestError, ModelSpec, UrlSource, load_manifest
 from ex_app.models.store import ModelStore, ModelUnavailable, file_sha256, package_file
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -277,8 +277,9 @@ def test_status_lists_every_model_and_what_is_present(tmp_path):
 
 def test_every_entry_has_a_real_source_and_its_pinned_bytes(tmp_path):
     """Each hash-pinned entry comes from an installed registry package, as it is or through
-    its converter, or (ONLY_UPSTREAM) from its upstream URL; a mirror file of the same name
-    holds the same bytes, unless the entry is converted here (CONVERTED_HERE)."""
+    its converter, or from its upstream URL (ONLY_UPSTREAM, or an entry whose fallback a
+    package gives: checked against the mirror); a mirror file of the same name holds the
+    same bytes, unless the entry is converted here (CONVERTED_HERE)."""
     manifest = load_manifest()
     converting_store = ModelStore(tmp_path, manifest)  # no mirror: derived files are made here
 
@@ -289,6 +290,10 @@ def test_every_entry_has_a_real_source_and_its_pinned_bytes(tmp_path):
         if spec.sha256 is None or spec.name in ONLY_UPSTREAM:
             assert spec.urls, spec.name
             assert not (SHARED_MODELS / spec.file).exists(), f"{spec.name}: pin it from the mirror"
+            continue
+        if spec.fallback is not None and spec.package is None and spec.derivation is None:
+            assert spec.urls and manifest[spec.fallback].package is not None, spec.name
+            assert file_sha256(SHARED_MODELS / spec.file) == spec.sha256, spec.name
             continue
         assert spec.package is not None or spec.derivation is not None, spec.name
         local = converting_store.fetch(spec.name)
@@ -442,3 +447,44 @@ def test_the_new_entries_carry_upstream_urls_and_say_how_they_are_verified():
     assert manifest["movinet_a0_stream"].file.endswith(".tflite")
     assert all(manifest[f"landmarks_{r}"].file.endswith(".tflite") for r in ("asia", "europe"))
     assert manifest["kinetics600_labels"].sha256 is not None  # its hash is known
+
+
+def test_a_model_no_source_gives_falls_back_to_its_lesser_entry(tmp_path, server, caplog):
+    base, served = server
+    primary = spec_for("detector", SMALL_MODEL, [f"{base}/{SMALL_MODEL.name}"])
+    primary = primary.model_copy(update={"fallback": "lesser"})
+    lesser = spec_for("lesser", OTHER_MODEL, [serve(served, base, OTHER_MODEL)])
+    store = ModelStore(tmp_path, {"detector": primary, "lesser": lesser})
+    assert store.local_path("detector") is None
+
+    with caplog.at_level(logging.WARNING, logger="ex_app.models.store"):
+        path = store.fetch("detector")
+
+    assert path == store.stored_path("lesser") and path.read_bytes() == OTHER_MODEL.read_bytes()
+    assert any("using its fallback lesser" in r.getMessage() for r in caplog.records)
+    assert store.local_path("detector") == path
+    assert store.version_sha256("detector") == lesser.sha256  # results say which model
+
+    served.files["/" + SMALL_MODEL.name] = SMALL_MODEL.read_bytes()  # the better one appears
+    assert store.fetch("detector") == store.stored_path("detector")
+    assert store.version_sha256("detector") == primary.sha256
+
+    gone = {"detector": primary.model_copy(update={"sources": (UrlSource(url=f"{base}/x"),)}),
+            "lesser": lesser.model_copy(update={"sources": (UrlSource(url=f"{base}/y"),)})}
+    with pytest.raises(ModelUnavailable) as failure:
+        ModelStore(tmp_path / "fresh", gone).fetch("detector")
+    assert any(r.startswith("fallback ") and "HTTP 404" in r for r in failure.value.reasons)
+
+
+def test_an_unreachable_source_says_nothing_was_kept_and_what_to_do(tmp_path):
+    spec = spec_for("probe", SMALL_MODEL, ["http://127.0.0.1:9/probe.onnx"])  # discard port
+    store = ModelStore(tmp_path, {"probe": spec})
+
+    with pytest.raises(ModelUnavailable) as failure:
+        store.fetch("probe")
+
+    assert "download broke off after 0 of" in failure.value.reasons[0]
+    assert "nothing was kept" in failure.value.reasons[0]
+    assert not store.stored_path("probe").with_name(SMALL_MODEL.name + ".part").exists()
+    message = str(failure.value)
+    assert "To fix:" in message and "--model-mirror" in message and spec.sha256 in message

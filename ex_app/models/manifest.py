@@ -88,6 +88,9 @@ class ModelSpec(BaseModel):
     licence: str
     inputs: str
     sources: tuple[UrlSource | PackageSource | DerivedSource, ...] = Field(min_length=1)
+    # Another entry with the same inputs and outputs, used (with a warning) when no source
+    # gives this one: a lesser model that a fresh machine can always have.
+    fallback: str | None = Field(default=None, pattern=r"^[a-z0-9_]+$")
 
     @model_validator(mode="after")
     def _hash_or_pin(self) -> ModelSpec:
@@ -154,6 +157,15 @@ def load_manifest(path: Path = MANIFEST_PATH) -> dict[str, ModelSpec]:
             raise ManifestError(f"{path}: model {name!r}: sources must be https: {insecure}")
         manifest[name] = spec
     for spec in manifest.values():
+        if spec.fallback is not None and (
+            spec.fallback not in manifest
+            or spec.fallback == spec.name
+            or manifest[spec.fallback].fallback is not None
+        ):
+            raise ManifestError(
+                f"{path}: model {spec.name!r}: fallback {spec.fallback!r} must be another "
+                "entry without a fallback of its own"
+            )
         sources = spec.derivation.derived_from if spec.derivation else ()
         unknown = [name for name in sources if name not in manifest]
         if unknown:

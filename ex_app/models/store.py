@@ -167,9 +167,23 @@ class ModelStore:
         Raises :class:`ModelUnavailable` when every source failed.
         """
         spec = self._spec(name)
-        # Another process fetching it: wait, then find it there.
-        with host_lock(self.models_dir / ".locks" / f"{spec.name}.lock"):
-            return self._fetch(spec, progress)
+        try:
+            # Another process fetching it: wait, then find it there.
+            with host_lock(self.models_dir / ".locks" / f"{spec.name}.lock"):
+                return self._fetch(spec, progress)
+        except ModelUnavailable as error:
+            if spec.fallback is None:
+                raise
+            try:
+                path = self.fetch(spec.fallback, progress)
+            except ModelUnavailable as lesser:
+                reasons = [*error.reasons, *(f"fallback {r}" for r in lesser.reasons)]
+                raise ModelUnavailable(name, reasons, remedy(spec)) from lesser
+            log.warning(
+                "model %s is not available here (%s); using its fallback %s: %s",
+                name, "; ".join(error.reasons), spec.fallback, path,
+            )
+            return path
 
     def _fetch(self, spec: ModelSpec, progress: Progress | None) -> Path:
         name = spec.name
@@ -207,8 +221,24 @@ class ModelStore:
         raise ModelUnavailable(name, reasons, remedy(spec))
 
     def local_path(self, name: str) -> Path | None:
-        """The verified copy on this machine, or None; never fetches anything."""
-        return self._present(self._spec(name))
+        """The verified copy on this machine (or its fallback's), or None; never fetches."""
+        spec = self._spec(name)
+        present = self._present(spec)
+        if present is None and spec.fallback is not None:
+            return self._present(self._spec(spec.fallback))
+        return present
+
+    def version_sha256(self, name: str) -> str | None:
+        """The hash of the file a model name stands for here: its own, or its fallback's
+        while only the fallback is on this machine (results say which model made them)."""
+        spec = self._spec(name)
+        if (
+            spec.fallback is not None
+            and self._present(spec) is None
+            and self._present(self._spec(spec.fallback)) is not None
+        ):
+            return self.expected_sha256(spec.fallback)
+        return self.expected_sha256(name)
 
     def status(self) -> list[ModelStatus]:
         """Every manifest entry with its verified local path, if any."""
