@@ -459,9 +459,12 @@ def test_a_model_no_source_gives_falls_back_to_its_lesser_entry(tmp_path, server
 
     with caplog.at_level(logging.WARNING, logger="ex_app.models.store"):
         path = store.fetch("detector")
+        assert store.fetch("detector") == path
 
     assert path == store.stored_path("lesser") and path.read_bytes() == OTHER_MODEL.read_bytes()
-    assert any("using its fallback lesser" in r.getMessage() for r in caplog.records)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1 and "using its fallback lesser" in warnings[0]  # once, with why
+    assert "HTTP 404" in warnings[0]
     assert store.local_path("detector") == path
     assert store.version_sha256("detector") == lesser.sha256  # results say which model
 

@@ -155,6 +155,7 @@ class ModelStore:
         self.manifest = manifest
         self.mirror = Path(mirror) if mirror is not None else None
         self.timeout = timeout
+        self._fallen_back: set[str] = set()
 
     def path(self, name: str) -> Path:
         """The verified local file for a model, fetching it first if needed."""
@@ -179,10 +180,12 @@ class ModelStore:
             except ModelUnavailable as lesser:
                 reasons = [*error.reasons, *(f"fallback {r}" for r in lesser.reasons)]
                 raise ModelUnavailable(name, reasons, remedy(spec)) from lesser
-            log.warning(
-                "model %s is not available here (%s); using its fallback %s: %s",
-                name, "; ".join(error.reasons), spec.fallback, path,
-            )
+            if name not in self._fallen_back:  # once per store, not per use
+                self._fallen_back.add(name)
+                log.warning(
+                    "model %s is not available here (%s); using its fallback %s: %s",
+                    name, "; ".join(error.reasons), spec.fallback, path,
+                )
             return path
 
     def _fetch(self, spec: ModelSpec, progress: Progress | None) -> Path:
@@ -213,7 +216,9 @@ class ModelStore:
             try:
                 found = attempt()
             except SourceFailed as failure:
-                log.warning("model %s: %s: %s", name, source, failure)
+                # With a fallback, the one warning that says it is used lists these reasons.
+                level = logging.INFO if spec.fallback else logging.WARNING
+                log.log(level, "model %s: %s: %s", name, source, failure)
                 reasons.append(f"{source}: {failure}")
                 continue
             log.info("model %s: verified %s (from %s)", name, found, source)
