@@ -313,6 +313,13 @@ def test_every_entry_has_a_real_source_and_its_pinned_bytes(tmp_path):
         (lambda entry: entry.update(sizes=1), "sizes: Extra inputs are not permitted"),
         (lambda entry: entry.update(sha256=None), "set pin_on_first_download: true"),
         (lambda entry: entry.update(pin_on_first_download=True), "only for entries with sha256: null"),
+        (lambda entry: entry.update(fallback="probe"), "must be another entry"),
+        (
+            lambda entry: entry.update(
+                sources=[{"derived_from": ["probe", "gone"], "converter": "m:f"}]
+            ),
+            "derived from unknown model(s) ['gone']",
+        ),
     ],
 )
 def test_manifest_errors_name_the_model_and_the_field(tmp_path, change, message):
