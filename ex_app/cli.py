@@ -28,7 +28,7 @@ from ex_app.store.schema import TaskStatus
 from ex_app.work.claims import revive_dead
 from ex_app.work.neighbour import lower_priorities
 from ex_app.work.nextcloud_scan import worker_fetcher
-from ex_app.work.pipeline import FACES, optional_models
+from ex_app.work.pipeline import ANALYZER_MODELS, FACES, optional_models
 from ex_app.work.progress import measure_progress, measure_user_progress
 from ex_app.work.queue import REQUEST
 from ex_app.work.scan import LOCAL_SOURCE, local_file, sync_folder
@@ -474,12 +474,14 @@ def models_list(engine: Engine) -> None:
 @click.argument("names", nargs=-1)
 @click.pass_obj
 def models_fetch(engine: Engine, names: tuple[str, ...]) -> None:
-    """Fetch and verify models (all of them when no NAMES are given); the ones that cannot be
-    had are listed at the end, and fail the command unless only optional analyzers need them."""
+    """Fetch and verify models (every model an analyzer uses when no NAMES are given; the files
+    they are made from come along as needed); the ones that cannot be had are listed at the
+    end, and fail the command unless only optional analyzers need them."""
     manifest = engine.models.manifest
     optional = optional_models()
+    used = {name for models in ANALYZER_MODELS.values() for name in models}
     missing: list[str] = []
-    for name in names or tuple(manifest):
+    for name in names or tuple(name for name in manifest if name in used):
         if name not in manifest:
             raise click.ClickException(f"unknown model {name!r}; known: {', '.join(manifest)}")
         with tqdm(total=manifest[name].size, unit="B", unit_scale=True, desc=name, disable=None) as bar:

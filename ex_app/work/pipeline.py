@@ -182,7 +182,7 @@ class Pipeline:
         """
         if analyzer == PLACES:
             return gazetteer_version()
-        hashes = [self._models.expected_sha256(name) for name in ANALYZER_MODELS[analyzer]]
+        hashes = [self._models.version_sha256(name) for name in ANALYZER_MODELS[analyzer]]
         version = "+".join((digest or "unpinned")[:8] for digest in hashes)
         if len(version) > MODEL_VERSION_LENGTH:
             version = "sha256:" + hashlib.sha256(version.encode()).hexdigest()[:32]
