@@ -15,5 +15,6 @@ Use it from a test module::
 Modules: ``state`` (everything the server knows, thread-safe, inspectable), ``server`` (the ASGI app,
 faults, ``BackgroundServer`` that also serves an ExApp), ``ocs`` (OCS envelopes and endpoints),
 ``webdav`` (files), ``systemtags``, ``davxml`` (sabre-style XML), ``auth`` (AppAPI both ways),
-``webhook_events`` (calls webhook_listeners makes to the ExApp), ``fixture``.
+``webhook_events`` (calls webhook_listeners makes to the ExApp), ``proxy`` (AppAPI's proxy to the
+ExApp's routes, per AppAPI release: ``nextcloud.proxy``), ``fixture``.
 """
