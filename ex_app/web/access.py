@@ -108,12 +108,19 @@ def has_dot_segment(path: str) -> bool:
 
 
 class Refused(Exception):
-    """A request that does not get through: the status, and why (for the log only)."""
+    """A request that does not get through: the status, why (for the log only) and the log
+    level (a bad signature is a warning; a route the caller may not use is information)."""
 
-    def __init__(self, status: int, reason: str) -> None:
+    def __init__(self, status: int, reason: str, level: int = logging.INFO) -> None:
         super().__init__(reason)
         self.status = status
         self.reason = reason
+        self.level = level
+
+
+def bad_signature(reason: str) -> Refused:
+    """A 401 for a request AppAPI did not sign, logged as a warning."""
+    return Refused(401, reason, logging.WARNING)
 
 
 def signed_user(headers: Headers) -> str:
@@ -122,19 +129,19 @@ def signed_user(headers: Headers) -> str:
     values = {name: headers.getlist(name) for name in SIGNED_HEADERS}
     missing = [name for name, found in values.items() if len(found) != 1 or not found[0]]
     if missing:
-        raise Refused(401, f"missing or repeated AppAPI headers: {', '.join(missing)}")
+        raise bad_signature(f"missing or repeated AppAPI headers: {', '.join(missing)}")
     config = AsyncNextcloudApp().app_cfg
     if values["ex-app-id"][0] != config.app_name:
-        raise Refused(401, "EX-APP-ID names another app")
+        raise bad_signature("EX-APP-ID names another app")
     try:
         token = base64.b64decode(values["authorization-app-api"][0], validate=True).decode()
     except (binascii.Error, UnicodeDecodeError):
-        raise Refused(401, "AUTHORIZATION-APP-API is not base64 of user:secret") from None
+        raise bad_signature("AUTHORIZATION-APP-API is not base64 of user:secret") from None
     user, colon, secret = token.partition(":")
     if not colon:
-        raise Refused(401, "AUTHORIZATION-APP-API is not base64 of user:secret")
+        raise bad_signature("AUTHORIZATION-APP-API is not base64 of user:secret")
     if not hmac.compare_digest(secret.encode(), config.app_secret.encode()):
-        raise Refused(401, f"wrong app secret (user {user!r})")
+        raise bad_signature(f"wrong app secret (user {user!r})")
     return user
 
 
@@ -154,8 +161,7 @@ class AppApiAccess:
         try:
             scope["username"] = self.check(scope)
         except Refused as refused:
-            level = logging.WARNING if refused.status == 401 else logging.INFO
-            log.log(level, "refused %s %r: %s", method, path[:300], refused.reason)
+            log.log(refused.level, "refused %s %r: %s", method, path[:300], refused.reason)
             if scope["type"] == "websocket":
                 await send({"type": "websocket.close", "code": 1008})
                 return
