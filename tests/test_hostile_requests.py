@@ -289,11 +289,11 @@ def test_an_admin_level_in_info_xml_fails_the_start_rather_than_going_unchecked(
         declared_routes(info)
 
 
-RELEASES = {  # id: (AppAPI version, Nextcloud version) whose proxy the attacks go through
-    "nc29-appapi3.2.3": ("3.2.3", (29, 0, 6)),  # the issue's server: no dot-segment check
-    "nc33-appapi33.0.8": ("33.0.8", (33, 0, 0)),
-    "nc34-appapi34.0.3": ("34.0.3", (34, 0, 0)),
-    "nc35-appapi35.0.0beta4": ("35.0.0beta4", (35, 0, 0)),
+RELEASES = {  # id: (AppAPI's version, Nextcloud's) whose proxy the attacks go through
+    "nc29": ("3.2.3", (29, 0, 6)),  # the issue's server: no dot-segment check
+    "nc33": ("33.0.0", (33, 0, 8)),  # app_api's tag v33.0.8 reports 33.0.0
+    "nc34": ("34.0.0", (34, 0, 3)),
+    "nc35": ("35.0.0-dev.1", (35, 0, 0)),  # app_api v35.0.0beta4
 }
 ATTACKS = [  # the issue's requests and their kin, as sent (path as is)
     "js/../api/progress",
@@ -360,7 +360,7 @@ def front(request, tmp_path_factory) -> Front:
             while not sum(a["done"] for a in exapp.progress()["analyzers"]):  # ... the photo done
                 assert time.monotonic() < deadline, exapp.progress()
                 time.sleep(0.3)
-            yield Front(nextcloud, exapp, ProxyRelease.of(aa_version))
+            yield Front(nextcloud, exapp, ProxyRelease.of(nextcloud_version))
 
 
 @pytest.mark.parametrize("attack", ATTACKS)
@@ -486,20 +486,20 @@ def test_curl_removes_dot_segments_as_rfc_3986_says():
 
 
 def test_each_appapi_release_checks_paths_as_its_controller_does():
-    old, first, fixed = (ProxyRelease.of(v) for v in ("3.2.3", "33.0.3", "33.0.8"))
+    old, first, fixed = (ProxyRelease.of(v) for v in ((29, 0, 6), (33, 0, 3), (33, 0, 8)))
     assert not old.refuses_parent_segments and not old.first_match_decides
     assert first.first_match_decides and not first.refuses_parent_segments
     assert fixed.refuses_parent_segments and fixed.slash_prefixed_match
-    for version in ("32.0.10", "34.0.0", "34.0.3", "35.0.0beta4"):
+    for version in ((32, 0, 10), (34, 0, 0), (34, 0, 3), (35, 0, 0)):
         assert ProxyRelease.of(version) == fixed, version
-    for version in ("4.0.0", "5.0.2", "32.0.8", "33.0.2"):
+    for version in ((30, 0, 5), (31, 0, 0), (32, 0, 8), (33, 0, 2)):
         assert ProxyRelease.of(version) == old, version
 
 
 def test_the_proxy_throttles_a_route_with_bruteforce_protection(nextcloud, tmp_path, monkeypatch):
     """A route declaring bruteforce_protection [404]: each 404 the ExApp gives counts, the
     delay doubles from 0.2 s, and past 10 attempts in 30 minutes the proxy answers 429."""
-    nextcloud.state.aa_version = "34.0.3"
+    nextcloud.state.aa_version, nextcloud.state.nextcloud_version = "34.0.0", (34, 0, 3)
     proxy = nextcloud.proxy
     proxy.routes = [ProxyRoute(r"^\/?(js|css|img)\/.+$", "GET", "PUBLIC", (), (404,))]
     proxy.throttler.testing = True  # auth.bruteforce.protection.testing: no sleeping

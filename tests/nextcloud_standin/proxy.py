@@ -1,5 +1,7 @@
 """AppAPI's proxy to an ExApp's own routes: ``/index.php/apps/app_api/proxy/{appId}/{other}``,
-answered as AppAPI's ExAppProxyController does it, release by release (``state.aa_version``).
+answered as AppAPI's ExAppProxyController does it, release by release (``state.nextcloud_version``:
+since Nextcloud 32, AppAPI is tagged with the server's release, ``v33.0.8`` for 33.0.8, while the
+version it reports stays ``33.0.0`` across the branch, so the server's version tells the code apart).
 
 What every release does (app_api's ``lib/Controller/ExAppProxyController.php`` and
 ``lib/Service/AppAPIService.php``): Nextcloud's router percent-decodes the whole path once
@@ -18,7 +20,7 @@ A route with ``bruteforce_protection`` (a list of statuses) throttles the caller
 with Nextcloud's throttler (action ``app_api``): delay 0.1 s x 2^attempts up to 25 s, 429
 once more than 10 attempts fell in the last 30 minutes; a 2xx after a delay resets it.
 
-What differs (:class:`ProxyRelease`): until 32.0.8 / 33.0.2 (and AppAPI 3.x-5.x as released)
+What differs (:class:`ProxyRelease`): until 32.0.8 / 33.0.2 (and before 32, AppAPI 3.x-5.x)
 a route matches ``'/' . url . '/i'`` on ``other`` and the first route passing path, verb and
 access level wins (a refused USER route falls through to a broader PUBLIC one); 32.0.9 /
 33.0.3 match ``~^(?:url)~i`` and the first route matching path and verb decides; from
@@ -97,11 +99,6 @@ def routes_from_info_xml(path: Path = INFO_XML) -> list[ProxyRoute]:
     ]
 
 
-def _version(text: str) -> tuple[int, ...]:
-    parts = [int(p) if p.isdigit() else 0 for p in re.split(r"[.-]", text)[:3]]
-    return tuple(parts + [0] * (3 - len(parts)))
-
-
 @dataclass(frozen=True)
 class ProxyRelease:
     """How one AppAPI release's ExAppProxyController checks a path (see the module's docstring)."""
@@ -111,8 +108,8 @@ class ProxyRelease:
     first_match_decides: bool
 
     @classmethod
-    def of(cls, aa_version: str) -> ProxyRelease:
-        version = _version(aa_version)
+    def of(cls, version: tuple[int, ...]) -> ProxyRelease:
+        """The proxy of the AppAPI shipped with this Nextcloud server version."""
         fixed = {32: (32, 0, 10), 33: (33, 0, 4)}
         first = {32: (32, 0, 9), 33: (33, 0, 3)}
 
@@ -240,7 +237,7 @@ class AppApiProxy:
 
     @property
     def release(self) -> ProxyRelease:
-        return ProxyRelease.of(self.state.aa_version)
+        return ProxyRelease.of(self.state.nextcloud_version)
 
     def sign_in(self, user_id: str) -> dict[str, str]:
         """The cookies of a browser where user_id signed in."""
