@@ -3,8 +3,8 @@
 Routes: ``/heartbeat`` (public), ``/init`` (fetch the enabled models, reporting progress
 to AppAPI), ``/enabled`` (register or unregister the Files menu action, the admin
 settings form and the file event webhooks; start or stop the work), and
-:mod:`ex_app.web.routes`. Everything but ``/heartbeat`` is authenticated by AppAPI's
-headers. Run it with ``python -m ex_app.main``.
+:mod:`ex_app.web.routes`. Who may call what is decided for every request by
+:mod:`ex_app.web.access`. Run it with ``python -m ex_app.main``.
 """
 
 from __future__ import annotations
@@ -16,13 +16,14 @@ from contextlib import asynccontextmanager
 
 from fastapi import BackgroundTasks, FastAPI
 from nc_py_api import AsyncNextcloudApp, NextcloudExceptionNotFound
-from nc_py_api.ex_app import AppAPIAuthMiddleware, run_app, set_handlers
+from nc_py_api.ex_app import run_app, set_handlers
 
 from ex_app.config import Settings
 from ex_app.engine import Engine
 from ex_app.models.runtime import Processor, resolve_engine
 from ex_app.models.store import ModelUnavailable
 from ex_app.web import personal_settings
+from ex_app.web.access import AppApiAccess
 from ex_app.web.admin_settings import FORM_ID, settings_form
 from ex_app.web.people import mount_assets, register_page, unregister_page
 from ex_app.web.people import router as people_router
@@ -171,7 +172,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(
         lifespan=lifespan, title="Recognize", docs_url=None, redoc_url=None, openapi_url=None
     )
-    app.add_middleware(AppAPIAuthMiddleware)
+    app.add_middleware(AppApiAccess)  # AppAPI's signature and each route's access level
     set_handlers(app, enabled_handler, default_init=False, map_app_static=False)
 
     @app.post("/init")

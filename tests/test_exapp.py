@@ -317,7 +317,7 @@ def test_files_action_queues_a_folder_recursively(exapp, users):
 
 def test_files_action_needs_a_user(exapp, users):
     response = exapp.call("POST", "/api/files-action", "", json=_selection(users, "bob", "Photos"))
-    assert response.status_code == 400
+    assert response.status_code == 401  # a USER route (ex_app/web/access.py)
 
 
 def test_files_action_refuses_files_the_user_cannot_see(exapp, users):

@@ -1,7 +1,8 @@
 """The People page's JSON routes: persons, faces, thumbnails and the user's corrections.
 
-Each route acts for the user AppAPI authenticated, on that user's persons and faces only
-(:mod:`ex_app.people.operations` with ``owner``): another user's ids answer 404 as if they
+Each route acts for the signed-in user (:mod:`ex_app.web.access` lets no request without
+one through), on that user's persons and faces only (:mod:`ex_app.people.operations` with
+``owner``): another user's ids answer 404 as if they
 did not exist. Every correction can be undone once: the state before the user's last
 action is kept in memory per user (lost when the ExApp restarts).
 """
@@ -19,6 +20,7 @@ from fastapi import APIRouter, FastAPI, HTTPException, Query, Request
 from fastapi import Path as FastApiPath
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.types import Scope
 from nc_py_api import AsyncNextcloudApp, NextcloudExceptionNotFound
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
@@ -31,6 +33,7 @@ from ex_app.people.operations import NotFound
 from ex_app.people.undo import Snapshot
 from ex_app.sources.nextcloud import NextcloudFile, NextcloudSource, TooLarge
 from ex_app.store import schema
+from ex_app.web.access import has_dot_segment, signed_in_user
 from ex_app.web.personal_settings import ANALYZE, DELETE_FACES, user_choice
 from ex_app.work.nextcloud_scan import stored_file
 from ex_app.work.progress import measure_user_progress
@@ -64,22 +67,32 @@ async def unregister_page(nc: AsyncNextcloudApp) -> None:
     await nc.ui.top_menu.unregister(PAGE)
 
 
+class Assets(StaticFiles):
+    """Regular files inside one folder: a path with a dot segment (raw or percent-encoded)
+    answers 404, and so does a link leading out of the folder (Starlette's own check) and
+    any file of a folder not built yet."""
+
+    async def check_config(self) -> None:
+        if self.directory is not None and Path(self.directory).is_dir():
+            await super().check_config()
+
+    def get_path(self, scope: Scope) -> str:
+        raw = scope.get("raw_path", b"").decode("latin-1")
+        if has_dot_segment(scope["path"]) or has_dot_segment(raw):
+            raise HTTPException(status_code=404)
+        return super().get_path(scope)
+
+
 def mount_assets(app: FastAPI) -> None:
     """Serve js/, css/ and img/ (AppAPI's proxy asks for the page's script, style and icon
-    there); a folder not built yet is served empty rather than failing the start."""
+    there; PUBLIC routes in info.xml); a folder not built yet is served empty rather than
+    failing the start."""
     for folder in ("js", "css", "img"):
-        app.mount(f"/{folder}", StaticFiles(directory=ASSETS / folder, check_dir=False), name=folder)
+        app.mount(f"/{folder}", Assets(directory=ASSETS / folder, check_dir=False), name=folder)
 
 
 def _engine(request: Request) -> Engine:
     return request.app.state.service.current_engine
-
-
-def _user(request: Request) -> str:
-    user = request.scope.get("username", "")
-    if not user:
-        raise HTTPException(status_code=401, detail="the People page needs a signed-in user")
-    return user
 
 
 def _undo_log(request: Request) -> dict[str, Snapshot]:
@@ -98,7 +111,7 @@ def _act(
 ) -> Any:
     """Run one correction for the user, keeping what it changes for undo; 404 for ids that
     are not the user's."""
-    owner = _user(request)
+    owner = signed_in_user(request)
     try:
         with _engine(request).sessions.begin() as session:
             snapshot = Snapshot.take(session, label, persons, faces)
@@ -119,7 +132,7 @@ def _faces_json(faces: list[operations.FaceView]) -> list[dict]:
 def persons(request: Request, hidden: bool = False) -> dict:
     """The user's persons (named first, then by size; hidden ones too when asked), the
     names in use and the action undo would take back."""
-    owner = _user(request)
+    owner = signed_in_user(request)
     with _engine(request).sessions() as session:
         everyone = operations.list_persons(session, include_hidden=True, owner=owner)
     listing = everyone if hidden else [p for p in everyone if not p.hidden]
@@ -134,7 +147,7 @@ def persons(request: Request, hidden: bool = False) -> dict:
 @router.get("/persons/{person_id}/faces")
 def person_faces(request: Request, person_id: PathId) -> dict:
     """A person's faces with their boxes, grouped by photo by the page."""
-    owner = _user(request)
+    owner = signed_in_user(request)
     engine = _engine(request)
     with engine.sessions() as session:
         try:
@@ -151,7 +164,7 @@ def person_faces(request: Request, person_id: PathId) -> dict:
 @router.get("/faces/unassigned")
 def unassigned_faces(request: Request, limit: int = Query(500, ge=1, le=5000)) -> dict:
     """Faces in no person."""
-    owner = _user(request)
+    owner = signed_in_user(request)
     engine = _engine(request)
     with engine.sessions() as session:
         gate = QualityGate.from_settings(engine.settings)
@@ -162,7 +175,7 @@ def unassigned_faces(request: Request, limit: int = Query(500, ge=1, le=5000)) -
 @router.get("/faces/unsure")
 def unsure_faces(request: Request, limit: int = Query(500, ge=1, le=5000)) -> dict:
     """Faces the grouping placed that lie far from their person's mean face."""
-    owner = _user(request)
+    owner = signed_in_user(request)
     engine = _engine(request)
     with engine.sessions() as session:
         gate = QualityGate.from_settings(engine.settings)
@@ -175,7 +188,7 @@ def unsure_faces(request: Request, limit: int = Query(500, ge=1, le=5000)) -> di
 @router.get("/progress")
 def progress(request: Request) -> dict:
     """What is analyzed and still to do in the user's files, per analyzer, with the time left."""
-    owner = _user(request)
+    owner = signed_in_user(request)
     service = request.app.state.service
     with _engine(request).sessions() as session:
         mine = measure_user_progress(session).get(owner, [])
@@ -194,7 +207,7 @@ async def get_choice(request: Request) -> dict:
     """Whether the user's files are analyzed (the personal settings' choice, also offered on
     this page: Nextcloud 29 lets only admins save personal forms of apps)."""
     service = request.app.state.service
-    nc = AsyncNextcloudApp(user=_user(request))
+    nc = AsyncNextcloudApp(user=signed_in_user(request))
     saved = await user_choice(nc, service.current_engine.settings.users_enabled_by_default)
     return {"analyze": saved.enabled, "delete_faces": saved.delete_faces}
 
@@ -202,7 +215,7 @@ async def get_choice(request: Request) -> dict:
 @router.post("/choice")
 async def set_choice(request: Request, body: ChoiceBody) -> dict:
     """Save the user's choice; the work follows at once (stopped, or face data deleted)."""
-    nc = AsyncNextcloudApp(user=_user(request))
+    nc = AsyncNextcloudApp(user=signed_in_user(request))
     await nc.preferences_ex.set_value(ANALYZE, "1" if body.analyze else "0")
     await nc.preferences_ex.set_value(DELETE_FACES, "1" if body.delete_faces else "0")
     request.app.state.service.wake()
@@ -212,7 +225,7 @@ async def set_choice(request: Request, body: ChoiceBody) -> dict:
 @router.get("/suggestions")
 def suggestions(request: Request) -> dict:
     """Pairs of the user's persons that may be the same human, closest first."""
-    owner = _user(request)
+    owner = signed_in_user(request)
     engine = _engine(request)
     with engine.sessions() as session:
         found = operations.suggest_merges(
@@ -296,7 +309,7 @@ def distinct(request: Request, body: DistinctBody) -> dict:
 @router.post("/undo")
 def undo(request: Request) -> dict:
     """Undo the user's last correction (once); 409 when there is none."""
-    owner = _user(request)
+    owner = signed_in_user(request)
     snapshot = _undo_log(request).pop(owner, None)
     if snapshot is None:
         raise HTTPException(status_code=409, detail="nothing to undo")
@@ -310,7 +323,7 @@ async def face_thumbnail(request: Request, face_id: PathId, size: int = 128) -> 
     """A square JPEG of the face (size 64, 128 or 256)."""
     if size not in THUMBNAIL_SIZES:
         raise HTTPException(status_code=422, detail=f"size is one of {THUMBNAIL_SIZES}")
-    owner = _user(request)
+    owner = signed_in_user(request)
     engine = _engine(request)
     with engine.sessions() as session:
         face = operations.face_owner_of(session, face_id)
@@ -336,7 +349,7 @@ async def photo_preview(request: Request, file_id: PathId, size: int = 1024) -> 
     """A JPEG of the whole photo, its longer side at most size (512, 1024 or 2048)."""
     if size not in PREVIEW_SIDES:
         raise HTTPException(status_code=422, detail=f"size is one of {PREVIEW_SIDES}")
-    owner = _user(request)
+    owner = signed_in_user(request)
     engine = _engine(request)
     with engine.sessions() as session:
         try:

@@ -1,8 +1,9 @@
 """Routes Nextcloud calls besides the life cycle: the Files menu action, file events
 (webhooks) and progress.
 
-Every route here sits behind AppAPI's authentication (see :mod:`ex_app.main`); the user a
-request acts for is the one AppAPI authenticated.
+Who may call them is decided in :mod:`ex_app.web.access`: the Files menu action and progress
+need a signed-in user and act for that user; the webhooks are Nextcloud's own calls (signed
+with no user or the user who enabled the app), never reachable through AppAPI's proxy.
 """
 
 from __future__ import annotations
@@ -10,10 +11,10 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request
-from nc_py_api import AsyncNextcloudApp, NextcloudException
 from nc_py_api.files import ActionFileInfoEx
 from pydantic import BaseModel
 
+from ex_app.web.access import is_admin, signed_in_user
 from ex_app.work.nextcloud_service import OptedOut, RecognizeService
 from ex_app.work.progress import measure_progress, measure_user_progress
 
@@ -35,10 +36,9 @@ def service_of(request: Request) -> RecognizeService:
 @router.post("/files-action")
 async def files_action(request: Request, selection: ActionFileInfoEx) -> dict:
     """Queue the selected files (folders recursively) for analysis ahead of the backlog, for
-    the calling user, who is notified when they are done."""
-    user = request.scope.get("username", "")
-    if not user:
-        raise HTTPException(status_code=400, detail="the action needs a user")
+    the calling user, who is notified when they are done. The selection's own ``userId`` is
+    ignored: its paths are looked up in the signed-in user's files, as that user."""
+    user = signed_in_user(request)
     paths = [f"{item.directory.strip('/')}/{item.name}" for item in selection.files]
     if any(part in ("..", ".") for path in paths for part in path.split("/")):
         raise HTTPException(status_code=400, detail="a selected path leaves its folder")
@@ -61,7 +61,8 @@ class WebhookCall(BaseModel):
 @router.post("/webhooks/files")
 async def file_event(request: Request, call: WebhookCall) -> dict:
     """A file event from webhook_listeners: queue new and changed media, follow moves,
-    forget deleted files (their faces and results)."""
+    forget deleted files (their faces and results). The files' owner is read from their
+    paths (the owner's view); the acting user in the payload decides nothing."""
     service = service_of(request)
     event = call.event
     if event.get("class") == NODE_RENAMED:
@@ -84,30 +85,25 @@ async def file_event(request: Request, call: WebhookCall) -> dict:
 
 def _owner_path(path: str) -> tuple[str, str] | None:
     """("alice", "Photos/a.jpg") from "/alice/files/Photos/a.jpg" (the owner's view); None
-    for paths outside a user's files."""
+    for paths outside a user's files or with a dot segment."""
+    if any(part in (".", "..") for part in path.split("/")):
+        return None
     owner, _, rest = path.strip("/").partition("/")
-    if rest != "files" and not rest.startswith("files/"):
+    if not owner or rest != "files" and not rest.startswith("files/"):
         return None
     return owner, rest[len("files"):].strip("/")
-
-
-async def _is_admin(user: str) -> bool:
-    """Whether user is in Nextcloud's admin group (False when Nextcloud cannot say)."""
-    try:
-        return "admin" in (await AsyncNextcloudApp(user=user).users.get_user()).groups
-    except NextcloudException:  # say, AppAPI refusing a disabled app's calls
-        return False
 
 
 @router.get("/progress")
 async def progress(request: Request) -> dict:
     """Per analyzer: done, pending, failed, throughput and time left, and the loop's state.
 
-    An admin gets the instance's figures and each user's; any other user their own only.
+    An admin (as Nextcloud says) gets the instance's figures and each user's; any other user
+    their own only.
     """
     service = service_of(request)
-    user = request.scope.get("username", "")
-    admin = not user or await _is_admin(user)
+    user = signed_in_user(request)
+    admin = await is_admin(user)
     with service.current_engine.sessions() as session:
         per_user = measure_user_progress(session)
         instance = measure_progress(session) if admin else per_user.get(user, [])

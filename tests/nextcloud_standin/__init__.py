@@ -19,5 +19,6 @@ Modules: ``releases`` (what differs per release), ``state`` (everything the serv
 inspectable), ``declarative`` (the settings app's declarative forms API), ``server`` (the ASGI app,
 faults, ``BackgroundServer`` that also serves an ExApp), ``ocs`` (OCS envelopes and endpoints),
 ``webdav`` (files), ``systemtags``, ``davxml`` (sabre-style XML), ``auth`` (AppAPI both ways),
-``webhook_events`` (calls webhook_listeners makes to the ExApp), ``fixture``.
+``webhook_events`` (calls webhook_listeners makes to the ExApp), ``proxy`` (AppAPI's proxy to the
+ExApp's routes, per AppAPI release: ``nextcloud.proxy``), ``fixture``.
 """

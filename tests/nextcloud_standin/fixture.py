@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from .auth import headers_to_exapp, new_secret
+from .proxy import AppApiProxy
 from .releases import DEFAULT, MAINTAINED, RELEASES
 from .server import BackgroundServer, build_app
 from .state import NextcloudState, Node
@@ -20,11 +21,13 @@ APP_VERSION = "0.1.0"
 
 @dataclass
 class Nextcloud:
-    """A running stand-in: ``url``, ``state`` to arrange and inspect, and the ExApp's credentials."""
+    """A running stand-in: ``url``, ``state`` to arrange and inspect, the ExApp's credentials
+    and AppAPI's ``proxy`` (set its ``exapp_url`` to use it)."""
 
     url: str
     state: NextcloudState
     storage: Path
+    proxy: AppApiProxy
 
     @property
     def app_secret(self) -> str:
@@ -86,11 +89,12 @@ def _serve(tmp_path: Path, state: NextcloudState) -> Iterator[Nextcloud]:
     state.add_user("admin", "Administrator", admin=True)
     state.add_user("alice", "Alice")
     state.add_user("bob", "Bob")
-    server = BackgroundServer(build_app(state))
+    proxy = AppApiProxy(state)
+    server = BackgroundServer(build_app(state, proxy))
     server.start()
     storage = tmp_path / "app_storage"
     storage.mkdir()
     try:
-        yield Nextcloud(server.url, state, storage)
+        yield Nextcloud(server.url, state, storage, proxy)
     finally:
         server.stop()

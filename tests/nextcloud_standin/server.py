@@ -23,6 +23,7 @@ from .ocs import (
     ocs_response,
     render_envelope,
 )
+from .proxy import AppApiProxy
 from .state import NextcloudState
 from .systemtags import SystemTagsDav
 from .webdav import FilesDav
@@ -78,10 +79,11 @@ def _claimed_user(headers: dict[str, str]) -> str:
         return ""
 
 
-def build_app(state: NextcloudState) -> ASGIApp:
-    """The Starlette app serving OCS and WebDAV over ``state``."""
+def build_app(state: NextcloudState, proxy: AppApiProxy | None = None) -> ASGIApp:
+    """The Starlette app serving OCS and WebDAV over ``state``, and AppAPI's proxy when given."""
     routes = OcsApi(state).routes() + FilesDav(state).routes() + SystemTagsDav(state).routes()
     routes += DeclarativeSettingsApi(state).routes()
+    routes += proxy.routes_for_server() if proxy else []
     routes += [Route(f"/ocs/v{v}.php/{{rest:path}}", unknown_ocs_route, methods=["GET", "POST", "PUT", "DELETE"])
                for v in (1, 2)]
     return FaultsAndLog(Starlette(routes=routes), state)
