@@ -33,6 +33,7 @@ from hypothesis import strategies as st
 from nextcloud_standin.auth import headers_to_exapp, new_secret
 from nextcloud_standin.fixture import APP_ID, APP_VERSION, Nextcloud, _serve
 from nextcloud_standin.proxy import PREFIX, ProxyRelease, ProxyRoute, remove_dot_segments
+from nextcloud_standin.releases import MAINTAINED, RELEASES
 from nextcloud_standin.state import NextcloudState
 from schemathesis.core import NOT_SET
 from starlette.routing import Mount
@@ -289,12 +290,7 @@ def test_an_admin_level_in_info_xml_fails_the_start_rather_than_going_unchecked(
         declared_routes(info)
 
 
-RELEASES = {  # id: (AppAPI's version, Nextcloud's) whose proxy the attacks go through
-    "nc29": ("3.2.3", (29, 0, 6)),  # the server: no dot-segment check
-    "nc33": ("33.0.0", (33, 0, 8)),  # app_api's tag v33.0.8 reports 33.0.0
-    "nc34": ("34.0.0", (34, 0, 3)),
-    "nc35": ("35.0.0-dev.1", (35, 0, 0)),  # app_api v35.0.0beta4
-}
+PROXY_RELEASES = (29, *MAINTAINED)  # whose proxy the attacks go through; 29: no dot-segment check
 ATTACKS = [  # the requests and their kin, as sent (path as is)
     "js/../api/progress",
     "js/%2e%2e/api/progress",
@@ -345,11 +341,11 @@ def assert_no_user_data(status: int, body: str) -> None:
     assert not [word for word in USER_DATA if word in body], body[:300]
 
 
-@pytest.fixture(scope="module", params=list(RELEASES))
+@pytest.fixture(scope="module", params=PROXY_RELEASES, ids=lambda major: f"nc{major}")
 def front(request, tmp_path_factory) -> Front:
-    aa_version, nextcloud_version = RELEASES[request.param]
-    tmp = tmp_path_factory.mktemp(request.param)
-    state = NextcloudState(APP_ID, APP_VERSION, new_secret(), aa_version, nextcloud_version)
+    release = RELEASES[request.param]
+    tmp = tmp_path_factory.mktemp(f"nc{request.param}")
+    state = NextcloudState(APP_ID, APP_VERSION, new_secret(), release.app_api, release.server)
     with contextmanager(_serve)(tmp, state) as nextcloud, pytest.MonkeyPatch.context() as env:
         state.put_file("alice", "Photos/gore.jpg", FACE.read_bytes())
         with serve(nextcloud, app_settings(tmp), env) as exapp:
@@ -360,7 +356,7 @@ def front(request, tmp_path_factory) -> Front:
             while not sum(a["done"] for a in exapp.progress()["analyzers"]):  # ... the photo done
                 assert time.monotonic() < deadline, exapp.progress()
                 time.sleep(0.3)
-            yield Front(nextcloud, exapp, ProxyRelease.of(nextcloud_version))
+            yield Front(nextcloud, exapp, ProxyRelease.of(release.server))
 
 
 @pytest.mark.parametrize("attack", ATTACKS)
