@@ -126,7 +126,8 @@ def exapp(nextcloud, tmp_path, monkeypatch):
     model mirror."""
     nextcloud.state.app.enabled = False
     settings = Settings(
-        data_dir=tmp_path / "data", model_mirror=SHARED_MODELS, crawl_interval_seconds=3600
+        data_dir=tmp_path / "data", model_mirror=SHARED_MODELS, crawl_interval_seconds=3600,
+        user_choice_refresh_seconds=0,  # the tests change choices in Nextcloud between cycles
     )
     with serve(nextcloud, settings, monkeypatch) as app:
         yield app
@@ -425,8 +426,8 @@ def test_a_user_that_cannot_be_walked_keeps_their_files(nextcloud, users, tmp_pa
 
     async def crawl() -> tuple[SyncReport, set[str]]:
         source = NextcloudSource(max_download_bytes=1 << 20)
-        recorded = await sync_nextcloud(engine.sessions, source, ["alice", "ghost"], engine.pipeline)
-        return recorded.report, source.unfinished_users
+        report = await sync_nextcloud(engine.sessions, source, ["alice", "ghost"], engine.pipeline)
+        return report, source.unfinished_users
 
     report, unfinished = asyncio.run(crawl())
     assert unfinished == {"ghost"}  # no such account: Nextcloud refuses to act as them
@@ -661,9 +662,8 @@ def test_a_crawl_sends_files_to_the_workers_in_chunks_as_it_walks(nextcloud, use
             chunks.append((fresh, len(session.scalars(select(schema.File.id)).all())))
 
     source = NextcloudSource(max_download_bytes=1 << 20)
-    recorded = asyncio.run(sync_nextcloud(engine.sessions, source, ["alice", "bob"],
-                                          engine.pipeline, on_chunk=on_chunk))
+    report = asyncio.run(sync_nextcloud(engine.sessions, source, ["alice", "bob"],
+                                        engine.pipeline, on_chunk=on_chunk))
     assert [len(fresh) for fresh, _stored in chunks] == [2, 1]
     assert chunks[0][1] == 2  # the first chunk was sent before the walk had found the rest
-    assert recorded.report.added == 3 and sorted(recorded.fresh) == sorted(
-        i for fresh, _ in chunks for i in fresh)
+    assert report.added == 3
