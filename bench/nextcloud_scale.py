@@ -295,11 +295,15 @@ def run_one(database: str, args, sources: list[Path], workdir: Path) -> dict:
         print(f"[{database}] first tag in Nextcloud {figures['first_tag']:.1f} s after enabling",
               flush=True)
 
-        before, started = done_files(database_url), time.monotonic()
+        service = psutil.Process(exapp.pid)
+        before, started, cpu = done_files(database_url), time.monotonic(), service.cpu_times()
         time.sleep(args.window)
         rate = (done_files(database_url) - before) / (time.monotonic() - started) * 60
-        figures["per_minute"] = rate
-        print(f"[{database}] backlog, objects: {rate:.0f} files/min", flush=True)
+        cpu_after = service.cpu_times()
+        busy = (cpu_after.user + cpu_after.system - cpu.user - cpu.system) / (time.monotonic() - started)
+        figures["per_minute"], figures["service_cpu"] = rate, busy * 100
+        print(f"[{database}] backlog, objects: {rate:.0f} files/min; the service's own process "
+              f"used {busy * 100:.0f} % of a core meanwhile", flush=True)
 
         for how in ("webhook", "files menu"):
             node = state.put_file("u02", f"Uploads/new-{how.replace(' ', '-')}.jpg",
@@ -393,6 +397,7 @@ def main() -> None:
         ("stand-in PROPFIND entries/s", lambda r: f"{r['propfind'][1] / r['propfind'][2]:.0f}"),
         ("first tag after enabling, s [< 60]", lambda r: f"{r['first_tag']:.1f}"),
         ("backlog, objects, files/min", lambda r: f"{r['per_minute']:.0f}"),
+        ("service CPU during the backlog, % of a core", lambda r: f"{r['service_cpu']:.0f}"),
         ("new photo, webhook, s [< 30]", lambda r: f"{r['webhook']:.1f}"),
         ("new photo, Files menu, s [< 30]", lambda r: f"{r['files menu']:.1f}"),
         ("re-crawl unchanged, s [< 120 at 100k]", lambda r: f"{r['recrawl']['seconds']:.1f}"),
