@@ -16,6 +16,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
+from .server import _claimed_user
 from .state import Entry, NextcloudState, Node, _etag, _join
 
 
@@ -194,3 +195,84 @@ def seed_instance(state: IndexedState, sources: list[Path], files: int, users: i
             state.share(user, album.path, names[(index + 1) % users], f"From {user}")
             shares += 1
     return Seeded(names, files, hidden, folders, shares, time.monotonic() - started)
+
+
+class RepeatedPropfinds:
+    """ASGI middleware in front of the stand-in (outside its request log): a PROPFIND of
+    a folder whose answer cannot have changed is answered with the bytes sent last time.
+
+    The answer is kept under everything it shows: the request (user, credentials, path,
+    depth, body) and each listed node's id, path, etag and tags, and the shares; any change
+    there asks the stand-in again. Faults and disabled apps always go to the stand-in.
+    """
+
+    def __init__(self, app, state: IndexedState) -> None:
+        self.app, self.state = app, state
+        self._answers: dict[tuple, tuple[object, list, bytes]] = {}
+        self.hits = self.misses = 0
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http" or scope["method"] != "PROPFIND" or not self._cacheable():
+            await self.app(scope, receive, send)
+            return
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        key = (scope["path"], tuple(sorted(scope["headers"])), body)
+        version = self._version(scope)
+        kept = self._answers.get(key)
+        if kept is not None and kept[0] == version:
+            self.hits += 1
+            with self.state.lock:
+                headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+                self.state.requests.append((scope["method"], scope["path"], _claimed_user(headers)))
+                self.state.request_headers.append(headers)
+            await send(kept[1])
+            await send({"type": "http.response.body", "body": kept[2]})
+            return
+        self.misses += 1
+        start: dict = {}
+        chunks: list[bytes] = []
+
+        async def replay():
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        async def keep(message) -> None:
+            if message["type"] == "http.response.start":
+                start.update(message)
+            else:
+                chunks.append(message.get("body", b""))
+            await send(message)
+
+        await self.app(scope, replay, keep)
+        if start.get("status") == 207 and version is not None:
+            self._answers[key] = (version, start, b"".join(chunks))
+
+    def _cacheable(self) -> bool:
+        faults = self.state.faults
+        return self.state.app.enabled and faults.count == 0 and time.monotonic() >= faults.until
+
+    def _version(self, scope) -> tuple | None:
+        """What the answer shows of the state, or None when the path is not a user's folder."""
+        parts = scope["path"].split("/", 5)  # "", remote.php, dav, files, user, path
+        if len(parts) < 5 or parts[1:4] != ["remote.php", "dav", "files"]:
+            return None
+        from urllib.parse import unquote
+
+        headers = dict(scope["headers"])
+        depth = headers.get(b"depth", b"1").decode().lower()
+        levels = -1 if depth == "infinity" else 0 if depth == "0" else 1
+        with self.state.lock:
+            entry = self.state.resolve(parts[4], unquote(parts[5] if len(parts) > 5 else ""))
+            if entry is None:
+                return None
+            shown = self.state.walk(entry, levels)
+            return (len(self.state.shares), tuple(
+                (e.node.fileid, e.path, e.node.etag, frozenset(self._tags(e.node.fileid)))
+                for e in shown))
+
+    def _tags(self, fileid: int) -> set[int]:
+        return self.state.tag_relations.by_file.get(fileid, set())
