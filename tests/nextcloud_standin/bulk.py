@@ -197,12 +197,15 @@ def seed_instance(state: IndexedState, sources: list[Path], files: int, users: i
     return Seeded(names, files, hidden, folders, shares, time.monotonic() - started)
 
 
+ANSWER_HEADERS = {b"authorization-app-api", b"ex-app-id", b"ex-app-version", b"aa-version", b"depth"}
+
+
 class RepeatedPropfinds:
     """ASGI middleware in front of the stand-in (outside its request log): a PROPFIND of
     a folder whose answer cannot have changed is answered with the bytes sent last time.
 
-    The answer is kept under everything it shows: the request (user, credentials, path,
-    depth, body) and each listed node's id, path, etag and tags, and the shares; any change
+    The answer is kept under everything it shows: the request (credentials, path, depth,
+    body; not the request id) and each listed node's id, path, etag and tags, and the shares; any change
     there asks the stand-in again. Faults and disabled apps always go to the stand-in.
     """
 
@@ -221,7 +224,8 @@ class RepeatedPropfinds:
             body += message.get("body", b"")
             if not message.get("more_body"):
                 break
-        key = (scope["path"], tuple(sorted(scope["headers"])), body)
+        key = (scope["path"], body, tuple(sorted(
+            (name, value) for name, value in scope["headers"] if name in ANSWER_HEADERS)))
         version = self._version(scope)
         kept = self._answers.get(key)
         if kept is not None and kept[0] == version:
