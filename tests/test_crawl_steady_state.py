@@ -169,3 +169,41 @@ def test_users_choices_are_read_every_interval_not_every_cycle(engine, nextcloud
         assert await active() == users and preference_reads(state) == 7
 
     asyncio.run(scenario())
+
+
+def test_the_big_instance_stand_in_hides_no_change(tmp_path, monkeypatch):
+    """The bench's stand-in (indexed, seeded, repeated PROPFINDs answered from memory) shows
+    the crawl every file and every change, as the plain one does."""
+    from nextcloud_standin.auth import new_secret
+    from nextcloud_standin.bulk import IndexedState, RepeatedPropfinds, seed_instance
+    from nextcloud_standin.fixture import AA_VERSION, APP_ID, APP_VERSION, Nextcloud
+    from nextcloud_standin.server import BackgroundServer, build_app
+
+    state = IndexedState(APP_ID, APP_VERSION, new_secret(), AA_VERSION)
+    sources = sorted((SHARED_DATA / "images").glob("*.JPEG"))[:7]
+    seeded = seed_instance(state, sources, files=300, users=3, per_folder=20)
+    assert seeded.hidden == 20 and seeded.shares == 3
+    kept = RepeatedPropfinds(build_app(state), state)
+    server = BackgroundServer(kept)
+    server.start()
+    try:
+        for name, value in Nextcloud(server.url, state, tmp_path).app_env().items():
+            monkeypatch.setenv(name, value)
+        engine = Engine(Settings(data_dir=tmp_path / "data", model_mirror=SHARED_MODELS))
+        users = seeded.users
+        assert crawl(engine, users).added == 280  # the 20 below .nomedia are left out
+        hits = kept.hits
+        with statements(engine) as counts:
+            assert crawl(engine, users).unchanged == 280
+        assert kept.hits > hits and not any(counts[word] for word in WRITES)
+        node = next(n for n in state.nodes.values() if n.path.endswith(".JPEG") and n.owner == "u02")
+        state.put_file("u02", node.path, CAT)
+        state.delete_node(next(n for n in state.nodes.values()
+                               if n.owner == "u03" and n.path.endswith(".JPEG")))
+        report = crawl(engine, users)
+        assert (report.changed, report.removed, report.unchanged) == (1, 1, 278)
+        with engine.sessions() as session:
+            size = session.scalar(select(schema.File.size).where(schema.File.remote_id == node.fileid))
+        assert size == len(CAT)
+    finally:
+        server.stop()
