@@ -442,13 +442,14 @@ def withdraw_pending(sessions: sessionmaker[Session], user: str) -> int:
         ).rowcount
 
 
-def busy(sessions: sessionmaker[Session], users: Collection[str], now: datetime | None = None) -> int:
-    """How many of these users' pending tasks wait for a worker or are being worked on (those
-    waiting out a retry delay are not counted)."""
+def busy(sessions: sessionmaker[Session], users: Collection[str], now: datetime | None = None) -> bool:
+    """Whether any of these users' pending tasks waits for a worker or is being worked on
+    (those waiting out a retry delay do not count). Stops at the first one found: asked
+    every second while a backlog of any size is worked through."""
     now = now or datetime.now(UTC)
     with sessions() as session:
         return session.scalar(
-            select(func.count(schema.Task.id))
+            select(schema.Task.id)
             .join(schema.File)
             .join(schema.Root)
             .where(schema.Root.source == NEXTCLOUD_SOURCE, schema.Root.location.in_(list(users)))
@@ -458,7 +459,8 @@ def busy(sessions: sessionmaker[Session], users: Collection[str], now: datetime 
                 | schema.Task.worker.is_not(None)
                 | (schema.Task.lease_until < now)
             )
-        )
+            .limit(1)
+        ) is not None
 
 
 def finished_since(
