@@ -146,6 +146,8 @@ class Settings(BaseSettings):
     max_download_bytes: int = Field(default=512 * 1024 * 1024, ge=1)  # larger files: skipped
     crawl_interval_seconds: float = Field(default=600, ge=1)  # between crawls of all users
     users_enabled_by_default: bool = True  # a user who never chose in personal settings
+    # How often users' choices (personal settings) are read again from Nextcloud; 0: every cycle.
+    user_choice_refresh_seconds: float = Field(default=300, ge=0)
 
     # Queue and workers (README: "Workers and other machines"). The queue carries "analyze
     # these files" messages; the tasks table stays the truth about each file's state.

@@ -14,14 +14,16 @@ import asyncio
 import logging
 import os
 import tempfile
+from array import array
 from collections.abc import Callable, Collection, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 from nc_py_api import NextcloudException
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from ex_app.config import Settings
@@ -33,7 +35,7 @@ from ex_app.store import schema
 from ex_app.store.schema import TaskStatus
 from ex_app.work.claims import ClaimedFile
 from ex_app.work.pipeline import FACE_FINDING_ANALYZERS, FACES, Pipeline
-from ex_app.work.scan import SyncReport, find_or_create_root, queue_tasks, record_file
+from ex_app.work.scan import SyncReport, find_or_create_root
 from ex_app.work.worker import FileFetcher, LocalFetcher, TransientError
 
 log = logging.getLogger(__name__)
@@ -41,6 +43,7 @@ log = logging.getLogger(__name__)
 NEXTCLOUD_SOURCE = "nextcloud"
 CRAWL_CHUNK = 200  # files recorded (and sent to the workers) at a time while crawling
 ETAG_PREFIX = "etag:"
+SWEEP_BATCH = 2000  # stored ids read at a time when looking for files gone
 
 
 def fingerprint(file: NextcloudFile) -> str:
@@ -74,21 +77,53 @@ def _nextcloud_files():
 
 @dataclass
 class Recorded:
-    """What recording files did: the counts, the Nextcloud ids recorded and the stored ids
-    of the files that are new or whose content changed (work for the workers)."""
+    """What recording files did: the counts, the Nextcloud ids recorded, their stored ids,
+    and the stored ids of the files that got new work (new, changed, or missing tasks)."""
 
     report: SyncReport = field(default_factory=SyncReport)
     remote_ids: list[int] = field(default_factory=list)
     ids: list[int] = field(default_factory=list)
     fresh: list[int] = field(default_factory=list)
 
-    def add(self, other: Recorded) -> None:
-        """Count another chunk's recording in."""
-        for name in ("added", "changed", "removed", "unchanged"):
-            setattr(self.report, name, getattr(self.report, name) + getattr(other.report, name))
-        self.remote_ids += other.remote_ids
-        self.ids += other.ids
-        self.fresh += other.fresh
+
+@dataclass
+class _Stored:
+    """A stored file as one chunk's lookup found it, with its tasks (analyzer: status, version)."""
+
+    id: int
+    root_id: int
+    user: str
+    path: str
+    kind: str
+    digest: str
+    size: int
+    mtime_ns: int
+    remote_id: int | None
+    tasks: dict[str, tuple[str, str | None]] = field(default_factory=dict)
+
+
+def _stored_with_tasks(session: Session, where) -> dict[int, _Stored]:
+    """The stored Nextcloud files matching where, by stored id, with their tasks: one query."""
+    rows = session.execute(
+        select(
+            schema.File.id, schema.File.root_id, schema.Root.location, schema.File.path,
+            schema.File.kind, schema.File.content_hash, schema.File.size, schema.File.mtime_ns,
+            schema.File.remote_id, schema.Task.analyzer, schema.Task.status,
+            schema.Task.model_version,
+        )
+        .join(schema.Root, schema.Root.id == schema.File.root_id)
+        .outerjoin(schema.Task, schema.Task.file_id == schema.File.id)
+        .where(schema.Root.source == NEXTCLOUD_SOURCE, where)
+        .order_by(schema.File.id)
+    )  # fmt: skip
+    stored: dict[int, _Stored] = {}
+    for row in rows:
+        known = stored.get(row.id)
+        if known is None:
+            known = stored[row.id] = _Stored(*row[:9])
+        if row.analyzer is not None:
+            known.tasks[row.analyzer] = (row.status, row.model_version)
+    return stored
 
 
 def record_files(
@@ -98,38 +133,120 @@ def record_files(
 ) -> Recorded:
     """Insert new files, refresh changed ones (dropping their results) and queue their tasks.
 
-    A file id recorded already (a share seen by another user first) keeps its user and
-    path.
+    One query finds the chunk's stored files by Nextcloud id with their tasks; the database
+    is written only for what differs (a new file, a new etag, a missing or outdated task), so
+    recording files that did not change writes nothing. A file id recorded already (a share
+    seen by another user first) keeps its user and path.
     """
     recorded = Recorded()
     report = recorded.report
+    items: dict[int, NextcloudFile] = {}
+    for item in files:  # each file once (a Files-menu selection may name it twice)
+        items.setdefault(item.file_id, item)
+    if not items:
+        return recorded
+    versions: dict[str, str] = {}
+
+    def version(analyzer: str) -> str:
+        if analyzer not in versions:
+            versions[analyzer] = pipeline.model_version(analyzer)
+        return versions[analyzer]
+
     with sessions.begin() as session:
-        roots: set[int] = set()
-        for item in files:
-            known = session.execute(
-                _nextcloud_files().where(schema.File.remote_id == item.file_id)
-            ).first()
-            if known is not None:
-                item = replace(item, user=known.location, path=known.File.path)
-            root_id = root_id_for_user(session, item.user)
-            roots.add(root_id)
-            before = report.added + report.changed
-            record_file(session, root_id, item, fingerprint(item), report)
-            session.flush()
-            row = session.scalar(
-                select(schema.File).where(
-                    schema.File.root_id == root_id, schema.File.path == item.path
-                )
-            )
-            row.remote_id = item.file_id
+        by_remote: dict[int, _Stored] = {}
+        for known in _stored_with_tasks(
+            session, schema.File.remote_id.in_(list(items))
+        ).values():
+            by_remote.setdefault(known.remote_id, known)
+        unknown = [item for item in items.values() if item.file_id not in by_remote]
+        by_path = _stored_at_paths(session, unknown)
+        roots = _roots(session, {item.user for item in unknown if (item.user, item.path) not in by_path})
+        changed: list[_Stored] = []
+        new: list[tuple[NextcloudFile, schema.File]] = []
+        files_of: list[tuple[int, str]] = []  # (stored id, kind) of every file recorded
+        for item in items.values():
+            known = by_remote.get(item.file_id) or by_path.get((item.user, item.path))
+            if known is None:
+                row = schema.File(
+                    root_id=roots[item.user], path=item.path, kind=item.kind.value,
+                    size=item.size, mtime_ns=item.mtime_ns, content_hash=fingerprint(item),
+                    remote_id=item.file_id,
+                )  # fmt: skip
+                session.add(row)
+                new.append((item, row))
+                report.added += 1
+                continue
+            values = {}
+            if known.digest != fingerprint(item):
+                changed.append(known)
+                known.tasks = {}
+                values["content_hash"] = fingerprint(item)
+                report.changed += 1
+            else:
+                report.unchanged += 1
+            if (known.size, known.mtime_ns) != (item.size, item.mtime_ns):
+                values |= {"size": item.size, "mtime_ns": item.mtime_ns}
+            if known.remote_id != item.file_id:  # a new file at a path known before
+                values["remote_id"] = item.file_id
+            if values:
+                session.execute(update(schema.File).where(schema.File.id == known.id).values(values))
+            recorded.remote_ids.append(item.file_id)
+            recorded.ids.append(known.id)
+            files_of.append((known.id, known.kind))
+        _drop_results(session, [known.id for known in changed])
+        session.flush()  # the new files get their ids
+        for item, row in new:
             recorded.remote_ids.append(item.file_id)
             recorded.ids.append(row.id)
-            if report.added + report.changed > before:
-                recorded.fresh.append(row.id)
-        session.flush()
-        for root_id in roots:  # these files' tasks only: a crawl chunk never scans a whole root
-            queue_tasks(session, root_id, pipeline, file_ids=recorded.ids)
+            files_of.append((row.id, row.kind))
+        stored_tasks = {known.id: known.tasks for known in (*by_remote.values(), *by_path.values())}
+        inserts: list[dict] = []
+        for file_id, kind in files_of:
+            tasks = stored_tasks.get(file_id, {})
+            work = False
+            for analyzer in pipeline.enabled_analyzers(MediaKind(kind)):
+                status, model = tasks.get(analyzer, (None, None))
+                if status is None:
+                    inserts.append({"file_id": file_id, "analyzer": analyzer, "model_version": version(analyzer)})
+                    work = True
+                elif status == TaskStatus.DONE and model != version(analyzer):
+                    session.execute(
+                        update(schema.Task)
+                        .where(schema.Task.file_id == file_id, schema.Task.analyzer == analyzer)
+                        .values(status=TaskStatus.PENDING, model_version=version(analyzer))
+                    )
+                    work = True
+            if work:
+                recorded.fresh.append(file_id)
+        if inserts:
+            session.execute(insert(schema.Task), inserts)
     return recorded
+
+
+def _stored_at_paths(session: Session, items: list[NextcloudFile]) -> dict[tuple[str, str], _Stored]:
+    """Stored files at these items' (user, path), for files not found by their Nextcloud id
+    (a file replaced by another at the same path); no query when there are none."""
+    if not items:
+        return {}
+    wanted = {(item.user, item.path) for item in items}
+    found = _stored_with_tasks(
+        session,
+        schema.Root.location.in_({user for user, _ in wanted})
+        & schema.File.path.in_({path for _, path in wanted}),
+    )
+    return {(k.user, k.path): k for k in found.values() if (k.user, k.path) in wanted}
+
+
+def _roots(session: Session, users: set[str]) -> dict[str, int]:
+    """The ids of these users' Nextcloud roots, made where missing."""
+    return {user: root_id_for_user(session, user) for user in sorted(users)}
+
+
+def _drop_results(session: Session, file_ids: list[int]) -> None:
+    """Content changed: the files' faces, labels, tags and tasks go (new tasks follow)."""
+    if file_ids:
+        for table in (schema.Face, schema.Label, schema.FileTag, schema.Task):
+            session.execute(delete(table).where(table.file_id.in_(file_ids)))
 
 
 async def sync_nextcloud(
@@ -138,21 +255,29 @@ async def sync_nextcloud(
     users: list[str],
     pipeline: Pipeline,
     on_chunk: Callable[[list[int]], None] = lambda fresh: None,
-) -> Recorded:
+) -> SyncReport:
     """Crawl these users' files into the store; their files no longer seen are removed.
 
-    Files are recorded in chunks as the walk finds them; ``on_chunk`` gets each chunk's new
-    and changed files (the stored ids), so workers can start before the walk ends. The
-    files of a user whose walk did not finish are kept as they are, and so are the files of
-    users not crawled (opted out).
+    Files are recorded in chunks as the walk finds them; ``on_chunk`` gets each chunk's
+    files with new work (stored ids), so workers can start before the walk ends. The files
+    of a user whose walk did not finish are kept as they are, and so are the files of users
+    not crawled (opted out).
+
+    Memory: nothing is kept per file beyond the current chunk but the Nextcloud ids seen, 8
+    bytes each in an array, to find the stored files no longer there once the walk is done
+    (a "last seen" column would cost a write per file per crawl).
     """
-    recorded = Recorded()
+    report = SyncReport()
+    seen = array("q")
     chunk: list[NextcloudFile] = []
 
     def record_chunk() -> None:
         done = record_files(sessions, chunk, pipeline)
-        recorded.add(done)
-        on_chunk(done.fresh)
+        for name in ("added", "changed", "unchanged"):
+            setattr(report, name, getattr(report, name) + getattr(done.report, name))
+        seen.extend(done.remote_ids)
+        if done.fresh:
+            on_chunk(done.fresh)
         chunk.clear()
 
     async for file in source.walk(users):
@@ -160,17 +285,35 @@ async def sync_nextcloud(
         if len(chunk) >= CRAWL_CHUNK:
             await asyncio.to_thread(record_chunk)
     await asyncio.to_thread(record_chunk)
-    report, seen_ids = recorded.report, set(recorded.remote_ids)
-    finished = set(users) - source.unfinished_users
-    with sessions.begin() as session:
-        gone = [
-            (row.id, row.remote_id)
-            for row, user in session.execute(_nextcloud_files())
-            if user in finished and row.remote_id not in seen_ids
-        ]
-        _delete_rows(session, gone)
-        report.removed = len(gone)
-    return recorded
+    finished = [user for user in users if user not in source.unfinished_users]
+    gone = await asyncio.to_thread(_not_seen, sessions, finished, seen)
+    if gone:
+        with sessions.begin() as session:
+            _delete_rows(session, gone)
+    report.removed = len(gone)
+    return report
+
+
+def _not_seen(
+    sessions: sessionmaker[Session], users: list[str], seen: array
+) -> list[tuple[int, int | None]]:
+    """(stored id, Nextcloud id) of these users' stored files whose id is not in seen;
+    the stored ids are read in batches, never all at once."""
+    ordered = np.sort(np.frombuffer(seen, dtype=np.int64)) if len(seen) else np.zeros(0, np.int64)
+    gone: list[tuple[int, int | None]] = []
+    query = (
+        select(schema.File.id, schema.File.remote_id)
+        .join(schema.Root)
+        .where(schema.Root.source == NEXTCLOUD_SOURCE, schema.Root.location.in_(users))
+        .execution_options(yield_per=SWEEP_BATCH)
+    )
+    with sessions() as session:
+        for batch in session.execute(query).partitions():
+            remote = np.array([r or -1 for _, r in batch], dtype=np.int64)
+            at = np.searchsorted(ordered, remote).clip(max=max(len(ordered) - 1, 0))
+            found = ordered[at] == remote if len(ordered) else np.zeros(len(batch), bool)
+            gone += [tuple(row) for row, hit in zip(batch, found, strict=True) if not hit]
+    return gone
 
 
 def _delete_rows(session: Session, rows: list[tuple[int, int | None]]) -> None:
@@ -299,13 +442,14 @@ def withdraw_pending(sessions: sessionmaker[Session], user: str) -> int:
         ).rowcount
 
 
-def busy(sessions: sessionmaker[Session], users: Collection[str], now: datetime | None = None) -> int:
-    """How many of these users' pending tasks wait for a worker or are being worked on (those
-    waiting out a retry delay are not counted)."""
+def busy(sessions: sessionmaker[Session], users: Collection[str], now: datetime | None = None) -> bool:
+    """Whether any of these users' pending tasks waits for a worker or is being worked on
+    (those waiting out a retry delay do not count). Stops at the first one found: asked
+    every second while a backlog of any size is worked through."""
     now = now or datetime.now(UTC)
     with sessions() as session:
         return session.scalar(
-            select(func.count(schema.Task.id))
+            select(schema.Task.id)
             .join(schema.File)
             .join(schema.Root)
             .where(schema.Root.source == NEXTCLOUD_SOURCE, schema.Root.location.in_(list(users)))
@@ -315,7 +459,8 @@ def busy(sessions: sessionmaker[Session], users: Collection[str], now: datetime 
                 | schema.Task.worker.is_not(None)
                 | (schema.Task.lease_until < now)
             )
-        )
+            .limit(1)
+        ) is not None
 
 
 def finished_since(

@@ -3,13 +3,14 @@ they finish, group faces; repeat.
 
 Analysis is done by worker processes (``recognize worker``, :mod:`ex_app.work.worker`)
 started here, ``jobs`` of them, on the work queue; workers on other machines may join the
-same queue and database. One cycle runs at a time: it reads the admin settings and each
-user's choice (opted in or out), crawls every opted-in user's files (at start and after each
-interval), sends the new and changed files to the queue, then waits until the workers have
-no work left for those users, tagging each file in Nextcloud as it is finished and telling
-each user whose Files menu request is done what was found. Then faces are regrouped. Files
-queued by the Files menu (ahead of the backlog) or by webhooks start a cycle at once that
-does not crawl. Quiet hours skip the cycle (and hold the workers back).
+same queue and database. One cycle runs at a time: it reads the admin settings and the
+users' choices (opted in or out; read again every few minutes), crawls every opted-in
+user's files (at start and after each interval) sending the new and changed files to the
+queue as it goes, and until the crawl is done and the workers have no work left for those
+users, tags each file in Nextcloud as it is finished and tells each user whose Files menu
+request is done what was found. Then faces are regrouped. Files queued by the Files menu
+(first) or by webhooks (ahead of the backlog) start a cycle at once that does not crawl.
+Quiet hours skip the cycle (and hold the workers back).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from ex_app.sinks.nextcloud_tags import NextcloudTagSink
 from ex_app.sources.nextcloud import NextcloudFile, NextcloudSource
 from ex_app.store import schema
 from ex_app.web.admin_settings import admin_settings, settings_form
-from ex_app.web.personal_settings import user_choice
+from ex_app.web.personal_settings import UserChoice, user_choice
 from ex_app.work.nextcloud_scan import (
     NEXTCLOUD_SOURCE,
     busy,
@@ -52,7 +53,7 @@ from ex_app.work.nextcloud_scan import (
     withdraw_pending,
 )
 from ex_app.work.progress import measure_progress
-from ex_app.work.queue import BACKLOG, REQUEST
+from ex_app.work.queue import BACKLOG, NEW, REQUEST
 from ex_app.work.scan import SyncReport
 from ex_app.work.schedule import in_quiet_hours
 
@@ -144,6 +145,8 @@ class RecognizeService:
         self._regroup_due = False  # faces were deleted outside a cycle
         self._untagged: dict[int, NextcloudFile] = {}  # finished, tagging failed: tried again
         self._opted_out: set[str] = set()  # as of the last cycle
+        self._choices: dict[str, UserChoice] = {}  # each user's choice as last read
+        self._choices_read = float("-inf")  # when all were read (time.monotonic)
         self._tagged: dict[int, datetime] = {}  # file id: the finish time it was tagged for
         self._tagged_until = datetime.now(UTC)  # every file finished before this is tagged
 
@@ -196,22 +199,37 @@ class RecognizeService:
             self._sink = NextcloudTagSink(self.current_engine.sessions)
         return self._sink
 
-    async def active_users(self, engine: Engine, users: list[str]) -> list[str]:
-        """Those users whose files are analyzed. The pending work of users who opted out is
-        withdrawn, and their face data deleted (its tags taken off) if they asked."""
-        active = []
-        for user in users:
-            choice = await user_choice(
-                self.source.client(user), engine.settings.users_enabled_by_default
-            )
-            if choice.enabled:
-                active.append(user)
-                continue
+    def choice_changed(self, user: str) -> None:
+        """The user saved a new choice here: the next cycle (started now) reads it."""
+        self._choices.pop(user, None)
+        self.wake()
+
+    async def _read_choice(self, engine: Engine, user: str) -> UserChoice:
+        """The user's choice, from Nextcloud; a change from the last one read is acted on:
+        the pending work of a user who opted out is withdrawn, and their face data deleted
+        (its tags taken off) if they asked."""
+        choice = await user_choice(self.source.client(user), engine.settings.users_enabled_by_default)
+        if not choice.enabled and self._choices.get(user) != choice:
             await asyncio.to_thread(withdraw_pending, engine.sessions, user)
             if choice.delete_faces:
                 had_faces = await asyncio.to_thread(delete_face_data, engine.sessions, user)
                 await self._retag(engine, self._stored(engine, had_faces))
-        return active
+        self._choices[user] = choice
+        return choice
+
+    async def active_users(self, engine: Engine, users: list[str]) -> list[str]:
+        """Those users whose files are analyzed. Choices are read from Nextcloud once every
+        user_choice_refresh_seconds (a user's personal settings form saves them there without
+        telling the ExApp), and at once for a new user or one who chose on the People page."""
+        if time.monotonic() - self._choices_read >= engine.settings.user_choice_refresh_seconds:
+            self._choices = {user: self._choices[user] for user in users if user in self._choices}
+            self._choices_read = time.monotonic()
+            stale = users
+        else:
+            stale = [user for user in users if user not in self._choices]
+        for user in stale:
+            await self._read_choice(engine, user)
+        return [user for user in users if self._choices[user].enabled]
 
     async def run_cycle(self, crawl: bool = True) -> CycleReport:
         """Crawl (unless told not to), have the workers analyze the pending files, tag them,
@@ -227,20 +245,22 @@ class RecognizeService:
             users = await self.active_users(engine, everyone)
             returning = [user for user in users if user in self._opted_out]  # crawled now
             self._opted_out = set(everyone) - set(users)
-            sync = None
-            if crawl or returning:
-                crawled = users if crawl else returning
+            crawling = None
+            if crawl or returning:  # a returning user's withdrawn work is queued again
 
                 def send(fresh: list[int]) -> None:  # each chunk as the walk goes on
                     engine.queue.enqueue_files(engine.sessions, fresh, BACKLOG)
 
-                recorded = await sync_nextcloud(
-                    engine.sessions, self.source, crawled, engine.pipeline, on_chunk=send
-                )
-                sync = recorded.report if crawl else None
-                if returning:  # their work is on files that did not change
-                    await asyncio.to_thread(send, recorded.ids)
-            await self._follow_workers(engine, users)
+                crawling = asyncio.create_task(sync_nextcloud(
+                    engine.sessions, self.source, users if crawl else returning,
+                    engine.pipeline, on_chunk=send,
+                ))  # fmt: skip
+            try:  # what the workers finish is tagged while the walk goes on
+                await self._follow_workers(engine, users, crawling)
+            finally:
+                if crawling is not None and not crawling.done():
+                    crawling.cancel()
+            sync = crawling.result() if crawling is not None and crawl else None
             processed = finished_count(engine.sessions, started)
             regroup = processed or self._regroup_due
             self._regroup_due = False
@@ -257,15 +277,20 @@ class RecognizeService:
                 sync=sync, processed=processed, persons=persons, opted_out=len(everyone) - len(users)
             )
 
-    async def _follow_workers(self, engine: Engine, users: list[str]) -> None:
-        """Until the workers have no work left for these users: tag what they finish, tell
-        users whose requests are done."""
+    async def _follow_workers(
+        self, engine: Engine, users: list[str], crawling: asyncio.Task | None = None
+    ) -> None:
+        """Until the crawl (if any) is done and the workers have no work left for these
+        users: tag what they finish, tell users whose requests are done."""
         while True:
+            walking = crawling is not None and not crawling.done()
             working = busy(engine.sessions, users)  # before tagging: the last file gets tagged
             self._untagged.update(self._newly_finished(engine))
             await self._retag(engine, dict(self._untagged))
             await self._notify_finished_requests(engine)
-            if not working:
+            if crawling is not None and crawling.done():
+                crawling.result()  # a failed crawl fails the cycle
+            if not working and not walking:
                 return
             try:
                 await asyncio.wait_for(self._wake.wait(), WATCH_SECONDS)
@@ -292,11 +317,12 @@ class RecognizeService:
     async def queue(self, user: str, paths: list[str], request: bool = False) -> int:
         """Record the media at these paths of user's (folders: recursively) and send them to
         the workers, without a crawl; returns how many files were recorded. A Files menu
-        ``request`` goes ahead of the backlog and ends with a notification to the user.
+        ``request`` goes first and ends with a notification to the user; other files (from
+        webhooks) go ahead of the backlog.
         Raises OptedOut when the user opted out, FileNotFoundError when user sees no such
         path."""
         engine = await self.engine()
-        if not (await user_choice(self.source.client(user), engine.settings.users_enabled_by_default)).enabled:
+        if not (await self._read_choice(engine, user)).enabled:
             raise OptedOut(f"{user} opted out of Recognize in their personal settings")
         found = [file for path in paths for file in await self.source.media_at(user, path)]
         recorded = record_files(engine.sessions, found, engine.pipeline)
@@ -306,7 +332,7 @@ class RecognizeService:
             engine.queue.enqueue_files,
             engine.sessions,
             recorded.ids if request else recorded.fresh,
-            REQUEST if request else BACKLOG,
+            REQUEST if request else NEW,
         )
         self.wake()
         return len(recorded.remote_ids)

@@ -31,6 +31,7 @@ from ex_app.store.schema import TaskStatus
 from ex_app.work.claims import worker_gone
 
 BACKLOG = 0  # files found by a crawl or a scan
+NEW = 5  # files Nextcloud told of (webhooks: uploads, changes): before the backlog
 REQUEST = 10  # files a user asked for (the Files menu): before any backlog
 QUEUE_NAME = "recognize"
 TASK_NAME = "analyze_files"

@@ -315,7 +315,19 @@ class NextcloudState:
     def tag_names_of(self, fileid: int) -> set[str]:
         """Names of the tags assigned to a file."""
         with self.lock:
-            return {self.tags[t].name for f, t in self.tag_relations if f == fileid}
+            return {self.tags[t].name for t in self.tag_ids_of(fileid)}
+
+    def tag_ids_of(self, fileid: int) -> set[int]:
+        """Ids of the tags assigned to a file."""
+        with self.lock:
+            return {t for f, t in self.tag_relations if f == fileid}
+
+    def folder_size(self, node: Node) -> int:
+        """oc:size of a folder: the bytes of everything below it."""
+        prefix = node.path + "/" if node.path else ""
+        with self.lock:
+            return sum(n.size for n in self.nodes.values()
+                       if n.owner == node.owner and not n.is_dir and n.path.startswith(prefix))
 
     # --- faults --------------------------------------------------------------------------------
 
@@ -376,7 +388,4 @@ def _etag() -> str:
 
 def folder_size(state: NextcloudState, node: Node) -> int:
     """oc:size of a folder: the bytes of everything below it."""
-    prefix = node.path + "/" if node.path else ""
-    with state.lock:
-        return sum(n.size for n in state.nodes.values()
-                   if n.owner == node.owner and not n.is_dir and n.path.startswith(prefix))
+    return state.folder_size(node)

@@ -107,8 +107,8 @@ def _share_types(state: NextcloudState, entry: Entry) -> Children:
 def _system_tags(state: NextcloudState, entry: Entry) -> Children:
     admin = state.users[entry.user].admin
     with state.lock:
-        names = sorted(state.tags[t].name for f, t in state.tag_relations
-                       if f == entry.node.fileid and (admin or state.tags[t].user_visible))
+        names = sorted(state.tags[t].name for t in state.tag_ids_of(entry.node.fileid)
+                       if admin or state.tags[t].user_visible)
     return [("nc:system-tag", name) for name in names]
 
 
