@@ -24,7 +24,7 @@ from ex_app.people.grouping import regroup_all, update_persons
 from ex_app.store import schema
 from ex_app.store.database import open_database
 from ex_app.store.schema import TaskStatus
-from ex_app.work.pipeline import ANALYZER_MODELS, Pipeline
+from ex_app.work.pipeline import Pipeline, analyzer_models
 from ex_app.work.queue import BACKLOG, WorkQueue
 from ex_app.work.scan import SyncReport, sync_folder
 from ex_app.work.worker import (
@@ -95,7 +95,7 @@ class Engine:
                 name
                 for kind in MediaKind
                 for analyzer in self.pipeline.enabled_analyzers(kind)
-                for name in ANALYZER_MODELS[analyzer]
+                for name in analyzer_models(analyzer, self.settings.face_embedder)
             }
         )
         for name in names:

@@ -1,7 +1,7 @@
 """Faces into persons: the gate, full grouping with user decisions, incremental joining.
 
 Synthetic embeddings test the rules exactly; embeddings of real labelled photos (made by
-the production analyzer) test that the rules hold on dlib's descriptor space.
+each embedder) test that the rules hold in SFace's and dlib's spaces at their distances.
 """
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ import pytest
 from PIL import Image
 from scipy.cluster.hierarchy import fcluster, linkage
 
-from ex_app.analyzers.faces import FaceAnalyzer
+from ex_app.analyzers.faces import DlibEmbedder, FaceAnalyzer, SFaceEmbedder
 from ex_app.people.clustering import (
+    EMBEDDER_DISTANCES,
     UNASSIGNED,
     ClusterParams,
     QualityGate,
@@ -224,14 +225,26 @@ def sample_photos() -> tuple[list[Path], np.ndarray]:
     return [FACES / p for _, p in picks], np.array([n for n, _ in picks])
 
 
-@pytest.fixture(scope="module")
-def real_faces(model_store) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(embeddings, identities, seedable) of the sample's largest face per photo."""
-    analyzer = FaceAnalyzer(
-        model_store.path("face_detection_yunet"),
-        model_store.path("dlib_face_landmarks_5"),
-        model_store.path("dlib_face_embedder_onnx"),
+def embedder_params(embedder: str) -> ClusterParams:
+    """The grouping rules at an embedder's own distances."""
+    distances = EMBEDDER_DISTANCES[embedder]
+    return ClusterParams(
+        neighbours=10, min_faces=2, max_distance=distances.link, member_distance=distances.member,
+        merge_distance=distances.merge, join_distance=distances.join,
     )
+
+
+@pytest.fixture(scope="module", params=["sface", "dlib"])
+def real_faces(model_store, request) -> tuple[np.ndarray, np.ndarray, np.ndarray, ClusterParams]:
+    """(embeddings, identities, seedable, params) of the sample's largest face per photo, by
+    each embedder, with its grouping distances."""
+    if request.param == "sface":
+        embedder = SFaceEmbedder(model_store.path("face_recognition_sface"))
+    else:
+        embedder = DlibEmbedder(
+            model_store.path("dlib_face_landmarks_5"), model_store.path("dlib_face_embedder_onnx")
+        )
+    analyzer = FaceAnalyzer(model_store.path("face_detection_yunet"), embedder)
     gate = QualityGate(min_size=16, min_score=0.85, min_sharpness=30, min_pose=0.2)
     paths, identities = sample_photos()
     rows = []
@@ -245,12 +258,12 @@ def real_faces(model_store) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             rows.append((face.embedding, identity, seedable))
     assert len(rows) >= len(paths) - 1
     embeddings, names, seedable = zip(*rows)
-    return np.stack(embeddings), np.array(names), np.array(seedable)
+    return np.stack(embeddings), np.array(names), np.array(seedable), embedder_params(request.param)
 
 
 def test_real_faces_group_into_pure_persons_and_lone_faces_stay_unassigned(real_faces) -> None:
-    embeddings, identities, seedable = real_faces
-    labels = cluster(embeddings, seedable, PARAMS)
+    embeddings, identities, seedable, params = real_faces
+    labels = cluster(embeddings, seedable, params)
     assert is_pure(labels, identities)
     counts = Counter(identities)
     rich = [n for n in counts if counts[n] >= 5]
@@ -261,15 +274,15 @@ def test_real_faces_group_into_pure_persons_and_lone_faces_stay_unassigned(real_
 
 
 def test_real_new_faces_join_their_person_and_a_stranger_does_not(real_faces) -> None:
-    embeddings, identities, seedable = real_faces
+    embeddings, identities, seedable, params = real_faces
     counts = Counter(identities)
     last = np.array([counts[n] >= 5 and i == np.flatnonzero(identities == n).max()
                      for i, n in enumerate(identities)])
     lone = np.isin(identities, [n for n in counts if counts[n] == 1])
     known = ~last & ~lone
-    labels = cluster(embeddings[known], seedable[known], PARAMS)
+    labels = cluster(embeddings[known], seedable[known], params)
     ids, centroids = person_centroids(embeddings[known], labels)
-    rows = assign_to_persons(embeddings[last | lone], centroids, PARAMS.join_distance)
+    rows = assign_to_persons(embeddings[last | lone], centroids, params.join_distance)
     newcomers = identities[last | lone]
     person_identity = {p: identities[known][labels == p][0] for p in ids}
     joined = rows != UNASSIGNED

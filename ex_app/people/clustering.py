@@ -1,7 +1,9 @@
 """Faces into persons: the quality gate, the full grouping and the incremental assignment.
 
-Pure functions of numpy arrays (dlib's raw 128-D descriptors, Euclidean distance); the
-caller decides which faces are free and which belong to persons the user confirmed.
+Pure functions of numpy arrays (128-D face vectors, Euclidean distance); the caller decides
+which faces are free and which belong to persons the user confirmed. Each embedder has its
+own distances (:data:`EMBEDDER_DISTANCES`): SFace's vectors are unit length (distance
+sqrt(2 − 2·cosine)), dlib's are raw descriptors.
 
 The algorithm, chosen by measurement (``bench/faces_quality.py`` compares it with DBSCAN,
 HDBSCAN, Chinese whispers, average and complete linkage and the peers' methods, on all
@@ -76,8 +78,44 @@ class QualityGate:
 
 
 @dataclass(frozen=True)
+class Distances:
+    """Every distance a face embedder's vectors are compared at."""
+
+    link: float  # longest link inside a new person
+    member: float  # a face that drops out of a cluster stays in it up to this link
+    merge: float  # new persons whose centroids are this close become one
+    join: float  # a loose face joins a person whose centroid is at most this far
+    suggestion: float  # persons this close "may be the same person"
+    video: float  # faces of a video's frames this close are one appearance
+
+
+# Chosen by bench/faces_quality.py on identity-split halves of the development set (see
+# bench/README.md); dlib's are the values tuned before SFace.
+EMBEDDER_DISTANCES = {
+    "sface": Distances(link=1.0, member=0.95, merge=0.75, join=0.9, suggestion=0.95, video=0.95),
+    "dlib": Distances(link=0.55, member=0.5, merge=0.3, join=0.45, suggestion=0.5, video=0.5),
+}
+
+
+def face_distances(settings: Settings) -> Distances:
+    """The configured embedder's distances, each replaced by its setting where one is set."""
+    defaults = EMBEDDER_DISTANCES[settings.face_embedder]
+    chosen = {
+        "link": settings.face_cluster_distance,
+        "member": settings.face_member_distance,
+        "merge": settings.face_merge_distance,
+        "join": settings.face_join_distance,
+        "suggestion": settings.face_suggestion_distance,
+        "video": settings.video_face_distance,
+    }
+    return Distances(
+        **{key: getattr(defaults, key) if value is None else value for key, value in chosen.items()}
+    )
+
+
+@dataclass(frozen=True)
 class ClusterParams:
-    """How faces group into persons; distances are Euclidean between dlib descriptors."""
+    """How faces group into persons; distances are Euclidean between face vectors."""
 
     neighbours: int  # k of the k-nearest-neighbour graph
     min_faces: int  # smallest new person
@@ -94,13 +132,14 @@ class ClusterParams:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ClusterParams:
+        distances = face_distances(settings)
         return cls(
             neighbours=settings.face_cluster_neighbours,
             min_faces=settings.face_min_faces_per_person,
-            max_distance=settings.face_cluster_distance,
-            member_distance=settings.face_member_distance,
-            merge_distance=settings.face_merge_distance,
-            join_distance=settings.face_join_distance,
+            max_distance=distances.link,
+            member_distance=distances.member,
+            merge_distance=distances.merge,
+            join_distance=distances.join,
         )
 
 
