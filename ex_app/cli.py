@@ -280,7 +280,9 @@ def person_distinct(engine: Engine, person_id: int, other_id: int) -> None:
 def person_suggestions(engine: Engine, as_json: bool) -> None:
     """Pairs of persons that may be the same human, closest first."""
     with engine.sessions() as session:
-        found = operations.suggest_merges(session, face_distances(engine.settings).suggestion)
+        found = operations.suggest_merges(
+            session, face_distances(engine.settings).suggestion, embedder=engine.settings.face_embedder
+        )
     if as_json:
         click.echo(json.dumps([asdict(s) for s in found], indent=1))
         return

@@ -287,15 +287,20 @@ def mark_distinct(
 
 
 def suggest_merges(
-    session: Session, max_distance: float, limit: int = 50, *, owner: Owner = ANYONE
+    session: Session, max_distance: float, limit: int = 50, *, owner: Owner = ANYONE,
+    embedder: str | None = None,
 ) -> list[MergeSuggestion]:
-    """Pairs of visible persons of one owner whose mean faces are close: maybe the same human."""
-    rows = session.execute(
+    """Pairs of visible persons of one owner whose mean faces (of the embedder, when given:
+    the one max_distance is for) are close: maybe the same human."""
+    query = (
         select(schema.Face.person_id, schema.Face.embedding, schema.Person.owner)
         .join(schema.Person)
         .where(schema.Person.hidden.is_(False), _owned_by(schema.Person.owner, owner))
         .order_by(schema.Face.person_id)
-    ).all()
+    )
+    if embedder is not None:
+        query = query.where(schema.Face.embedder == embedder)
+    rows = session.execute(query).all()
     if not rows:
         return []
     owner_of = {person_id: person_owner for person_id, _, person_owner in rows}

@@ -216,7 +216,8 @@ def suggestions(request: Request) -> dict:
     engine = _engine(request)
     with engine.sessions() as session:
         found = operations.suggest_merges(
-            session, face_distances(engine.settings).suggestion, owner=owner
+            session, face_distances(engine.settings).suggestion, owner=owner,
+            embedder=engine.settings.face_embedder,
         )
     return {"suggestions": [asdict(s) for s in found]}
 
