@@ -20,7 +20,8 @@ from ex_app.engine import Engine
 from ex_app.media.errors import MediaError
 from ex_app.models.store import ModelUnavailable
 from ex_app.people import operations, thumbnails
-from ex_app.people.clustering import QualityGate, face_distances
+from ex_app.people.clustering import QualityGate
+from ex_app.people.distances import face_distances
 from ex_app.sinks.json_export import export_results, overall_status
 from ex_app.store import schema
 from ex_app.store.schema import TaskStatus

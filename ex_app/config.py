@@ -65,6 +65,9 @@ class Settings(BaseSettings):
     # The face embedder: "sface" (OpenCV Zoo's SFace) or "dlib" (dlib's ResNet). Changing it
     # re-embeds the stored faces in the background (ex_app/work/reembed.py).
     face_embedder: Literal["sface", "dlib"] = "sface"
+    # The admin's choice: the embedder's link, member and join distances times 0.95 (strict:
+    # fewer mix-ups), 1 or 1.05 (loose: fewer splits), where they are not set below.
+    face_sensitivity: Literal["strict", "balanced", "loose"] = "balanced"
     # Grouping faces into persons: Euclidean distances between the embedder's vectors. Unset
     # (None), each is the embedder's own value measured by bench/faces_quality.py
     # (ex_app/people/clustering.py: EMBEDDER_DISTANCES); set, it holds for either embedder.

@@ -19,7 +19,6 @@ from scipy.cluster.hierarchy import fcluster, linkage
 
 from ex_app.analyzers.faces import DlibEmbedder, FaceAnalyzer, SFaceEmbedder
 from ex_app.people.clustering import (
-    EMBEDDER_DISTANCES,
     UNASSIGNED,
     ClusterParams,
     QualityGate,
@@ -28,7 +27,9 @@ from ex_app.people.clustering import (
     density_clusters,
     passes_quality_gate,
     person_centroids,
+    person_prototypes,
 )
+from ex_app.people.distances import EMBEDDER_DISTANCES
 
 FACES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "faces"
 PARAMS = ClusterParams(
@@ -189,6 +190,30 @@ def test_assignment_joins_the_nearest_allowed_person_and_leaves_strangers() -> N
     assert rows[3:].tolist() == [UNASSIGNED, UNASSIGNED]
     barred = assign_to_persons(faces, centroids, PARAMS.join_distance, forbidden=np.array([[1, 1]]))
     assert barred[1] == UNASSIGNED and barred[0] == 0
+
+
+def test_a_person_of_two_looks_has_a_prototype_for_each() -> None:
+    rng = np.random.default_rng(12)
+    people, truth = blobs(rng, persons=2, faces=6)
+    one = person_prototypes(people[truth == 0], PARAMS.max_distance)
+    assert one.shape == (1, DIMENSIONS) and np.allclose(one[0], people[truth == 0].mean(axis=0))
+    two = person_prototypes(np.vstack([people, strangers(rng, 1)]), PARAMS.max_distance)
+    assert two.shape == (2, DIMENSIONS)  # the lone stranger makes no prototype
+    means = np.stack([people[truth == t].mean(axis=0) for t in (0, 1)])
+    assert np.abs(np.sort(two, axis=0) - np.sort(means, axis=0)).max() < 1e-5
+
+
+def test_new_faces_of_either_look_join_a_merged_person_and_a_stranger_does_not() -> None:
+    """The user merged two looks into one person: a new face of either joins it, though the
+    mean of both is farther than the join distance from each."""
+    rng = np.random.default_rng(13)
+    people, truth = blobs(rng, persons=2, faces=6)
+    newcomers = people[[0, 6]] + rng.normal(scale=0.02, size=(2, DIMENSIONS))
+    assert (np.linalg.norm(newcomers - people.mean(axis=0), axis=1) > PARAMS.join_distance).all()
+    faces = np.vstack([people, newcomers, strangers(rng, 1)])
+    groups = np.concatenate([np.zeros(len(people), int), np.full(3, UNASSIGNED)])
+    labels = cluster(faces, np.zeros(len(faces), bool), PARAMS, groups=groups)
+    assert labels[-3:].tolist() == [0, 0, UNASSIGNED]
 
 
 def test_regrouping_20000_faces_never_holds_a_distance_matrix() -> None:

@@ -23,7 +23,7 @@ from ex_app.analyzers.faces import (
     similarity_transform,
 )
 from ex_app.models.runtime import OnnxSession
-from ex_app.people.clustering import EMBEDDER_DISTANCES
+from ex_app.people.distances import EMBEDDER_DISTANCES
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 FACES = SHARED / "data" / "faces"

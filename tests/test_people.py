@@ -15,7 +15,8 @@ from sqlalchemy import delete, select, update
 from ex_app.config import Settings
 from ex_app.engine import Engine
 from ex_app.people import operations, thumbnails
-from ex_app.people.clustering import QualityGate, face_distances
+from ex_app.people.clustering import QualityGate
+from ex_app.people.distances import face_distances
 from ex_app.store import schema
 from ex_app.work.scan import local_file, process_pending, sync_folder
 

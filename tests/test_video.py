@@ -24,7 +24,7 @@ from ex_app.media.video import (
     scene_changes,
 )
 from ex_app.models.runtime import open_session
-from ex_app.people.clustering import face_distances
+from ex_app.people.distances import face_distances
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 FACES = SHARED / "data" / "faces"

@@ -3,7 +3,8 @@
 Two ways, one rule set (``ex_app.people.clustering``):
 - :func:`regroup_all` groups every face that is not in a confirmed person, from scratch;
 - :func:`update_persons` groups only the unassigned faces, with every existing person
-  standing in as one fixed pseudo-face at its stored mean embedding: new faces join the
+  standing in as fixed pseudo-faces at its stored prototypes (``clustering.person_prototypes``:
+  its mean embedding, or several where its faces lie far apart): new faces join the
   nearest person (found through a nearest-neighbour index over persons, never over all
   faces) or form new persons where enough of them agree.
 Faces of one photo are never put in one person, and faces of different owners never share
@@ -35,7 +36,9 @@ from ex_app.people.clustering import (
     QualityGate,
     cluster,
     passes_quality_gate,
+    person_prototypes,
 )
+from ex_app.people.distances import EMBEDDER_DISTANCES
 from ex_app.store import schema
 from ex_app.work.nextcloud_scan import NEXTCLOUD_SOURCE
 
@@ -206,8 +209,11 @@ def update_persons(
                 schema.Person.owner.is_(None) if owner is None else schema.Person.owner == owner,
             )
         ).all()
-        person_ids = np.array([person_id for person_id, _ in rows], dtype=int)
-        centroids = [np.frombuffer(blob, dtype=np.float32) for _, blob in rows]
+        prototypes = [np.frombuffer(blob, dtype=np.float32).reshape(-1, 128) for _, blob in rows]
+        person_ids = np.array(
+            [person_id for (person_id, _), found in zip(rows, prototypes) for _ in found], dtype=int
+        )
+        centroids = [row for found in prototypes for row in found]
         pseudo = len(person_ids)
         rejections = _rejections(session, loose.ids)
         labels = cluster(
@@ -366,10 +372,11 @@ def _drop_empty_unconfirmed(session: Session) -> None:
 
 
 def refresh_centroids(session: Session, person_ids: set[int]) -> None:
-    """Recompute the stored mean embedding of these persons from their faces.
+    """Recompute the stored prototypes of these persons from their faces.
 
-    A person's centroid is the mean of its faces of one embedder, the one most of them have
-    (all of them but while faces are being embedded again), and records that embedder.
+    They are the prototypes (``clustering.person_prototypes``, at the embedder's link
+    distance) of its faces of one embedder, the one most of them have (all of them but while
+    faces are being embedded again), stored as k × 128 float32 with that embedder.
     """
     ordered = sorted(person_ids)
     for start in range(0, len(ordered), CENTROID_BATCH):
@@ -383,12 +390,13 @@ def refresh_centroids(session: Session, person_ids: set[int]) -> None:
             by_embedder = vectors.setdefault(person_id, {})
             by_embedder.setdefault(embedder, []).append(np.frombuffer(blob, dtype=np.float32))
         for person_id in batch:
-            centroid, embedder = None, None
+            prototypes, embedder = None, None
             if person_id in vectors:
                 embedder, faces = max(vectors[person_id].items(), key=lambda item: len(item[1]))
-                centroid = np.mean(faces, axis=0).astype(np.float32).tobytes()
+                link = EMBEDDER_DISTANCES[embedder].link
+                prototypes = person_prototypes(np.stack(faces), link).astype(np.float32).tobytes()
             session.execute(
                 update(schema.Person)
                 .where(schema.Person.id == person_id)
-                .values(centroid=centroid, embedder=embedder)
+                .values(centroid=prototypes, embedder=embedder)
             )

@@ -341,7 +341,8 @@ def _face_views(session: Session, where, gate: QualityGate, limit: int | None = 
         distance = None
         if centroid is not None:
             embedding = np.frombuffer(face.embedding, dtype=np.float32)
-            distance = float(np.linalg.norm(embedding - np.frombuffer(centroid, dtype=np.float32)))
+            prototypes = np.frombuffer(centroid, dtype=np.float32).reshape(-1, embedding.shape[0])
+            distance = float(np.linalg.norm(prototypes - embedding, axis=1).min())
         views.append(FaceView(
             id=face.id, file_id=face.file_id, path=path, x=face.x, y=face.y, w=face.w, h=face.h,
             photo_width=width, photo_height=height, person_id=face.person_id, pinned=face.pinned,

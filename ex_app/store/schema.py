@@ -108,8 +108,9 @@ class Person(Base):
     name: Mapped[str | None] = mapped_column(Text)
     hidden: Mapped[bool] = mapped_column(Boolean, default=False)
     confirmed: Mapped[bool] = mapped_column(Boolean, default=False)
-    centroid: Mapped[bytes | None] = mapped_column(LargeBinary)  # mean embedding, 128 float32
-    embedder: Mapped[str | None] = mapped_column(String(16))  # the embedder of the centroid
+    # Its prototypes (people.clustering.person_prototypes): k × 128 float32, k ≥ 1.
+    centroid: Mapped[bytes | None] = mapped_column(LargeBinary)
+    embedder: Mapped[str | None] = mapped_column(String(16))  # the embedder of the prototypes
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     faces: Mapped[list["Face"]] = relationship(back_populates="person")

@@ -19,8 +19,9 @@ log = logging.getLogger(__name__)
 
 FORM_ID = "recognize_admin"
 
-# Face grouping sensitivity: the longest link inside a new person (see config.py).
-SENSITIVITY = {"Strict (fewer mix-ups)": "0.45", "Balanced": "0.55", "Loose (fewer splits)": "0.6"}
+# Face grouping sensitivity: a factor on the embedder's grouping distances (see config.py).
+SENSITIVITY = {"Strict (fewer mix-ups)": "strict", "Balanced": "balanced", "Loose (fewer splits)": "loose"}
+EMBEDDERS = {"SFace (recommended)": "sface", "dlib ResNet": "dlib"}
 
 
 INTRO = "Private tagging of your media on this server: faces into persons, objects, scenes, places and genres."
@@ -60,8 +61,11 @@ def settings_form(defaults: Settings, progress: list[AnalyzerProgress] | None = 
             field("landmarks_enabled", "Landmarks", SettingsFieldType.CHECKBOX,
                   defaults.landmarks_enabled,
                   label="Tag photos of buildings and monuments with the landmark"),
-            field("face_cluster_distance", "Face grouping sensitivity", SettingsFieldType.SELECT,
-                  _closest_sensitivity(defaults.face_cluster_distance), options=SENSITIVITY),
+            field("face_sensitivity", "Face grouping sensitivity", SettingsFieldType.SELECT,
+                  defaults.face_sensitivity, options=SENSITIVITY),
+            field("face_embedder", "Face recognition model", SettingsFieldType.SELECT,
+                  defaults.face_embedder, options=EMBEDDERS,
+                  description="Changing it recognizes the stored faces again in the background."),
             field("face_min_faces_per_person", "Minimum faces per person",
                   SettingsFieldType.NUMBER, defaults.face_min_faces_per_person,
                   description="Fewer similar faces do not make a person (at least 2)."),
@@ -80,10 +84,6 @@ def settings_form(defaults: Settings, progress: list[AnalyzerProgress] | None = 
                   label="Tag photos with the names of their persons"),
         ],
     )
-
-
-def _closest_sensitivity(distance: float) -> str:
-    return min(SENSITIVITY.values(), key=lambda value: abs(float(value) - distance))
 
 
 async def admin_settings(nc: AsyncNextcloudApp, base: Settings) -> Settings:

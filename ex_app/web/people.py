@@ -26,7 +26,8 @@ from sqlalchemy.orm import Session
 from ex_app.engine import Engine
 from ex_app.media.errors import MediaError
 from ex_app.people import operations, thumbnails
-from ex_app.people.clustering import QualityGate, face_distances
+from ex_app.people.clustering import QualityGate
+from ex_app.people.distances import face_distances
 from ex_app.people.operations import NotFound
 from ex_app.people.undo import Snapshot
 from ex_app.sources.nextcloud import NextcloudFile, NextcloudSource, TooLarge

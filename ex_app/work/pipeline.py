@@ -74,7 +74,7 @@ from ex_app.media.video import (
 )
 from ex_app.models.runtime import OnnxSession, onnx_providers, open_session, resolve_engine
 from ex_app.models.store import ModelStore
-from ex_app.people.clustering import face_distances
+from ex_app.people.distances import face_distances
 from ex_app.tagging.rules import TagRules
 
 log = logging.getLogger(__name__)
