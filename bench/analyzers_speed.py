@@ -17,9 +17,11 @@ from PIL import Image
 
 from ex_app.analyzers.faces import FaceAnalyzer
 from ex_app.analyzers.objects import ObjectClassifier, load_imagenet_labels
+from ex_app.config import Settings
 from ex_app.models.manifest import load_manifest
 from ex_app.models.runtime import open_session
 from ex_app.models.store import ModelStore
+from ex_app.work.pipeline import load_face_embedder
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 FACES = SHARED / "data" / "faces"
@@ -56,11 +58,9 @@ def main() -> None:
     args = parser.parse_args()
 
     store = ModelStore(STORE, load_manifest(), mirror=MODELS)
+    settings = Settings(threads=args.threads)
     analyzer = FaceAnalyzer(
-        store.path("face_detection_yunet"),
-        store.path("dlib_face_landmarks_5"),
-        store.path("dlib_face_embedder_onnx"),
-        threads=args.threads,
+        store.path("face_detection_yunet"), load_face_embedder(settings, store), threads=args.threads
     )
     face_photos = [load_rgb(path) for path in labelled_face_photos(args.faces)]
     faces_found: list[int] = []

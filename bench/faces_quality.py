@@ -1,13 +1,15 @@
 """Face grouping quality: the whole pipeline on identity-labelled photos, ours against the peers.
 
-    .venv/bin/python bench/faces_quality.py [FOLDER] [--cache PATH] [--gate-study]
+    .venv/bin/python bench/faces_quality.py [FOLDER] [--embedder sface|dlib] [--cache DIR]
+                                            [--gate-study]
 
 FOLDER holds ``<identity>/<images>`` and ``labels.csv`` (``path,identity``; identities
 starting with ``__`` such as ``__group__`` are left out); default ``../shared/data/faces``.
 Each photo goes through detection → embedding (:class:`FaceAnalyzer`, min_size 16,
-min_score 0.8; the largest face of a photo is taken as the labelled one) → grouping.
-Embeddings are cached in ``build/faces-embeddings.npz`` keyed by relative path, file size
-and modification time, and dropped when the analyzer's code or thresholds change.
+min_score 0.8; the largest face of a photo is taken as the labelled one) → grouping, once per
+embedder (SFace and dlib, side by side; the last table puts every grouping on both).
+Embeddings are cached in ``build/faces-embeddings-<embedder>.npz`` keyed by relative path,
+file size and modification time, and dropped when the analyzer's code or thresholds change.
 
 Measures, over all labelled photos (a photo without a detected face and a face left
 unassigned each count as a cluster of its own): BCubed precision, recall and F1 (Bagga &
@@ -15,8 +17,11 @@ Baldwin 1998: per face, the share of its cluster that is its identity and the sh
 identity that is in its cluster), pairwise precision and recall over face pairs, persons
 found (clusters) against identities, and the share of faces left unassigned.
 
-Ours runs with the app's settings (``ex_app/config.py``) and its quality gate; everything
-else sees every face. The peers are re-implemented on the same dlib embeddings:
+Ours runs with the app's settings (``ex_app/config.py``, the embedder's distances) and its
+quality gate; everything else sees every face. The peers are re-implemented on the same
+embeddings; their Euclidean distances are dlib's, so on SFace's they are scaled by the ratio
+of the two embedders' link distances (Immich's cosine 0.5 is its own, for ArcFace-like
+models such as SFace):
 
 - Recognize for Nextcloud (PHP; nextcloud/recognize ``lib/Service/FaceClusterAnalyzer.php``,
   ``lib/Clustering/{HDBSCAN,MstSolver,MrdBallTree,MstClusterer}.php`` at 40eff428):
@@ -51,8 +56,10 @@ choice; table 1 shows it next to the point best on all photos alone. Table 2 is 
 issue's table on all photos. Table 3 splits the identities in two halves by a hash of
 their names, chooses on one half, measures on the other and averages both ways round: how
 a choice carries over to identities never seen. ``--gate-study`` measures how small or
-blurred faces degrade recognition, the evidence behind the gate's defaults. The last line
-sums up ours.
+blurred faces degrade recognition, the evidence behind the gate's defaults. Table 4 merges
+half the photos of two identities into one person, as a user may, and counts the other
+halves that join it and the strangers that do, with one centroid against the person's
+prototypes. A summary line per embedder sums up ours.
 """
 
 from __future__ import annotations
@@ -69,31 +76,41 @@ from pathlib import Path
 
 import cv2
 import dlib
-import face_recognition_models
 import numpy as np
 from PIL import Image
 from scipy.cluster.hierarchy import fcluster, linkage
 from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import minimum_spanning_tree
-from scipy.spatial.distance import pdist, squareform
+from scipy.spatial.distance import cdist, pdist, squareform
 from sklearn.cluster import DBSCAN, HDBSCAN
 
-from ex_app.analyzers.faces import Face, FaceAnalyzer
+from ex_app.analyzers.faces import EMBEDDERS, Face, FaceAnalyzer
 from ex_app.config import Settings
+from ex_app.models.manifest import load_manifest
+from ex_app.models.store import ModelStore
+from ex_app.work.pipeline import load_face_embedder
 from ex_app.people.clustering import (
     UNASSIGNED,
     ClusterParams,
     QualityGate,
     cluster,
     passes_quality_gate,
+    person_prototypes,
 )
+from ex_app.people.distances import EMBEDDER_DISTANCES, Distances
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_FOLDER = ROOT.parent / "shared" / "data" / "faces"
-DEFAULT_CACHE = ROOT / "build" / "faces-embeddings.npz"
-YUNET = ROOT.parent / "shared" / "models" / "face_detection_yunet.onnx"
+CACHE_DIR = ROOT / "build"  # faces-embeddings-<embedder>.npz
+MODELS = ROOT.parent / "shared" / "models"
 ANALYZER_MIN_SIZE, ANALYZER_MIN_SCORE = 16, 0.8
-MIN_PRECISION = 0.98  # the bar: a wrongly merged person hurts more than a split
+MIN_PRECISION = 0.99  # the bar: a wrongly merged person hurts more than a split
+# The grid of ours per embedder: its two main distances (link, join); the others stay at the
+# embedder's defaults.
+OURS_GRID = {
+    "sface": ((1.0, 1.05, 1.1, 1.15), (0.95, 1.0, 1.05)),
+    "dlib": ((0.5, 0.55, 0.6), (0.4, 0.45)),
+}
 
 
 @dataclass
@@ -142,20 +159,24 @@ def file_stamp(path: Path) -> str:
     return f"{stat.st_size}:{stat.st_mtime_ns}"
 
 
-def make_analyzer() -> FaceAnalyzer:
+def model_store() -> ModelStore:
+    return ModelStore(ROOT / "build" / "bench-models", load_manifest(), mirror=MODELS)
+
+
+def make_analyzer(embedder: str) -> FaceAnalyzer:
+    """The production analyzer with this embedder (dlib as the ONNX port of its network)."""
+    settings = Settings(face_embedder=embedder, inference_engine="onnx")
     return FaceAnalyzer(
-        YUNET,
-        Path(face_recognition_models.pose_predictor_five_point_model_location()),
-        Path(face_recognition_models.face_recognition_model_location()),
+        model_store().path("face_detection_yunet"),
+        load_face_embedder(settings, model_store()),
         min_score=ANALYZER_MIN_SCORE,
         min_size=ANALYZER_MIN_SIZE,
     )
 
 
-def analyzer_version() -> str:
-    """Changes whenever the analyzer's code, embedder file or thresholds do."""
+def analyzer_version(embedder: str) -> str:
+    """Changes whenever the analyzer's code, embedder or thresholds do."""
     code = hashlib.sha1((ROOT / "ex_app" / "analyzers" / "faces.py").read_bytes()).hexdigest()
-    embedder = Path(face_recognition_models.face_recognition_model_location()).name
     return f"{code}:{embedder}:{ANALYZER_MIN_SIZE}:{ANALYZER_MIN_SCORE}"
 
 
@@ -168,11 +189,12 @@ def load_rgb(path: Path) -> np.ndarray:
     return np.asarray(Image.open(path).convert("RGB"))
 
 
-def embed_folder(folder: Path, cache: Path) -> FaceSet:
-    """Every labelled photo's face, from the cache where the file is unchanged."""
+def embed_folder(folder: Path, cache: Path, embedder: str) -> FaceSet:
+    """Every labelled photo's face by this embedder, from the cache where the file is
+    unchanged."""
     photos = labelled_photos(folder)
     known: dict[tuple[str, str], tuple] = {}
-    version = analyzer_version()
+    version = analyzer_version(embedder)
     stored = np.load(cache) if cache.exists() else {}
     if "analyzer" in stored and str(stored["analyzer"]) == version:
         fields = ("found", "embeddings", "size", "score", "sharpness", "pose")
@@ -183,7 +205,7 @@ def embed_folder(folder: Path, cache: Path) -> FaceSet:
     for number, (relative, _) in enumerate(photos):
         stamp = file_stamp(folder / relative)
         if (relative, stamp) not in known:
-            analyzer = analyzer or make_analyzer()
+            analyzer = analyzer or make_analyzer(embedder)
             face = largest_face(analyzer, load_rgb(folder / relative))
             known[(relative, stamp)] = (
                 (True, face.embedding, min(face.box[2:]), face.score, face.sharpness, face.pose)
@@ -388,8 +410,9 @@ class PhpMstClusterer:
         return {v for a, b, _ in self.edges.values() for v in (a, b)}
 
 
-def php_recognize(x: np.ndarray) -> np.ndarray:
-    """Recognize (PHP)'s HDBSCAN with its size-dependent parameters and distance limits."""
+def php_recognize(x: np.ndarray, unit: float = 1.0) -> np.ndarray:
+    """Recognize (PHP)'s HDBSCAN with its size-dependent parameters and distance limits
+    (scaled by unit for another embedder's distances)."""
     count = len(x)
     labels = np.full(count, UNASSIGNED)
     if count < PHP_MIN_DATASET_SIZE:
@@ -405,7 +428,8 @@ def php_recognize(x: np.ndarray) -> np.ndarray:
     edges = {i: (int(a), int(b), float(w))
              for i, (a, b, w) in enumerate(zip(tree.row, tree.col, tree.data))}
     clusters = PhpMstClusterer(edges, None, min_cluster_size, None,
-                               PHP_MIN_CLUSTER_SEPARATION, PHP_MAX_CLUSTER_EDGE_LENGTH).process()
+                               PHP_MIN_CLUSTER_SEPARATION * unit,
+                               PHP_MAX_CLUSTER_EDGE_LENGTH * unit).process()
     for number, found in enumerate(clusters):
         labels[list(found.vertices())] = number
     return labels
@@ -458,10 +482,11 @@ def immich(
     return person
 
 
-def immich_method(cosine: bool) -> Method:
+def immich_method(cosine: bool, unit: float = 1.0) -> Method:
     def run(faces: FaceSet) -> np.ndarray:
         order = np.argsort([name_hash(p) for p in faces.paths[faces.found]])
-        return on_found(lambda x: immich(x, order, 0.5, cosine))(faces)
+        distance = 0.5 if cosine else 0.5 * unit
+        return on_found(lambda x: immich(x, order, distance, cosine))(faces)
 
     return run
 
@@ -517,8 +542,11 @@ def choose(trials: dict[str, Trial]) -> str:
     return max(trials, key=lambda label: trials[label].worst_precision)
 
 
-def family_grids(gate: QualityGate, app: ClusterParams) -> dict[str, dict[str, Method]]:
-    """Per family, its methods by parameter label."""
+def family_grids(
+    gate: QualityGate, app: ClusterParams, embedder: str, unit: float
+) -> dict[str, dict[str, Method]]:
+    """Per family, its methods by parameter label; the generic families' distances are
+    dlib's, times unit for another embedder."""
 
     def agglomerative(method: str, threshold: float, min_faces: int) -> Method:
         def run(x: np.ndarray) -> np.ndarray:
@@ -541,10 +569,10 @@ def family_grids(gate: QualityGate, app: ClusterParams) -> dict[str, dict[str, M
     return {
         "ours": {  # its two main distances; the others stay at the app's settings
             f"link {d} join {j}": ours(gate, replace(app, max_distance=d, join_distance=j))
-            for d, j in itertools.product((0.5, 0.55, 0.6), (0.4, 0.45))
+            for d, j in itertools.product(*OURS_GRID[embedder])
         },
         "DBSCAN": {
-            f"eps {e} min {m}": dbscan(e, m)
+            f"eps {e * unit:.3g} min {m}": dbscan(e * unit, m)
             for e, m in itertools.product((0.35, 0.4, 0.45, 0.5), (2, 3, 4, 5))
         },
         "HDBSCAN": {
@@ -552,15 +580,15 @@ def family_grids(gate: QualityGate, app: ClusterParams) -> dict[str, dict[str, M
             for c, s in itertools.product((2, 3, 4, 5), (1, 2, 3, 4))
         },
         "Chinese whispers": {
-            f"t {t} min {m}": whispers(t, m)
+            f"t {t * unit:.3g} min {m}": whispers(t * unit, m)
             for t, m in itertools.product((0.35, 0.4, 0.42, 0.45, 0.5), (1, 2, 3))
         },
         "average linkage": {
-            f"t {t} min {m}": agglomerative("average", t, m)
+            f"t {t * unit:.3g} min {m}": agglomerative("average", t * unit, m)
             for t, m in itertools.product((0.4, 0.45, 0.475, 0.5, 0.525, 0.55), (2, 3))
         },
         "complete linkage": {
-            f"t {t} min {m}": agglomerative("complete", t, m)
+            f"t {t * unit:.3g} min {m}": agglomerative("complete", t * unit, m)
             for t, m in itertools.product((0.5, 0.55, 0.6, 0.65, 0.7), (2, 3))
         },
     }
@@ -569,7 +597,9 @@ def family_grids(gate: QualityGate, app: ClusterParams) -> dict[str, dict[str, M
 # --- Gate study -------------------------------------------------------------------------
 
 
-def gate_study(folder: Path, faces: FaceSet, pair_distance: float, photos: int = 300) -> None:
+def gate_study(
+    folder: Path, faces: FaceSet, pair_distance: float, embedder: str, photos: int = 300
+) -> None:
     """Recognition of degraded copies: shrunk so the face is s px, or blurred with σ.
 
     Probes: photos with a face of ≥ 64 px of identities with ≥ 5 faces (at most
@@ -578,7 +608,7 @@ def gate_study(folder: Path, faces: FaceSet, pair_distance: float, photos: int =
     probe's clean embedding. False pairs: the share of probe pairs of different identities
     closer than pair_distance (two such faces could seed a wrong person), against clean.
     """
-    analyzer = make_analyzer()
+    analyzer = make_analyzer(embedder)
     counts = {name: (faces.identities[faces.found] == name).sum() for name in set(faces.identities)}
     usable = np.flatnonzero(faces.found & (faces.size >= 64))
     rows = [i for i in usable if counts[faces.identities[i]] >= 5]
@@ -628,6 +658,44 @@ def gate_study(folder: Path, faces: FaceSet, pair_distance: float, photos: int =
         report(f"face {side} px", shrink(side))
     for sigma in (1.5, 2.5, 3.5, 5.0):
         report(f"blur σ {sigma}", lambda rgb, i, s=sigma: cv2.GaussianBlur(rgb, (0, 0), s))
+
+
+# --- Prototypes -------------------------------------------------------------------------
+
+
+def prototype_study(faces: FaceSet, distances: Distances) -> None:
+    """Table 4: a person the user merged from two identities (look-alikes: each identity with
+    the one whose mean face is nearest; or random pairs), half the photos of each; do the
+    other halves join it (within the join distance), and how many faces of everyone else
+    join it wrongly? With one centroid against the person's prototypes."""
+    x, ids = faces.embeddings[faces.found], faces.identities[faces.found]
+    names = sorted(n for n in set(ids) if (ids == n).sum() >= 6)
+    means = np.stack([x[ids == n].mean(axis=0) for n in names])
+    apart = squareform(pdist(means))
+    np.fill_diagonal(apart, np.inf)
+    look_alikes = sorted({tuple(sorted((names[i], names[int(apart[i].argmin())])))
+                          for i in range(len(names))})
+    ordered = sorted(names, key=name_hash)
+    random_pairs = list(zip(ordered[0::2], ordered[1::2]))
+    print("\n4. Merged persons: half the photos of two identities merged by the user; the other "
+          "halves should join it, nobody else")
+    print(f"{'pairs':34s} {'stands for the person':22s} {'joined':>14s} {'strangers joined':>17s}")
+    for label, pairs in ((f"{len(look_alikes)} look-alike pairs", look_alikes),
+                         (f"{len(random_pairs)} random pairs", random_pairs)):
+        for kind in ("one centroid", "prototypes"):
+            joined = total = strangers = 0
+            for a, b in pairs:
+                rows_a, rows_b = np.flatnonzero(ids == a), np.flatnonzero(ids == b)
+                member = np.concatenate([rows_a[: len(rows_a) // 2], rows_b[: len(rows_b) // 2]])
+                new = np.concatenate([rows_a[len(rows_a) // 2 :], rows_b[len(rows_b) // 2 :]])
+                others = np.flatnonzero(~np.isin(ids, [a, b]))
+                stand = (x[member].mean(axis=0, keepdims=True) if kind == "one centroid"
+                         else person_prototypes(x[member], distances.link))
+                joined += int((cdist(x[new], stand).min(axis=1) <= distances.join).sum())
+                total += len(new)
+                strangers += int((cdist(x[others], stand).min(axis=1) <= distances.join).sum())
+            print(f"{label:34s} {kind:22s} {joined:5d}/{total:<5d} {joined / total:.3f} "
+                  f"{strangers:17d}")
 
 
 # --- Report -----------------------------------------------------------------------------
@@ -737,55 +805,81 @@ def held_out_table(faces: FaceSet, grids: dict[str, dict[str, Method]],
     return held
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("folder", nargs="?", type=Path, default=DEFAULT_FOLDER)
-    parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
-    parser.add_argument("--gate-study", action="store_true", help="also measure degraded faces")
-    args = parser.parse_args()
-
-    faces = embed_folder(args.folder, args.cache)
-    settings = Settings()
+def evaluate(folder: Path, embedder: str, cache: Path, study: bool) -> dict[str, Scores]:
+    """Tables 1-3 and the summary for one embedder; returns the all-photos and held-out
+    figures of ours and the peers."""
+    faces = embed_folder(folder, cache / f"faces-embeddings-{embedder}.npz", embedder)
+    settings = Settings(face_embedder=embedder)
     gate, app = QualityGate.from_settings(settings), ClusterParams.from_settings(settings)
+    unit = EMBEDDER_DISTANCES[embedder].link / EMBEDDER_DISTANCES["dlib"].link
     seedable = passes_quality_gate(faces.size, faces.score, faces.sharpness, faces.pose, gate)
     identities = len(set(faces.identities))
     with_two = sum(1 for name in set(faces.identities) if (faces.identities == name).sum() >= 2)
-    print(f"{args.folder}: {len(faces.paths)} labelled photos, {identities} identities "
-          f"({with_two} with ≥ 2 photos), no face found in {int((~faces.found).sum())}; "
+    print(f"\n===== {embedder} =====\n{folder}: {len(faces.paths)} labelled photos, {identities} "
+          f"identities ({with_two} with ≥ 2 photos), no face found in {int((~faces.found).sum())}; "
           f"{int((seedable & faces.found).sum())} faces pass the gate {gate}")
-    print(f"ours: {app}")
+    print(f"ours: {app}; the peers' Euclidean distances (dlib's) × {unit:.3g}")
 
     peers: dict[str, Method] = {
-        "Recognize PHP: HDBSCAN, separation 0.35, edge 0.5": on_found(php_recognize),
-        "facerecognition: Chinese whispers 0.4": on_found(lambda x: chinese_whispers(x, 0.4)),
+        "Recognize PHP: HDBSCAN, separation 0.35, edge 0.5": on_found(
+            lambda x: php_recognize(x, unit)),
+        "facerecognition: Chinese whispers 0.4": on_found(
+            lambda x: chinese_whispers(x, 0.4 * unit)),
         "Immich: min 3 faces, cosine 0.5": immich_method(cosine=True),
-        "Immich's rule at Euclidean 0.5": immich_method(cosine=False),
+        "Immich's rule at Euclidean 0.5": immich_method(cosine=False, unit=unit),
     }
     fixed = {"ours (app settings)": ours(gate, app), **peers}
-    grids = family_grids(gate, app)
+    grids = family_grids(gate, app, embedder, unit)
     chosen = choosing_table(faces, grids, fixed)
     results = all_photos_table(faces, {
         "ours (app settings)": fixed["ours (app settings)"],
         "ours incremental: half the photos, then the rest": incremental(gate, app),
+        "ours without the quality gate": ours(QualityGate(0, 0, 0, 0), app),
+        "ours without the merge step": ours(gate, replace(app, merge_distance=0.0)),
         **peers,
         **{f"{family}: {label}": grids[family][label]
            for family, label in chosen.items() if family != "ours"},
     })
     held = held_out_table(faces, grids, fixed)
-    if args.gate_study:
+    prototype_study(faces, EMBEDDER_DISTANCES[embedder])
+    if study:
         print()
-        gate_study(args.folder, faces, app.member_distance)
+        gate_study(folder, faces, app.member_distance, embedder)
 
     mine, tuned_elsewhere = results["ours (app settings)"], held["ours"]
     others = {k: v for k, v in results.items() if not k.startswith("ours")}
     pool = {k: v for k, v in others.items() if v.precision >= MIN_PRECISION} or others
     rival = max(pool, key=lambda k: pool[k].f1)
     verdict = "best" if mine.f1 > pool[rival].f1 else "NOT best"
-    print(f"\nSUMMARY ours: BCubed P {mine.precision:.3f} R {mine.recall:.3f} F1 {mine.f1:.3f}, "
-          f"persons {mine.persons}/{identities}, unassigned {100 * mine.unassigned:.1f}%; "
-          f"F1 {verdict} of {len(others)} others (next with P ≥ {MIN_PRECISION}: {rival} "
-          f"{pool[rival].f1:.3f}); chosen on half the identities, on the other half: "
-          f"P {tuned_elsewhere.precision:.3f} F1 {tuned_elsewhere.f1:.3f}")
+    print(f"\nSUMMARY {embedder} ours: BCubed P {mine.precision:.3f} R {mine.recall:.3f} "
+          f"F1 {mine.f1:.3f}, persons {mine.persons}/{identities}, unassigned "
+          f"{100 * mine.unassigned:.1f}%; F1 {verdict} of {len(others)} others (next with "
+          f"P ≥ {MIN_PRECISION}: {rival} {pool[rival].f1:.3f}); chosen on half the identities, "
+          f"on the other half: P {tuned_elsewhere.precision:.3f} R {tuned_elsewhere.recall:.3f} "
+          f"F1 {tuned_elsewhere.f1:.3f}")
+    return {**{f"{k} (all photos)": v for k, v in results.items() if k in fixed},
+            **{f"{k} (other half)": v for k, v in held.items() if k in peers},
+            "ours, chosen on the other half (other half)": held["ours"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("folder", nargs="?", type=Path, default=DEFAULT_FOLDER)
+    parser.add_argument("--cache", type=Path, default=CACHE_DIR, help="folder of the caches")
+    parser.add_argument("--embedder", choices=EMBEDDERS, action="append",
+                        help="one embedder (default: each, side by side)")
+    parser.add_argument("--gate-study", action="store_true", help="also measure degraded faces")
+    args = parser.parse_args()
+
+    embedders = args.embedder or list(EMBEDDERS)
+    figures = {e: evaluate(args.folder, e, args.cache, args.gate_study) for e in embedders}
+    print("\nSIDE BY SIDE: BCubed P / R / F1 of each grouping on each embedding")
+    names = list(dict.fromkeys(name for f in figures.values() for name in f))
+    print(f"{'grouping':68s} " + " ".join(f"{e:>20s}" for e in embedders))
+    for name in names:
+        cells = [figures[e].get(name) for e in embedders]
+        print(f"{name:68s} " + " ".join(
+            f"{c.precision:6.3f} {c.recall:6.3f} {c.f1:6.3f}" if c else f"{'':20s}" for c in cells))
 
 
 if __name__ == "__main__":

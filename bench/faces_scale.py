@@ -53,15 +53,15 @@ def _embed_shared_faces() -> tuple[np.ndarray, np.ndarray]:
     from PIL import Image
 
     from ex_app.analyzers.faces import FaceAnalyzer
+    from ex_app.config import Settings
+    from ex_app.work.pipeline import load_face_embedder
     from ex_app.models.manifest import load_manifest
     from ex_app.models.store import ModelStore
 
     shared = ROOT.parent / "shared"
     store = ModelStore(ROOT / "build" / "bench-models", load_manifest(), mirror=shared / "models")
     analyzer = FaceAnalyzer(
-        store.path("face_detection_yunet"),
-        store.path("dlib_face_landmarks_5"),
-        store.path("dlib_face_embedder_onnx"),
+        store.path("face_detection_yunet"), load_face_embedder(Settings(), store)
     )
     embeddings, identities = [], []
     with open(shared / "data" / "faces" / "labels.csv", newline="") as handle:

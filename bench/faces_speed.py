@@ -3,7 +3,9 @@
 Pipelines, each in its own process so that its peak memory is its own:
 
 - ours: the face analyzer exactly as the production pipeline builds it
-  (``Pipeline.face_analyzer``), so a change of its models (an ONNX embedder) shows up here.
+  (``Pipeline.face_analyzer``), so a change of its models shows up here; once with SFace
+  (the default) and once with dlib's embedder (the default before SFace), each with the
+  CPU time its embedder takes per face.
 - facerecognition (Nextcloud app, matiasdelellis/facerecognition, through the pdlib PHP
   extension): each image is resized to an area first (up or down, as its TempImage does),
   then dlib's detector runs without upsampling, then per face dlib's 5-point landmarks and
@@ -63,6 +65,8 @@ PYTHON_PEERS = {
     "facerecognition CNN model (default)": ("cnn", ANALYSIS_AREA),
 }
 FACEAPI = "face-api (PHP Recognize)"
+# Our pipeline with each embedder: SFace (the default) and dlib (the default before it).
+OURS = {"ours": "sface", "ours with dlib (before)": "dlib"}
 
 LFW, OTHER_SINGLE, GROUP, NOFACE = "lfw", "single", "group", "noface"
 NON_LFW_SOURCES = ("orl", "yale", "dlib", "faceapi")  # file name prefixes of labelled crops
@@ -83,6 +87,7 @@ class Result:
     cpu_seconds: float  # CPU time of the analysis, summed over photos
     peak_rss_mb: float
     about: str
+    embed_ms_per_face: float | None = None  # our pipelines: the embedder's CPU time per face
 
 
 def evenly(items: list, count: int) -> list:
@@ -147,18 +152,38 @@ def read_rgb(entry: dict) -> np.ndarray:
 # --- the Python pipelines, run inside a worker process -----------------------------------
 
 
-def our_analyzer(threads: int, data_dir: Path) -> tuple[Callable[[np.ndarray], int], str]:
-    """The production face analyzer, its models fetched by the model store into data_dir."""
+class TimedEmbedder:
+    """An embedder that adds up the CPU time it takes, and the faces it embeds."""
+
+    def __init__(self, embedder):
+        self.name, self._embedder = embedder.name, embedder
+        self.cpu_seconds, self.faces = 0.0, 0
+
+    def embed(self, rgb: np.ndarray, detections) -> np.ndarray:
+        start = time.process_time()
+        vectors = self._embedder.embed(rgb, detections)
+        self.cpu_seconds += time.process_time() - start
+        self.faces += len(detections)
+        return vectors
+
+
+def our_analyzer(
+    threads: int, data_dir: Path, embedder: str
+) -> tuple[Callable[[np.ndarray], int], str, TimedEmbedder]:
+    """The production face analyzer with this embedder, its models fetched by the model
+    store into data_dir; and its embedder, timed."""
     from ex_app.config import MANIFEST_PATH, Settings
     from ex_app.models.manifest import load_manifest
     from ex_app.models.store import ModelStore
-    from ex_app.work.pipeline import ANALYZER_MODELS, FACES as FACE_ANALYZER, Pipeline
+    from ex_app.work.pipeline import FACES as FACE_ANALYZER
+    from ex_app.work.pipeline import Pipeline, analyzer_models
 
-    settings = Settings(data_dir=data_dir, threads=threads)
+    settings = Settings(data_dir=data_dir, threads=threads, face_embedder=embedder)
     store = ModelStore(settings.models_dir, load_manifest(MANIFEST_PATH), settings.model_mirror)
     analyzer = Pipeline(settings, store).face_analyzer
-    about = "Pipeline.face_analyzer: " + " + ".join(ANALYZER_MODELS[FACE_ANALYZER])
-    return (lambda rgb: len(analyzer.analyze(rgb))), about
+    timed = analyzer.embedder = TimedEmbedder(analyzer.embedder)
+    about = "Pipeline.face_analyzer: " + " + ".join(analyzer_models(FACE_ANALYZER, embedder))
+    return (lambda rgb: len(analyzer.analyze(rgb))), about, timed
 
 
 def facerecognition_analyzer(detector: str, area: int) -> tuple[Callable[[np.ndarray], int], str]:
@@ -203,20 +228,24 @@ def facerecognition_analyzer(detector: str, area: int) -> tuple[Callable[[np.nda
 
 def run_worker(pipeline: str, manifest_path: Path, threads: int, data_dir: Path) -> None:
     """Prints, like faceapi/embed.mjs, one JSON line per image and a last line about it."""
-    if pipeline == "ours":
-        analyze, about = our_analyzer(threads, data_dir)
+    timed = None
+    if pipeline in OURS:
+        analyze, about, timed = our_analyzer(threads, data_dir, OURS[pipeline])
     else:
         detector, area = PYTHON_PEERS[pipeline]
         analyze, about = facerecognition_analyzer(detector, area)
     manifest = json.loads(manifest_path.read_text())
     analyze(read_rgb(manifest[0]))
+    if timed is not None:
+        timed.cpu_seconds, timed.faces = 0.0, 0
     for entry in manifest:
         rgb = read_rgb(entry)
         wall, cpu = time.perf_counter(), time.process_time()
         faces = analyze(rgb)
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
         print(json.dumps({"faces": faces, "seconds": wall, "cpu_seconds": cpu}), flush=True)
-    print(json.dumps({"about": about}), flush=True)
+    embed_ms = 1000 * timed.cpu_seconds / max(timed.faces, 1) if timed is not None else None
+    print(json.dumps({"about": about, "embed_ms_per_face": embed_ms}), flush=True)
 
 
 # --- the parent: one process per pipeline ------------------------------------------------
@@ -252,6 +281,7 @@ def measure(command: list[str], threads: int, work: Path) -> Result:
         cpu_seconds=sum(line["cpu_seconds"] for line in images),
         peak_rss_mb=usage.ru_maxrss / 1024,  # kilobytes on Linux
         about=about["about"],
+        embed_ms_per_face=about.get("embed_ms_per_face"),
     )
 
 
@@ -307,7 +337,7 @@ def main() -> None:
                 sys.executable, __file__, "--worker", name, "--manifest", str(manifest),
                 "--threads", str(args.threads), "--data-dir", str(work / "data"),
             ]
-            for name in ["ours", *peers]
+            for name in [*OURS, *peers]
         }
         commands[FACEAPI] = ["node", str(FACEAPI_DIR / "embed.mjs"), str(manifest)]
         results = {}
@@ -333,6 +363,16 @@ def main() -> None:
         "ours × = our faces/s over theirs; ours × cpu = the same per CPU second (steady when\n"
         "other work shares the CPUs: cpu/wall under 1 means a one-thread pipeline was kept waiting)"
     )
+    peer_results = {n: r for n, r in results.items() if n not in OURS}
+    fastest = max(peer_results, key=lambda n: sum(peer_results[n].faces) / peer_results[n].cpu_seconds)
+    ratio = (sum(ours.faces) / ours.cpu_seconds) / (
+        sum(results[fastest].faces) / results[fastest].cpu_seconds)
+    before = results["ours with dlib (before)"]
+    print(f"\nours over the fastest peer ({fastest}), faces per CPU second: {ratio:.2f}×; "
+          f"peak RSS {ours.peak_rss_mb - before.peak_rss_mb:+.0f} MB against ours with dlib")
+    for name in OURS:
+        print(f"embedder CPU time per face, {name}: {results[name].embed_ms_per_face:.2f} ms "
+              f"({OURS[name]})")
 
     print(
         f"\n{'faces found':<37} {'single':>7}  {'LFW':>7}  {'extra':>5}  {'group':>6}  "

@@ -32,6 +32,8 @@ from ex_app.media.video import (
 from ex_app.models.manifest import load_manifest
 from ex_app.models.runtime import open_session
 from ex_app.models.store import ModelStore
+from ex_app.people.distances import face_distances
+from ex_app.work.pipeline import load_face_embedder
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 FACES = SHARED / "data" / "faces"
@@ -63,8 +65,7 @@ def main() -> None:
         store = ModelStore(Path(tmp) / "models", load_manifest(), mirror=MODELS)
         faces = FaceAnalyzer(
             detector_path=store.path("face_detection_yunet"),
-            landmarks_path=store.path("dlib_face_landmarks_5"),
-            embedder_path=store.path("dlib_face_embedder_onnx"),
+            embedder=load_face_embedder(s, store),
             min_score=s.face_min_score, min_size=s.face_min_size, threads=threads,
         )
         objects = ObjectClassifier(
@@ -88,7 +89,7 @@ def main() -> None:
             faced = time.perf_counter()
             labels = objects.classify_batch([frame.pixels for frame in frames])
             classified = time.perf_counter()
-            people = distinct_faces(per_frame, s.video_face_distance)
+            people = distinct_faces(per_frame, face_distances(s).video)
             agreed = agreed_labels(labels, s.video_label_min_frames, s.video_label_min_share)
             done = time.perf_counter()
             total = done - start

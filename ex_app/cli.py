@@ -22,6 +22,7 @@ from ex_app.media.errors import MediaError
 from ex_app.models.store import ModelUnavailable
 from ex_app.people import operations, thumbnails
 from ex_app.people.clustering import QualityGate
+from ex_app.people.distances import face_distances
 from ex_app.sinks.json_export import export_results, overall_status
 from ex_app.store import schema
 from ex_app.store.schema import TaskStatus
@@ -288,7 +289,9 @@ def person_distinct(engine: Engine, person_id: int, other_id: int) -> None:
 def person_suggestions(engine: Engine, as_json: bool) -> None:
     """Pairs of persons that may be the same human, closest first."""
     with engine.sessions() as session:
-        found = operations.suggest_merges(session, engine.settings.face_suggestion_distance)
+        found = operations.suggest_merges(
+            session, face_distances(engine.settings).suggestion, embedder=engine.settings.face_embedder
+        )
     if as_json:
         click.echo(json.dumps([asdict(s) for s in found], indent=1))
         return

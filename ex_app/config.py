@@ -62,15 +62,22 @@ class Settings(BaseSettings):
     # Faces.
     face_min_score: float = Field(default=0.8, gt=0, lt=1)
     face_min_size: int = Field(default=16, ge=1)  # pixels, shorter side of the box
-    # Grouping faces into persons (Euclidean distances between dlib embeddings; the same
-    # human is usually below 0.6). Defaults chosen by bench/faces_quality.py.
-    face_cluster_distance: float = Field(default=0.55, gt=0)  # longest link inside a new person
-    face_member_distance: float = Field(default=0.5, gt=0)  # a member's own link at most this
-    face_merge_distance: float = Field(default=0.3, ge=0)  # new persons this close become one
-    face_join_distance: float = Field(default=0.45, gt=0)  # a face joins a person this close
+    # The face embedder: "sface" (OpenCV Zoo's SFace) or "dlib" (dlib's ResNet). Changing it
+    # re-embeds the stored faces in the background (ex_app/work/reembed.py).
+    face_embedder: Literal["sface", "dlib"] = "sface"
+    # The admin's choice: the embedder's link, member and join distances times 0.95 (strict:
+    # fewer mix-ups), 1 or 1.05 (loose: fewer splits), where they are not set below.
+    face_sensitivity: Literal["strict", "balanced", "loose"] = "balanced"
+    # Grouping faces into persons: Euclidean distances between the embedder's vectors. Unset
+    # (None), each is the embedder's own value measured by bench/faces_quality.py
+    # (ex_app/people/clustering.py: EMBEDDER_DISTANCES); set, it holds for either embedder.
+    face_cluster_distance: float | None = Field(default=None, gt=0)  # longest link in a new person
+    face_member_distance: float | None = Field(default=None, gt=0)  # a member's own link at most
+    face_merge_distance: float | None = Field(default=None, ge=0)  # new persons this close: one
+    face_join_distance: float | None = Field(default=None, gt=0)  # a face joins a person this close
     face_cluster_neighbours: int = Field(default=10, ge=1)  # k of the k-nearest-neighbour graph
     face_min_faces_per_person: int = Field(default=2, ge=2)
-    face_suggestion_distance: float = Field(default=0.5, gt=0)  # "may be the same person"
+    face_suggestion_distance: float | None = Field(default=None, gt=0)  # "may be the same person"
     face_full_regroup_limit: int = Field(default=50_000, ge=0)  # more faces: incremental only
     # The quality gate: faces below it are kept ("unsure") but never seed a person.
     face_gate_min_size: float = Field(default=16, ge=0)  # pixels, shorter side of the box
@@ -103,7 +110,7 @@ class Settings(BaseSettings):
     video_frame_interval: float = Field(default=1.0, gt=0)  # seconds between sampled frames
     video_max_side: int = Field(default=1280, ge=64)  # pixels, longer side of a decoded frame
     video_decode_timeout_seconds: float = Field(default=120, gt=0)  # FFmpeg's time per video
-    video_face_distance: float = Field(default=0.5, gt=0)  # photos of one human: <0.46
+    video_face_distance: float | None = Field(default=None, gt=0)  # None: the embedder's value
     video_label_min_frames: int = Field(default=3, ge=1)
     video_label_min_share: float = Field(default=0.3, gt=0, le=1)
     video_music_min_seconds: float = Field(default=10.0, ge=0)

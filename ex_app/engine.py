@@ -24,8 +24,9 @@ from ex_app.people.grouping import regroup_all, update_persons
 from ex_app.store import schema
 from ex_app.store.database import open_database
 from ex_app.store.schema import TaskStatus
-from ex_app.work.pipeline import ANALYZER_MODELS, Pipeline
+from ex_app.work.pipeline import Pipeline, analyzer_models
 from ex_app.work.queue import BACKLOG, WorkQueue
+from ex_app.work.reembed import plan_reembedding, waiting_files
 from ex_app.work.scan import SyncReport, sync_folder
 from ex_app.work.worker import (
     AfterRecorded,
@@ -80,6 +81,7 @@ class Engine:
         """A worker on this engine's queue and store (local files unless told how to fetch);
         the models it needs are fetched first."""
         self.fetch_models()
+        self.plan_reembedding()
         processor = FileProcessor.from_settings(
             self.settings, self.sessions, self.pipeline, fetcher or LocalFetcher(), after_recorded
         )
@@ -95,7 +97,7 @@ class Engine:
                 name
                 for kind in MediaKind
                 for analyzer in self.pipeline.enabled_analyzers(kind)
-                for name in ANALYZER_MODELS[analyzer]
+                for name in analyzer_models(analyzer, self.settings.face_embedder)
             }
         )
         for name in names:
@@ -168,8 +170,25 @@ class Engine:
         """
         params = ClusterParams.from_settings(self.settings)
         gate = QualityGate.from_settings(self.settings)
+        embedder = self.settings.face_embedder
         with self.sessions.begin() as session:
             if full is None:
                 faces = session.scalar(select(func.count(schema.Face.id)))
                 full = faces <= self.settings.face_full_regroup_limit
-            return (regroup_all if full else update_persons)(session, params, gate)
+            group = regroup_all if full else update_persons
+            return group(session, params, gate, embedder, waiting=waiting_files(embedder))
+
+    def plan_reembedding(self) -> int:
+        """Queue the embedding again of every stored face of another embedder than the
+        configured one (ex_app.work.reembed); returns how many files."""
+        if not self.settings.faces_enabled:
+            return 0
+        with self.sessions.begin() as session:
+            file_ids = plan_reembedding(session, self.pipeline, self.settings.face_embedder)
+        if file_ids:
+            log.info(
+                "%d files hold faces of another embedder than %s: embedding them again",
+                len(file_ids), self.settings.face_embedder,
+            )
+            self.queue.enqueue_files(self.sessions, file_ids, BACKLOG)
+        return len(file_ids)

@@ -29,7 +29,7 @@ from ex_app.web.people import mount_assets, register_page, unregister_page
 from ex_app.web.people import router as people_router
 from ex_app.web.routes import FILE_EVENTS, FILE_EVENTS_ROUTE, FILES_ACTION_ROUTE, router
 from ex_app.work.nextcloud_service import RecognizeService
-from ex_app.work.pipeline import ANALYZER_MODELS, optional_models
+from ex_app.work.pipeline import ANALYZER_MODELS, analyzer_models, optional_models
 
 log = logging.getLogger(__name__)
 
@@ -43,9 +43,9 @@ def enabled_models(settings: Settings) -> tuple[list[str], list[str]]:
     and those only optional analyzers need (their analyzers wait while they are missing)."""
     names = [
         name
-        for analyzer, models in ANALYZER_MODELS.items()
+        for analyzer in ANALYZER_MODELS
         if getattr(settings, f"{analyzer}_enabled")
-        for name in models
+        for name in analyzer_models(analyzer, settings.face_embedder)
     ]
     optional = optional_models()
     names = list(dict.fromkeys(names))

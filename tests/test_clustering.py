@@ -1,7 +1,7 @@
 """Faces into persons: the gate, full grouping with user decisions, incremental joining.
 
 Synthetic embeddings test the rules exactly; embeddings of real labelled photos (made by
-the production analyzer) test that the rules hold on dlib's descriptor space.
+each embedder) test that the rules hold in SFace's and dlib's spaces at their distances.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 from scipy.cluster.hierarchy import fcluster, linkage
 
-from ex_app.analyzers.faces import FaceAnalyzer
+from ex_app.analyzers.faces import DlibEmbedder, FaceAnalyzer, SFaceEmbedder
 from ex_app.people.clustering import (
     UNASSIGNED,
     ClusterParams,
@@ -27,7 +27,9 @@ from ex_app.people.clustering import (
     density_clusters,
     passes_quality_gate,
     person_centroids,
+    person_prototypes,
 )
+from ex_app.people.distances import EMBEDDER_DISTANCES
 
 FACES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "faces"
 PARAMS = ClusterParams(
@@ -190,6 +192,30 @@ def test_assignment_joins_the_nearest_allowed_person_and_leaves_strangers() -> N
     assert barred[1] == UNASSIGNED and barred[0] == 0
 
 
+def test_a_person_of_two_looks_has_a_prototype_for_each() -> None:
+    rng = np.random.default_rng(12)
+    people, truth = blobs(rng, persons=2, faces=6)
+    one = person_prototypes(people[truth == 0], PARAMS.max_distance)
+    assert one.shape == (1, DIMENSIONS) and np.allclose(one[0], people[truth == 0].mean(axis=0))
+    two = person_prototypes(np.vstack([people, strangers(rng, 1)]), PARAMS.max_distance)
+    assert two.shape == (2, DIMENSIONS)  # the lone stranger makes no prototype
+    means = np.stack([people[truth == t].mean(axis=0) for t in (0, 1)])
+    assert np.abs(np.sort(two, axis=0) - np.sort(means, axis=0)).max() < 1e-5
+
+
+def test_new_faces_of_either_look_join_a_merged_person_and_a_stranger_does_not() -> None:
+    """The user merged two looks into one person: a new face of either joins it, though the
+    mean of both is farther than the join distance from each."""
+    rng = np.random.default_rng(13)
+    people, truth = blobs(rng, persons=2, faces=6)
+    newcomers = people[[0, 6]] + rng.normal(scale=0.02, size=(2, DIMENSIONS))
+    assert (np.linalg.norm(newcomers - people.mean(axis=0), axis=1) > PARAMS.join_distance).all()
+    faces = np.vstack([people, newcomers, strangers(rng, 1)])
+    groups = np.concatenate([np.zeros(len(people), int), np.full(3, UNASSIGNED)])
+    labels = cluster(faces, np.zeros(len(faces), bool), PARAMS, groups=groups)
+    assert labels[-3:].tolist() == [0, 0, UNASSIGNED]
+
+
 def test_regrouping_20000_faces_never_holds_a_distance_matrix() -> None:
     rng = np.random.default_rng(10)
     vectors, truth = blobs(rng, persons=1000, faces=20)
@@ -224,14 +250,26 @@ def sample_photos() -> tuple[list[Path], np.ndarray]:
     return [FACES / p for _, p in picks], np.array([n for n, _ in picks])
 
 
-@pytest.fixture(scope="module")
-def real_faces(model_store) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(embeddings, identities, seedable) of the sample's largest face per photo."""
-    analyzer = FaceAnalyzer(
-        model_store.path("face_detection_yunet"),
-        model_store.path("dlib_face_landmarks_5"),
-        model_store.path("dlib_face_embedder_onnx"),
+def embedder_params(embedder: str) -> ClusterParams:
+    """The grouping rules at an embedder's own distances."""
+    distances = EMBEDDER_DISTANCES[embedder]
+    return ClusterParams(
+        neighbours=10, min_faces=2, max_distance=distances.link, member_distance=distances.member,
+        merge_distance=distances.merge, join_distance=distances.join,
     )
+
+
+@pytest.fixture(scope="module", params=["sface", "dlib"])
+def real_faces(model_store, request) -> tuple[np.ndarray, np.ndarray, np.ndarray, ClusterParams]:
+    """(embeddings, identities, seedable, params) of the sample's largest face per photo, by
+    each embedder, with its grouping distances."""
+    if request.param == "sface":
+        embedder = SFaceEmbedder(model_store.path("face_recognition_sface"))
+    else:
+        embedder = DlibEmbedder(
+            model_store.path("dlib_face_landmarks_5"), model_store.path("dlib_face_embedder_onnx")
+        )
+    analyzer = FaceAnalyzer(model_store.path("face_detection_yunet"), embedder)
     gate = QualityGate(min_size=16, min_score=0.85, min_sharpness=30, min_pose=0.2)
     paths, identities = sample_photos()
     rows = []
@@ -245,12 +283,12 @@ def real_faces(model_store) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             rows.append((face.embedding, identity, seedable))
     assert len(rows) >= len(paths) - 1
     embeddings, names, seedable = zip(*rows)
-    return np.stack(embeddings), np.array(names), np.array(seedable)
+    return np.stack(embeddings), np.array(names), np.array(seedable), embedder_params(request.param)
 
 
 def test_real_faces_group_into_pure_persons_and_lone_faces_stay_unassigned(real_faces) -> None:
-    embeddings, identities, seedable = real_faces
-    labels = cluster(embeddings, seedable, PARAMS)
+    embeddings, identities, seedable, params = real_faces
+    labels = cluster(embeddings, seedable, params)
     assert is_pure(labels, identities)
     counts = Counter(identities)
     rich = [n for n in counts if counts[n] >= 5]
@@ -261,15 +299,15 @@ def test_real_faces_group_into_pure_persons_and_lone_faces_stay_unassigned(real_
 
 
 def test_real_new_faces_join_their_person_and_a_stranger_does_not(real_faces) -> None:
-    embeddings, identities, seedable = real_faces
+    embeddings, identities, seedable, params = real_faces
     counts = Counter(identities)
     last = np.array([counts[n] >= 5 and i == np.flatnonzero(identities == n).max()
                      for i, n in enumerate(identities)])
     lone = np.isin(identities, [n for n in counts if counts[n] == 1])
     known = ~last & ~lone
-    labels = cluster(embeddings[known], seedable[known], PARAMS)
+    labels = cluster(embeddings[known], seedable[known], params)
     ids, centroids = person_centroids(embeddings[known], labels)
-    rows = assign_to_persons(embeddings[last | lone], centroids, PARAMS.join_distance)
+    rows = assign_to_persons(embeddings[last | lone], centroids, params.join_distance)
     newcomers = identities[last | lone]
     person_identity = {p: identities[known][labels == p][0] for p in ids}
     joined = rows != UNASSIGNED

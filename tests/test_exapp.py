@@ -206,7 +206,7 @@ def test_enable_registers_the_ui_and_disable_removes_it(exapp, users):
     assert form["section_id"] in exapp.state.release.admin_sections  # listed in the navigation
     ids = {field["id"] for field in form["fields"]}
     assert {"faces_enabled", "objects_enabled", "places_enabled", "music_enabled",
-            "face_cluster_distance",
+            "face_sensitivity", "face_embedder",
             "threads", "jobs",
             "quiet_hours", "person_names_as_tags", "max_image_side",
             "face_min_faces_per_person"} <= ids

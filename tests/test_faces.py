@@ -11,7 +11,19 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ex_app.analyzers.faces import Face, FaceAnalyzer, frontality
+from ex_app.analyzers.faces import (
+    ARCFACE_TEMPLATE,
+    Detection,
+    DlibEmbedder,
+    Face,
+    FaceAnalyzer,
+    SFaceEmbedder,
+    align_sface,
+    frontality,
+    similarity_transform,
+)
+from ex_app.models.runtime import OnnxSession
+from ex_app.people.distances import EMBEDDER_DISTANCES
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 FACES = SHARED / "data" / "faces"
@@ -30,25 +42,74 @@ def labelled_faces() -> list[tuple[str, Path]]:
 
 @pytest.fixture(scope="module")
 def analyzer(model_store) -> FaceAnalyzer:
-    """The production analyzer: YuNet, dlib's landmarks, the ONNX port of dlib's embedder."""
+    """The production analyzer: YuNet and SFace in OpenCV's dnn module."""
     return FaceAnalyzer(
         model_store.path("face_detection_yunet"),
-        model_store.path("dlib_face_landmarks_5"),
-        model_store.path("dlib_face_embedder_onnx"),
+        SFaceEmbedder(model_store.path("face_recognition_sface")),
     )
 
 
-def test_the_onnx_embedder_gives_dlibs_own_embeddings(analyzer, model_store):
-    with_dlib = FaceAnalyzer(
+def dlib_analyzer(model_store, embedder: str) -> FaceAnalyzer:
+    return FaceAnalyzer(
         model_store.path("face_detection_yunet"),
-        model_store.path("dlib_face_landmarks_5"),
-        model_store.path("dlib_face_embedder"),
+        DlibEmbedder(model_store.path("dlib_face_landmarks_5"), model_store.path(embedder)),
     )
+
+
+def test_the_onnx_embedder_gives_dlibs_own_embeddings(model_store):
+    ours = dlib_analyzer(model_store, "dlib_face_embedder_onnx")
+    theirs = dlib_analyzer(model_store, "dlib_face_embedder")
     image = load_rgb(FACES / "group" / "faceapi_bbt1.jpg")
-    ours, theirs = analyzer.analyze(image), with_dlib.analyze(image)
+    ours, theirs = ours.analyze(image), theirs.analyze(image)
     assert len(ours) == len(theirs) >= 3
     for a, b in zip(ours, theirs):
         assert np.abs(a.embedding - b.embedding).max() < 1e-4
+
+
+def test_sface_alignment_is_opencvs(analyzer: FaceAnalyzer, model_store) -> None:
+    """Our warp onto the ArcFace template equals OpenCV's FaceRecognizerSF.alignCrop."""
+    recognizer = cv2.FaceRecognizerSF.create(str(model_store.path("face_recognition_sface")), "")
+    image = load_rgb(FACES / "group" / "faceapi_bbt1.jpg")
+    bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+    detections = analyzer.detect(image)
+    assert len(detections) >= 3
+    for detection in detections:
+        row = np.concatenate([detection.box, detection.landmarks.ravel(), [detection.score]])
+        theirs = cv2.cvtColor(recognizer.alignCrop(bgr, row.astype(np.float32)), cv2.COLOR_BGR2RGB)
+        ours = align_sface(image, detection.landmarks)
+        assert ours.shape == (112, 112, 3)
+        assert np.abs(ours.astype(int) - theirs.astype(int)).mean() < 0.05
+
+
+def test_similarity_transform_recovers_a_known_one() -> None:
+    angle, scale, shift = 0.3, 1.7, np.array([5.0, -3.0])
+    rotation = scale * np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    source = (ARCFACE_TEMPLATE - shift) @ np.linalg.inv(rotation).T
+    matrix = similarity_transform(source, ARCFACE_TEMPLATE)
+    assert np.allclose(matrix[:, :2], rotation) and np.allclose(source @ matrix[:, :2].T + matrix[:, 2], ARCFACE_TEMPLATE)
+
+
+def test_sface_on_onnxruntime_gives_the_published_networks_vectors(analyzer, model_store) -> None:
+    """The converted float32 graph (onnxruntime, batched) against the published file in
+    OpenCV's dnn module, on the same aligned faces."""
+    session = OnnxSession(model_store.path("face_recognition_sface_float32"))
+    assert session.input_names == ["data"]  # the 29 unused inputs are gone
+    batched = SFaceEmbedder(model_store.path("face_recognition_sface"), session=session)
+    image = load_rgb(FACES / "group" / "faceapi_bbt1.jpg")
+    detections = analyzer.detect(image)
+    ours, published = batched.embed(image, detections), analyzer.embedder.embed(image, detections)
+    assert ours.shape == published.shape == (len(detections), 128)
+    assert np.abs(ours - published).max() < 1e-4
+    assert np.allclose(np.linalg.norm(ours, axis=1), 1.0, atol=1e-5)
+
+
+def test_stored_box_and_landmarks_give_the_same_vector_again(analyzer) -> None:
+    """Re-embedding works from what the store keeps: the box and YuNet's landmarks."""
+    image = load_rgb(FACES / "group" / "faceapi_bbt1.jpg")
+    faces = analyzer.analyze(image)
+    stored = [Detection(f.box, f.score, np.asarray(f.landmarks, np.float32)) for f in faces]
+    again = analyzer.embedder.embed(image, stored[::-1])[::-1]
+    assert np.abs(again - np.stack([f.embedding for f in faces])).max() < 1e-5
 
 
 def assert_geometry(face: Face, image: np.ndarray) -> None:
@@ -85,7 +146,7 @@ def test_group_photo_yields_several_distinct_faces(analyzer: FaceAnalyzer) -> No
     vectors = np.stack([face.embedding for face in faces])
     pairs = np.triu_indices(len(faces), 1)
     distances = np.linalg.norm(vectors[:, None] - vectors[None], axis=2)[pairs]
-    assert min(distances) > 0.6  # dlib's same-person threshold: these are different people
+    assert min(distances) > EMBEDDER_DISTANCES["sface"].link  # different people: never linked
 
 
 def test_close_up_portrait_filling_a_big_photo_is_found(analyzer: FaceAnalyzer) -> None:

@@ -16,6 +16,7 @@ from ex_app.config import Settings
 from ex_app.engine import Engine
 from ex_app.people import operations, thumbnails
 from ex_app.people.clustering import QualityGate
+from ex_app.people.distances import face_distances
 from ex_app.store import schema
 from ex_app.work.scan import local_file, process_pending, sync_folder
 
@@ -161,14 +162,14 @@ def test_a_split_identity_is_suggested_until_marked_distinct(people):
         for face_id in half[1:]:
             operations.move_face(session, face_id, split)
     with engine.sessions() as session:
-        suggestions = operations.suggest_merges(session, engine.settings.face_suggestion_distance)
+        suggestions = operations.suggest_merges(session, face_distances(engine.settings).suggestion)
     pairs = {(s.person_id, s.other_id) for s in suggestions}
     assert tuple(sorted((putin, split))) in pairs
     assert len(pairs) == 1, "persons of different identities were suggested"
     with engine.sessions.begin() as session:
         operations.mark_distinct(session, split, putin)
     with engine.sessions() as session:
-        assert operations.suggest_merges(session, engine.settings.face_suggestion_distance) == []
+        assert operations.suggest_merges(session, face_distances(engine.settings).suggestion) == []
 
 
 def test_listing_puts_named_persons_first_with_counts_and_a_cover(people):

@@ -198,14 +198,17 @@ def test_the_engine_setting_reaches_a_started_process(tmp_path):
     assert "onnxruntime imported: False" in result.stdout
 
 
-def test_where_litert_is_the_engine_faces_are_embedded_by_dlib_itself(tmp_path):
+@pytest.mark.parametrize("embedder", ["sface", "dlib"])
+def test_where_litert_is_the_engine_faces_get_the_same_embeddings(tmp_path, embedder):
+    """SFace runs in OpenCV's dnn on either engine; dlib's network, where onnxruntime cannot
+    run, in dlib's own code."""
     from ex_app.config import Settings
     from ex_app.engine import Engine
 
     embeddings = {}
     for engine in ("onnx", "tflite"):
         settings = Settings(data_dir=tmp_path / engine, model_mirror=SHARED / "models",
-                            inference_engine=engine)
+                            inference_engine=engine, face_embedder=embedder)
         [face] = Engine(settings).pipeline.analyze(FACES[0], ("faces",)).faces
         embeddings[engine] = np.asarray(face.embedding)
     assert np.abs(embeddings["onnx"] - embeddings["tflite"]).max() < 1e-5

@@ -51,35 +51,41 @@ def test_forms_are_listed_in_sections_the_server_has(registered: Nextcloud) -> N
     assert admin_settings.FORM_ID not in _forms(registered, "alice")
 
 
-def test_the_sensitivity_select_shows_and_stores_labels(registered: Nextcloud) -> None:
+def test_the_selects_show_and_store_labels(registered: Nextcloud) -> None:
     form = _forms(registered, "admin")[admin_settings.FORM_ID]
-    select = next(field for field in form["fields"] if field["id"] == "face_cluster_distance")
+    fields = {field["id"]: field for field in form["fields"]}
     # NcSelect shows string options as they are and the value as the selected option.
-    assert select["type"] == "select" and select["options"] == list(admin_settings.SENSITIVITY)
-    assert select["value"] == "Balanced"
+    sensitivity, embedder = fields["face_sensitivity"], fields["face_embedder"]
+    assert sensitivity["type"] == "select" and sensitivity["options"] == list(admin_settings.SENSITIVITY)
+    assert sensitivity["value"] == "Balanced"
+    assert embedder["options"] == list(admin_settings.EMBEDDERS) and embedder["value"] == "SFace (recommended)"
 
-    assert _save(registered, "admin", form, "face_cluster_distance", "Strict (fewer mix-ups)").status_code == 200
+    assert _save(registered, "admin", form, "face_sensitivity", "Strict (fewer mix-ups)").status_code == 200
+    assert _save(registered, "admin", form, "face_embedder", "dlib ResNet").status_code == 200
     assert _save(registered, "admin", form, "faces_enabled", 0).status_code == 200  # a switch sends 0/1
     assert _save(registered, "admin", form, "max_image_side", "1200").status_code == 200
     values = {f["id"]: f["value"] for f in _forms(registered, "admin")[admin_settings.FORM_ID]["fields"]}
-    assert values["face_cluster_distance"] == "Strict (fewer mix-ups)"
+    assert values["face_sensitivity"] == "Strict (fewer mix-ups)" and values["face_embedder"] == "dlib ResNet"
     assert values["faces_enabled"] == "0" and values["max_image_side"] == "1200"
 
     async def read_back() -> Settings:
         return await admin_settings.admin_settings(AsyncNextcloudApp(), Settings(data_dir=registered.storage))
 
     settings = asyncio.run(read_back())
-    assert settings.face_cluster_distance == 0.45
+    assert settings.face_sensitivity == "strict" and settings.face_embedder == "dlib"
     assert settings.faces_enabled is False and settings.max_image_side == 1200
 
 
-def test_sensitivity_saved_by_an_earlier_version_still_applies(registered: Nextcloud) -> None:
-    registered.state.app_config["face_cluster_distance"] = ('"0.6"', 0)  # the old numeric option, quoted
+@pytest.mark.parametrize(("saved", "sensitivity"), [('"0.6"', "loose"), ("0.45", "strict"), ('"0.55"', "balanced")])
+def test_sensitivity_saved_by_an_earlier_version_still_applies(registered: Nextcloud, saved, sensitivity) -> None:
+    registered.state.app_config["face_cluster_distance"] = (saved, 0)  # the old numeric option, maybe quoted
 
     async def read_back() -> Settings:
         return await admin_settings.admin_settings(AsyncNextcloudApp(), Settings(data_dir=registered.storage))
 
-    assert asyncio.run(read_back()).face_cluster_distance == 0.6
+    settings = asyncio.run(read_back())
+    assert settings.face_sensitivity == sensitivity
+    assert settings.face_cluster_distance is None  # a dlib distance: never applied to another embedder
 
 
 def test_personal_choice_round_trips_and_a_plain_user_cannot_save(registered: Nextcloud) -> None:

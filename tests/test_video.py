@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ex_app.analyzers.faces import FaceAnalyzer
+from ex_app.analyzers.faces import FaceAnalyzer, SFaceEmbedder
 from ex_app.analyzers.objects import Label, ObjectClassifier, load_imagenet_labels
 from ex_app.analyzers.video import agreed_labels, distinct_faces, has_music_track
 from ex_app.config import Settings
@@ -24,6 +24,7 @@ from ex_app.media.video import (
     scene_changes,
 )
 from ex_app.models.runtime import open_session
+from ex_app.people.distances import face_distances
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 FACES = SHARED / "data" / "faces"
@@ -59,8 +60,7 @@ def read(path: Path, max_frames: int = SETTINGS.video_max_frames):
 def face_analyzer(model_store) -> FaceAnalyzer:
     return FaceAnalyzer(
         detector_path=model_store.path("face_detection_yunet"),
-        landmarks_path=model_store.path("dlib_face_landmarks_5"),
-        embedder_path=model_store.path("dlib_face_embedder_onnx"),
+        embedder=SFaceEmbedder(model_store.path("face_recognition_sface")),
         min_score=SETTINGS.face_min_score,
         min_size=SETTINGS.face_min_size,
     )
@@ -96,7 +96,7 @@ def test_two_people_in_eight_frames_are_two_appearances(faces_video, face_analyz
     _, frames = read(faces_video)
     per_frame = [(frame.time, face_analyzer.analyze(frame.pixels)) for frame in frames]
     assert sum(len(faces) for _, faces in per_frame) >= 8
-    appearances = distinct_faces(per_frame, SETTINGS.video_face_distance)
+    appearances = distinct_faces(per_frame, face_distances(SETTINGS).video)
     assert len(appearances) == 2
     powell, ridge = appearances
     assert powell.time < 4 <= ridge.time  # Powell's photos come first

@@ -1,11 +1,21 @@
-"""Faces in a photo: YuNet finds them, dlib aligns them, dlib's ResNet embeds them.
+"""Faces in a photo: YuNet finds them, an embedder turns each into 128 numbers.
 
-The embedder runs as our ONNX port of dlib's network (``ex_app.models.dlib_onnx``, about 20×
-faster on one core, same output within 1e-6) when given an ``.onnx`` file, or in dlib's own
-code when given dlib's ``.dat``. Each face also gets a quality score.
+Two embedders, chosen by the ``face_embedder`` setting (:data:`EMBEDDERS`); both work from a
+face's box and YuNet's five landmarks, so stored faces can be embedded again without being
+detected again (:meth:`FaceEmbedder.embed`):
 
-The analyzer is a pure function of decoded RGB pixels; model files are opened once, in
-:class:`FaceAnalyzer`'s constructor.
+- **sface** (the default): OpenCV Zoo's SFace, a margin-trained network. Each face is warped
+  by a similarity transform of its five landmarks onto the ArcFace 112×112 template; the
+  vector is L2-normalised, so Euclidean distances between faces are sqrt(2 − 2·cosine). It runs
+  in OpenCV's dnn module on CPUs (faster here than onnxruntime, and on every processor), and
+  through onnxruntime on the float32 graph (``ex_app.models.sface_onnx``) where onnxruntime
+  has a GPU.
+- **dlib**: dlib's 5-point landmarks align a 150×150 chip for dlib's ResNet, run as our ONNX
+  port (``ex_app.models.dlib_onnx``, same output within 1e-6) or, given dlib's ``.dat``, in
+  dlib's own code. Its raw descriptors are not normalised (norm 1.3–1.7).
+
+Each face also gets a quality score. The analyzer is a pure function of decoded RGB pixels;
+model files are opened once, in the constructors.
 """
 
 from __future__ import annotations
@@ -13,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import cv2
 import dlib
@@ -20,6 +31,9 @@ import numpy as np
 
 from ex_app.models.dlib_onnx import chips_to_batch
 from ex_app.models.runtime import open_session
+
+SFACE, DLIB = "sface", "dlib"
+EMBEDDERS = (SFACE, DLIB)
 
 # YuNet misses faces that fill a tiny image (ORL's 23×28 crops) and, more and more often,
 # faces over about 250 detector pixels (LFW crops scaled so the face is 300 px: 86% found;
@@ -42,6 +56,17 @@ SIZE_FULL = 100.0  # shorter box side in pixels at which a face is "big enough"
 SHARPNESS_HALF = 100.0  # box_sharpness that maps to 0.5
 
 
+# The ArcFace 112×112 template SFace was trained on, in YuNet's landmark order: the eye and
+# mouth corner on the image's left first (the person's right), then the other, nose between.
+ARCFACE_TEMPLATE = np.array(
+    [[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655],
+     [70.7299, 92.2041]],
+    dtype=np.float64,
+)
+SFACE_SIZE = 112
+SFACE_BATCH = 16  # faces per network call: more faces in one photo go in several calls
+
+
 @dataclass
 class Face:
     """One detected face, in the coordinates of the image given to the analyzer."""
@@ -52,7 +77,7 @@ class Face:
     quality: float  # 0..1, see face_quality
     sharpness: float  # box_sharpness: Laplacian variance of the grey face at 64×64
     pose: float  # 0..1 frontality from the landmarks, 1 = frontal
-    embedding: np.ndarray  # 128 float32, dlib's raw descriptor: not L2-normalised (norm 1.3–1.7)
+    embedding: np.ndarray  # 128 float32 from the analyzer's embedder (see the module's text)
 
 
 @dataclass
@@ -64,20 +89,103 @@ class Detection:
     landmarks: np.ndarray  # 5×2 float32, same order as Face.landmarks
 
 
+class FaceEmbedder(Protocol):
+    """Aligns and embeds the faces of one RGB image, from their boxes and YuNet landmarks."""
+
+    name: str  # one of EMBEDDERS: what each stored face records
+
+    def embed(self, rgb: np.ndarray, detections: Sequence[Detection]) -> np.ndarray:
+        """An N×128 float32 array, one row per detection."""
+        ...
+
+
+def similarity_transform(source: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """The 2×3 rotation, uniform scale and shift that best maps source points onto target
+    points in the least-squares sense (Umeyama 1991)."""
+    source, target = np.asarray(source, np.float64), np.asarray(target, np.float64)
+    source_mean, target_mean = source.mean(axis=0), target.mean(axis=0)
+    s, t = source - source_mean, target - target_mean
+    u, singular, vt = np.linalg.svd(t.T @ s / len(source))
+    sign = np.ones(2)
+    if np.linalg.det(u) * np.linalg.det(vt) < 0:
+        sign[-1] = -1
+    rotation = u @ np.diag(sign) @ vt
+    variance = (s**2).sum() / len(source)
+    scale = (singular * sign).sum() / variance if variance > 0 else 1.0
+    shift = target_mean - scale * rotation @ source_mean
+    return np.hstack([scale * rotation, shift[:, None]])
+
+
+def align_sface(rgb: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+    """The 112×112 RGB face SFace expects: the landmarks warped onto the ArcFace template."""
+    matrix = similarity_transform(landmarks, ARCFACE_TEMPLATE)
+    return cv2.warpAffine(rgb, matrix, (SFACE_SIZE, SFACE_SIZE), flags=cv2.INTER_LINEAR)
+
+
+class SFaceEmbedder:
+    """SFace on aligned 112×112 faces; L2-normalised vectors.
+
+    ``.onnx`` files run in OpenCV's dnn module unless ``session`` (an onnxruntime session of
+    the float32 graph, for GPUs) is given.
+    """
+
+    name = SFACE
+
+    def __init__(self, path: Path, session=None):
+        self._session = session
+        self._net = None if session is not None else cv2.dnn.readNet(str(path))
+
+    def embed(self, rgb: np.ndarray, detections: Sequence[Detection]) -> np.ndarray:
+        if not detections:
+            return np.zeros((0, 128), dtype=np.float32)
+        faces = np.stack([align_sface(rgb, d.landmarks) for d in detections])
+        batch = faces.transpose(0, 3, 1, 2).astype(np.float32)  # RGB 0..255, NCHW
+        rows = [self._run(batch[i : i + SFACE_BATCH]) for i in range(0, len(batch), SFACE_BATCH)]
+        vectors = np.concatenate(rows).astype(np.float32)
+        return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        if self._session is not None:
+            return self._session.run({"data": batch})[0]
+        self._net.setInput(batch, "data")
+        return self._net.forward().reshape(len(batch), -1)
+
+
+class DlibEmbedder:
+    """dlib's 5-point landmarks, 150×150 chips and ResNet (our ONNX port, or dlib's .dat)."""
+
+    name = DLIB
+
+    def __init__(self, landmarks_path: Path, embedder_path: Path, threads: int = 1):
+        self._shape_predictor = dlib.shape_predictor(str(landmarks_path))
+        self._embed = load_dlib_embedder(Path(embedder_path), threads)
+
+    def embed(self, rgb: np.ndarray, detections: Sequence[Detection]) -> np.ndarray:
+        if not detections:
+            return np.zeros((0, 128), dtype=np.float32)
+        shapes = dlib.full_object_detections()
+        for detection in detections:
+            x, y, w, h = detection.box
+            rect = dlib.rectangle(round(x), round(y), round(x + w), round(y + h))
+            shapes.append(self._shape_predictor(rgb, rect))
+        chips = dlib.get_face_chips(rgb, shapes, size=CHIP_SIZE, padding=CHIP_PADDING)
+        return np.asarray(self._embed([np.asarray(chip) for chip in chips]), dtype=np.float32)
+
+
 class FaceAnalyzer:
     """Detects, aligns, embeds and rates the faces in an RGB image."""
 
     def __init__(
         self,
         detector_path: Path,
-        landmarks_path: Path,
-        embedder_path: Path,
+        embedder: FaceEmbedder,
         min_score: float = 0.8,
         min_size: int = 16,
         threads: int = 1,
     ):
         self.min_score = min_score
         self.min_size = min_size
+        self.embedder = embedder
         # OpenCV's thread count is process-wide; YuNet runs on OpenCV's DNN module, whose
         # OpenCV 5 graph engine warns at every detector creation about targets it ignores.
         cv2.setNumThreads(threads)
@@ -85,8 +193,6 @@ class FaceAnalyzer:
         self._detector = cv2.FaceDetectorYN.create(
             str(detector_path), "", (320, 320), min_score, NMS_IOU, 5000
         )
-        self._shape_predictor = dlib.shape_predictor(str(landmarks_path))
-        self._embed = load_embedder(Path(embedder_path), threads)
 
     def analyze(self, rgb: np.ndarray) -> list[Face]:
         """All faces of at least min_score and min_size in an H×W×3 uint8 RGB image."""
@@ -94,13 +200,7 @@ class FaceAnalyzer:
         detections = self.detect(rgb)
         if not detections:
             return []
-        shapes = dlib.full_object_detections()
-        for detection in detections:
-            x, y, w, h = detection.box
-            rect = dlib.rectangle(round(x), round(y), round(x + w), round(y + h))
-            shapes.append(self._shape_predictor(rgb, rect))
-        chips = dlib.get_face_chips(rgb, shapes, size=CHIP_SIZE, padding=CHIP_PADDING)
-        embeddings = self._embed([np.asarray(chip) for chip in chips])
+        embeddings = self.embedder.embed(rgb, detections)
         grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
         faces = []
         for detection, embedding in zip(detections, embeddings):
@@ -163,7 +263,7 @@ class FaceAnalyzer:
 Embedder = Callable[[Sequence[np.ndarray]], np.ndarray]
 
 
-def load_embedder(path: Path, threads: int) -> Embedder:
+def load_dlib_embedder(path: Path, threads: int) -> Embedder:
     """150×150 RGB chips → N×128 embeddings, by the ONNX port (.onnx) or dlib itself (.dat)."""
     if path.suffix == ".onnx":
         session = open_session(path, threads=threads)

@@ -1,7 +1,9 @@
 """Faces into persons: the quality gate, the full grouping and the incremental assignment.
 
-Pure functions of numpy arrays (dlib's raw 128-D descriptors, Euclidean distance); the
-caller decides which faces are free and which belong to persons the user confirmed.
+Pure functions of numpy arrays (128-D face vectors, Euclidean distance); the caller decides
+which faces are free and which belong to persons the user confirmed. Each embedder has its
+own distances (:data:`EMBEDDER_DISTANCES`): SFace's vectors are unit length (distance
+sqrt(2 − 2·cosine)), dlib's are raw descriptors.
 
 The algorithm, chosen by measurement (``bench/faces_quality.py`` compares it with DBSCAN,
 HDBSCAN, Chinese whispers, average and complete linkage and the peers' methods, on all
@@ -28,8 +30,15 @@ photos, on sparse samples of them and on identities held out):
    are never split and never merged with each other; a new cluster may grow one, less any
    face the group forbids (that face goes on to step 5, which never puts it back).
 5. **Joining.** Every free face still unassigned (noise, or below the gate) joins the
-   person with the nearest centroid within ``join_distance`` that no constraint forbids,
+   person with the nearest prototype within ``join_distance`` that no constraint forbids,
    nearest faces first. :func:`assign_to_persons` is the same rule for the incremental path.
+
+A person's **prototypes** (:func:`person_prototypes`) stand for it when faces join: the means
+of the groups its faces fall into when linked at ``link`` distance (up to
+:data:`MAX_PROTOTYPES`, largest first). One mean is enough for a person of one look; for a
+person the user built from faces far apart (two look-alikes merged, one human over decades)
+the single mean lies between them, attracting neither well and strangers more:
+bench/faces_quality.py measures it.
 """
 
 from __future__ import annotations
@@ -40,12 +49,16 @@ from typing import TYPE_CHECKING
 import numpy as np
 from sklearn.neighbors import NearestNeighbors
 
+from ex_app.people.distances import face_distances
+
 if TYPE_CHECKING:
     from ex_app.config import Settings
 
 UNASSIGNED = -1
 DISTANCE_FLOOR = 1e-6  # keeps 1 / distance finite for duplicate photos
-CENTROID_CANDIDATES = 8  # nearest persons looked at when the nearest one is forbidden
+CENTROID_CANDIDATES = 8  # nearest prototypes looked at when the nearest one is forbidden
+MAX_PROTOTYPES = 4  # per person
+PROTOTYPE_NEIGHBOURS = 10  # k of the graph that splits a person's faces into groups
 
 
 @dataclass(frozen=True)
@@ -77,7 +90,7 @@ class QualityGate:
 
 @dataclass(frozen=True)
 class ClusterParams:
-    """How faces group into persons; distances are Euclidean between dlib descriptors."""
+    """How faces group into persons; distances are Euclidean between face vectors."""
 
     neighbours: int  # k of the k-nearest-neighbour graph
     min_faces: int  # smallest new person
@@ -94,13 +107,14 @@ class ClusterParams:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ClusterParams:
+        distances = face_distances(settings)
         return cls(
             neighbours=settings.face_cluster_neighbours,
             min_faces=settings.face_min_faces_per_person,
-            max_distance=settings.face_cluster_distance,
-            member_distance=settings.face_member_distance,
-            merge_distance=settings.face_merge_distance,
-            join_distance=settings.face_join_distance,
+            max_distance=distances.link,
+            member_distance=distances.member,
+            merge_distance=distances.merge,
+            join_distance=distances.join,
         )
 
 
@@ -154,9 +168,9 @@ def cluster(
             labels[face] = group
     labels[~fixed] = _renumber(labels[~fixed], first_new)
 
-    person_ids, centroids = person_centroids(vectors, labels)
+    person_ids, prototypes = all_prototypes(vectors, labels, params.max_distance)
     loose = np.flatnonzero(labels == UNASSIGNED)
-    candidates = _nearest_within(vectors[loose], centroids, params.join_distance)
+    candidates = _nearest_within(vectors[loose], prototypes, params.join_distance)
     for face, row in sorted(zip(loose, candidates), key=lambda pair: (_nearest(pair[1]), pair[0])):
         for _, index in row:
             if constraints.allows(int(face), int(person_ids[index]), labels):
@@ -192,6 +206,46 @@ def person_centroids(embeddings: np.ndarray, labels: np.ndarray) -> tuple[np.nda
     sums = np.zeros((len(person_ids), embeddings.shape[1]), dtype=np.float64)
     np.add.at(sums, rows, embeddings[assigned])
     return person_ids, (sums / np.bincount(rows)[:, None]).astype(np.float32)
+
+
+def person_prototypes(embeddings: np.ndarray, link: float) -> np.ndarray:
+    """A person's prototypes: the means of the groups of two or more faces its faces form
+    when faces at most link apart are joined (through each face's nearest neighbours), the
+    largest MAX_PROTOTYPES groups, largest first; the one mean of all when fewer than two such
+    groups form."""
+    vectors = np.asarray(embeddings, dtype=np.float32)
+    if len(vectors) < 3:
+        return vectors.mean(axis=0, keepdims=True)
+    k = min(PROTOTYPE_NEIGHBOURS, len(vectors) - 1)
+    distances, neighbours = (
+        NearestNeighbors(n_neighbors=k, algorithm="brute").fit(vectors).kneighbors()
+    )
+    sets = _DisjointSets(len(vectors), np.zeros((0, 2), dtype=int))
+    for face, (row_distances, row_neighbours) in enumerate(zip(distances, neighbours)):
+        for distance, other in zip(row_distances, row_neighbours):
+            if distance <= link:
+                sets.union(face, int(other))
+    roots = np.array([sets.find(face) for face in range(len(vectors))])
+    groups, sizes = np.unique(roots, return_counts=True)
+    order = groups[np.argsort(-sizes, kind="stable")][:MAX_PROTOTYPES]
+    order = [root for root in order if (roots == root).sum() >= 2]  # a lone face: no prototype
+    if len(order) < 2:
+        return vectors.mean(axis=0, keepdims=True)
+    return np.stack([vectors[roots == root].mean(axis=0) for root in order]).astype(np.float32)
+
+
+def all_prototypes(
+    embeddings: np.ndarray, labels: np.ndarray, link: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per prototype row, its person id, and the prototypes of every person in labels."""
+    person_ids, rows = [], []
+    for person in np.unique(labels[labels != UNASSIGNED]):
+        found = person_prototypes(embeddings[labels == person], link)
+        person_ids += [int(person)] * len(found)
+        rows.append(found)
+    if not rows:
+        return np.zeros(0, dtype=int), np.zeros((0, embeddings.shape[1]), dtype=np.float32)
+    return np.array(person_ids, dtype=int), np.vstack(rows)
 
 
 def density_clusters(

@@ -3,15 +3,22 @@
 Two ways, one rule set (``ex_app.people.clustering``):
 - :func:`regroup_all` groups every face that is not in a confirmed person, from scratch;
 - :func:`update_persons` groups only the unassigned faces, with every existing person
-  standing in as one fixed pseudo-face at its stored mean embedding: new faces join the
+  standing in as fixed pseudo-faces at its stored prototypes (``clustering.person_prototypes``:
+  its mean embedding, or several where its faces lie far apart): new faces join the
   nearest person (found through a nearest-neighbour index over persons, never over all
   faces) or form new persons where enough of them agree.
 Faces of one photo are never put in one person, and faces of different owners never share
 one: each owner's faces (a Nextcloud user's, or the local scans') are grouped on their own,
 and each person records its owner (:func:`face_owner`).
-Confirmed persons (the user named, merged or corrected them) are fixed groups in both: never
-split, dissolved or merged; a face a person rejected never joins it. Unconfirmed persons keep
-their id across a re-grouping when most of their faces stay together.
+Confirmed persons (the user named, merged or corrected them) and hidden ones are fixed groups
+in both: never split, dissolved or merged; a face a person rejected never joins it.
+Unconfirmed persons keep their id across a re-grouping when most of their faces stay together.
+
+Only faces of the configured embedder are grouped (each face records its embedder). While an
+owner's faces wait to be embedded again (``waiting``: a query of the ids of files with such
+work pending, see ``ex_app.work.reembed``), that owner's persons stay as they are; once
+none wait, an owner whose persons' centroids come from another embedder is grouped again
+from scratch, by the incremental path too.
 """
 
 from __future__ import annotations
@@ -29,7 +36,9 @@ from ex_app.people.clustering import (
     QualityGate,
     cluster,
     passes_quality_gate,
+    person_prototypes,
 )
+from ex_app.people.distances import EMBEDDER_DISTANCES
 from ex_app.store import schema
 from ex_app.work.nextcloud_scan import NEXTCLOUD_SOURCE
 
@@ -78,8 +87,11 @@ def face_owner():
     return case((schema.Root.source == NEXTCLOUD_SOURCE, schema.Root.location), else_=None)
 
 
-def load_faces(session: Session, gate: QualityGate, where=None) -> StoredFaces:
-    """The faces matching where (all when None), by id, with the gate applied."""
+def load_faces(
+    session: Session, gate: QualityGate, where=None, embedder: str | None = None
+) -> StoredFaces:
+    """The faces matching where (all when None) of one embedder (any when None), by id, with
+    the gate applied."""
     query = select(
         schema.Face.id,
         schema.Face.embedding,
@@ -96,6 +108,8 @@ def load_faces(session: Session, gate: QualityGate, where=None) -> StoredFaces:
     )
     if where is not None:
         query = query.where(where)
+    if embedder is not None:
+        query = query.where(schema.Face.embedder == embedder)
     rows = session.execute(query).all()
     if not rows:
         empty = np.empty(0, dtype=int)
@@ -123,38 +137,71 @@ def _objects(values) -> np.ndarray:
     return array
 
 
-def regroup_all(session: Session, params: ClusterParams, gate: QualityGate) -> int:
-    """Group every face again, each owner's apart; returns the number of persons afterwards."""
-    faces = load_faces(session, gate)
+def regroup_all(
+    session: Session, params: ClusterParams, gate: QualityGate, embedder: str, waiting=None
+) -> int:
+    """Group every face of the embedder again, each owner's apart (owners with faces waiting
+    to be embedded again are left as they are); returns the number of persons afterwards."""
+    faces = load_faces(session, gate, embedder=embedder)
     persons = _settle_owners(session)
+    held = _owners_of_files(session, waiting)
     claimed: set[int] = set()
     touched: set[int] = set()
     for owner in faces.distinct_owners():
-        mine = faces.of_owner(owner)
-        confirmed = {p for p, (o, c) in persons.items() if c and o == owner}
-        groups = np.array([p if p in confirmed else UNASSIGNED for p in mine.person_ids], dtype=int)
-        labels = cluster(
-            mine.embeddings,
-            mine.seedable,
-            params,
-            groups=groups,
-            forbidden=_rejections(session, mine.ids),
-            cannot_link=mine.same_photo_pairs(),
-        )
-        reusable = {p for p, (o, c) in persons.items() if not c and o == owner} - claimed
-        touched |= _write_labels(session, mine, labels, confirmed, reusable, owner, claimed)
+        if owner in held:
+            continue
+        touched |= _regroup_owner(session, faces.of_owner(owner), persons, owner, params, claimed)
+        touched |= _persons_of(session, owner)
     _drop_empty_unconfirmed(session)
     refresh_centroids(session, touched)
     return session.scalar(select(func.count(schema.Person.id)))
 
 
-def update_persons(session: Session, params: ClusterParams, gate: QualityGate) -> int:
-    """Group the unassigned faces, joining existing persons of their owner first; returns the
-    persons count."""
-    loose_all = load_faces(session, gate, where=schema.Face.person_id.is_(None))
-    persons = _settle_owners(session) if len(loose_all.ids) else {}
+def _regroup_owner(
+    session: Session,
+    mine: StoredFaces,
+    persons: dict[int, tuple[str | None, bool]],
+    owner: str | None,
+    params: ClusterParams,
+    claimed: set[int],
+) -> set[int]:
+    """Group one owner's faces from scratch around its fixed persons; the persons touched."""
+    fixed = {p for p, (o, c) in persons.items() if c and o == owner}
+    groups = np.array([p if p in fixed else UNASSIGNED for p in mine.person_ids], dtype=int)
+    labels = cluster(
+        mine.embeddings,
+        mine.seedable,
+        params,
+        groups=groups,
+        forbidden=_rejections(session, mine.ids),
+        cannot_link=mine.same_photo_pairs(),
+    )
+    reusable = {p for p, (o, c) in persons.items() if not c and o == owner} - claimed
+    return _write_labels(session, mine, labels, fixed, reusable, owner, claimed)
+
+
+def update_persons(
+    session: Session, params: ClusterParams, gate: QualityGate, embedder: str, waiting=None
+) -> int:
+    """Group the unassigned faces of the embedder, joining existing persons of their owner
+    first; an owner whose persons were built on another embedder's vectors is grouped again
+    from scratch. Returns the persons count."""
+    held = _owners_of_files(session, waiting)
+    stale = _owners_with_stale_persons(session, embedder) - held
+    loose_all = load_faces(session, gate, where=schema.Face.person_id.is_(None), embedder=embedder)
+    persons = _settle_owners(session) if len(loose_all.ids) or stale else {}
     claimed: set[int] = set()
+    if stale:
+        everything = load_faces(session, gate, embedder=embedder)
+        for owner in stale:
+            touched = _regroup_owner(
+                session, everything.of_owner(owner), persons, owner, params, claimed
+            )
+            _drop_empty_unconfirmed(session)
+            refresh_centroids(session, touched | _persons_of(session, owner))
     for owner in loose_all.distinct_owners():
+        if owner in held or owner in stale:
+            continue
         loose = loose_all.of_owner(owner)
         rows = session.execute(
             select(schema.Person.id, schema.Person.centroid).where(
@@ -162,8 +209,11 @@ def update_persons(session: Session, params: ClusterParams, gate: QualityGate) -
                 schema.Person.owner.is_(None) if owner is None else schema.Person.owner == owner,
             )
         ).all()
-        person_ids = np.array([person_id for person_id, _ in rows], dtype=int)
-        centroids = [np.frombuffer(blob, dtype=np.float32) for _, blob in rows]
+        prototypes = [np.frombuffer(blob, dtype=np.float32).reshape(-1, 128) for _, blob in rows]
+        person_ids = np.array(
+            [person_id for (person_id, _), found in zip(rows, prototypes) for _ in found], dtype=int
+        )
+        centroids = [row for found in prototypes for row in found]
         pseudo = len(person_ids)
         rejections = _rejections(session, loose.ids)
         labels = cluster(
@@ -182,9 +232,45 @@ def update_persons(session: Session, params: ClusterParams, gate: QualityGate) -
     return session.scalar(select(func.count(schema.Person.id)))
 
 
+def _owners_of_files(session: Session, file_ids) -> set[str | None]:
+    """The owners of the files a query of file ids selects (none when it is None)."""
+    if file_ids is None:
+        return set()
+    return set(
+        session.scalars(
+            select(face_owner())
+            .select_from(schema.File)
+            .join(schema.Root)
+            .where(schema.File.id.in_(file_ids))
+            .distinct()
+        )
+    )
+
+
+def _persons_of(session: Session, owner: str | None) -> set[int]:
+    return set(
+        session.scalars(
+            select(schema.Person.id).where(
+                schema.Person.owner.is_(None) if owner is None else schema.Person.owner == owner
+            )
+        )
+    )
+
+
+def _owners_with_stale_persons(session: Session, embedder: str) -> set[str | None]:
+    """Owners holding a person whose centroid was computed from another embedder's faces."""
+    return set(
+        session.scalars(
+            select(schema.Person.owner)
+            .where(schema.Person.centroid.is_not(None), schema.Person.embedder != embedder)
+            .distinct()
+        )
+    )
+
+
 def _settle_owners(session: Session) -> dict[int, tuple[str | None, bool]]:
     """Give each person the owner all its faces share (persons from before owners were
-    recorded); returns person id → (owner, confirmed)."""
+    recorded); returns person id → (owner, fixed): fixed when confirmed or hidden."""
     owners: dict[int, set[str | None]] = {}
     for person_id, owner in session.execute(
         select(schema.Face.person_id, face_owner())
@@ -195,8 +281,8 @@ def _settle_owners(session: Session) -> dict[int, tuple[str | None, bool]]:
     ):
         owners.setdefault(person_id, set()).add(owner)
     persons = {}
-    for person_id, owner, confirmed in session.execute(
-        select(schema.Person.id, schema.Person.owner, schema.Person.confirmed)
+    for person_id, owner, confirmed, hidden in session.execute(
+        select(schema.Person.id, schema.Person.owner, schema.Person.confirmed, schema.Person.hidden)
     ):
         found = owners.get(person_id, set())
         if len(found) == 1 and owner not in found:
@@ -204,7 +290,7 @@ def _settle_owners(session: Session) -> dict[int, tuple[str | None, bool]]:
             session.execute(
                 update(schema.Person).where(schema.Person.id == person_id).values(owner=owner)
             )
-        persons[person_id] = (owner, confirmed)
+        persons[person_id] = (owner, bool(confirmed or hidden))
     return persons
 
 
@@ -273,10 +359,11 @@ def _in_order_of_first_face(labels: np.ndarray) -> list[int]:
 
 
 def _drop_empty_unconfirmed(session: Session) -> None:
-    """Unconfirmed persons left without faces are gone; confirmed ones stay (a named nobody)."""
+    """Unconfirmed persons left without faces are gone; confirmed or hidden ones stay."""
     session.execute(
         delete(schema.Person).where(
             schema.Person.confirmed.is_(False),
+            schema.Person.hidden.is_(False),
             ~schema.Person.id.in_(
                 select(schema.Face.person_id).where(schema.Face.person_id.is_not(None))
             ),
@@ -285,24 +372,31 @@ def _drop_empty_unconfirmed(session: Session) -> None:
 
 
 def refresh_centroids(session: Session, person_ids: set[int]) -> None:
-    """Recompute the stored mean embedding of these persons from their faces."""
+    """Recompute the stored prototypes of these persons from their faces.
+
+    They are the prototypes (``clustering.person_prototypes``, at the embedder's link
+    distance) of its faces of one embedder, the one most of them have (all of them but while
+    faces are being embedded again), stored as k × 128 float32 with that embedder.
+    """
     ordered = sorted(person_ids)
     for start in range(0, len(ordered), CENTROID_BATCH):
         batch = ordered[start : start + CENTROID_BATCH]
-        sums: dict[int, np.ndarray] = {}
-        counts: Counter[int] = Counter()
-        for person_id, blob in session.execute(
-            select(schema.Face.person_id, schema.Face.embedding).where(
+        vectors: dict[int, dict[str, list[np.ndarray]]] = {}
+        for person_id, blob, embedder in session.execute(
+            select(schema.Face.person_id, schema.Face.embedding, schema.Face.embedder).where(
                 schema.Face.person_id.in_(batch)
             )
         ):
-            embedding = np.frombuffer(blob, dtype=np.float32)
-            sums[person_id] = sums.get(person_id, 0) + embedding
-            counts[person_id] += 1
+            by_embedder = vectors.setdefault(person_id, {})
+            by_embedder.setdefault(embedder, []).append(np.frombuffer(blob, dtype=np.float32))
         for person_id in batch:
-            centroid = sums[person_id] / counts[person_id] if person_id in sums else None
+            prototypes, embedder = None, None
+            if person_id in vectors:
+                embedder, faces = max(vectors[person_id].items(), key=lambda item: len(item[1]))
+                link = EMBEDDER_DISTANCES[embedder].link
+                prototypes = person_prototypes(np.stack(faces), link).astype(np.float32).tobytes()
             session.execute(
                 update(schema.Person)
                 .where(schema.Person.id == person_id)
-                .values(centroid=None if centroid is None else centroid.astype(np.float32).tobytes())
+                .values(centroid=prototypes, embedder=embedder)
             )

@@ -287,15 +287,20 @@ def mark_distinct(
 
 
 def suggest_merges(
-    session: Session, max_distance: float, limit: int = 50, *, owner: Owner = ANYONE
+    session: Session, max_distance: float, limit: int = 50, *, owner: Owner = ANYONE,
+    embedder: str | None = None,
 ) -> list[MergeSuggestion]:
-    """Pairs of visible persons of one owner whose mean faces are close: maybe the same human."""
-    rows = session.execute(
+    """Pairs of visible persons of one owner whose mean faces (of the embedder, when given:
+    the one max_distance is for) are close: maybe the same human."""
+    query = (
         select(schema.Face.person_id, schema.Face.embedding, schema.Person.owner)
         .join(schema.Person)
         .where(schema.Person.hidden.is_(False), _owned_by(schema.Person.owner, owner))
         .order_by(schema.Face.person_id)
-    ).all()
+    )
+    if embedder is not None:
+        query = query.where(schema.Face.embedder == embedder)
+    rows = session.execute(query).all()
     if not rows:
         return []
     owner_of = {person_id: person_owner for person_id, _, person_owner in rows}
@@ -336,7 +341,8 @@ def _face_views(session: Session, where, gate: QualityGate, limit: int | None = 
         distance = None
         if centroid is not None:
             embedding = np.frombuffer(face.embedding, dtype=np.float32)
-            distance = float(np.linalg.norm(embedding - np.frombuffer(centroid, dtype=np.float32)))
+            prototypes = np.frombuffer(centroid, dtype=np.float32).reshape(-1, embedding.shape[0])
+            distance = float(np.linalg.norm(prototypes - embedding, axis=1).min())
         views.append(FaceView(
             id=face.id, file_id=face.file_id, path=path, x=face.x, y=face.y, w=face.w, h=face.h,
             photo_width=width, photo_height=height, person_id=face.person_id, pinned=face.pinned,

@@ -113,7 +113,9 @@ class Person(Base):
     name: Mapped[str | None] = mapped_column(Text)
     hidden: Mapped[bool] = mapped_column(Boolean, default=False)
     confirmed: Mapped[bool] = mapped_column(Boolean, default=False)
-    centroid: Mapped[bytes | None] = mapped_column(LargeBinary)  # mean embedding, 128 float32
+    # Its prototypes (people.clustering.person_prototypes): k × 128 float32, k ≥ 1.
+    centroid: Mapped[bytes | None] = mapped_column(LargeBinary)
+    embedder: Mapped[str | None] = mapped_column(String(16))  # the embedder of the prototypes
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     faces: Mapped[list["Face"]] = relationship(back_populates="person")
@@ -136,6 +138,8 @@ class Face(Base):
     pose: Mapped[float] = mapped_column(Float, default=1.0)
     landmarks: Mapped[bytes] = mapped_column(LargeBinary)  # 5×2 float32, original pixels
     embedding: Mapped[bytes] = mapped_column(LargeBinary)  # 128 float32
+    # The embedder that made the embedding ("sface", "dlib"); faces before it was recorded: dlib.
+    embedder: Mapped[str] = mapped_column(String(16), server_default="dlib", index=True)
     person_id: Mapped[int | None] = mapped_column(
         ForeignKey("persons.id", ondelete="SET NULL"), index=True
     )

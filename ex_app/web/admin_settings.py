@@ -4,8 +4,8 @@ The form sits in Administration → "Artificial Intelligence" (section ``ai`` of
 settings app, where Nextcloud's Context Agent ExApp puts its own): a form in a section the server
 does not have is listed in no navigation. Nextcloud stores the form's values in the ExApp's app
 config under the field ids, which are the names of :class:`~ex_app.config.Settings` fields;
-they override the ExApp's own. A select stores the option it shows, so the sensitivity select
-offers its labels and :data:`SENSITIVITY` maps the chosen label to a distance.
+they override the ExApp's own. A select stores the option it shows, so the selects
+offer their labels and :data:`SENSITIVITY` and :data:`EMBEDDERS` map a chosen label to its value.
 """
 
 from __future__ import annotations
@@ -24,8 +24,12 @@ log = logging.getLogger(__name__)
 FORM_ID = "recognize_admin"
 
 FORM_SECTION = "ai"
-# Face grouping sensitivity: the longest link inside a new person (see config.py).
-SENSITIVITY = {"Strict (fewer mix-ups)": 0.45, "Balanced": 0.55, "Loose (fewer splits)": 0.6}
+# A select stores the option it shows: these map each label to the setting's value.
+# Face grouping sensitivity: a factor on the embedder's grouping distances (see config.py).
+SENSITIVITY = {"Strict (fewer mix-ups)": "strict", "Balanced": "balanced", "Loose (fewer splits)": "loose"}
+EMBEDDERS = {"SFace (recommended)": "sface", "dlib ResNet": "dlib"}
+# What the sensitivity select of an earlier version stored: a dlib grouping distance.
+EARLIER_SENSITIVITY = {0.45: "strict", 0.55: "balanced", 0.6: "loose"}
 
 
 INTRO = "Private tagging of your media on this server: faces into persons, objects, scenes, places and genres."
@@ -65,9 +69,12 @@ def settings_form(defaults: Settings, progress: list[AnalyzerProgress] | None = 
             field("landmarks_enabled", "Landmarks", SettingsFieldType.CHECKBOX,
                   defaults.landmarks_enabled,
                   label="Tag photos of buildings and monuments with the landmark"),
-            field("face_cluster_distance", "Face grouping sensitivity", SettingsFieldType.SELECT,
-                  sensitivity_label(defaults.face_cluster_distance), options=list(SENSITIVITY),
+            field("face_sensitivity", "Face grouping sensitivity", SettingsFieldType.SELECT,
+                  label_of(SENSITIVITY, defaults.face_sensitivity), options=list(SENSITIVITY),
                   description="How alike faces must be to become one person."),
+            field("face_embedder", "Face recognition model", SettingsFieldType.SELECT,
+                  label_of(EMBEDDERS, defaults.face_embedder), options=list(EMBEDDERS),
+                  description="Changing it recognizes the stored faces again in the background."),
             field("face_min_faces_per_person", "Minimum faces per person",
                   SettingsFieldType.NUMBER, defaults.face_min_faces_per_person,
                   description="Fewer similar faces do not make a person (at least 2)."),
@@ -88,27 +95,38 @@ def settings_form(defaults: Settings, progress: list[AnalyzerProgress] | None = 
     )
 
 
-def sensitivity_label(distance: float) -> str:
-    """The option closest to a grouping distance."""
-    return min(SENSITIVITY, key=lambda label: abs(SENSITIVITY[label] - distance))
+def label_of(options: dict[str, str], value: str) -> str:
+    """The label a select shows for a setting's value."""
+    return next(label for label, option in options.items() if option == value)
 
 
-def _sensitivity_distance(saved: str) -> float | str:
-    """The distance of a saved option; a number saved by an earlier version (possibly JSON-quoted,
-    as the server gave our old numeric default back) stays a number; anything else is left to
-    fail validation."""
-    if saved in SENSITIVITY:
-        return SENSITIVITY[saved]
-    return saved.strip().strip('"')
+def _chosen(options: dict[str, str], saved: str) -> str:
+    """The setting's value of a saved label (a value saved as it is stays; anything else is
+    left to fail validation)."""
+    return options.get(saved, saved.strip().strip('"'))
+
+
+def _earlier_sensitivity(saved: str) -> str | None:
+    """The sensitivity an earlier version's saved distance (possibly JSON-quoted) stands for."""
+    try:
+        distance = float(saved.strip().strip('"'))
+    except ValueError:
+        return None
+    return EARLIER_SENSITIVITY[min(EARLIER_SENSITIVITY, key=lambda known: abs(known - distance))]
 
 
 async def admin_settings(nc: AsyncNextcloudApp, base: Settings) -> Settings:
     """base with the values an admin saved in the form; base alone if they do not validate."""
-    ids = [f.id for f in settings_form(base).fields]
+    ids = [f.id for f in settings_form(base).fields] + ["face_cluster_distance"]
     saved = {record.key: record.value for record in await nc.appconfig_ex.get_values(ids)}
     saved = {key: value for key, value in saved.items() if value not in (None, "")}
-    if "face_cluster_distance" in saved:
-        saved["face_cluster_distance"] = _sensitivity_distance(saved["face_cluster_distance"])
+    earlier = saved.pop("face_cluster_distance", None)  # an earlier version's select
+    if "face_sensitivity" in saved:
+        saved["face_sensitivity"] = _chosen(SENSITIVITY, saved["face_sensitivity"])
+    elif earlier is not None and (sensitivity := _earlier_sensitivity(earlier)):
+        saved["face_sensitivity"] = sensitivity
+    if "face_embedder" in saved:
+        saved["face_embedder"] = _chosen(EMBEDDERS, saved["face_embedder"])
     try:
         return Settings(**(base.model_dump() | saved))
     except ValidationError as error:

@@ -29,6 +29,7 @@ from ex_app.engine import Engine
 from ex_app.media.errors import MediaError
 from ex_app.people import operations, thumbnails
 from ex_app.people.clustering import QualityGate
+from ex_app.people.distances import face_distances
 from ex_app.people.operations import NotFound
 from ex_app.people.undo import Snapshot
 from ex_app.sources.nextcloud import NextcloudFile, NextcloudSource, TooLarge
@@ -180,7 +181,7 @@ def unsure_faces(request: Request, limit: int = Query(500, ge=1, le=5000)) -> di
     with engine.sessions() as session:
         gate = QualityGate.from_settings(engine.settings)
         faces = operations.unsure_faces(
-            session, gate, engine.settings.face_join_distance, limit, owner=owner
+            session, gate, face_distances(engine.settings).join, limit, owner=owner
         )
     return {"faces": _faces_json(faces)}
 
@@ -229,7 +230,8 @@ def suggestions(request: Request) -> dict:
     engine = _engine(request)
     with engine.sessions() as session:
         found = operations.suggest_merges(
-            session, engine.settings.face_suggestion_distance, owner=owner
+            session, face_distances(engine.settings).suggestion, owner=owner,
+            embedder=engine.settings.face_embedder,
         )
     return {"suggestions": [asdict(s) for s in found]}
 

@@ -20,7 +20,16 @@ from ex_app.analyzers.actions import (
     ActionRecognizer,
     load_kinetics_labels,
 )
-from ex_app.analyzers.faces import Face, FaceAnalyzer
+from ex_app.analyzers.faces import (
+    DLIB,
+    SFACE,
+    Detection,
+    DlibEmbedder,
+    Face,
+    FaceAnalyzer,
+    FaceEmbedder,
+    SFaceEmbedder,
+)
 from ex_app.analyzers.landmarks import (
     REGIONS,
     LandmarkClassifier,
@@ -63,8 +72,9 @@ from ex_app.media.video import (
     read_clip,
     read_video,
 )
-from ex_app.models.runtime import open_session, resolve_engine
+from ex_app.models.runtime import OnnxSession, onnx_providers, open_session, resolve_engine
 from ex_app.models.store import ModelStore
+from ex_app.people.distances import face_distances
 from ex_app.tagging.rules import TagRules
 
 log = logging.getLogger(__name__)
@@ -82,9 +92,20 @@ FACE_FINDING_ANALYZERS = (FACES, VIDEO)  # their results are rows of the faces t
 MUSICNN_CHECKPOINTS = ("msd", "mtt")  # both: MSD knows blues, MTT new age, world, classical
 PEOPLE_TAG = "People"  # given to every photo with a face
 
-# The models each analyzer needs; their hashes make up the analyzer's model version.
+# The models of each face embedder (ex_app.analyzers.faces); their hashes make up the version
+# of the embeddings a face holds. Faces record the embedder that made them; when it changes,
+# stored faces are embedded again (ex_app/work/reembed.py), never detected again.
+EMBEDDER_MODELS: dict[str, tuple[str, ...]] = {
+    SFACE: ("face_recognition_sface",),
+    DLIB: ("dlib_face_landmarks_5", "dlib_face_embedder_onnx"),
+}
+EMBEDDINGS = "embeddings"  # the task that embeds a file's stored faces again
+DETECTOR_MODELS = ("face_detection_yunet",)
+# The models each analyzer needs, with the default embedder for faces (analyzer_models gives
+# the configured one); their hashes make up the analyzer's model version, but for faces only
+# the detector's count (a new embedder re-embeds, see EMBEDDER_MODELS).
 ANALYZER_MODELS: dict[str, tuple[str, ...]] = {
-    FACES: ("face_detection_yunet", "dlib_face_landmarks_5", "dlib_face_embedder_onnx"),
+    FACES: DETECTOR_MODELS + EMBEDDER_MODELS[SFACE],
     OBJECTS: ("efficientnet_lite0", "imagenet_labels"),
     PLACES: (),  # its data ships in a package: see model_version
     MUSIC: ("musicnn_msd", "musicnn_msd_labels", "musicnn_mtt", "musicnn_mtt_labels"),
@@ -100,6 +121,36 @@ ANALYZER_MODELS[LANDMARKS] = ANALYZER_MODELS[OBJECTS] + tuple(
 MODEL_VERSION_LENGTH = 64  # the tasks table's column
 
 
+def analyzer_models(analyzer: str, embedder: str) -> tuple[str, ...]:
+    """The models an analyzer needs with this face embedder."""
+    names = ANALYZER_MODELS[analyzer]
+    if analyzer in (FACES, VIDEO):
+        names = tuple(n for n in names if n not in EMBEDDER_MODELS[SFACE])
+        names = DETECTOR_MODELS + EMBEDDER_MODELS[embedder] + names[len(DETECTOR_MODELS):]
+    return names
+
+
+def load_face_embedder(settings: Settings, models: ModelStore) -> FaceEmbedder:
+    """The configured face embedder on this machine's best engine.
+
+    SFace runs in OpenCV's dnn module on CPUs (faster here than onnxruntime, and on every
+    processor) and through onnxruntime on its float32 graph where onnxruntime has a GPU.
+    dlib's network runs as our ONNX port where onnxruntime runs, else in dlib's own code
+    (the same embeddings, slower).
+    """
+    onnx = resolve_engine(settings.inference_engine) == "onnx"
+    if settings.face_embedder == SFACE:
+        if onnx and onnx_providers()[0] != "CPUExecutionProvider":
+            session = OnnxSession(models.path("face_recognition_sface_float32"), settings.threads)
+            return SFaceEmbedder(models.path("face_recognition_sface"), session=session)
+        return SFaceEmbedder(models.path("face_recognition_sface"))
+    return DlibEmbedder(
+        models.path("dlib_face_landmarks_5"),
+        models.path("dlib_face_embedder_onnx" if onnx else "dlib_face_embedder"),
+        settings.threads,
+    )
+
+
 def optional_models() -> set[str]:
     """The models only optional analyzers need: missing, they hold back no other analyzer."""
     required = {n for a, names in ANALYZER_MODELS.items() if a not in OPTIONAL_ANALYZERS for n in names}
@@ -112,6 +163,16 @@ ANALYZERS_BY_KIND: dict[MediaKind, tuple[str, ...]] = {
 }
 
 
+@dataclass(frozen=True)
+class StoredFace:
+    """A face the store holds, as embedding it again needs it (the file's own pixels)."""
+
+    id: int
+    box: tuple[float, float, float, float]
+    score: float
+    landmarks: np.ndarray  # 5×2 float32
+
+
 @dataclass
 class FileAnalysis:
     """What the analyzers found in one file, in the file's own pixel coordinates."""
@@ -119,6 +180,8 @@ class FileAnalysis:
     width: int | None = None
     height: int | None = None
     faces: list[Face] = field(default_factory=list)
+    embedder: str | None = None  # the embedder of faces and embeddings
+    embeddings: dict[int, np.ndarray] = field(default_factory=dict)  # stored face id → vector
     labels: list[Label] = field(default_factory=list)
     place: Place | None = None
     tags: dict[str, list[str]] = field(default_factory=dict)  # by the analyzer that gave them
@@ -182,7 +245,13 @@ class Pipeline:
         """
         if analyzer == PLACES:
             return gazetteer_version()
-        hashes = [self._models.version_sha256(name) for name in ANALYZER_MODELS[analyzer]]
+        if analyzer == EMBEDDINGS:
+            names = EMBEDDER_MODELS[self._settings.face_embedder]
+        elif analyzer == FACES:
+            names = DETECTOR_MODELS
+        else:
+            names = ANALYZER_MODELS[analyzer]
+        hashes = [self._models.version_sha256(name) for name in names]
         version = "+".join((digest or "unpinned")[:8] for digest in hashes)
         if len(version) > MODEL_VERSION_LENGTH:
             version = "sha256:" + hashlib.sha256(version.encode()).hexdigest()[:32]
@@ -197,14 +266,15 @@ class Pipeline:
         ]
 
     @cached_property
+    def face_embedder(self) -> FaceEmbedder:
+        return load_face_embedder(self._settings, self._models)
+
+    @cached_property
     def face_analyzer(self) -> FaceAnalyzer:
         s = self._settings
-        # Where onnxruntime cannot run, dlib itself computes the same embeddings (slower).
-        onnx = resolve_engine(s.inference_engine) == "onnx"
         return FaceAnalyzer(
             detector_path=self._models.path("face_detection_yunet"),
-            landmarks_path=self._models.path("dlib_face_landmarks_5"),
-            embedder_path=self._models.path("dlib_face_embedder_onnx" if onnx else "dlib_face_embedder"),
+            embedder=self.face_embedder,
             min_score=s.face_min_score,
             min_size=s.face_min_size,
             threads=s.threads,
@@ -278,8 +348,13 @@ class Pipeline:
     def country_regions(self) -> dict[str, tuple[str, ...]]:
         return load_country_regions(LANDMARK_REGIONS_PATH)
 
-    def analyze(self, path: Path, analyzers: tuple[str, ...]) -> FileAnalysis:
-        """Decode the file at path and run the analyzers; raises MediaError for a bad file."""
+    def analyze(
+        self, path: Path, analyzers: tuple[str, ...], stored: tuple[StoredFace, ...] = ()
+    ) -> FileAnalysis:
+        """Decode the file at path and run the analyzers; raises MediaError for a bad file.
+
+        ``stored``: the file's stored faces, embedded again for the EMBEDDINGS analyzer.
+        """
         kind = media_kind(path)
         if kind is None:  # a name without a known suffix: the analyzers say what it is
             kind = (MediaKind.AUDIO if MUSIC in analyzers
@@ -298,6 +373,10 @@ class Pipeline:
                 for face in self.face_analyzer.analyze(image.pixels)
             ]
             result.tags[FACES] = [PEOPLE_TAG] if result.faces else []
+            result.embedder = self.face_embedder.name
+        elif EMBEDDINGS in analyzers:
+            result.embeddings = self.embed_again(image.pixels, image.scale, stored)
+            result.embedder = self.face_embedder.name
         labels = []
         if OBJECTS in analyzers or LANDMARKS in analyzers:
             labels = self.object_classifier.classify(image.pixels)
@@ -315,6 +394,24 @@ class Pipeline:
         if LANDMARKS in analyzers:
             result.tags[LANDMARKS] = self.landmark_tags(image.pixels, labels, result.place)
         return result
+
+    def embed_again(
+        self, pixels: np.ndarray, scale: float, stored: tuple[StoredFace, ...]
+    ) -> dict[int, np.ndarray]:
+        """New vectors for stored faces (box and landmarks in the file's pixels) of a photo
+        decoded at scale."""
+        if not stored:
+            return {}
+        detections = [
+            Detection(
+                box=tuple(float(v) * scale for v in face.box),
+                score=face.score,
+                landmarks=np.asarray(face.landmarks, dtype=np.float32) * scale,
+            )
+            for face in stored
+        ]
+        vectors = self.face_embedder.embed(np.ascontiguousarray(pixels), detections)
+        return {face.id: vector for face, vector in zip(stored, vectors)}
 
     def landmark_tags(
         self, pixels: np.ndarray, labels: list[Label], place: Place | None
@@ -385,7 +482,7 @@ class Pipeline:
             (frame.time, [_to_original_pixels(face, frame.scale) for face in self.face_analyzer.analyze(frame.pixels)])
             for frame in frames
         ]
-        faces = [appearance.face for appearance in distinct_faces(per_frame, s.video_face_distance)]
+        faces = [appearance.face for appearance in distinct_faces(per_frame, face_distances(s).video)]
         labels = agreed_labels(
             self.object_classifier.classify_batch([frame.pixels for frame in frames]),
             s.video_label_min_frames,
@@ -401,7 +498,7 @@ class Pipeline:
             tags += self.genre_rules.tags_for((label.id, label.score) for label in music)
         return VideoAnalysis(
             width=info.width, height=info.height, faces=faces, labels=labels,
-            tags={VIDEO: list(dict.fromkeys(tags))}, info=info,
+            tags={VIDEO: list(dict.fromkeys(tags))}, info=info, embedder=self.face_embedder.name,
         )
 
 

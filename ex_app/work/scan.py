@@ -23,6 +23,7 @@ from ex_app.sources.local import SourceFile, walk_local
 from ex_app.store import schema
 from ex_app.store.schema import TaskStatus, utcnow
 from ex_app.work.pipeline import (
+    EMBEDDINGS,
     FACE_FINDING_ANALYZERS,
     LABELLING_ANALYZERS,
     FileAnalysis,
@@ -285,7 +286,12 @@ def record_analysis(
     if not failed:
         file.width, file.height = analysis.width, analysis.height
         if any(analyzer in FACE_FINDING_ANALYZERS for analyzer in analyzers):
-            file.faces.extend(_face_row(face) for face in analysis.faces)
+            file.faces.extend(_face_row(face, analysis.embedder) for face in analysis.faces)
+        elif EMBEDDINGS in analyzers:
+            for face in file.faces:
+                if face.id in analysis.embeddings:
+                    face.embedding = np.asarray(analysis.embeddings[face.id], np.float32).tobytes()
+                    face.embedder = analysis.embedder
         if any(analyzer in LABELLING_ANALYZERS for analyzer in analyzers):
             file.labels.extend(
                 schema.Label(label_id=label.id, name=label.name, score=label.score)
@@ -302,9 +308,10 @@ def record_analysis(
             task.updated_at = utcnow()
 
 
-def _face_row(face) -> schema.Face:
+def _face_row(face, embedder: str) -> schema.Face:
     x, y, w, h = (float(v) for v in face.box)
     return schema.Face(
+        embedder=embedder,
         x=x,
         y=y,
         w=w,

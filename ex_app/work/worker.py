@@ -39,8 +39,9 @@ from ex_app.models.store import ModelUnavailable
 from ex_app.work import claims
 from ex_app.work.claims import ClaimedFile
 from ex_app.work.neighbour import CpuBudget, FileTimeLimit, cpu_budget, time_limit
-from ex_app.work.pipeline import FileAnalysis, Pipeline
+from ex_app.work.pipeline import EMBEDDINGS, FileAnalysis, Pipeline, StoredFace
 from ex_app.work.queue import WorkQueue
+from ex_app.work.reembed import stored_faces
 from ex_app.work.scan import LOCAL_SOURCE
 from ex_app.work.schedule import in_quiet_hours
 
@@ -154,8 +155,12 @@ class FileProcessor:
     def process(self, claimed: ClaimedFile) -> Processed:
         """Fetch, analyze and record a claimed file."""
         try:
+            stored = ()
+            if EMBEDDINGS in claimed.analyzers:
+                with self.sessions() as session:
+                    stored = tuple(stored_faces(session, claimed.file_id))
             with self.fetcher.fetch(claimed) as path:
-                analysis: FileAnalysis | str = self._analyze(path, claimed.analyzers)
+                analysis: FileAnalysis | str = self._analyze(path, claimed.analyzers, stored)
         except (TransientError, OSError, OperationalError) as error:
             log.warning("%s failed, may retry: %s", claimed.path, error)
             with self.sessions.begin() as session:
@@ -177,13 +182,16 @@ class FileProcessor:
             )
         return Processed(recorded=recorded)
 
-    def _analyze(self, path: Path, analyzers: tuple[str, ...]) -> FileAnalysis | str:
-        """The analysis, or the permanent error to record (time limit, memory, a bug)."""
+    def _analyze(
+        self, path: Path, analyzers: tuple[str, ...], stored: tuple[StoredFace, ...] = ()
+    ) -> FileAnalysis | str:
+        """The analysis, or the permanent error to record (time limit, memory, a bug);
+        ``stored``: the file's faces, for embedding them again."""
         cpu = self.cpu.slot() if self.cpu is not None else _nothing()
         limit = time_limit(self.time_limit_seconds) if self.time_limit_seconds else _nothing()
         try:
             with cpu, limit:
-                return self.pipeline.analyze(path, analyzers)
+                return self.pipeline.analyze(path, analyzers, stored)
         except (FileTimeLimit, MemoryError) as error:
             return f"{type(error).__name__}: {error}"
         except (MediaError, ModelUnavailable, OSError, TransientError):

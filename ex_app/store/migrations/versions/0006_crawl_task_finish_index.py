@@ -1,15 +1,15 @@
 """crawl at scale: an index for "which tasks finished since", asked every second
 
-Revision ID: 0005_crawl
-Revises: 0004
+Revision ID: 0006
+Revises: 0005
 Create Date: 2026-12-04 01:00:00
 """
 
 from alembic import op
 
 
-revision = '0005_crawl'
-down_revision = '0004'
+revision = '0006'
+down_revision = '0005'
 branch_labels = None
 depends_on = None
 
