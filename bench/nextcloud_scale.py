@@ -48,7 +48,9 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from nextcloud_standin.auth import headers_to_exapp, new_secret  # noqa: E402
 from nextcloud_standin.bulk import IndexedState, RepeatedPropfinds, seed_instance  # noqa: E402
-from nextcloud_standin.fixture import AA_VERSION, APP_ID, APP_VERSION, Nextcloud  # noqa: E402
+from nextcloud_standin.fixture import APP_ID, APP_VERSION, Nextcloud  # noqa: E402
+from nextcloud_standin.proxy import AppApiProxy  # noqa: E402
+from nextcloud_standin.releases import DEFAULT, RELEASES  # noqa: E402
 from nextcloud_standin.server import BackgroundServer, build_app  # noqa: E402
 from nextcloud_standin.webhook_events import NODE_CREATED, node_event_calls  # noqa: E402
 
@@ -245,7 +247,7 @@ def crawl_child(send: bool) -> None:
 def run_one(database: str, args, sources: list[Path], workdir: Path) -> dict:
     """One whole run on a fresh stand-in and store; returns the figures."""
     figures: dict = {"database": database}
-    state = IndexedState(APP_ID, APP_VERSION, new_secret(), AA_VERSION)
+    state = IndexedState(APP_ID, APP_VERSION, new_secret(), RELEASES[DEFAULT].app_api, RELEASES[DEFAULT].server)
     state.add_user("admin", "Administrator", admin=True)
     seeded = seed_instance(state, sources, args.files, args.users)
     cache = RepeatedPropfinds(build_app(state), state)
@@ -253,7 +255,7 @@ def run_one(database: str, args, sources: list[Path], workdir: Path) -> dict:
     server.start()
     storage = workdir / f"storage-{database}"
     storage.mkdir()
-    nextcloud = Nextcloud(server.url, state, storage)
+    nextcloud = Nextcloud(server.url, state, storage, AppApiProxy(state))
     print(f"[{database}] stand-in: {seeded.files} files ({seeded.hidden} below .nomedia), "
           f"{seeded.folders} folders, {len(seeded.users)} users, {seeded.shares} shares; "
           f"seeded in {seeded.seconds:.1f} s", flush=True)

@@ -176,10 +176,12 @@ def test_the_big_instance_stand_in_hides_no_change(tmp_path, monkeypatch):
     the crawl every file and every change, as the plain one does."""
     from nextcloud_standin.auth import new_secret
     from nextcloud_standin.bulk import IndexedState, RepeatedPropfinds, seed_instance
-    from nextcloud_standin.fixture import AA_VERSION, APP_ID, APP_VERSION, Nextcloud
+    from nextcloud_standin.fixture import APP_ID, APP_VERSION, Nextcloud
+    from nextcloud_standin.proxy import AppApiProxy
+    from nextcloud_standin.releases import DEFAULT, RELEASES
     from nextcloud_standin.server import BackgroundServer, build_app
 
-    state = IndexedState(APP_ID, APP_VERSION, new_secret(), AA_VERSION)
+    state = IndexedState(APP_ID, APP_VERSION, new_secret(), RELEASES[DEFAULT].app_api, RELEASES[DEFAULT].server)
     sources = sorted((SHARED_DATA / "images").glob("*.JPEG"))[:7]
     seeded = seed_instance(state, sources, files=300, users=3, per_folder=20)
     assert seeded.hidden == 20 and seeded.shares == 3
@@ -187,7 +189,7 @@ def test_the_big_instance_stand_in_hides_no_change(tmp_path, monkeypatch):
     server = BackgroundServer(kept)
     server.start()
     try:
-        for name, value in Nextcloud(server.url, state, tmp_path).app_env().items():
+        for name, value in Nextcloud(server.url, state, tmp_path, AppApiProxy(state)).app_env().items():
             monkeypatch.setenv(name, value)
         engine = Engine(Settings(data_dir=tmp_path / "data", model_mirror=SHARED_MODELS))
         users = seeded.users
