@@ -101,7 +101,7 @@ def test_without_a_mirror_models_fetch_then_scan_gives_faces_persons_and_tags(
 
     fetched = _recognize(data_dir, empty_mirror, "models", "fetch")
     paths = dict(line.split(": ", 1) for line in fetched.stdout.splitlines() if ": " in line)
-    for name in ("face_detection_yunet", "dlib_face_embedder_onnx", "efficientnet_lite0",
+    for name in ("face_detection_yunet", "face_recognition_sface", "efficientnet_lite0",
                  "imagenet_labels", "musicnn_msd", "musicnn_mtt_labels"):  # fmt: skip
         assert "shared" not in Path(paths[name]).parts, name
     assert str(data_dir / "models") in paths["efficientnet_lite0"]  # converted here

@@ -219,7 +219,7 @@ async def set_choice(request: Request, body: ChoiceBody) -> dict:
     nc = AsyncNextcloudApp(user=signed_in_user(request))
     await nc.preferences_ex.set_value(ANALYZE, "1" if body.analyze else "0")
     await nc.preferences_ex.set_value(DELETE_FACES, "1" if body.delete_faces else "0")
-    request.app.state.service.choice_changed(_user(request))
+    request.app.state.service.choice_changed(signed_in_user(request))
     return await get_choice(request)
 
 
