@@ -10,30 +10,13 @@ from contextlib import closing
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
-from sqlalchemy import delete, func, select, update
-from sqlalchemy.exc import OperationalError
-from tqdm import tqdm
 
-from ex_app.config import Settings
-from ex_app.engine import Engine
-from ex_app.media.errors import MediaError
-from ex_app.models.store import ModelUnavailable
-from ex_app.people import operations, thumbnails
-from ex_app.people.clustering import QualityGate
-from ex_app.people.distances import face_distances
-from ex_app.sinks.json_export import export_results, overall_status
-from ex_app.store import schema
-from ex_app.store.schema import TaskStatus
-from ex_app.work.claims import revive_dead
-from ex_app.work.neighbour import lower_priorities
-from ex_app.work.nextcloud_scan import worker_fetcher
-from ex_app.work.pipeline import ANALYZER_MODELS, FACES, optional_models
-from ex_app.work.progress import measure_progress, measure_user_progress
-from ex_app.work.queue import REQUEST
-from ex_app.work.scan import LOCAL_SOURCE, local_file, sync_folder
-from ex_app.work.worker import FileFetcher
+if TYPE_CHECKING:  # the heavy libraries load in the commands that use them: --help is quick
+    from ex_app.engine import Engine
+    from ex_app.work.worker import FileFetcher
 
 DISK_ERRORS = ("disk I/O error", "database or disk is full", "No space left")
 
@@ -43,6 +26,8 @@ class RecognizeGroup(click.Group):
     one clear line, not a traceback (what was done is kept: the next run goes on)."""
 
     def invoke(self, ctx: click.Context):
+        from sqlalchemy.exc import OperationalError
+
         try:
             return super().invoke(ctx)
         except (OSError, OperationalError) as error:
@@ -72,6 +57,9 @@ class RecognizeGroup(click.Group):
 @click.pass_context
 def main(ctx: click.Context, data_dir: Path | None, model_mirror: Path | None, verbose: bool) -> None:
     """Recognize: private tagging of photos (faces into persons, objects, scenes)."""
+    from ex_app.config import Settings
+    from ex_app.engine import Engine
+
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, stream=sys.stderr)
     flags = {"data_dir": data_dir, "model_mirror": model_mirror}
     ctx.obj = Engine(Settings(**{k: v for k, v in flags.items() if v is not None}))
@@ -93,6 +81,12 @@ def scan(engine: Engine, folder: Path, progress: bool | None, queue_only: bool, 
     The files go through the work queue: this command works on them too, and other
     workers on the same queue help.
     """
+    from tqdm import tqdm
+
+    from ex_app.models.store import ModelUnavailable
+    from ex_app.work.queue import REQUEST
+    from ex_app.work.scan import sync_folder
+
     if urgent:
         sent: set[int] = set()
         root_id, sync = sync_folder(engine.sessions, folder, engine.pipeline, sent.update)
@@ -136,6 +130,9 @@ def worker(engine: Engine, exit_when_done: bool) -> None:
     Runs at low CPU and I/O priority, within the host's CPU budget, holding back in quiet
     hours and while paused. [env: RECOGNIZE_QUEUE_URL, RECOGNIZE_DATABASE_URL]
     """
+    from ex_app.work.neighbour import lower_priorities
+    from ex_app.work.nextcloud_scan import worker_fetcher
+
     lower_priorities(engine.settings)
     with closing(worker_fetcher(engine.settings)) as fetcher:
         _work(engine, fetcher, exit_when_done)
@@ -143,6 +140,12 @@ def worker(engine: Engine, exit_when_done: bool) -> None:
 
 def _work(engine: Engine, fetcher: FileFetcher, exit_when_done: bool) -> None:
     """The worker's run, with its fetcher."""
+    from sqlalchemy import func, select
+
+    from ex_app.models.store import ModelUnavailable
+    from ex_app.store import schema
+    from ex_app.store.schema import TaskStatus
+
     try:
         runner = engine.worker(fetcher)
     except MemoryError as error:
@@ -191,6 +194,8 @@ def resume(engine: Engine) -> None:
 @click.pass_obj
 def retry(engine: Engine) -> None:
     """Send the dead-lettered files (status error) to the workers again, with fresh attempts."""
+    from ex_app.work.claims import revive_dead
+
     with engine.sessions.begin() as session:
         file_ids = revive_dead(session)
     engine.queue.enqueue_files(engine.sessions, file_ids)
@@ -207,6 +212,13 @@ def retry(engine: Engine) -> None:
 @click.pass_obj
 def export(engine: Engine, as_json: bool, root: Path | None) -> None:
     """Print all results: files with their tags, labels and faces, and persons."""
+    from sqlalchemy import select
+
+    from ex_app.people.clustering import QualityGate
+    from ex_app.sinks.json_export import export_results
+    from ex_app.store import schema
+    from ex_app.work.scan import LOCAL_SOURCE
+
     with engine.sessions() as session:
         root_id = None
         if root is not None:
@@ -228,6 +240,8 @@ def export(engine: Engine, as_json: bool, root: Path | None) -> None:
 @click.pass_obj
 def persons(engine: Engine, include_hidden: bool, as_json: bool) -> None:
     """List persons: named first, then by number of faces."""
+    from ex_app.people import operations
+
     with engine.sessions() as session:
         summaries = operations.list_persons(session, include_hidden=include_hidden)
     if as_json:
@@ -253,7 +267,7 @@ def person() -> None:
 @click.pass_obj
 def person_name(engine: Engine, person_id: int, name: str) -> None:
     """Name a person ("" clears the name)."""
-    _apply(engine, operations.rename, person_id, name)
+    _apply(engine, "rename", person_id, name)
 
 
 @person.command("merge")
@@ -262,7 +276,7 @@ def person_name(engine: Engine, person_id: int, name: str) -> None:
 @click.pass_obj
 def person_merge(engine: Engine, into_id: int, other_ids: tuple[int, ...]) -> None:
     """Merge OTHER_IDS into INTO_ID."""
-    _apply(engine, operations.merge, into_id, list(other_ids))
+    _apply(engine, "merge", into_id, list(other_ids))
 
 
 @person.command("hide")
@@ -271,7 +285,7 @@ def person_merge(engine: Engine, into_id: int, other_ids: tuple[int, ...]) -> No
 @click.pass_obj
 def person_hide(engine: Engine, person_id: int, show: bool) -> None:
     """Hide a person from listings."""
-    _apply(engine, operations.set_hidden, person_id, not show)
+    _apply(engine, "set_hidden", person_id, not show)
 
 
 @person.command("distinct")
@@ -280,7 +294,7 @@ def person_hide(engine: Engine, person_id: int, show: bool) -> None:
 @click.pass_obj
 def person_distinct(engine: Engine, person_id: int, other_id: int) -> None:
     """Say two persons are not the same (no more merge suggestions for them)."""
-    _apply(engine, operations.mark_distinct, person_id, other_id)
+    _apply(engine, "mark_distinct", person_id, other_id)
 
 
 @person.command("suggestions")
@@ -288,6 +302,9 @@ def person_distinct(engine: Engine, person_id: int, other_id: int) -> None:
 @click.pass_obj
 def person_suggestions(engine: Engine, as_json: bool) -> None:
     """Pairs of persons that may be the same human, closest first."""
+    from ex_app.people import operations
+    from ex_app.people.distances import face_distances
+
     with engine.sessions() as session:
         found = operations.suggest_merges(
             session, face_distances(engine.settings).suggestion, embedder=engine.settings.face_embedder
@@ -310,7 +327,8 @@ def face() -> None:
 @click.pass_obj
 def face_move(engine: Engine, face_id: int, person_id: int | None) -> None:
     """Move a face to PERSON_ID (to a new person when it is left out)."""
-    click.echo(f"face {face_id} is in person {_apply(engine, operations.move_face, face_id, person_id)}")
+    person_id = _apply(engine, "move_face", face_id, person_id)
+    click.echo(f"face {face_id} is in person {person_id}")
 
 
 @face.command("remove")
@@ -318,7 +336,7 @@ def face_move(engine: Engine, face_id: int, person_id: int | None) -> None:
 @click.pass_obj
 def face_remove(engine: Engine, face_id: int) -> None:
     """Take a face out of its person; it never returns to it."""
-    _apply(engine, operations.remove_face, face_id)
+    _apply(engine, "remove_face", face_id)
 
 
 @face.command("thumbnail")
@@ -327,6 +345,10 @@ def face_remove(engine: Engine, face_id: int) -> None:
 @click.pass_obj
 def face_thumbnail(engine: Engine, face_id: int, size: int) -> None:
     """Print the path of a cached square thumbnail of the face."""
+    from ex_app.media.errors import MediaError
+    from ex_app.people import thumbnails
+    from ex_app.work.scan import local_file
+
     with engine.sessions() as session:
         try:
             path = thumbnails.face_thumbnail(
@@ -349,11 +371,14 @@ def regroup(engine: Engine) -> None:
     click.echo(f"{engine.regroup(full=True)} persons")
 
 
-def _apply(engine: Engine, operation, *args):
-    """Run one person/face operation in a transaction; unknown ids are a clear error."""
+def _apply(engine: Engine, operation: str, *args):
+    """Run one person/face operation (a function of ex_app.people.operations, by name) in a
+    transaction; unknown ids are a clear error."""
+    from ex_app.people import operations
+
     try:
         with engine.sessions.begin() as session:
-            return operation(session, *args)
+            return getattr(operations, operation)(session, *args)
     except operations.NotFound as error:
         raise click.ClickException(str(error)) from error
 
@@ -363,6 +388,11 @@ def _apply(engine: Engine, operation, *args):
 @click.pass_obj
 def stats(engine: Engine, as_json: bool) -> None:
     """Counts of files by status, faces, persons and tags."""
+    from sqlalchemy import func, select
+
+    from ex_app.sinks.json_export import overall_status
+    from ex_app.store import schema
+
     with engine.sessions() as session:
         task_statuses: dict[int, set[str]] = {
             file_id: set() for file_id in session.scalars(select(schema.File.id))
@@ -405,6 +435,8 @@ def stats(engine: Engine, as_json: bool) -> None:
 @click.pass_obj
 def progress(engine: Engine, as_json: bool, per_user: bool) -> None:
     """Work done and left per analyzer, recent throughput and time left; then per user."""
+    from ex_app.work.progress import measure_progress, measure_user_progress
+
     with engine.sessions() as session:
         now = datetime.now(UTC)
         report = measure_progress(session, now)
@@ -440,6 +472,13 @@ def progress(engine: Engine, as_json: bool, per_user: bool) -> None:
 @click.pass_obj
 def reset(engine: Engine, everything: bool, faces: bool, clusters: bool, errors: bool) -> None:
     """Forget some state so that the next scan redoes that work."""
+    from sqlalchemy import delete, update
+
+    from ex_app.store import schema
+    from ex_app.store.schema import TaskStatus
+    from ex_app.work.claims import revive_dead
+    from ex_app.work.pipeline import FACES
+
     if not (everything or faces or clusters or errors):
         raise click.UsageError("say what to reset: --all, --faces, --clusters or --errors")
     with engine.sessions.begin() as session:
@@ -480,6 +519,11 @@ def models_fetch(engine: Engine, names: tuple[str, ...]) -> None:
     """Fetch and verify models (every model an analyzer uses when no NAMES are given; the files
     they are made from come along as needed); the ones that cannot be had are listed at the
     end, and fail the command unless only optional analyzers need them."""
+    from tqdm import tqdm
+
+    from ex_app.models.store import ModelUnavailable
+    from ex_app.work.pipeline import ANALYZER_MODELS, optional_models
+
     manifest = engine.models.manifest
     optional = optional_models()
     used = {name for models in ANALYZER_MODELS.values() for name in models}

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 
-from conftest import export_json, run_cli
+from conftest import REPO, export_json, run_cli
 
 from ex_app.config import Settings
 
@@ -76,3 +78,30 @@ def test_a_changed_file_is_analyzed_again_and_a_deleted_one_leaves_the_export(tm
     files = export_json(data_dir)["files"]
     assert [f["path"] for f in files] == ["a.jpg"]
     assert files[0]["labels"][0]["id"] == third.name.split("_")[0]
+
+
+HEAVY = ("onnxruntime", "onnx", "cv2", "sklearn", "dlib", "nc_py_api", "librosa", "huey")
+
+
+def loaded_heavy_libraries(tmp_path, *args: str) -> list[str]:
+    """The heavy libraries in sys.modules after ``recognize ARGS`` in a fresh interpreter."""
+    code = (
+        "import sys\n"
+        "from ex_app.cli import main\n"
+        "try:\n"
+        f"    main({list(args)!r})\n"
+        "except SystemExit as end:\n"
+        "    assert not end.code, end.code\n"
+        f"print('loaded:', *(m for m in {HEAVY!r} if m in sys.modules))\n"
+    )
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
+                          env=env, check=True)
+    return done.stdout.splitlines()[-1].split()[1:]
+
+
+def test_help_and_progress_do_not_load_the_analyzers_libraries(tmp_path):
+    assert loaded_heavy_libraries(tmp_path, "--help") == []
+    assert loaded_heavy_libraries(tmp_path, "--data-dir", str(tmp_path / "state"), "stats") == []
+    # progress asks the queue whether it is paused: huey, nothing of the analyzers
+    assert loaded_heavy_libraries(tmp_path, "--data-dir", str(tmp_path / "state"), "progress") == ["huey"]
