@@ -5,7 +5,9 @@ from __future__ import annotations
 import errno
 import json
 import logging
+import signal
 import sys
+import threading
 from contextlib import closing
 from dataclasses import asdict
 from datetime import UTC, datetime
@@ -19,6 +21,15 @@ if TYPE_CHECKING:  # the heavy libraries load in the commands that use them: --h
     from ex_app.work.worker import FileFetcher
 
 DISK_ERRORS = ("disk I/O error", "database or disk is full", "No space left")
+STOP_REQUEST = "recognize.stop"  # ctx.meta key: a SIGTERM that came while a worker started
+
+
+def _stop_request() -> threading.Event:
+    """An event that SIGTERM sets: a worker told to stop while it still loads its libraries
+    and models exits cleanly once they are loaded, claiming nothing (not killed by -15)."""
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    return stop
 
 
 class RecognizeGroup(click.Group):
@@ -57,6 +68,8 @@ class RecognizeGroup(click.Group):
 @click.pass_context
 def main(ctx: click.Context, data_dir: Path | None, model_mirror: Path | None, verbose: bool) -> None:
     """Recognize: private tagging of photos (faces into persons, objects, scenes)."""
+    if ctx.invoked_subcommand == "worker":  # before the slow imports below
+        ctx.meta[STOP_REQUEST] = _stop_request()
     from ex_app.config import Settings
     from ex_app.engine import Engine
 
@@ -133,19 +146,25 @@ def worker(engine: Engine, exit_when_done: bool) -> None:
     from ex_app.work.neighbour import lower_priorities
     from ex_app.work.nextcloud_scan import worker_fetcher
 
+    stop = click.get_current_context().meta[STOP_REQUEST]
     lower_priorities(engine.settings)
     with closing(worker_fetcher(engine.settings)) as fetcher:
-        _work(engine, fetcher, exit_when_done)
+        _work(engine, fetcher, exit_when_done, stop)
 
 
-def _work(engine: Engine, fetcher: FileFetcher, exit_when_done: bool) -> None:
-    """The worker's run, with its fetcher."""
+def _work(engine: Engine, fetcher: FileFetcher, exit_when_done: bool, stop: threading.Event) -> None:
+    """The worker's run, with its fetcher; ``stop``: SIGTERM came while it started."""
     from sqlalchemy import func, select
 
     from ex_app.models.store import ModelUnavailable
     from ex_app.store import schema
     from ex_app.store.schema import TaskStatus
 
+    if stop.is_set():
+        from ex_app.work.claims import worker_name
+
+        click.echo(f"0 files analyzed by worker {worker_name()}: stopped while it started")
+        return
     try:
         runner = engine.worker(fetcher)
     except MemoryError as error:
@@ -154,6 +173,8 @@ def _work(engine: Engine, fetcher: FileFetcher, exit_when_done: bool) -> None:
             "to load the models"
         ) from error
     runner.stop_on_signals()
+    if stop.is_set():  # while the models were loaded
+        runner.stopping.set()
 
     def done() -> bool:
         with engine.sessions() as session:
