@@ -122,10 +122,17 @@ def scan(engine: Engine, folder: Path, progress: bool | None, queue_only: bool, 
     finally:
         bar.close()
     s = report.sync
+    failed = f", {report.failed} failed" if report.failed else ""
     click.echo(
         f"{s.added} new, {s.changed} changed, {s.removed} removed, {s.unchanged} unchanged; "
-        f"{report.processed} files analyzed; {report.persons} persons"
+        f"{_plural(report.processed - report.failed, 'file')} analyzed{failed}; "
+        f"{_plural(report.persons, 'person')}"
     )
+
+
+def _plural(count: int, word: str) -> str:
+    """1 file, 2 files."""
+    return f"{count} {word}" if count == 1 else f"{count} {word}s"
 
 
 @main.command()
@@ -424,11 +431,12 @@ def stats(engine: Engine, as_json: bool) -> None:
         for file_statuses in task_statuses.values():
             status = overall_status(file_statuses)
             statuses[status] = statuses.get(status, 0) + 1
+        files = func.count(schema.FileTag.file_id.distinct())
         tags = dict(
             session.execute(
-                select(schema.FileTag.tag, func.count())
+                select(schema.FileTag.tag, files)  # a file tagged by two analyzers counts once
                 .group_by(schema.FileTag.tag)
-                .order_by(func.count().desc(), schema.FileTag.tag)
+                .order_by(files.desc(), schema.FileTag.tag)
             ).all()
         )
         figures = {

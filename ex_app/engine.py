@@ -35,8 +35,9 @@ log = logging.getLogger(__name__)
 @dataclass
 class ScanReport:
     sync: SyncReport
-    processed: int
+    processed: int  # files recorded, failed ones included
     persons: int
+    failed: int = 0  # files recorded with a permanent error
 
 
 class Engine:
@@ -156,7 +157,9 @@ class Engine:
         walker.join()
         if "error" in crawl:
             raise crawl["error"]
-        return ScanReport(sync=crawl["sync"], processed=worker.processed, persons=self.regroup())
+        return ScanReport(
+            sync=crawl["sync"], processed=worker.processed, persons=self.regroup(), failed=worker.failed
+        )
 
     def _settled(self, crawl: dict) -> bool:
         """Whether the walk failed or left no pending task in its root."""

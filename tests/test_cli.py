@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import json
 import shutil
+import sqlite3
 import subprocess
 import sys
+from pathlib import Path
+
+import pytest
 
 from conftest import REPO, export_json, run_cli
 
@@ -46,13 +50,13 @@ def test_reset_errors_retries_failed_files_and_reset_faces_finds_faces_again(tmp
     assert faces_before >= 3
 
     run_cli(data_dir, "reset", "--errors")
-    assert "1 files analyzed" in run_cli(data_dir, "scan", str(tree)).stdout
+    assert "0 files analyzed, 1 failed" in run_cli(data_dir, "scan", str(tree)).stdout
     assert {f["path"]: f["status"] for f in export_json(data_dir)["files"]}["broken.jpg"] == "error"
 
     run_cli(data_dir, "reset", "--faces")
     stats = json.loads(run_cli(data_dir, "stats", "--json").stdout)
     assert stats["faces"] == 0 and stats["persons"] == 0
-    assert "4 files analyzed" in run_cli(data_dir, "scan", str(tree)).stdout  # broken.jpg too
+    assert "3 files analyzed, 1 failed" in run_cli(data_dir, "scan", str(tree)).stdout  # and broken.jpg
     assert json.loads(run_cli(data_dir, "stats", "--json").stdout)["faces"] == faces_before
 
     run_cli(data_dir, "reset", "--all")
@@ -74,7 +78,7 @@ def test_a_changed_file_is_analyzed_again_and_a_deleted_one_leaves_the_export(tm
     shutil.copy(third, tree / "a.jpg")
     (tree / "b.jpg").unlink()
     output = run_cli(data_dir, "scan", str(tree)).stdout
-    assert "0 new, 1 changed, 1 removed, 0 unchanged; 1 files analyzed" in output
+    assert "0 new, 1 changed, 1 removed, 0 unchanged; 1 file analyzed; 0 persons" in output
     files = export_json(data_dir)["files"]
     assert [f["path"] for f in files] == ["a.jpg"]
     assert files[0]["labels"][0]["id"] == third.name.split("_")[0]
@@ -105,3 +109,40 @@ def test_help_and_progress_do_not_load_the_analyzers_libraries(tmp_path):
     assert loaded_heavy_libraries(tmp_path, "--data-dir", str(tmp_path / "state"), "stats") == []
     # progress asks the queue whether it is paused: huey, nothing of the analyzers
     assert loaded_heavy_libraries(tmp_path, "--data-dir", str(tmp_path / "state"), "progress") == ["huey"]
+
+
+@pytest.fixture(scope="module")
+def scanned(tmp_path_factory, shared_data) -> tuple[Path, str]:
+    """A data folder after a scan of two face photos and a broken file; and the scan's output."""
+    tree = tmp_path_factory.mktemp("tree")
+    for photo in sorted((shared_data / "faces" / "Colin_Powell").iterdir())[:2]:
+        shutil.copy(photo, tree / photo.name)
+    (tree / "broken.jpg").write_bytes(b"\xff\xd8\xff")
+    data_dir = tmp_path_factory.mktemp("state")
+    return data_dir, run_cli(data_dir, "scan", str(tree)).stdout
+
+
+def test_progress_says_nothing_is_left_when_nothing_is_pending(scanned):
+    data_dir, _ = scanned
+    lines = run_cli(data_dir, "progress").stdout.splitlines()
+    analyzers = [line for line in lines if " pending" in line]
+    assert analyzers and all(" 0 pending" in line for line in analyzers), lines
+    assert all(line.endswith("; nothing left") for line in analyzers), lines
+
+
+def test_scan_counts_the_failed_files_apart(scanned):
+    _, output = scanned
+    assert output.rstrip().endswith("; 2 files analyzed, 1 failed; 1 person"), output
+
+
+def test_stats_count_each_file_once_per_tag(scanned):
+    data_dir, _ = scanned
+    with sqlite3.connect(data_dir / "recognize.db") as db:
+        people = [row[0] for row in db.execute("SELECT file_id FROM file_tags WHERE tag = 'People'")]
+        assert len(people) == 2
+        # the objects analyzer gives People too (a uniform, a gown): the same file, twice tagged
+        db.execute("INSERT INTO file_tags (file_id, analyzer, tag) VALUES (?, 'objects', 'People')",
+                   (people[0],))
+    stats = json.loads(run_cli(data_dir, "stats", "--json").stdout)
+    assert stats["tags"]["People"] == 2
+    assert "People 2" in run_cli(data_dir, "stats").stdout
