@@ -536,9 +536,22 @@ def models() -> None:
 @click.pass_obj
 def models_list(engine: Engine) -> None:
     """Each model with its task, size and whether it is present."""
-    for status in engine.models.status():
+    statuses = engine.models.status()
+    name_width = max((len(status.name) for status in statuses), default=0)
+    for status in statuses:
         where = str(status.path) if status.present else "missing"
-        click.echo(f"{status.name:<24} {status.task:<28} {status.size / 1e6:>7.1f} MB  {where}")
+        task = _shortened(status.task, TASK_WIDTH)
+        click.echo(
+            f"{status.name:<{name_width}}  {task:<{TASK_WIDTH}}  {status.size / 1e6:>7.1f} MB  {where}"
+        )
+
+
+TASK_WIDTH = 44  # the task column of `models list`; a longer description is cut
+
+
+def _shortened(text: str, width: int) -> str:
+    """``text``, cut to ``width`` characters with an ellipsis when longer."""
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 @models.command("fetch")

@@ -34,6 +34,9 @@ def test_models_fetch_fills_the_data_folder_and_list_shows_it(tmp_path):
     after = {line.split()[0]: line for line in run_cli(data_dir, "models", "list").stdout.splitlines()}
     assert str(data_dir / "models") in after["face_detection_yunet"]
     assert after["efficientnet_lite0"].rstrip().endswith("missing")
+    lines = after.values()
+    assert len({line.index(" MB ") for line in lines}) == 1  # the columns line up
+    assert any("…" in line for line in lines)  # the long descriptions are cut to the column
     unknown = run_cli(data_dir, "models", "fetch", "no_such_model", check=False)
     assert unknown.returncode != 0 and "unknown model" in unknown.stderr
 
