@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -149,3 +150,19 @@ def test_stats_count_each_file_once_per_tag(scanned):
     stats = json.loads(run_cli(data_dir, "stats", "--json").stdout)
     assert stats["tags"]["People"] == 2
     assert "People 2" in run_cli(data_dir, "stats").stdout
+
+
+def test_the_readme_lists_every_key_of_the_export(scanned):
+    data_dir, _ = scanned
+    exported = export_json(data_dir)
+    assert any(f["faces"] for f in exported["files"]) and any(f["labels"] for f in exported["files"])
+
+    def keys(value) -> set[str]:
+        if isinstance(value, dict):
+            return set(value) | {k for v in value.values() for k in keys(v)}
+        if isinstance(value, list):
+            return {k for v in value for k in keys(v)}
+        return set()
+
+    line = next(l for l in (REPO / "README.md").read_text().splitlines() if l.startswith('`{"files"'))
+    assert keys(exported) == set(re.findall(r'"(\w+)"', line))
