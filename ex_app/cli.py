@@ -79,7 +79,7 @@ def main(ctx: click.Context, data_dir: Path | None, model_mirror: Path | None, v
 
 
 @main.command()
-@click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("folder", type=click.Path(exists=True, path_type=Path))
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a terminal).")
 @click.option(
     "--queue-only",
@@ -89,7 +89,8 @@ def main(ctx: click.Context, data_dir: Path | None, model_mirror: Path | None, v
 @click.option("--urgent", is_flag=True, help="Before the backlog, as a Files-menu request is.")
 @click.pass_obj
 def scan(engine: Engine, folder: Path, progress: bool | None, queue_only: bool, urgent: bool) -> None:
-    """Analyze the new and changed media files below FOLDER.
+    """Analyze the new and changed media files below FOLDER (or the one media file FOLDER,
+    recorded under its folder).
 
     The files go through the work queue: this command works on them too, and other
     workers on the same queue help.
@@ -98,11 +99,17 @@ def scan(engine: Engine, folder: Path, progress: bool | None, queue_only: bool, 
 
     from ex_app.models.store import ModelUnavailable
     from ex_app.work.queue import REQUEST
+    from ex_app.media.kinds import media_kind
     from ex_app.work.scan import sync_folder
 
+    only = None
+    if not folder.is_dir():
+        if media_kind(folder.name) is None:
+            raise click.ClickException(f"{folder} is not a media file this app analyzes")
+        folder, only = folder.absolute().parent, folder.name
     if urgent:
         sent: set[int] = set()
-        root_id, sync = sync_folder(engine.sessions, folder, engine.pipeline, sent.update)
+        root_id, sync = sync_folder(engine.sessions, folder, engine.pipeline, sent.update, only)
         count = engine.queue.enqueue_files(engine.sessions, sent, REQUEST)
         engine.queue.enqueue_pending(engine.sessions, root_id, skip=sent)  # left from before
         click.echo(f"{sync.added} new, {sync.changed} changed; {count} files sent first")
@@ -115,7 +122,11 @@ def scan(engine: Engine, folder: Path, progress: bool | None, queue_only: bool, 
 
     try:
         report = engine.scan(
-            folder, on_planned=planned, on_file_done=lambda _: bar.update(), wait=not queue_only
+            folder,
+            on_planned=planned,
+            on_file_done=lambda _: bar.update(),
+            wait=not queue_only,
+            only=only,
         )
     except ModelUnavailable as error:
         raise click.ClickException(str(error)) from error

@@ -117,12 +117,14 @@ class Engine:
         on_planned: Callable[[int], None] = lambda count: None,
         on_file_done: Callable[[str], None] = lambda path: None,
         wait: bool = True,
+        only: str | None = None,
     ) -> ScanReport:
         """Record the folder's new and changed files and send them to the workers in chunks.
 
         With ``wait``, this process works too, while the walk goes on, until the folder's
         files are all analyzed (quiet hours and pause do not hold back a scan asked for);
         then faces are regrouped. ``on_planned`` gets the number of files sent so far.
+        ``only``: one file's path in the folder, scanned alone.
         """
         from ex_app.work.queue import BACKLOG
         from ex_app.work.scan import sync_folder
@@ -137,7 +139,7 @@ class Engine:
 
         def walk() -> None:
             try:
-                root_id, sync = sync_folder(self.sessions, folder, self.pipeline, send)
+                root_id, sync = sync_folder(self.sessions, folder, self.pipeline, send, only)
                 self.queue.enqueue_pending(self.sessions, root_id, skip=sent)
                 crawl.update(root_id=root_id, sync=sync)
             except Exception as error:  # noqa: BLE001 (raised again in the caller, below)

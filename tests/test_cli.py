@@ -166,3 +166,23 @@ def test_the_readme_lists_every_key_of_the_export(scanned):
 
     line = next(l for l in (REPO / "README.md").read_text().splitlines() if l.startswith('`{"files"'))
     assert keys(exported) == set(re.findall(r'"(\w+)"', line))
+
+
+def test_scan_takes_one_file_and_records_it_under_its_folder(tmp_path, shared_data):
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    photos = sorted((shared_data / "images").iterdir())[:2]
+    for photo in photos:
+        shutil.copy(photo, tree / photo.name)
+    (tree / "notes.txt").write_text("not media")
+    data_dir = tmp_path / "state"
+    first = run_cli(data_dir, "scan", str(tree / photos[0].name)).stdout
+    assert first.startswith("1 new, 0 changed, 0 removed, 0 unchanged; 1 file analyzed"), first
+    files = export_json(data_dir, "--root", str(tree))["files"]
+    assert [(f["path"], f["status"]) for f in files] == [(photos[0].name, "done")]
+    # the folder's other file is not forgotten by a scan of one file, nor the first by the second
+    run_cli(data_dir, "scan", str(tree / photos[1].name))
+    assert [f["path"] for f in export_json(data_dir)["files"]] == [p.name for p in photos]
+    assert run_cli(data_dir, "scan", str(tree)).stdout.startswith("0 new, 0 changed, 0 removed, 2 unchanged")
+    refused = run_cli(data_dir, "scan", str(tree / "notes.txt"), check=False)
+    assert refused.returncode != 0 and "not a media file" in refused.stderr
