@@ -186,3 +186,21 @@ def test_scan_takes_one_file_and_records_it_under_its_folder(tmp_path, shared_da
     assert run_cli(data_dir, "scan", str(tree)).stdout.startswith("0 new, 0 changed, 0 removed, 2 unchanged")
     refused = run_cli(data_dir, "scan", str(tree / "notes.txt"), check=False)
     assert refused.returncode != 0 and "not a media file" in refused.stderr
+
+
+def test_a_missing_model_is_reported_once_per_run(tmp_path, shared_data):
+    """Without the mirror (and no network here) YuNet's float32 file cannot be had: the scan
+    goes on with its packaged fallback and says so once, not once from the store and once
+    from the engine."""
+    photo = sorted((shared_data / "faces" / "Colin_Powell").iterdir())[0]
+    shutil.copy(photo, tmp_path / photo.name)
+    (tmp_path / "empty").mkdir()
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, "-m", "ex_app", "--data-dir", str(tmp_path / "state"), "--model-mirror",
+         str(tmp_path / "empty"), "scan", str(tmp_path / photo.name)],
+        capture_output=True, text=True, cwd=REPO, env=env, check=False, timeout=600,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "1 file analyzed" in done.stdout
+    assert done.stderr.count("face_detection_yunet is not available") == 1, done.stderr
