@@ -5,37 +5,31 @@ from __future__ import annotations
 import errno
 import json
 import logging
+import signal
 import sys
+import threading
 from contextlib import closing
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
-from sqlalchemy import delete, func, select, update
-from sqlalchemy.exc import OperationalError
-from tqdm import tqdm
 
-from ex_app.config import Settings
-from ex_app.engine import Engine
-from ex_app.media.errors import MediaError
-from ex_app.models.store import ModelUnavailable
-from ex_app.people import operations, thumbnails
-from ex_app.people.clustering import QualityGate
-from ex_app.people.distances import face_distances
-from ex_app.sinks.json_export import export_results, overall_status
-from ex_app.store import schema
-from ex_app.store.schema import TaskStatus
-from ex_app.work.claims import revive_dead
-from ex_app.work.neighbour import lower_priorities
-from ex_app.work.nextcloud_scan import worker_fetcher
-from ex_app.work.pipeline import ANALYZER_MODELS, FACES, optional_models
-from ex_app.work.progress import measure_progress, measure_user_progress
-from ex_app.work.queue import REQUEST
-from ex_app.work.scan import LOCAL_SOURCE, local_file, sync_folder
-from ex_app.work.worker import FileFetcher
+if TYPE_CHECKING:  # the heavy libraries load in the commands that use them: --help is quick
+    from ex_app.engine import Engine
+    from ex_app.work.worker import FileFetcher
 
 DISK_ERRORS = ("disk I/O error", "database or disk is full", "No space left")
+STOP_REQUEST = "recognize.stop"  # ctx.meta key: a SIGTERM that came while a worker started
+
+
+def _stop_request() -> threading.Event:
+    """An event that SIGTERM sets: a worker told to stop while it still loads its libraries
+    and models exits cleanly once they are loaded, claiming nothing (not killed by -15)."""
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    return stop
 
 
 class RecognizeGroup(click.Group):
@@ -43,6 +37,8 @@ class RecognizeGroup(click.Group):
     one clear line, not a traceback (what was done is kept: the next run goes on)."""
 
     def invoke(self, ctx: click.Context):
+        from sqlalchemy.exc import OperationalError
+
         try:
             return super().invoke(ctx)
         except (OSError, OperationalError) as error:
@@ -72,13 +68,18 @@ class RecognizeGroup(click.Group):
 @click.pass_context
 def main(ctx: click.Context, data_dir: Path | None, model_mirror: Path | None, verbose: bool) -> None:
     """Recognize: private tagging of photos (faces into persons, objects, scenes)."""
+    if ctx.invoked_subcommand == "worker":  # before the slow imports below
+        ctx.meta[STOP_REQUEST] = _stop_request()
+    from ex_app.config import Settings
+    from ex_app.engine import Engine
+
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, stream=sys.stderr)
     flags = {"data_dir": data_dir, "model_mirror": model_mirror}
     ctx.obj = Engine(Settings(**{k: v for k, v in flags.items() if v is not None}))
 
 
 @main.command()
-@click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("folder", type=click.Path(exists=True, path_type=Path))
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a terminal).")
 @click.option(
     "--queue-only",
@@ -88,14 +89,27 @@ def main(ctx: click.Context, data_dir: Path | None, model_mirror: Path | None, v
 @click.option("--urgent", is_flag=True, help="Before the backlog, as a Files-menu request is.")
 @click.pass_obj
 def scan(engine: Engine, folder: Path, progress: bool | None, queue_only: bool, urgent: bool) -> None:
-    """Analyze the new and changed media files below FOLDER.
+    """Analyze the new and changed media files below FOLDER (or the one media file FOLDER,
+    recorded under its folder).
 
     The files go through the work queue: this command works on them too, and other
     workers on the same queue help.
     """
+    from tqdm import tqdm
+
+    from ex_app.models.store import ModelUnavailable
+    from ex_app.work.queue import REQUEST
+    from ex_app.media.kinds import media_kind
+    from ex_app.work.scan import sync_folder
+
+    only = None
+    if not folder.is_dir():
+        if media_kind(folder.name) is None:
+            raise click.ClickException(f"{folder} is not a media file this app analyzes")
+        folder, only = folder.absolute().parent, folder.name
     if urgent:
         sent: set[int] = set()
-        root_id, sync = sync_folder(engine.sessions, folder, engine.pipeline, sent.update)
+        root_id, sync = sync_folder(engine.sessions, folder, engine.pipeline, sent.update, only)
         count = engine.queue.enqueue_files(engine.sessions, sent, REQUEST)
         engine.queue.enqueue_pending(engine.sessions, root_id, skip=sent)  # left from before
         click.echo(f"{sync.added} new, {sync.changed} changed; {count} files sent first")
@@ -108,17 +122,28 @@ def scan(engine: Engine, folder: Path, progress: bool | None, queue_only: bool, 
 
     try:
         report = engine.scan(
-            folder, on_planned=planned, on_file_done=lambda _: bar.update(), wait=not queue_only
+            folder,
+            on_planned=planned,
+            on_file_done=lambda _: bar.update(),
+            wait=not queue_only,
+            only=only,
         )
     except ModelUnavailable as error:
         raise click.ClickException(str(error)) from error
     finally:
         bar.close()
     s = report.sync
+    failed = f", {report.failed} failed" if report.failed else ""
     click.echo(
         f"{s.added} new, {s.changed} changed, {s.removed} removed, {s.unchanged} unchanged; "
-        f"{report.processed} files analyzed; {report.persons} persons"
+        f"{_plural(report.processed - report.failed, 'file')} analyzed{failed}; "
+        f"{_plural(report.persons, 'person')}"
     )
+
+
+def _plural(count: int, word: str) -> str:
+    """1 file, 2 files."""
+    return f"{count} {word}" if count == 1 else f"{count} {word}s"
 
 
 @main.command()
@@ -136,13 +161,28 @@ def worker(engine: Engine, exit_when_done: bool) -> None:
     Runs at low CPU and I/O priority, within the host's CPU budget, holding back in quiet
     hours and while paused. [env: RECOGNIZE_QUEUE_URL, RECOGNIZE_DATABASE_URL]
     """
+    from ex_app.work.neighbour import lower_priorities
+    from ex_app.work.nextcloud_scan import worker_fetcher
+
+    stop = click.get_current_context().meta[STOP_REQUEST]
     lower_priorities(engine.settings)
     with closing(worker_fetcher(engine.settings)) as fetcher:
-        _work(engine, fetcher, exit_when_done)
+        _work(engine, fetcher, exit_when_done, stop)
 
 
-def _work(engine: Engine, fetcher: FileFetcher, exit_when_done: bool) -> None:
-    """The worker's run, with its fetcher."""
+def _work(engine: Engine, fetcher: FileFetcher, exit_when_done: bool, stop: threading.Event) -> None:
+    """The worker's run, with its fetcher; ``stop``: SIGTERM came while it started."""
+    from sqlalchemy import func, select
+
+    from ex_app.models.store import ModelUnavailable
+    from ex_app.store import schema
+    from ex_app.store.schema import TaskStatus
+
+    if stop.is_set():
+        from ex_app.work.claims import worker_name
+
+        click.echo(f"0 files analyzed by worker {worker_name()}: stopped while it started")
+        return
     try:
         runner = engine.worker(fetcher)
     except MemoryError as error:
@@ -151,6 +191,8 @@ def _work(engine: Engine, fetcher: FileFetcher, exit_when_done: bool) -> None:
             "to load the models"
         ) from error
     runner.stop_on_signals()
+    if stop.is_set():  # while the models were loaded
+        runner.stopping.set()
 
     def done() -> bool:
         with engine.sessions() as session:
@@ -191,6 +233,8 @@ def resume(engine: Engine) -> None:
 @click.pass_obj
 def retry(engine: Engine) -> None:
     """Send the dead-lettered files (status error) to the workers again, with fresh attempts."""
+    from ex_app.work.claims import revive_dead
+
     with engine.sessions.begin() as session:
         file_ids = revive_dead(session)
     engine.queue.enqueue_files(engine.sessions, file_ids)
@@ -207,6 +251,13 @@ def retry(engine: Engine) -> None:
 @click.pass_obj
 def export(engine: Engine, as_json: bool, root: Path | None) -> None:
     """Print all results: files with their tags, labels and faces, and persons."""
+    from sqlalchemy import select
+
+    from ex_app.people.clustering import QualityGate
+    from ex_app.sinks.json_export import export_results
+    from ex_app.store import schema
+    from ex_app.work.scan import LOCAL_SOURCE
+
     with engine.sessions() as session:
         root_id = None
         if root is not None:
@@ -228,6 +279,8 @@ def export(engine: Engine, as_json: bool, root: Path | None) -> None:
 @click.pass_obj
 def persons(engine: Engine, include_hidden: bool, as_json: bool) -> None:
     """List persons: named first, then by number of faces."""
+    from ex_app.people import operations
+
     with engine.sessions() as session:
         summaries = operations.list_persons(session, include_hidden=include_hidden)
     if as_json:
@@ -253,7 +306,7 @@ def person() -> None:
 @click.pass_obj
 def person_name(engine: Engine, person_id: int, name: str) -> None:
     """Name a person ("" clears the name)."""
-    _apply(engine, operations.rename, person_id, name)
+    _apply(engine, "rename", person_id, name)
 
 
 @person.command("merge")
@@ -262,7 +315,7 @@ def person_name(engine: Engine, person_id: int, name: str) -> None:
 @click.pass_obj
 def person_merge(engine: Engine, into_id: int, other_ids: tuple[int, ...]) -> None:
     """Merge OTHER_IDS into INTO_ID."""
-    _apply(engine, operations.merge, into_id, list(other_ids))
+    _apply(engine, "merge", into_id, list(other_ids))
 
 
 @person.command("hide")
@@ -271,7 +324,7 @@ def person_merge(engine: Engine, into_id: int, other_ids: tuple[int, ...]) -> No
 @click.pass_obj
 def person_hide(engine: Engine, person_id: int, show: bool) -> None:
     """Hide a person from listings."""
-    _apply(engine, operations.set_hidden, person_id, not show)
+    _apply(engine, "set_hidden", person_id, not show)
 
 
 @person.command("distinct")
@@ -280,7 +333,7 @@ def person_hide(engine: Engine, person_id: int, show: bool) -> None:
 @click.pass_obj
 def person_distinct(engine: Engine, person_id: int, other_id: int) -> None:
     """Say two persons are not the same (no more merge suggestions for them)."""
-    _apply(engine, operations.mark_distinct, person_id, other_id)
+    _apply(engine, "mark_distinct", person_id, other_id)
 
 
 @person.command("suggestions")
@@ -288,6 +341,9 @@ def person_distinct(engine: Engine, person_id: int, other_id: int) -> None:
 @click.pass_obj
 def person_suggestions(engine: Engine, as_json: bool) -> None:
     """Pairs of persons that may be the same human, closest first."""
+    from ex_app.people import operations
+    from ex_app.people.distances import face_distances
+
     with engine.sessions() as session:
         found = operations.suggest_merges(
             session, face_distances(engine.settings).suggestion, embedder=engine.settings.face_embedder
@@ -310,7 +366,8 @@ def face() -> None:
 @click.pass_obj
 def face_move(engine: Engine, face_id: int, person_id: int | None) -> None:
     """Move a face to PERSON_ID (to a new person when it is left out)."""
-    click.echo(f"face {face_id} is in person {_apply(engine, operations.move_face, face_id, person_id)}")
+    person_id = _apply(engine, "move_face", face_id, person_id)
+    click.echo(f"face {face_id} is in person {person_id}")
 
 
 @face.command("remove")
@@ -318,7 +375,7 @@ def face_move(engine: Engine, face_id: int, person_id: int | None) -> None:
 @click.pass_obj
 def face_remove(engine: Engine, face_id: int) -> None:
     """Take a face out of its person; it never returns to it."""
-    _apply(engine, operations.remove_face, face_id)
+    _apply(engine, "remove_face", face_id)
 
 
 @face.command("thumbnail")
@@ -327,6 +384,10 @@ def face_remove(engine: Engine, face_id: int) -> None:
 @click.pass_obj
 def face_thumbnail(engine: Engine, face_id: int, size: int) -> None:
     """Print the path of a cached square thumbnail of the face."""
+    from ex_app.media.errors import MediaError
+    from ex_app.people import thumbnails
+    from ex_app.work.scan import local_file
+
     with engine.sessions() as session:
         try:
             path = thumbnails.face_thumbnail(
@@ -349,11 +410,14 @@ def regroup(engine: Engine) -> None:
     click.echo(f"{engine.regroup(full=True)} persons")
 
 
-def _apply(engine: Engine, operation, *args):
-    """Run one person/face operation in a transaction; unknown ids are a clear error."""
+def _apply(engine: Engine, operation: str, *args):
+    """Run one person/face operation (a function of ex_app.people.operations, by name) in a
+    transaction; unknown ids are a clear error."""
+    from ex_app.people import operations
+
     try:
         with engine.sessions.begin() as session:
-            return operation(session, *args)
+            return getattr(operations, operation)(session, *args)
     except operations.NotFound as error:
         raise click.ClickException(str(error)) from error
 
@@ -363,6 +427,11 @@ def _apply(engine: Engine, operation, *args):
 @click.pass_obj
 def stats(engine: Engine, as_json: bool) -> None:
     """Counts of files by status, faces, persons and tags."""
+    from sqlalchemy import func, select
+
+    from ex_app.sinks.json_export import overall_status
+    from ex_app.store import schema
+
     with engine.sessions() as session:
         task_statuses: dict[int, set[str]] = {
             file_id: set() for file_id in session.scalars(select(schema.File.id))
@@ -373,11 +442,12 @@ def stats(engine: Engine, as_json: bool) -> None:
         for file_statuses in task_statuses.values():
             status = overall_status(file_statuses)
             statuses[status] = statuses.get(status, 0) + 1
+        files = func.count(schema.FileTag.file_id.distinct())
         tags = dict(
             session.execute(
-                select(schema.FileTag.tag, func.count())
+                select(schema.FileTag.tag, files)  # a file tagged by two analyzers counts once
                 .group_by(schema.FileTag.tag)
-                .order_by(func.count().desc(), schema.FileTag.tag)
+                .order_by(files.desc(), schema.FileTag.tag)
             ).all()
         )
         figures = {
@@ -405,6 +475,8 @@ def stats(engine: Engine, as_json: bool) -> None:
 @click.pass_obj
 def progress(engine: Engine, as_json: bool, per_user: bool) -> None:
     """Work done and left per analyzer, recent throughput and time left; then per user."""
+    from ex_app.work.progress import measure_progress, measure_user_progress
+
     with engine.sessions() as session:
         now = datetime.now(UTC)
         report = measure_progress(session, now)
@@ -440,6 +512,13 @@ def progress(engine: Engine, as_json: bool, per_user: bool) -> None:
 @click.pass_obj
 def reset(engine: Engine, everything: bool, faces: bool, clusters: bool, errors: bool) -> None:
     """Forget some state so that the next scan redoes that work."""
+    from sqlalchemy import delete, update
+
+    from ex_app.store import schema
+    from ex_app.store.schema import TaskStatus
+    from ex_app.work.claims import revive_dead
+    from ex_app.work.pipeline import FACES
+
     if not (everything or faces or clusters or errors):
         raise click.UsageError("say what to reset: --all, --faces, --clusters or --errors")
     with engine.sessions.begin() as session:
@@ -468,9 +547,22 @@ def models() -> None:
 @click.pass_obj
 def models_list(engine: Engine) -> None:
     """Each model with its task, size and whether it is present."""
-    for status in engine.models.status():
+    statuses = engine.models.status()
+    name_width = max((len(status.name) for status in statuses), default=0)
+    for status in statuses:
         where = str(status.path) if status.present else "missing"
-        click.echo(f"{status.name:<24} {status.task:<28} {status.size / 1e6:>7.1f} MB  {where}")
+        task = _shortened(status.task, TASK_WIDTH)
+        click.echo(
+            f"{status.name:<{name_width}}  {task:<{TASK_WIDTH}}  {status.size / 1e6:>7.1f} MB  {where}"
+        )
+
+
+TASK_WIDTH = 44  # the task column of `models list`; a longer description is cut
+
+
+def _shortened(text: str, width: int) -> str:
+    """``text``, cut to ``width`` characters with an ellipsis when longer."""
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 @models.command("fetch")
@@ -480,6 +572,11 @@ def models_fetch(engine: Engine, names: tuple[str, ...]) -> None:
     """Fetch and verify models (every model an analyzer uses when no NAMES are given; the files
     they are made from come along as needed); the ones that cannot be had are listed at the
     end, and fail the command unless only optional analyzers need them."""
+    from tqdm import tqdm
+
+    from ex_app.models.store import ModelUnavailable
+    from ex_app.work.pipeline import ANALYZER_MODELS, optional_models
+
     manifest = engine.models.manifest
     optional = optional_models()
     used = {name for models in ANALYZER_MODELS.values() for name in models}

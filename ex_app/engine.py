@@ -11,30 +11,23 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from ex_app.config import MANIFEST_PATH, Settings
-from ex_app.media.kinds import MediaKind
 from ex_app.models.manifest import load_manifest
 from ex_app.models.store import ModelStore, ModelUnavailable
-from ex_app.people.clustering import ClusterParams, QualityGate
-from ex_app.people.grouping import regroup_all, update_persons
 from ex_app.store import schema
-from ex_app.store.database import open_database
 from ex_app.store.schema import TaskStatus
-from ex_app.work.pipeline import Pipeline, analyzer_models
-from ex_app.work.queue import BACKLOG, WorkQueue
-from ex_app.work.reembed import plan_reembedding, waiting_files
-from ex_app.work.scan import SyncReport, sync_folder
-from ex_app.work.worker import (
-    AfterRecorded,
-    FileFetcher,
-    FileProcessor,
-    LocalFetcher,
-    Worker,
-)
+
+if TYPE_CHECKING:  # the analyzers' libraries load when work is done: commands that only
+    # read the store start quickly
+    from ex_app.work.pipeline import Pipeline
+    from ex_app.work.queue import WorkQueue
+    from ex_app.work.scan import SyncReport
+    from ex_app.work.worker import AfterRecorded, FileFetcher, Worker
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +35,9 @@ log = logging.getLogger(__name__)
 @dataclass
 class ScanReport:
     sync: SyncReport
-    processed: int
+    processed: int  # files recorded, failed ones included
     persons: int
+    failed: int = 0  # files recorded with a permanent error
 
 
 class Engine:
@@ -54,6 +48,8 @@ class Engine:
 
     @cached_property
     def sessions(self) -> sessionmaker[Session]:
+        from ex_app.store.database import open_database
+
         return open_database(self.settings.resolved_database_url)
 
     @cached_property
@@ -64,10 +60,14 @@ class Engine:
 
     @cached_property
     def pipeline(self) -> Pipeline:
+        from ex_app.work.pipeline import Pipeline
+
         return Pipeline(self.settings, self.models)
 
     @cached_property
     def queue(self) -> WorkQueue:
+        from ex_app.work.queue import WorkQueue
+
         return WorkQueue(self.settings)
 
     def worker(
@@ -80,6 +80,8 @@ class Engine:
     ) -> Worker:
         """A worker on this engine's queue and store (local files unless told how to fetch);
         the models it needs are fetched first."""
+        from ex_app.work.worker import FileProcessor, LocalFetcher, Worker
+
         self.fetch_models()
         self.plan_reembedding()
         processor = FileProcessor.from_settings(
@@ -92,6 +94,9 @@ class Engine:
     def fetch_models(self) -> None:
         """Fetch the enabled analyzers' models (the store lets one process of the host fetch
         each); a model that cannot be had is only logged here (optional ones may be missing)."""
+        from ex_app.media.kinds import MediaKind
+        from ex_app.work.pipeline import analyzer_models
+
         names = sorted(
             {
                 name
@@ -112,13 +117,18 @@ class Engine:
         on_planned: Callable[[int], None] = lambda count: None,
         on_file_done: Callable[[str], None] = lambda path: None,
         wait: bool = True,
+        only: str | None = None,
     ) -> ScanReport:
         """Record the folder's new and changed files and send them to the workers in chunks.
 
         With ``wait``, this process works too, while the walk goes on, until the folder's
         files are all analyzed (quiet hours and pause do not hold back a scan asked for);
         then faces are regrouped. ``on_planned`` gets the number of files sent so far.
+        ``only``: one file's path in the folder, scanned alone.
         """
+        from ex_app.work.queue import BACKLOG
+        from ex_app.work.scan import sync_folder
+
         sent: set[int] = set()
         crawl: dict = {}
 
@@ -129,7 +139,7 @@ class Engine:
 
         def walk() -> None:
             try:
-                root_id, sync = sync_folder(self.sessions, folder, self.pipeline, send)
+                root_id, sync = sync_folder(self.sessions, folder, self.pipeline, send, only)
                 self.queue.enqueue_pending(self.sessions, root_id, skip=sent)
                 crawl.update(root_id=root_id, sync=sync)
             except Exception as error:  # noqa: BLE001 (raised again in the caller, below)
@@ -149,7 +159,9 @@ class Engine:
         walker.join()
         if "error" in crawl:
             raise crawl["error"]
-        return ScanReport(sync=crawl["sync"], processed=worker.processed, persons=self.regroup())
+        return ScanReport(
+            sync=crawl["sync"], processed=worker.processed, persons=self.regroup(), failed=worker.failed
+        )
 
     def _settled(self, crawl: dict) -> bool:
         """Whether the walk failed or left no pending task in its root."""
@@ -168,6 +180,10 @@ class Engine:
         By default a full re-grouping while the store holds at most
         ``face_full_regroup_limit`` faces, and an incremental update beyond that.
         """
+        from ex_app.people.clustering import ClusterParams, QualityGate
+        from ex_app.people.grouping import regroup_all, update_persons
+        from ex_app.work.reembed import waiting_files
+
         params = ClusterParams.from_settings(self.settings)
         gate = QualityGate.from_settings(self.settings)
         embedder = self.settings.face_embedder
@@ -181,6 +197,9 @@ class Engine:
     def plan_reembedding(self) -> int:
         """Queue the embedding again of every stored face of another embedder than the
         configured one (ex_app.work.reembed); returns how many files."""
+        from ex_app.work.queue import BACKLOG
+        from ex_app.work.reembed import plan_reembedding
+
         if not self.settings.faces_enabled:
             return 0
         with self.sessions.begin() as session:

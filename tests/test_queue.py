@@ -15,6 +15,7 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -73,6 +74,25 @@ def finish(worker: subprocess.Popen, timeout: float = 180) -> tuple[int, str]:
     out, err = worker.communicate(timeout=timeout)
     assert worker.returncode == 0, err
     return int(re.search(r"(\d+) files analyzed by worker", out).group(1)), err
+
+
+def wait_for_log(worker: subprocess.Popen, text: str, timeout: float = 120) -> str:
+    """Read a worker's log until a line holds ``text``; returns what was read (finish()
+    gets the rest)."""
+    lines: list[str] = []
+
+    def read() -> None:
+        for line in worker.stderr:
+            lines.append(line)
+            if text in line:
+                return
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(timeout)
+    log = "".join(lines)
+    assert text in log, log
+    return log
 
 
 def photo_tree(folder: Path, shared_data: Path, count: int, start: int = 0) -> Path:
@@ -295,21 +315,41 @@ def test_quiet_hours_and_pause_hold_work_back(tmp_path, shared_data):
     engine_for(data_dir).scan(tree, wait=False)
     hour = datetime.now().hour
     quiet = start_worker(data_dir, "--exit-when-done", RECOGNIZE_QUIET_HOURS=f"{hour}-{(hour + 2) % 24}")
-    time.sleep(4)
+    wait_for_log(quiet, "quiet hours")  # however long its start takes
     assert {t["status"] for t in tasks(data_dir)} == {"pending"}
     quiet.send_signal(signal.SIGTERM)
-    analyzed, log = finish(quiet)
-    assert analyzed == 0 and "quiet hours" in log
+    assert finish(quiet)[0] == 0
 
     cli(data_dir, "pause")
     assert "workers are paused" in cli(data_dir, "progress")
     worker = start_worker(data_dir, "--exit-when-done")
-    time.sleep(3)
+    wait_for_log(worker, "paused")
     assert {t["status"] for t in tasks(data_dir)} == {"pending"}
     cli(data_dir, "resume")
-    analyzed, log = finish(worker)
-    assert analyzed == 6 and "paused" in log
+    assert finish(worker)[0] == 6
     assert {t["status"] for t in tasks(data_dir)} == {"done"}
+
+
+def catches_sigterm(pid: int) -> bool:
+    """Whether the process has its own SIGTERM handler (Linux: SigCgt in /proc/PID/status)."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    caught = int(re.search(r"^SigCgt:\s*([0-9a-f]+)$", status, re.M).group(1), 16)
+    return bool(caught & (1 << (signal.SIGTERM - 1)))
+
+
+def test_a_worker_stopped_while_it_starts_exits_cleanly_and_claims_nothing(tmp_path, shared_data):
+    tree = photo_tree(tmp_path / "tree", shared_data, 2)
+    data_dir = tmp_path / "state"
+    engine_for(data_dir).scan(tree, wait=False)
+    worker = subprocess.Popen(command(data_dir, "-v", "worker"), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, env=environment(), cwd=REPO)
+    wait_until(lambda: catches_sigterm(worker.pid), timeout=60, step=0.002)
+    worker.send_signal(signal.SIGTERM)  # while it loads its libraries: before any log line
+    out, err = worker.communicate(timeout=120)
+    assert worker.returncode == 0, err
+    assert "0 files analyzed by worker" in out and "stopped while it started" in out
+    assert not re.search(r"worker \S+ started", err)  # its loop never ran
+    assert {(t["status"], t["worker"]) for t in tasks(data_dir)} == {("pending", None)}
 
 
 def test_progress_on_a_half_done_backlog_gives_the_rate_and_time_left(tmp_path, shared_data):

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
-from ex_app.people.clustering import QualityGate
 from ex_app.store import schema
 from ex_app.store.schema import TaskStatus
+
+if TYPE_CHECKING:  # `recognize stats` reads this module without the clustering libraries
+    from ex_app.people.clustering import QualityGate
 
 
 def overall_status(task_statuses: set[str]) -> str:

@@ -29,6 +29,19 @@ def walk_local(root: Path) -> Iterator[SourceFile]:
     yield from _walk(root, root, frozenset())
 
 
+def one_local_file(root: Path, path: str) -> SourceFile | None:
+    """The media file at root/path (a relative path, '/' separators) as the walk gives it;
+    None when it is no media file or is not there."""
+    kind = media_kind(path)
+    try:
+        stat = (root / path).stat()
+    except OSError:
+        return None
+    if kind is None or not (root / path).is_file():
+        return None
+    return SourceFile(path=path, kind=kind, size=stat.st_size, mtime_ns=stat.st_mtime_ns)
+
+
 def _walk(root: Path, folder: Path, inherited: frozenset[MediaKind]) -> Iterator[SourceFile]:
     try:
         entries = sorted(os.scandir(folder), key=lambda entry: entry.name)

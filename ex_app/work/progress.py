@@ -35,12 +35,17 @@ class AnalyzerProgress:
         return asdict(self)
 
     def line(self) -> str:
-        """One line for people: counts, rate and time left."""
-        eta = "unknown" if self.eta_seconds is None else duration_text(self.eta_seconds)
+        """One line for people: counts, rate and time left ("nothing left" when none is pending)."""
+        if not self.pending:
+            left = "nothing left"
+        elif self.eta_seconds is None:
+            left = "time left unknown"
+        else:
+            left = f"time left {duration_text(self.eta_seconds)}"
         retrying = f" ({self.retrying} retrying)" if self.retrying else ""
         return (
             f"{self.analyzer}: {self.done} done, {self.pending} pending{retrying}, "
-            f"{self.failed} failed; {self.per_minute:.1f}/min; time left {eta}"
+            f"{self.failed} failed; {self.per_minute:.1f}/min; {left}"
         )
 
 

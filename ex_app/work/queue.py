@@ -28,7 +28,6 @@ from sqlalchemy.orm import Session, sessionmaker
 from ex_app.config import Settings
 from ex_app.store import schema
 from ex_app.store.schema import TaskStatus
-from ex_app.work.claims import worker_gone
 
 BACKLOG = 0  # files found by a crawl or a scan
 NEW = 5  # files Nextcloud told of (webhooks: uploads, changes): before the backlog
@@ -162,6 +161,8 @@ class WorkQueue:
         both empty, every pending unclaimed task (a message taken by a worker that died
         before claiming). A duplicate message is harmless.
         """
+        from ex_app.work.claims import worker_gone  # claims loads the analyzers: only here
+
         now = now or datetime.now(UTC)
         with sessions.begin() as session:
             held = session.execute(

@@ -19,7 +19,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from ex_app.media.kinds import MediaKind
-from ex_app.sources.local import SourceFile, walk_local
+from ex_app.sources.local import SourceFile, one_local_file, walk_local
 from ex_app.store import schema
 from ex_app.store.schema import TaskStatus, utcnow
 from ex_app.work.pipeline import (
@@ -80,27 +80,31 @@ def sync_folder(
     folder: Path,
     pipeline: Pipeline,
     on_chunk: Callable[[list[int]], None] = lambda file_ids: None,
+    only: str | None = None,
 ) -> tuple[int, SyncReport]:
     """Bring the files table in line with the folder; returns the root id and what changed.
 
     Files are recorded, with their pending tasks, in chunks while the walk goes on;
     ``on_chunk`` gets each chunk's new and changed file ids once committed (to send them to
-    the workers before the walk ends).
+    the workers before the walk ends). ``only``: one file's path in the folder, synced alone
+    (the root's other files are left as they are).
     """
     report = SyncReport()
     with sessions.begin() as session:
         root_id = root_id_for(session, folder)
-        known = {
-            path: (size, mtime_ns)
-            for path, size, mtime_ns in session.execute(
-                select(schema.File.path, schema.File.size, schema.File.mtime_ns).where(
-                    schema.File.root_id == root_id
-                )
-            )
-        }
+        query = select(schema.File.path, schema.File.size, schema.File.mtime_ns).where(
+            schema.File.root_id == root_id
+        )
+        if only is not None:
+            query = query.where(schema.File.path == only)
+        known = {path: (size, mtime_ns) for path, size, mtime_ns in session.execute(query)}
+    if only is None:
+        walk = walk_local(folder)
+    else:
+        walk = [found] if (found := one_local_file(folder, only)) is not None else []
     seen: set[str] = set()
     batch: list[SourceFile] = []
-    for found in walk_local(folder):
+    for found in walk:
         seen.add(found.path)
         if known.get(found.path) == (found.size, found.mtime_ns):
             report.unchanged += 1

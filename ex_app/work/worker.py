@@ -97,6 +97,7 @@ class Processed:
 
     recorded: bool  # its results (or permanent error) are in the store
     retry_in: float | None = None  # seconds until it is tried again, after a failure that may pass
+    failed: bool = False  # recorded with a permanent error (a bad file, the time limit)
 
 
 class FileProcessor:
@@ -180,7 +181,7 @@ class FileProcessor:
             self.after_recorded(
                 Outcome(claimed, None if failed else analysis, analysis if failed else None)
             )
-        return Processed(recorded=recorded)
+        return Processed(recorded=recorded, failed=recorded and isinstance(analysis, str))
 
     def _analyze(
         self, path: Path, analyzers: tuple[str, ...], stored: tuple[StoredFace, ...] = ()
@@ -231,7 +232,8 @@ class Worker:
         self.processor = processor
         self.obey_schedule = obey_schedule
         self.on_file_done = on_file_done
-        self.processed = 0  # files analyzed by this worker
+        self.processed = 0  # files recorded by this worker (failed ones included)
+        self.failed = 0  # of them, recorded with a permanent error
         self.stopping = threading.Event()
         self.fatal: Exception | None = None  # what stopped the worker, raised by run()
         self._held_back: str | None = None
@@ -327,6 +329,7 @@ class Worker:
                 self.queue.send([file_id], claimed.priority, delay=processed.retry_in)
             if processed.recorded:
                 self.processed += 1
+                self.failed += processed.failed
                 self.on_file_done(claimed.path)
 
     def _must_yield(self, priority: int) -> bool:
