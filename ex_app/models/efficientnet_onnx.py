@@ -18,8 +18,9 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, helper
 
+from ex_app.models.onnx_graph import GraphBuilder
 from ex_app.models.torch_pickle import read_state_dict
 
 INPUT_NAME = "x"
@@ -44,33 +45,19 @@ def _same_pads(size: int, kernel: int, stride: int) -> tuple[int, int]:
     return total // 2, total - total // 2
 
 
-class _Graph:
+class _Graph(GraphBuilder):
+    format_error = EfficientNetFormatError
+
     def __init__(self, weights: dict[str, np.ndarray]):
-        self.weights = weights
-        self.nodes: list[onnx.NodeProto] = []
-        self.initializers: list[onnx.TensorProto] = []
-        self.six = self._constant("relu6_max", np.array(6.0, np.float32))
-        self.zero = self._constant("relu6_min", np.array(0.0, np.float32))
-
-    def _get(self, name: str) -> np.ndarray:
-        try:
-            return self.weights[name]
-        except KeyError:
-            raise EfficientNetFormatError(f"the weights have no {name}") from None
-
-    def _constant(self, name: str, value: np.ndarray) -> str:
-        self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(value), name))
-        return name
-
-    def op(self, op_type: str, inputs: list[str], name: str, **attrs) -> str:
-        self.nodes.append(helper.make_node(op_type, inputs, [name], name=name, **attrs))
-        return name
+        super().__init__(weights)
+        self.six = self.constant("relu6_max", np.array(6.0, np.float32))
+        self.zero = self.constant("relu6_min", np.array(0.0, np.float32))
 
     def conv_bn(self, x: str, size: int, conv: str, bn: str, stride: int, groups: int = 1) -> str:
         """conv (no bias) then batch norm, as one Conv with TF "same" pads."""
-        weight = self._get(f"{conv}.weight").astype(np.float64)
-        gamma, beta = self._get(f"{bn}.weight"), self._get(f"{bn}.bias")
-        mean, var = self._get(f"{bn}.running_mean"), self._get(f"{bn}.running_var")
+        weight = self.get(f"{conv}.weight").astype(np.float64)
+        gamma, beta = self.get(f"{bn}.weight"), self.get(f"{bn}.bias")
+        mean, var = self.get(f"{bn}.running_mean"), self.get(f"{bn}.running_var")
         scale = gamma.astype(np.float64) / np.sqrt(var.astype(np.float64) + BN_EPSILON)
         folded = (weight * scale[:, None, None, None]).astype(np.float32)
         bias = (beta - mean.astype(np.float64) * scale).astype(np.float32)
@@ -78,7 +65,7 @@ class _Graph:
         before, after = _same_pads(size, kernel, stride)
         return self.op(
             "Conv",
-            [x, self._constant(f"{conv}.weight", folded), self._constant(f"{conv}.bias", bias)],
+            [x, self.constant(f"{conv}.weight", folded), self.constant(f"{conv}.bias", bias)],
             f"{conv}/Conv",
             kernel_shape=[kernel, kernel],
             strides=[stride, stride],
@@ -103,8 +90,8 @@ def build_onnx(weights: dict[str, np.ndarray]) -> onnx.ModelProto:
             block = f"_blocks.{index}"
             inputs = x
             expands = f"{block}._expand_conv.weight" in weights
-            channels = graph._get(f"{block}._depthwise_conv.weight").shape[0]
-            in_width = graph._get(f"{block}._expand_conv.weight").shape[1] if expands else channels
+            channels = graph.get(f"{block}._depthwise_conv.weight").shape[0]
+            in_width = graph.get(f"{block}._expand_conv.weight").shape[1] if expands else channels
             if expands:
                 x = graph.relu6(graph.conv_bn(x, size, f"{block}._expand_conv", f"{block}._bn0", 1))
             x = graph.relu6(
@@ -114,7 +101,7 @@ def build_onnx(weights: dict[str, np.ndarray]) -> onnx.ModelProto:
             )
             size = -(-size // stride)
             x = graph.conv_bn(x, size, f"{block}._project_conv", f"{block}._bn2", 1)
-            out_width = graph._get(f"{block}._project_conv.weight").shape[0]
+            out_width = graph.get(f"{block}._project_conv.weight").shape[0]
             if stride == 1 and in_width == out_width:
                 x = graph.op("Add", [x, inputs], f"{block}/Add")
             index += 1
@@ -123,10 +110,10 @@ def build_onnx(weights: dict[str, np.ndarray]) -> onnx.ModelProto:
     x = graph.relu6(graph.conv_bn(x, size, "_conv_head", "_bn1", 1))
     x = graph.op("GlobalAveragePool", [x], "_avg_pooling")
     x = graph.op("Flatten", [x], "_flatten", axis=1)
-    fc_weight = graph._constant("_fc.weight", graph._get("_fc.weight"))
-    fc_bias = graph._constant("_fc.bias", graph._get("_fc.bias"))
+    fc_weight = graph.constant("_fc.weight", graph.get("_fc.weight"))
+    fc_bias = graph.constant("_fc.bias", graph.get("_fc.bias"))
     graph.op("Gemm", [x, fc_weight, fc_bias], OUTPUT_NAME, transB=1)
-    classes = graph._get("_fc.bias").shape[0]
+    classes = graph.get("_fc.bias").shape[0]
 
     model = helper.make_model(
         helper.make_graph(

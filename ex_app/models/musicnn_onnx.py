@@ -20,8 +20,9 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, helper
 
+from ex_app.models.onnx_graph import GraphBuilder
 from ex_app.models.tf_checkpoint import read_checkpoint
 
 INPUT_NAME = "melspec:0"
@@ -41,25 +42,8 @@ class MusicnnFormatError(ValueError):
     """The checkpoint is not the musicnn network this converter knows."""
 
 
-class _Graph:
-    def __init__(self, variables: dict[str, np.ndarray]):
-        self.variables = variables
-        self.nodes: list[onnx.NodeProto] = []
-        self.initializers: list[onnx.TensorProto] = []
-
-    def get(self, name: str) -> np.ndarray:
-        try:
-            return self.variables[name]
-        except KeyError:
-            raise MusicnnFormatError(f"the checkpoint has no {name}") from None
-
-    def constant(self, name: str, value: np.ndarray) -> str:
-        self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(value), name))
-        return name
-
-    def op(self, op_type: str, inputs: list[str], name: str, **attrs) -> str:
-        self.nodes.append(helper.make_node(op_type, inputs, [name], name=name, **attrs))
-        return name
+class _Graph(GraphBuilder):
+    format_error = MusicnnFormatError
 
     def batch_norm(self, x: str, layer: str) -> str:
         """TensorFlow's frozen batch norm over axis 1 (channels-first)."""
