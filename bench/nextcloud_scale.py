@@ -169,27 +169,17 @@ def wait_for(condition, seconds: float, what: str, every: float = 0.1):
         time.sleep(every)
 
 
-def done_files(database_url: str) -> int:
-    """Nextcloud files whose analysis is done, from the store."""
+def files_with_tasks(database_url: str, pending: bool) -> int:
+    """Nextcloud files with a pending task (pending), or with an analysis ended (not pending),
+    from the store."""
     from sqlalchemy import create_engine, text
 
     engine = create_engine(database_url)
     try:
         with engine.connect() as connection:
             return connection.execute(text(
-                "SELECT count(DISTINCT file_id) FROM tasks WHERE status != 'pending'")).scalar()
-    finally:
-        engine.dispose()
-
-
-def pending_files(database_url: str) -> int:
-    from sqlalchemy import create_engine, text
-
-    engine = create_engine(database_url)
-    try:
-        with engine.connect() as connection:
-            return connection.execute(text(
-                "SELECT count(DISTINCT file_id) FROM tasks WHERE status = 'pending'")).scalar()
+                "SELECT count(DISTINCT file_id) FROM tasks WHERE (status = 'pending') = :pending"),
+                {"pending": pending}).scalar()
     finally:
         engine.dispose()
 
@@ -303,9 +293,9 @@ def run_one(database: str, args, sources: list[Path], workdir: Path) -> dict:
               flush=True)
 
         service = psutil.Process(exapp.pid)
-        before, started, cpu = done_files(database_url), time.monotonic(), service.cpu_times()
+        before, started, cpu = files_with_tasks(database_url, pending=False), time.monotonic(), service.cpu_times()
         time.sleep(args.window)
-        rate = (done_files(database_url) - before) / (time.monotonic() - started) * 60
+        rate = (files_with_tasks(database_url, pending=False) - before) / (time.monotonic() - started) * 60
         cpu_after = service.cpu_times()
         busy = (cpu_after.user + cpu_after.system - cpu.user - cpu.system) / (time.monotonic() - started)
         figures["per_minute"], figures["service_cpu"] = rate, busy * 100
@@ -339,7 +329,7 @@ def run_one(database: str, args, sources: list[Path], workdir: Path) -> dict:
 
         state.put_file("u03", "Uploads/found-by-crawl.jpg", sources[9].read_bytes())
         found = crawl_in_child(child_env, send=True)
-        waiting = pending_files(database_url)
+        waiting = files_with_tasks(database_url, pending=True)
         figures["crawl_new"] = (found["seconds"], waiting)
         print(f"[{database}] new photo without a webhook: recorded and queued by a crawl of "
               f"{found['seconds']:.1f} s, then behind {waiting} pending files "
