@@ -161,13 +161,20 @@ def worker(engine: Engine, exit_when_done: bool) -> None:
     Runs at low CPU and I/O priority, within the host's CPU budget, holding back in quiet
     hours and while paused. [env: RECOGNIZE_QUEUE_URL, RECOGNIZE_DATABASE_URL]
     """
-    from ex_app.work.neighbour import lower_priorities
+    from ex_app.work.neighbour import lift_memory_cap, lower_priorities
     from ex_app.work.nextcloud_scan import worker_fetcher
 
     stop = click.get_current_context().meta[STOP_REQUEST]
     lower_priorities(engine.settings)
-    with closing(worker_fetcher(engine.settings)) as fetcher:
-        _work(engine, fetcher, exit_when_done, stop)
+    try:
+        with closing(worker_fetcher(engine.settings)) as fetcher:
+            _work(engine, fetcher, exit_when_done, stop)
+    except MemoryError as error:  # a file's MemoryError is that file's error: this is start-up
+        lift_memory_cap()
+        raise click.ClickException(
+            f"RECOGNIZE_WORKER_MEMORY_MB={engine.settings.worker_memory_mb} is too little "
+            "to load the models"
+        ) from error
 
 
 def _work(engine: Engine, fetcher: FileFetcher, exit_when_done: bool, stop: threading.Event) -> None:
@@ -183,13 +190,7 @@ def _work(engine: Engine, fetcher: FileFetcher, exit_when_done: bool, stop: thre
 
         click.echo(f"0 files analyzed by worker {worker_name()}: stopped while it started")
         return
-    try:
-        runner = engine.worker(fetcher)
-    except MemoryError as error:
-        raise click.ClickException(
-            f"RECOGNIZE_WORKER_MEMORY_MB={engine.settings.worker_memory_mb} is too little "
-            "to load the models"
-        ) from error
+    runner = engine.worker(fetcher)
     runner.stop_on_signals()
     if stop.is_set():  # while the models were loaded
         runner.stopping.set()

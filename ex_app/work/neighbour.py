@@ -77,8 +77,15 @@ def lower_priorities(settings: Settings) -> None:
 
     threadpool_limits(settings.threads)
     if settings.worker_memory_mb:
-        limit = settings.worker_memory_mb * 1024 * 1024
-        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+        _, hard = resource.getrlimit(resource.RLIMIT_AS)
+        resource.setrlimit(resource.RLIMIT_AS, (settings.worker_memory_mb * 1024 * 1024, hard))
+
+
+def lift_memory_cap() -> None:
+    """Lift the soft memory cap set by :func:`lower_priorities`, so that a worker that ran
+    out of memory while starting has the room to say so and exit cleanly."""
+    _, hard = resource.getrlimit(resource.RLIMIT_AS)
+    resource.setrlimit(resource.RLIMIT_AS, (hard, hard))
 
 
 @contextmanager
