@@ -601,3 +601,104 @@ def models_fetch(engine: Engine, names: tuple[str, ...]) -> None:
     needed = [name for name in missing if names or name not in optional]
     if needed:
         raise click.ClickException(f"could not fetch {', '.join(needed)}")
+
+
+@main.group()
+def contacts() -> None:
+    """Names from contacts: persons whose faces match a contact's photo are offered its name."""
+
+
+def _embed_contact_photo(engine: Engine):
+    from ex_app.people.clustering import QualityGate
+    from ex_app.people.contacts import contact_face
+
+    s = engine.settings
+    engine.fetch_models()
+    gate = QualityGate.from_settings(s)
+    return lambda photo: contact_face(
+        engine.pipeline.face_analyzer, gate, photo, s.max_image_side, s.max_image_pixels
+    )
+
+
+@contacts.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--user", help="For this Nextcloud user's persons (default: the local scans').")
+@click.pass_obj
+def contacts_import(engine: Engine, file: Path, user: str | None) -> None:
+    """Read a .vcf address book: each contact photo with one clear face can name a person."""
+    from ex_app.sources.contacts import ContactsError
+    from ex_app.work.contacts import import_vcf
+
+    try:
+        report = import_vcf(
+            engine.sessions, file, user, _embed_contact_photo(engine), engine.settings.face_embedder
+        )
+    except ContactsError as error:
+        raise click.ClickException(str(error)) from error
+    click.echo(f"{report.contacts} contacts, {report.faces} with one clear face")
+    for name, why in report.skipped.items():
+        click.echo(f"  {name}: {why}")
+
+
+@contacts.command("suggestions")
+@click.option("--user", help="This Nextcloud user's persons (default: the local scans').")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def contacts_suggestions(engine: Engine, user: str | None, as_json: bool) -> None:
+    """Persons that may be a contact: "PERSON is NAME?"."""
+    from ex_app.people.contacts import suggest_names
+
+    with engine.sessions() as session:
+        found = suggest_names(session, user, engine.settings.face_embedder)
+    if as_json:
+        click.echo(json.dumps([asdict(s) for s in found], indent=1))
+        return
+    for s in found:
+        click.echo(f"{s.person_id:>6} is {s.name}?")
+
+
+@contacts.command("accept")
+@click.argument("person_id", type=int)
+@click.pass_obj
+def contacts_accept(engine: Engine, person_id: int) -> None:
+    """Name the person with the contact name offered to it."""
+    from ex_app.people.contacts import accept, suggestion_for
+
+    with engine.sessions() as session:
+        offered = _offered(session, engine, person_id, suggestion_for)
+    _apply_contacts(engine, accept, person_id, offered, engine.settings.face_embedder)
+    click.echo(f"person {person_id} is {offered}")
+
+
+@contacts.command("reject")
+@click.argument("person_id", type=int)
+@click.pass_obj
+def contacts_reject(engine: Engine, person_id: int) -> None:
+    """The person is not the contact offered: that name is never offered to it again."""
+    from ex_app.people.contacts import reject, suggestion_for
+
+    with engine.sessions() as session:
+        offered = _offered(session, engine, person_id, suggestion_for)
+    _apply_contacts(engine, reject, person_id, offered)
+
+
+def _offered(session, engine: Engine, person_id: int, suggestion_for) -> str:
+    from ex_app.people.operations import ANYONE, NotFound
+
+    try:
+        found = suggestion_for(session, person_id, ANYONE, engine.settings.face_embedder)
+    except NotFound as error:
+        raise click.ClickException(str(error)) from error
+    if found is None:
+        raise click.ClickException(f"no contact name is offered to person {person_id}")
+    return found.name
+
+
+def _apply_contacts(engine: Engine, action, person_id: int, name: str, *args) -> None:
+    from ex_app.people.operations import ANYONE, NotFound
+
+    try:
+        with engine.sessions.begin() as session:
+            action(session, person_id, name, ANYONE, *args)
+    except NotFound as error:
+        raise click.ClickException(str(error)) from error

@@ -206,3 +206,47 @@ class SinkTag(Base):
 
     remote_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     tag: Mapped[str] = mapped_column(String(128), primary_key=True)
+
+
+class ContactBook(Base):
+    """An address book whose contact photos may name persons: one of a Nextcloud user's
+    CardDAV address books (its href), or a .vcf file imported on the command line (its path,
+    owner None). ``sync_token`` is the book's as last read, ``embedder`` the one its faces
+    were embedded with: the book is read again when either changes."""
+
+    __tablename__ = "contact_books"
+    __table_args__ = (UniqueConstraint("owner", "location"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    owner: Mapped[str | None] = mapped_column(String(64), index=True)
+    location: Mapped[str] = mapped_column(Text)
+    sync_token: Mapped[str] = mapped_column(Text)
+    embedder: Mapped[str] = mapped_column(String(16))
+    read_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    faces: Mapped[list["ContactFace"]] = relationship(cascade="all, delete-orphan")
+
+
+class ContactFace(Base):
+    """The one clear face of a contact's photo, embedded, with the contact's name."""
+
+    __tablename__ = "contact_faces"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    book_id: Mapped[int] = mapped_column(
+        ForeignKey("contact_books.id", ondelete="CASCADE"), index=True
+    )
+    uid: Mapped[str] = mapped_column(Text)
+    name: Mapped[str] = mapped_column(Text)
+    embedding: Mapped[bytes] = mapped_column(LargeBinary)  # 128 float32
+
+
+class ContactRejection(Base):
+    """The user said this person is not the contact of that name: never suggested again."""
+
+    __tablename__ = "contact_rejections"
+
+    person_id: Mapped[int] = mapped_column(
+        ForeignKey("persons.id", ondelete="CASCADE"), primary_key=True
+    )
+    name: Mapped[str] = mapped_column(Text, primary_key=True)

@@ -8,9 +8,14 @@ from xml.etree import ElementTree
 
 from starlette.responses import Response
 
+# The prefixes Nextcloud's DAV server declares on every answer, in its order (sabre's xml
+# service with the CalDAV and CardDAV plugins' namespaces: cal, cs, card).
 NAMESPACES = {
     "DAV:": "d",
     "http://sabredav.org/ns": "s",
+    "urn:ietf:params:xml:ns:caldav": "cal",
+    "http://calendarserver.org/ns/": "cs",
+    "urn:ietf:params:xml:ns:carddav": "card",
     "http://owncloud.org/ns": "oc",
     "http://nextcloud.org/ns": "nc",
     "http://open-collaboration-services.org/ns": "ocs",

@@ -14,6 +14,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from .carddav import CardDav
 from .davxml import DavError
 from .declarative import DeclarativeSettingsApi
 from .ocs import (
@@ -82,7 +83,7 @@ def _claimed_user(headers: dict[str, str]) -> str:
 def build_app(state: NextcloudState, proxy: AppApiProxy | None = None) -> ASGIApp:
     """The Starlette app serving OCS and WebDAV over ``state``, and AppAPI's proxy when given."""
     routes = OcsApi(state).routes() + FilesDav(state).routes() + SystemTagsDav(state).routes()
-    routes += DeclarativeSettingsApi(state).routes()
+    routes += DeclarativeSettingsApi(state).routes() + CardDav(state).routes()
     routes += proxy.routes_for_server() if proxy else []
     routes += [Route(f"/ocs/v{v}.php/{{rest:path}}", unknown_ocs_route, methods=["GET", "POST", "PUT", "DELETE"])
                for v in (1, 2)]

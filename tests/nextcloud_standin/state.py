@@ -13,6 +13,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from .addressbooks import AddressBooks
 from .releases import Release, release_of
 
 INSTANCE_ID = "ocstandin01"
@@ -145,6 +146,7 @@ class NextcloudState:
         self.request_headers: list[dict[str, str]] = []  # their headers, lower-cased names, same order
         self.faults = Faults()
         self.disabled_apps: set[str] = set()  # shipped apps an admin disabled (occ app:disable)
+        self.address_books = AddressBooks(self.lock)  # CardDAV (carddav.py)
         self._ids = itertools.count(100)
 
     @property
