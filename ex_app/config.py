@@ -156,6 +156,14 @@ class Settings(BaseSettings):
     # How often users' choices (personal settings) are read again from Nextcloud; 0: every cycle.
     user_choice_refresh_seconds: float = Field(default=300, ge=0)
 
+    # Names from contacts (ex_app/people/contacts.py): each user's own address books are read
+    # when the People page asks, at most every contacts_refresh_seconds, and only books whose
+    # sync token changed; a person whose faces match a contact's photo is offered its name.
+    # contact_distance: None is the embedder's value measured by bench/contacts_quality.py.
+    contacts_enabled: bool = True
+    contact_distance: float | None = Field(default=None, gt=0)
+    contacts_refresh_seconds: float = Field(default=300, ge=0)
+
     # Queue and workers (README: "Workers and other machines"). The queue carries "analyze
     # these files" messages; the tasks table stays the truth about each file's state.
     queue_url: str | None = None  # default: SQLite in data_dir; redis://HOST:PORT/DB for hosts

@@ -25,6 +25,7 @@ from ex_app.models.store import ModelUnavailable
 from ex_app.web import personal_settings
 from ex_app.web.access import AppApiAccess
 from ex_app.web.admin_settings import FORM_ID, settings_form
+from ex_app.web.contacts import router as contacts_router
 from ex_app.web.people import mount_assets, register_page, unregister_page
 from ex_app.web.people import router as people_router
 from ex_app.web.routes import FILE_EVENTS, FILE_EVENTS_ROUTE, FILES_ACTION_ROUTE, router
@@ -183,6 +184,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.include_router(router)
     app.include_router(people_router)
+    app.include_router(contacts_router)
     mount_assets(app)
     return app
 

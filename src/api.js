@@ -45,4 +45,7 @@ export const api = {
 	remove: (faceId) => post(`/api/people/faces/${faceId}/remove`),
 	distinct: (personId, otherId) => post('/api/people/distinct', { person_id: personId, other_id: otherId }),
 	undo: () => post('/api/people/undo'),
+	contactSuggestions: () => get('/api/people/contacts/suggestions'),
+	acceptContact: (personId, name) => post(`/api/people/contacts/suggestions/${personId}/accept`, { name }),
+	rejectContact: (personId, name) => post(`/api/people/contacts/suggestions/${personId}/reject`, { name }),
 }

@@ -1,0 +1,119 @@
+"""The People page's routes for names from contacts: the names offered to the signed-in
+user's persons, and the user's answer to each ("Is this Ann Smith?": yes or no).
+
+Asking for the offers first reads the user's own address books over CardDAV, as that user
+(:mod:`ex_app.work.contacts`: at most every ``contacts_refresh_seconds``, and only books
+whose sync token changed); when Nextcloud cannot be read, the offers come from what was
+read before. Another user's person ids answer 404.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import asdict
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Request
+from fastapi import Path as FastApiPath
+from nc_py_api import AsyncNextcloudApp, NextcloudException
+from pydantic import BaseModel, Field
+
+from ex_app.engine import Engine
+from ex_app.models.store import ModelUnavailable
+from ex_app.people import contacts
+from ex_app.people.clustering import QualityGate
+from ex_app.people.operations import NotFound
+from ex_app.sources.contacts import ContactsError
+from ex_app.web.access import signed_in_user
+from ex_app.work.contacts import read_nextcloud_contacts
+
+log = logging.getLogger(__name__)
+router = APIRouter(prefix="/api/people/contacts")
+PathId = Annotated[int, FastApiPath(ge=1, le=2**63 - 1)]
+
+
+class ContactsReader:
+    """When each user's address books were last read; one read per user at a time."""
+
+    def __init__(self) -> None:
+        self.read_at: dict[str, float] = {}
+        self.locks: dict[str, asyncio.Lock] = {}
+
+    async def refresh(self, engine: Engine, user: str) -> None:
+        lock = self.locks.setdefault(user, asyncio.Lock())
+        async with lock:
+            if time.monotonic() - self.read_at.get(user, -1e18) < engine.settings.contacts_refresh_seconds:
+                return
+            s = engine.settings
+            gate = QualityGate.from_settings(s)
+
+            def embed(photo: bytes):
+                return contacts.contact_face(
+                    engine.pipeline.face_analyzer, gate, photo, s.max_image_side, s.max_image_pixels
+                )
+
+            try:
+                await read_nextcloud_contacts(
+                    engine.sessions, AsyncNextcloudApp(user=user), user, embed, s.face_embedder
+                )
+            except (NextcloudException, ContactsError, ModelUnavailable) as error:
+                log.warning("the address books of %s could not be read: %s", user, error)
+                return
+            self.read_at[user] = time.monotonic()
+
+
+def _reader(request: Request) -> ContactsReader:
+    state = request.app.state
+    if not hasattr(state, "contacts_reader"):
+        state.contacts_reader = ContactsReader()
+    return state.contacts_reader
+
+
+def _engine(request: Request) -> Engine:
+    return request.app.state.service.current_engine
+
+
+@router.get("/suggestions")
+async def suggestions(request: Request) -> dict:
+    """The contact name offered to each of the user's unnamed persons, nearest first."""
+    owner = signed_in_user(request)
+    engine = _engine(request)
+    settings = engine.settings
+    if not settings.contacts_enabled:
+        return {"suggestions": []}
+    await _reader(request).refresh(engine, owner)
+    with engine.sessions() as session:
+        found = contacts.suggest_names(session, owner, settings.face_embedder, settings.contact_distance)
+    return {"suggestions": [asdict(s) for s in found]}
+
+
+class AnswerBody(BaseModel):
+    name: str = Field(min_length=1, max_length=1000)  # the name the page showed
+
+
+@router.post("/suggestions/{person_id}/accept")
+def accept(request: Request, person_id: PathId, body: AnswerBody) -> dict:
+    """Name the person with the name offered to it (404 when it is not offered that name)."""
+    owner = signed_in_user(request)
+    engine = _engine(request)
+    try:
+        with engine.sessions.begin() as session:
+            contacts.accept(session, person_id, body.name, owner, engine.settings.face_embedder,
+                            engine.settings.contact_distance)
+    except NotFound as error:
+        raise HTTPException(status_code=404, detail=str(error)) from None
+    return {"person_id": person_id, "name": body.name}
+
+
+@router.post("/suggestions/{person_id}/reject")
+def reject(request: Request, person_id: PathId, body: AnswerBody) -> dict:
+    """The person is not that contact: the name is never offered to it again."""
+    owner = signed_in_user(request)
+    try:
+        with _engine(request).sessions.begin() as session:
+            contacts.reject(session, person_id, body.name, owner)
+    except NotFound as error:
+        raise HTTPException(status_code=404, detail=str(error)) from None
+    return {}
