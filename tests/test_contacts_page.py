@@ -30,6 +30,7 @@ from ex_app.engine import Engine
 from ex_app.sources.nextcloud import NextcloudSource
 from ex_app.store import schema
 from ex_app.web import people
+from ex_app.web.personal_settings import ANALYZE
 from ex_app.work.nextcloud_scan import busy, sync_nextcloud, worker_fetcher
 
 FACES = SHARED_DATA / "faces"
@@ -95,15 +96,19 @@ def stack(library, tmp_path):
         yield running
 
 
+def reports(stack) -> list[tuple[str, str]]:
+    return [(path, user) for method, path, user in stack.state.requests if method == "REPORT"]
+
+
 def test_the_routes_offer_names_read_over_carddav_only_to_their_user(stack):
+    before = len(reports(stack))
     offered = stack.call("GET", SUGGESTIONS, "alice")
     assert offered.status_code == 200
     expected = {identity_person(stack, identity): name for identity, name in NAMES.items()}
     assert {s["person_id"]: s["name"] for s in offered.json()["suggestions"]} == expected
-    reports = [p for m, p, user in stack.state.requests if m == "REPORT" and user == "alice"]
-    assert reports == ["/remote.php/dav/addressbooks/users/alice/contacts/"]
+    assert reports(stack)[before:] == [("/remote.php/dav/addressbooks/users/alice/contacts/", "alice")]
     stack.call("GET", SUGGESTIONS, "alice")  # read at most every contacts_refresh_seconds
-    assert len([m for m, *_ in stack.state.requests if m == "REPORT"]) == 1
+    assert len(reports(stack)) == before + 1
 
     assert stack.call("GET", SUGGESTIONS, "bob").json() == {"suggestions": []}
     ann = identity_person(stack, "Vladimir_Putin")
@@ -115,6 +120,12 @@ def test_the_routes_offer_names_read_over_carddav_only_to_their_user(stack):
     assert stack.call("GET", SUGGESTIONS, "").status_code == 401
     with stack.engine.sessions() as session:
         assert session.get(schema.Person, ann).name is None  # nothing named without alice
+
+    stack.state.preferences[("alice", ANALYZE)] = ("0", 0)  # alice opts out: no offers
+    try:
+        assert stack.call("GET", SUGGESTIONS, "alice").json() == {"suggestions": []}
+    finally:
+        del stack.state.preferences[("alice", ANALYZE)]
 
 
 def test_the_person_card_asks_is_this_ann_smith(browser, stack):

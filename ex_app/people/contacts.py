@@ -28,7 +28,7 @@ from ex_app.store import contacts as store
 # The largest distance between a contact's face and a person's nearest prototype at which
 # the contact's name is offered, per embedder; and the least ratio by which a contact of
 # another name must lie farther. Measured by bench/contacts_quality.py (bench/README.md).
-CONTACT_DISTANCES = {"sface": 0.9, "dlib": 0.45}
+CONTACT_DISTANCES = {"sface": 0.9, "dlib": 0.4}
 CONTACT_MARGIN = 1.1
 
 

@@ -3,8 +3,8 @@ user's persons, and the user's answer to each ("Is this Ann Smith?": yes or no).
 
 Asking for the offers first reads the user's own address books over CardDAV, as that user
 (:mod:`ex_app.work.contacts`: at most every ``contacts_refresh_seconds``, and only books
-whose sync token changed); when Nextcloud cannot be read, the offers come from what was
-read before. Another user's person ids answer 404.
+whose sync token changed), unless the user opted out of analysis; when Nextcloud cannot be
+read, the offers come from what was read before. Another user's person ids answer 404.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from ex_app.people.clustering import QualityGate
 from ex_app.people.operations import NotFound
 from ex_app.sources.contacts import ContactsError
 from ex_app.web.access import signed_in_user
+from ex_app.web.personal_settings import user_choice
 from ex_app.work.contacts import read_nextcloud_contacts
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,8 @@ class ContactsReader:
         self.read_at: dict[str, float] = {}
         self.locks: dict[str, asyncio.Lock] = {}
 
-    async def refresh(self, engine: Engine, user: str) -> None:
+    async def refresh(self, engine: Engine, nc: AsyncNextcloudApp, user: str) -> None:
+        """Read user's changed address books (nc acts as user) unless read lately."""
         lock = self.locks.setdefault(user, asyncio.Lock())
         async with lock:
             if time.monotonic() - self.read_at.get(user, -1e18) < engine.settings.contacts_refresh_seconds:
@@ -55,9 +57,7 @@ class ContactsReader:
                 )
 
             try:
-                await read_nextcloud_contacts(
-                    engine.sessions, AsyncNextcloudApp(user=user), user, embed, s.face_embedder
-                )
+                await read_nextcloud_contacts(engine.sessions, nc, user, embed, s.face_embedder)
             except (NextcloudException, ContactsError, ModelUnavailable) as error:
                 log.warning("the address books of %s could not be read: %s", user, error)
                 return
@@ -83,7 +83,10 @@ async def suggestions(request: Request) -> dict:
     settings = engine.settings
     if not settings.contacts_enabled:
         return {"suggestions": []}
-    await _reader(request).refresh(engine, owner)
+    nc = AsyncNextcloudApp(user=owner)
+    if not (await user_choice(nc, settings.users_enabled_by_default)).enabled:
+        return {"suggestions": []}
+    await _reader(request).refresh(engine, nc, owner)
     with engine.sessions() as session:
         found = contacts.suggest_names(session, owner, settings.face_embedder, settings.contact_distance)
     return {"suggestions": [asdict(s) for s in found]}
