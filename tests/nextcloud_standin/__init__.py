@@ -18,7 +18,7 @@ Use it from a test module::
 Modules: ``releases`` (what differs per release), ``state`` (everything the server knows, thread-safe,
 inspectable), ``declarative`` (the settings app's declarative forms API), ``server`` (the ASGI app,
 faults, ``BackgroundServer`` that also serves an ExApp), ``ocs`` (OCS envelopes and endpoints),
-``webdav`` (files), ``systemtags``, ``davxml`` (sabre-style XML), ``auth`` (AppAPI both ways),
+``webdav`` (files), ``carddav`` and ``addressbooks`` (contacts), ``systemtags``, ``davxml`` (sabre-style XML), ``auth`` (AppAPI both ways),
 ``webhook_events`` (calls webhook_listeners makes to the ExApp), ``proxy`` (AppAPI's proxy to the
 ExApp's routes, per AppAPI release: ``nextcloud.proxy``), ``fixture``.
 """
