@@ -14,7 +14,7 @@ from xml.etree import ElementTree
 import httpx
 import pytest
 from conftest import SHARED_DATA, SHARED_MODELS, run_cli
-from nc_py_api import AsyncNextcloudApp
+from nc_py_api import AsyncNextcloudApp, NextcloudException
 from nextcloud_standin.carddav import addressbook_query, vcard
 from sqlalchemy import select
 
@@ -138,6 +138,13 @@ def test_only_the_users_own_books_are_read_with_photos_of_both_versions(env):
     for identity, name in NAMES.items():
         assert by_name[name].photo == photo(identity, CONTACT_PHOTO)
     assert by_name["Eve Nophoto"].photo is None
+
+    async def bobs():  # alice's client cannot list bob's address books
+        await source.address_books(AsyncNextcloudApp(user="alice"), "bob")
+
+    with pytest.raises(NextcloudException) as refused:
+        asyncio.run(bobs())
+    assert refused.value.status_code == 404
 
 
 def test_vcards_of_each_version_and_broken_photos(tmp_path):

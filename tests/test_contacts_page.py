@@ -151,3 +151,10 @@ def test_the_person_card_asks_is_this_ann_smith(browser, stack):
         assert session.get(schema.Person, ann).name == "Ann Smith"
         assert session.get(schema.Person, bob).name is None
     assert errors_of(page) == [] and errors_of(again) == []
+
+
+def test_address_books_that_cannot_be_read_leave_the_page_working(stack):
+    stack.state.fail_next(1, 503, "/remote.php/dav/addressbooks/")  # Nextcloud in maintenance
+    answer = stack.call("GET", SUGGESTIONS, "alice")
+    assert answer.status_code == 200 and answer.json() == {"suggestions": []}  # nothing read yet
+    assert len(stack.call("GET", SUGGESTIONS, "alice").json()["suggestions"]) == len(NAMES)
