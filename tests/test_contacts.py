@@ -8,7 +8,6 @@ import asyncio
 import base64
 import shutil
 from collections import Counter
-from pathlib import Path
 from xml.etree import ElementTree
 
 import httpx

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from dataclasses import asdict
 from typing import Annotated
@@ -36,11 +37,13 @@ PathId = Annotated[int, FastApiPath(ge=1, le=2**63 - 1)]
 
 
 class ContactsReader:
-    """When each user's address books were last read; one read per user at a time."""
+    """When each user's address books were last read; one read per user at a time, and one
+    photo in the face analyzer at a time (its OpenCV detector is not shared between threads)."""
 
     def __init__(self) -> None:
         self.read_at: dict[str, float] = {}
         self.locks: dict[str, asyncio.Lock] = {}
+        self.analyzer_lock = threading.Lock()
 
     async def refresh(self, engine: Engine, nc: AsyncNextcloudApp, user: str) -> None:
         """Read user's changed address books (nc acts as user) unless read lately."""
@@ -52,9 +55,10 @@ class ContactsReader:
             gate = QualityGate.from_settings(s)
 
             def embed(photo: bytes):
-                return contacts.contact_face(
-                    engine.pipeline.face_analyzer, gate, photo, s.max_image_side, s.max_image_pixels
-                )
+                with self.analyzer_lock:
+                    return contacts.contact_face(
+                        engine.pipeline.face_analyzer, gate, photo, s.max_image_side, s.max_image_pixels
+                    )
 
             try:
                 await read_nextcloud_contacts(engine.sessions, nc, user, embed, s.face_embedder)
