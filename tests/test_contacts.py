@@ -25,6 +25,7 @@ from ex_app.people.operations import NotFound
 from ex_app.sources import contacts as source
 from ex_app.store import schema
 from ex_app.work.contacts import read_nextcloud_contacts
+from ex_app.work.nextcloud_scan import delete_face_data
 from ex_app.work.scan import process_pending, sync_folder
 
 FACES = SHARED_DATA / "faces"
@@ -220,6 +221,10 @@ def test_contacts_name_the_matching_persons_and_nothing_else(env, library):
     assert offered == expected  # the stranger's person gets no name; bob's and the system's never used
     with library.sessions() as session:
         assert all(p.name is None for p in session.scalars(select(schema.Person)))  # nobody named yet
+
+    delete_face_data(library.sessions, "alice")  # alice opts out and asks for her face data gone
+    with library.sessions() as session:
+        assert session.scalars(select(schema.ContactFace)).all() == []
 
 
 def test_a_book_is_read_again_only_when_its_sync_token_changes(env, library):

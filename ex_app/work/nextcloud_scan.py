@@ -355,8 +355,8 @@ def _at_path(query, user: str, path: str):
 
 
 def delete_face_data(sessions: sessionmaker[Session], user: str) -> set[int]:
-    """Delete the faces found in user's files, the tags they gave and the persons they
-    made; returns the stored ids of the files that had faces. The files keep their other
+    """Delete the faces found in user's files, the tags they gave, the persons they made
+    and the faces of the user's contacts; returns the stored ids of the files that had faces. The files keep their other
     results; their face-finding tasks go, so faces are found again only once the user opts
     back in and the crawl queues them."""
     users_files = (
@@ -391,6 +391,8 @@ def delete_face_data(sessions: sessionmaker[Session], user: str) -> set[int]:
                 (schema.Person.owner == user) | schema.Person.id.in_(persons - still_used)
             )
         )
+        # the faces of the user's contacts too (read again from the address books on return)
+        session.execute(delete(schema.ContactBook).where(schema.ContactBook.owner == user))
         return had_faces
 
 
