@@ -198,8 +198,8 @@ def crawl_child(send: bool) -> None:
 
     from ex_app.config import Settings
     from ex_app.engine import Engine
-    from ex_app.sources.nextcloud import NextcloudSource
-    from ex_app.work.nextcloud_scan import sync_nextcloud
+    from ex_app.sources.nextcloud import NextcloudSource, NextcloudUsers
+    from ex_app.sources.sync import sync
     from ex_app.work.queue import BACKLOG
 
     engine = Engine(Settings())
@@ -215,7 +215,7 @@ def crawl_child(send: bool) -> None:
     async def crawl():
         users = sorted(await AsyncNextcloudApp().users_list())
         source = NextcloudSource(engine.settings.max_download_bytes)
-        return await sync_nextcloud(engine.sessions, source, users, engine.pipeline, on_chunk)
+        return await sync(engine.sessions, NextcloudUsers(source, users), engine.pipeline, on_chunk)
 
     engine.pipeline  # noqa: B018 (built before timing)
     event.listen(engine.sessions.kw["bind"], "before_cursor_execute", count)

@@ -18,7 +18,7 @@ import click
 
 if TYPE_CHECKING:  # the heavy libraries load in the commands that use them: --help is quick
     from ex_app.engine import Engine
-    from ex_app.work.worker import FileFetcher
+    from ex_app.sources.fetch import FileFetcher
 
 DISK_ERRORS = ("disk I/O error", "database or disk is full", "No space left")
 STOP_REQUEST = "recognize.stop"  # ctx.meta key: a SIGTERM that came while a worker started
@@ -98,9 +98,8 @@ def scan(engine: Engine, folder: Path, progress: bool | None, queue_only: bool, 
     from tqdm import tqdm
 
     from ex_app.models.store import ModelUnavailable
-    from ex_app.work.queue import REQUEST
     from ex_app.media.kinds import media_kind
-    from ex_app.work.scan import sync_folder
+    from ex_app.work.queue import REQUEST
 
     only = None
     if not folder.is_dir():
@@ -109,7 +108,7 @@ def scan(engine: Engine, folder: Path, progress: bool | None, queue_only: bool, 
         folder, only = folder.absolute().parent, folder.name
     if urgent:
         sent: set[int] = set()
-        root_id, sync = sync_folder(engine.sessions, folder, engine.pipeline, sent.update, only)
+        root_id, sync = engine.sync_local(folder, sent.update, only)
         count = engine.queue.enqueue_files(engine.sessions, sent, REQUEST)
         engine.queue.enqueue_pending(engine.sessions, root_id, skip=sent)  # left from before
         click.echo(f"{sync.added} new, {sync.changed} changed; {count} files sent first")
@@ -161,8 +160,10 @@ def worker(engine: Engine, exit_when_done: bool) -> None:
     Runs at low CPU and I/O priority, within the host's CPU budget, holding back in quiet
     hours and while paused. [env: RECOGNIZE_QUEUE_URL, RECOGNIZE_DATABASE_URL]
     """
+    from ex_app.sources.fetch import worker_fetcher
+    from ex_app.work import worker as _libraries  # noqa: F401 (loaded before the memory cap,
+    # which is for the models and the files: a library mapped under it fails to load)
     from ex_app.work.neighbour import lift_memory_cap, lower_priorities
-    from ex_app.work.nextcloud_scan import worker_fetcher
 
     stop = click.get_current_context().meta[STOP_REQUEST]
     lower_priorities(engine.settings)
@@ -179,11 +180,8 @@ def worker(engine: Engine, exit_when_done: bool) -> None:
 
 def _work(engine: Engine, fetcher: FileFetcher, exit_when_done: bool, stop: threading.Event) -> None:
     """The worker's run, with its fetcher; ``stop``: SIGTERM came while it started."""
-    from sqlalchemy import func, select
-
     from ex_app.models.store import ModelUnavailable
-    from ex_app.store import schema
-    from ex_app.store.schema import TaskStatus
+    from ex_app.store.files import work_left
 
     if stop.is_set():
         from ex_app.work.claims import worker_name
@@ -196,16 +194,7 @@ def _work(engine: Engine, fetcher: FileFetcher, exit_when_done: bool, stop: thre
         runner.stopping.set()
 
     def done() -> bool:
-        with engine.sessions() as session:
-            return not session.scalar(
-                select(func.count(schema.Task.id))
-                .join(schema.File)
-                .join(schema.Root)
-                .where(
-                    schema.Task.status == TaskStatus.PENDING,
-                    schema.Root.source.in_(runner.processor.fetcher.sources),
-                )
-            )
+        return not work_left(engine.sessions, sources=runner.processor.fetcher.sources)
 
     try:
         processed = runner.run(until=done if exit_when_done else None)
@@ -257,14 +246,13 @@ def export(engine: Engine, as_json: bool, root: Path | None) -> None:
     from ex_app.people.clustering import QualityGate
     from ex_app.sinks.json_export import export_results
     from ex_app.store import schema
-    from ex_app.work.scan import LOCAL_SOURCE
 
     with engine.sessions() as session:
         root_id = None
         if root is not None:
             root_id = session.scalar(
                 select(schema.Root.id).where(
-                    schema.Root.source == LOCAL_SOURCE,
+                    schema.Root.source == schema.Source.LOCAL,
                     schema.Root.location == str(root.resolve()),
                 )
             )
@@ -387,7 +375,7 @@ def face_thumbnail(engine: Engine, face_id: int, size: int) -> None:
     """Print the path of a cached square thumbnail of the face."""
     from ex_app.media.errors import MediaError
     from ex_app.people import thumbnails
-    from ex_app.work.scan import local_file
+    from ex_app.sources.local import local_file
 
     with engine.sessions() as session:
         try:
@@ -476,7 +464,7 @@ def stats(engine: Engine, as_json: bool) -> None:
 @click.pass_obj
 def progress(engine: Engine, as_json: bool, per_user: bool) -> None:
     """Work done and left per analyzer, recent throughput and time left; then per user."""
-    from ex_app.work.progress import measure_progress, measure_user_progress
+    from ex_app.store.progress import measure_progress, measure_user_progress
 
     with engine.sessions() as session:
         now = datetime.now(UTC)

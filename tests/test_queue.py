@@ -417,40 +417,31 @@ def test_a_claim_of_another_host_goes_back_to_the_queue_only_when_its_lease_ran_
 
 def test_a_worker_leaves_the_files_of_a_source_it_cannot_fetch_to_another(tmp_path, shared_data):
     from ex_app.media.kinds import MediaKind
-    from ex_app.work.scan import (
-        SyncReport,
-        find_or_create_root,
-        queue_tasks,
-        record_file,
-    )
-    from ex_app.work.worker import LocalFetcher
+    from ex_app.sources.local import LocalFetcher
+    from ex_app.sources.nextcloud import NextcloudFile, NextcloudSource, NextcloudUsers
+    from ex_app.store.files import record_files
 
-    class Found:  # a file a Nextcloud crawl found
-        path, kind, size, mtime_ns = "Photos/cat.jpg", MediaKind.IMAGE, 1000, 1
-
+    found = NextcloudFile("alice", "Photos/cat.jpg", 42, MediaKind.IMAGE, 1000, 1, "1")  # by a crawl
     tree = photo_tree(tmp_path / "tree", shared_data, 3)
     engine = engine_for(tmp_path / "state")
-    with engine.sessions.begin() as session:
-        root_id = find_or_create_root(session, "nextcloud", "alice")
-        record_file(session, root_id, Found(), "etag:1", SyncReport())
-        session.flush()
-        queue_tasks(session, root_id, engine.pipeline)
-    engine.queue.enqueue_pending(engine.sessions, root_id)  # first in the queue
+    source = NextcloudUsers(NextcloudSource(1 << 20), ["alice"])
+    recorded = record_files(engine.sessions, source, [found], engine.pipeline)
+    engine.queue.enqueue_files(engine.sessions, recorded.fresh)  # first in the queue
     engine.scan(tree, wait=False)
 
     worker = engine.worker(LocalFetcher())
     assert worker.run(until=lambda: engine.queue.backlog()[0] == 0) == 3
     by_source = {}
     for t in tasks(tmp_path / "state"):
-        by_source.setdefault(t["path"] == Found.path, set()).add((t["status"], t["attempts"], t["lease_until"]))
+        by_source.setdefault(t["path"] == found.path, set()).add((t["status"], t["attempts"], t["lease_until"]))
     assert by_source == {False: {("done", 1, None)}, True: {("pending", 0, None)}}
     assert engine.queue.backlog() == (0, 1)  # waiting in the schedule for a Nextcloud worker
 
 
 def test_the_walk_sends_files_in_chunks_before_it_ends(tmp_path, shared_data, monkeypatch):
-    from ex_app.work import scan
+    from ex_app.sources import sync
 
-    monkeypatch.setattr(scan, "SYNC_CHUNK", 5)
+    monkeypatch.setattr(sync, "CHUNK", 5)
     tree = photo_tree(tmp_path / "tree", shared_data, 12)
     engine = engine_for(tmp_path / "state")
     seen = []
@@ -460,7 +451,7 @@ def test_the_walk_sends_files_in_chunks_before_it_ends(tmp_path, shared_data, mo
         with engine.sessions() as session:
             seen.append((len(file_ids), session.query(schema.File).count(), engine.queue.backlog()[0]))
 
-    scan.sync_folder(engine.sessions, tree, engine.pipeline, chunk)
+    engine.sync_local(tree, chunk)
     assert seen == [(5, 5, 2), (5, 10, 4), (2, 12, 5)]  # 4 files a message (FAST)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from enum import StrEnum
 
 from sqlalchemy import (
     BigInteger,
@@ -28,8 +29,15 @@ class Base(DeclarativeBase):
     pass
 
 
+class Source(StrEnum):
+    """Where a root's files come from (the roots table's ``source``)."""
+
+    LOCAL = "local"  # a folder on this machine; the root's location is its absolute path
+    NEXTCLOUD = "nextcloud"  # a Nextcloud user's files; the location is the user id
+
+
 class Root(Base):
-    """A scanned tree: a local folder, or later a Nextcloud user's files."""
+    """A scanned tree: a local folder, or a Nextcloud user's files."""
 
     __tablename__ = "roots"
     __table_args__ = (UniqueConstraint("source", "location"),)

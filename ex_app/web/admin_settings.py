@@ -17,7 +17,7 @@ from nc_py_api.ex_app.ui.settings import SettingsField, SettingsFieldType, Setti
 from pydantic import ValidationError
 
 from ex_app.config import Settings
-from ex_app.work.progress import AnalyzerProgress
+from ex_app.store.progress import AnalyzerProgress
 
 log = logging.getLogger(__name__)
 

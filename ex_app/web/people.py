@@ -32,12 +32,11 @@ from ex_app.people.clustering import QualityGate
 from ex_app.people.distances import face_distances
 from ex_app.people.operations import NotFound
 from ex_app.people.undo import Snapshot
-from ex_app.sources.nextcloud import NextcloudFile, NextcloudSource, TooLarge
+from ex_app.sources.nextcloud import NextcloudFile, NextcloudSource, TooLarge, stored_file
 from ex_app.store import schema
 from ex_app.web.access import has_dot_segment, signed_in_user
 from ex_app.web.personal_settings import ANALYZE, DELETE_FACES, user_choice
-from ex_app.work.nextcloud_scan import stored_file
-from ex_app.work.progress import measure_user_progress
+from ex_app.store.progress import measure_user_progress
 
 router = APIRouter(prefix="/api/people")
 
@@ -381,7 +380,7 @@ async def _with_download(
     engine.settings.cache_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=engine.settings.cache_dir) as folder:
         try:
-            local = await source.download(file, Path(folder))
+            local = await source.download(file.user, file.path, Path(folder), file.size)
             return await asyncio.to_thread(make, local)
         except NextcloudExceptionNotFound:
             raise HTTPException(status_code=404, detail="the photo is gone") from None

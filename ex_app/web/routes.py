@@ -16,7 +16,7 @@ from pydantic import BaseModel
 
 from ex_app.web.access import is_admin, signed_in_user
 from ex_app.work.nextcloud_service import OptedOut, RecognizeService
-from ex_app.work.progress import measure_progress, measure_user_progress
+from ex_app.store.progress import measure_progress, measure_user_progress
 
 router = APIRouter(prefix="/api")
 

@@ -33,28 +33,25 @@ from ex_app.config import Settings
 from ex_app.engine import Engine
 from ex_app.sinks.nextcloud_notifications import FilesRequest, notify, request_summary
 from ex_app.sinks.nextcloud_tags import NextcloudTagSink
-from ex_app.sources.nextcloud import NextcloudFile, NextcloudSource
+from ex_app.sources.nextcloud import NextcloudFile, NextcloudSource, NextcloudUsers, stored_file
+from ex_app.sources.sync import sync
 from ex_app.store import schema
-from ex_app.web.admin_settings import admin_settings, settings_form
-from ex_app.web.personal_settings import UserChoice, user_choice
-from ex_app.work.nextcloud_scan import (
-    NEXTCLOUD_SOURCE,
-    busy,
-    delete_face_data,
+from ex_app.store.files import (
+    SyncReport,
     delete_files,
     finished_count,
     finished_since,
     move_files,
     record_files,
-    retag,
-    stored_file,
-    sync_nextcloud,
-    unfinished,
     withdraw_pending,
+    work_left,
 )
-from ex_app.work.progress import measure_progress
+from ex_app.store.progress import measure_progress
+from ex_app.store.results import delete_face_data, file_tags
+from ex_app.store.schema import Source
+from ex_app.web.admin_settings import admin_settings, settings_form
+from ex_app.web.personal_settings import UserChoice, user_choice
 from ex_app.work.queue import BACKLOG, NEW, REQUEST
-from ex_app.work.scan import SyncReport
 from ex_app.work.schedule import in_quiet_hours
 
 log = logging.getLogger(__name__)
@@ -251,8 +248,8 @@ class RecognizeService:
                 def send(fresh: list[int]) -> None:  # each chunk as the walk goes on
                     engine.queue.enqueue_files(engine.sessions, fresh, BACKLOG)
 
-                crawling = asyncio.create_task(sync_nextcloud(
-                    engine.sessions, self.source, users if crawl else returning,
+                crawling = asyncio.create_task(sync(
+                    engine.sessions, NextcloudUsers(self.source, users if crawl else returning),
                     engine.pipeline, on_chunk=send,
                 ))  # fmt: skip
             try:  # what the workers finish is tagged while the walk goes on
@@ -260,7 +257,7 @@ class RecognizeService:
             finally:
                 if crawling is not None and not crawling.done():
                     crawling.cancel()
-            sync = crawling.result() if crawling is not None and crawl else None
+            synced = crawling.result() if crawling is not None and crawl else None
             processed = finished_count(engine.sessions, started)
             regroup = processed or self._regroup_due
             self._regroup_due = False
@@ -274,7 +271,7 @@ class RecognizeService:
                 progress = measure_progress(session)
             await AsyncNextcloudApp().ui.settings.register_form(settings_form(self.base, progress))
             return CycleReport(
-                sync=sync, processed=processed, persons=persons, opted_out=len(everyone) - len(users)
+                sync=synced, processed=processed, persons=persons, opted_out=len(everyone) - len(users)
             )
 
     async def _follow_workers(
@@ -284,7 +281,7 @@ class RecognizeService:
         users: tag what they finish, tell users whose requests are done."""
         while True:
             walking = crawling is not None and not crawling.done()
-            working = busy(engine.sessions, users)  # before tagging: the last file gets tagged
+            working = work_left(engine.sessions, users=users, ready_only=True)  # before tagging: the last file gets tagged
             self._untagged.update(self._newly_finished(engine))
             await self._retag(engine, dict(self._untagged))
             await self._notify_finished_requests(engine)
@@ -303,13 +300,13 @@ class RecognizeService:
         reaches TAG_OVERLAP back, for a worker whose commit came after a later one's."""
         finished = finished_since(engine.sessions, self._tagged_until - TAG_OVERLAP)
         new = {
-            file_id: file
-            for file_id, (file, at) in finished.items()
+            file_id: stored_file(user, row)
+            for file_id, (row, user, at) in finished.items()
             if self._tagged.get(file_id, datetime.min.replace(tzinfo=UTC)) < at
         }
-        self._tagged.update({file_id: at for file_id, (_file, at) in finished.items()})
+        self._tagged.update({file_id: at for file_id, (_row, _user, at) in finished.items()})
         if finished:
-            self._tagged_until = max(self._tagged_until, *(at for _file, at in finished.values()))
+            self._tagged_until = max(self._tagged_until, *(at for *_file, at in finished.values()))
         horizon = self._tagged_until - TAG_OVERLAP
         self._tagged = {file_id: at for file_id, at in self._tagged.items() if at >= horizon}
         return new
@@ -325,7 +322,7 @@ class RecognizeService:
         if not (await self._read_choice(engine, user)).enabled:
             raise OptedOut(f"{user} opted out of Recognize in their personal settings")
         found = [file for path in paths for file in await self.source.media_at(user, path)]
-        recorded = record_files(engine.sessions, found, engine.pipeline)
+        recorded = record_files(engine.sessions, NextcloudUsers(self.source, [user]), found, engine.pipeline)
         if request and recorded.remote_ids:
             self.requests.append(FilesRequest(user, frozenset(recorded.remote_ids)))
         await asyncio.to_thread(
@@ -360,7 +357,7 @@ class RecognizeService:
                     select(schema.File.id)
                     .join(schema.Root)
                     .join(schema.Face)
-                    .where(schema.Root.source == NEXTCLOUD_SOURCE)
+                    .where(schema.Root.source == Source.NEXTCLOUD)
                     .distinct()
                 )
             )
@@ -381,7 +378,9 @@ class RecognizeService:
         names = engine.settings.person_names_as_tags
         for file_id, file in files.items():
             try:
-                await retag(engine.sessions, self.source, self.sink, file_id, file, names)
+                with engine.sessions() as session:
+                    tags = file_tags(session, file_id, names)
+                await self.sink.apply(self.source.client(file.user), file.file_id, tags)
             except Exception as error:  # noqa: BLE001 (Nextcloud away: the next look tries again)
                 log.warning("tagging %s of %s failed: %s", file.path, file.user, error)
                 self._untagged[file_id] = file
@@ -391,7 +390,7 @@ class RecognizeService:
     async def _notify_finished_requests(self, engine: Engine) -> None:
         """Tell each user whose Files menu request has no work left what was found."""
         for request in list(self.requests):
-            if unfinished(engine.sessions, request.remote_ids):
+            if work_left(engine.sessions, remote_ids=request.remote_ids):
                 continue
             subject, message = request_summary(engine.sessions, request.remote_ids)
             await notify(AsyncNextcloudApp(user=request.user), subject, message)

@@ -1,12 +1,9 @@
 """Workers: take messages off the queue, claim each file, fetch, analyze, record.
 
-The steps that differ between sources are two small pluggable parts:
-
-- a :class:`FileFetcher` gives a local path for a claimed file (a local root: the file
-  itself; Nextcloud: a download to a temporary file) and raises :class:`TransientError`
-  for failures that may pass (a 5xx answer, a lost connection);
-- an :data:`AfterRecorded` hook runs after a file's outcome is committed (Nextcloud: set
-  its tags).
+What differs between sources is the fetcher (:mod:`ex_app.sources.fetch`): it gives a local
+path for a claimed file (a local root: the file itself; Nextcloud: a download to a temporary
+file) and raises :class:`TransientError` for failures that may pass (a 5xx answer, a lost
+connection). An :data:`AfterRecorded` hook runs after a file's outcome is committed.
 
 A worker hands back, untouched, the files of sources its fetcher does not know (they wait
 for a worker that does), so local scans and Nextcloud work can share one queue.
@@ -23,12 +20,11 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable, Collection, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Protocol
 
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -36,47 +32,17 @@ from sqlalchemy.orm import Session, sessionmaker
 from ex_app.config import Settings
 from ex_app.media.errors import MediaError
 from ex_app.models.store import ModelUnavailable
+from ex_app.sources.fetch import FileFetcher, TransientError
+from ex_app.store.files import pending_files
+from ex_app.store.reembed import stored_faces
 from ex_app.work import claims
 from ex_app.work.claims import ClaimedFile
 from ex_app.work.neighbour import CpuBudget, FileTimeLimit, cpu_budget, time_limit
 from ex_app.work.pipeline import EMBEDDINGS, FileAnalysis, Pipeline, StoredFace
 from ex_app.work.queue import WorkQueue
-from ex_app.work.reembed import stored_faces
-from ex_app.work.scan import LOCAL_SOURCE
 from ex_app.work.schedule import in_quiet_hours
 
 log = logging.getLogger(__name__)
-
-
-class TransientError(Exception):
-    """A failure that may pass: the file is tried again later."""
-
-
-class FileFetcher(Protocol):
-    """Makes a claimed file available on local disk for the time of its analysis."""
-
-    sources: Collection[str]  # the root sources it can fetch from ("local", "nextcloud")
-
-    def fetch(self, file: ClaimedFile) -> AbstractContextManager[Path]: ...
-
-    def close(self) -> None:
-        """Let go of what fetching holds (connections, an event loop); called once, at the end."""
-
-
-class LocalFetcher:
-    """Files of local roots are analyzed where they are."""
-
-    sources = (LOCAL_SOURCE,)
-
-    @contextmanager
-    def fetch(self, file: ClaimedFile) -> Iterator[Path]:
-        path = file.local_path
-        if not path.exists():
-            raise TransientError(f"{path} is not there (moved, or its disk is away)")
-        yield path
-
-    def close(self) -> None:
-        pass  # holds nothing
 
 
 @dataclass
@@ -213,6 +179,31 @@ def _nothing() -> Iterator[None]:
 
 def _reason(error: Exception) -> str:
     return str(error) if isinstance(error, TransientError) else f"{type(error).__name__}: {error}"
+
+
+def process_pending(
+    sessions: sessionmaker[Session],
+    root_id: int,
+    pipeline: Pipeline,
+    fetcher: FileFetcher,
+    on_planned: Callable[[int], None] = lambda count: None,
+    on_file_done: Callable[[str], None] = lambda path: None,
+) -> int:
+    """Analyze every pending file of the root in this process, without the queue and its
+    retries; returns how many files were processed."""
+    processor = FileProcessor(sessions, pipeline, fetcher)
+    with sessions() as session:
+        work = pending_files(session, root_id)
+    on_planned(len(work))
+    processed = 0
+    for file_id, path, _ in work:
+        claimed = processor.claim(file_id)
+        if claimed is None:
+            continue
+        if processor.process(claimed).recorded:
+            processed += 1
+            on_file_done(path)
+    return processed
 
 
 class Worker:
