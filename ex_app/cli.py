@@ -160,10 +160,9 @@ def worker(engine: Engine, exit_when_done: bool) -> None:
     Runs at low CPU and I/O priority, within the host's CPU budget, holding back in quiet
     hours and while paused. [env: RECOGNIZE_QUEUE_URL, RECOGNIZE_DATABASE_URL]
     """
-    from ex_app.sources.fetch import worker_fetcher
-    from ex_app.work import worker as _libraries  # noqa: F401 (loaded before the memory cap,
-    # which is for the models and the files: a library mapped under it fails to load)
     from ex_app.work.neighbour import lift_memory_cap, lower_priorities
+    from ex_app.work.worker import worker_fetcher  # with the libraries: loaded before the
+    # memory cap, which is for the models and the files (a library mapped under it fails)
 
     stop = click.get_current_context().meta[STOP_REQUEST]
     lower_priorities(engine.settings)

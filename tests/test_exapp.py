@@ -30,7 +30,6 @@ from ex_app.engine import Engine
 from ex_app.main import FILES_ACTION_NAME, create_app
 from ex_app.media.kinds import MediaKind
 from ex_app.people import operations
-from ex_app.sources.fetch import worker_fetcher
 from ex_app.sources.nextcloud import (
     NextcloudFile,
     NextcloudSource,
@@ -44,7 +43,7 @@ from ex_app.store.files import SyncReport, record_files
 from ex_app.web import personal_settings
 from ex_app.web.admin_settings import FORM_ID
 from ex_app.work.schedule import in_quiet_hours
-from ex_app.work.worker import FileProcessor
+from ex_app.work.worker import FileProcessor, worker_fetcher
 
 FACE = SHARED_DATA / "faces" / "Al_Gore" / "lfw_Al_Gore_0004.jpg"
 OTHER_FACE = SHARED_DATA / "faces" / "group" / "dlib_2008_001322.jpg"

@@ -54,13 +54,13 @@ from ex_app.config import Settings
 from ex_app.engine import Engine
 from ex_app.main import create_app
 from ex_app.people import operations
-from ex_app.sources.fetch import worker_fetcher
 from ex_app.sources.nextcloud import NextcloudSource, NextcloudUsers
 from ex_app.sources.sync import sync
 from ex_app.store import schema
 from ex_app.store.files import work_left
 from ex_app.store.schema import TaskStatus
 from ex_app.web import people
+from ex_app.work.worker import worker_fetcher
 
 CHROMIUM = "/usr/bin/chromium"
 SCREENSHOTS = REPO / "build" / "screenshots" / "people"

@@ -7,13 +7,11 @@ file that cannot be had (too large, :class:`FileGone`, forbidden).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Collection
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Protocol
 
-from ex_app.config import Settings
 from ex_app.media.errors import MediaError
 
 
@@ -58,15 +56,3 @@ class SourcesFetcher:
         for fetcher in set(self._by_source.values()):
             fetcher.close()
 
-
-def worker_fetcher(settings: Settings) -> FileFetcher:
-    """What a worker process fetches with: local files, and Nextcloud's when this process has
-    AppAPI's credentials (the ExApp's container, or a machine given the same variables)."""
-    from ex_app.sources.local import LocalFetcher
-
-    fetchers: list[FileFetcher] = [LocalFetcher()]
-    if os.environ.get("NEXTCLOUD_URL") and os.environ.get("APP_SECRET"):
-        from ex_app.sources.nextcloud import NextcloudFetcher  # nc_py_api: only where used
-
-        fetchers.append(NextcloudFetcher(settings.max_download_bytes))
-    return SourcesFetcher(*fetchers)

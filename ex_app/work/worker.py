@@ -17,6 +17,7 @@ a doubling delay, and dead-lettered after ``max_attempts``.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 import time
@@ -32,7 +33,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from ex_app.config import Settings
 from ex_app.media.errors import MediaError
 from ex_app.models.store import ModelUnavailable
-from ex_app.sources.fetch import FileFetcher, TransientError
+from ex_app.sources.fetch import FileFetcher, SourcesFetcher, TransientError
+from ex_app.sources.local import LocalFetcher
 from ex_app.store.files import pending_files
 from ex_app.store.reembed import stored_faces
 from ex_app.work import claims
@@ -179,6 +181,17 @@ def _nothing() -> Iterator[None]:
 
 def _reason(error: Exception) -> str:
     return str(error) if isinstance(error, TransientError) else f"{type(error).__name__}: {error}"
+
+
+def worker_fetcher(settings: Settings) -> FileFetcher:
+    """What a worker process fetches with: local files, and Nextcloud's when this process has
+    AppAPI's credentials (the ExApp's container, or a machine given the same variables)."""
+    fetchers: list[FileFetcher] = [LocalFetcher()]
+    if os.environ.get("NEXTCLOUD_URL") and os.environ.get("APP_SECRET"):
+        from ex_app.sources.nextcloud import NextcloudFetcher  # nc_py_api: only where used
+
+        fetchers.append(NextcloudFetcher(settings.max_download_bytes))
+    return SourcesFetcher(*fetchers)
 
 
 def process_pending(
