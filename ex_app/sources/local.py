@@ -88,7 +88,7 @@ def content_hash(path: Path) -> str:
 
 
 class LocalSource:
-    """A local folder, or one file in it (``only``: its path there), for :func:`~ex_app.sources.sync.sync`.
+    """A local folder, or one file in it (``only``: its path there), as a source to sync.
 
     The content fingerprint is the sha256 of the bytes, read only when a file's size or
     modification time differ from the stored ones.

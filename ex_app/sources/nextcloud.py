@@ -187,7 +187,8 @@ class NextcloudSource:
         past the cap (at once when ``size``, the stored size, is over it)."""
         if size > self.max_download_bytes:
             raise TooLarge(f"{size} bytes, more than the {self.max_download_bytes} allowed")
-        with tempfile.NamedTemporaryFile("wb", dir=folder, suffix=Path(path).suffix, delete=False) as stream:
+        suffix = Path(path).suffix
+        with tempfile.NamedTemporaryFile("wb", dir=folder, suffix=suffix, delete=False) as stream:
             target = Path(stream.name)
             try:
                 await self.client(user).files.download2stream(

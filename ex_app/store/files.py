@@ -154,7 +154,8 @@ def record_files(
         by_remote: dict[int, StoredFile] = {}
         remote = [item.remote_id for item in items.values() if item.remote_id is not None]
         if remote:
-            for known in _stored_with_tasks(session, source.name, schema.File.remote_id.in_(remote)).values():
+            where = schema.File.remote_id.in_(remote)
+            for known in _stored_with_tasks(session, source.name, where).values():
                 by_remote.setdefault(known.remote_id, known)
         unknown = [item for item in items.values() if item.remote_id not in by_remote]
         by_path = _stored_at_paths(session, source.name, unknown)
@@ -213,7 +214,9 @@ def record_files(
             for analyzer in pipeline.enabled_analyzers(MediaKind(kind)):
                 status, model = tasks.get(analyzer, (None, None))
                 if status is None:
-                    inserts.append({"file_id": file_id, "analyzer": analyzer, "model_version": version(analyzer)})
+                    inserts.append(
+                        {"file_id": file_id, "analyzer": analyzer, "model_version": version(analyzer)}
+                    )
                     work = True
                 elif status == TaskStatus.DONE and model != version(analyzer):
                     session.execute(

@@ -281,7 +281,8 @@ class RecognizeService:
         users: tag what they finish, tell users whose requests are done."""
         while True:
             walking = crawling is not None and not crawling.done()
-            working = work_left(engine.sessions, users=users, ready_only=True)  # before tagging: the last file gets tagged
+            # before tagging: the last file gets tagged
+            working = work_left(engine.sessions, users=users, ready_only=True)
             self._untagged.update(self._newly_finished(engine))
             await self._retag(engine, dict(self._untagged))
             await self._notify_finished_requests(engine)
@@ -322,7 +323,8 @@ class RecognizeService:
         if not (await self._read_choice(engine, user)).enabled:
             raise OptedOut(f"{user} opted out of Recognize in their personal settings")
         found = [file for path in paths for file in await self.source.media_at(user, path)]
-        recorded = record_files(engine.sessions, NextcloudUsers(self.source, [user]), found, engine.pipeline)
+        source = NextcloudUsers(self.source, [user])
+        recorded = record_files(engine.sessions, source, found, engine.pipeline)
         if request and recorded.remote_ids:
             self.requests.append(FilesRequest(user, frozenset(recorded.remote_ids)))
         await asyncio.to_thread(
