@@ -69,9 +69,3 @@ class NextcloudTagSink:
             self._tag_ids[name] = (await nc.files.tag_by_name(name)).tag_id
         return self._tag_ids[name]
 
-
-def forget_files(session: Session, remote_ids: Iterable[int]) -> None:
-    """Drop the record of tags on Nextcloud files that are gone."""
-    ids = list(remote_ids)
-    if ids:
-        session.execute(delete(schema.SinkTag).where(schema.SinkTag.remote_id.in_(ids)))
