@@ -88,7 +88,7 @@ from ex_app.analyzers.faces import EMBEDDERS, Face, FaceAnalyzer
 from ex_app.config import Settings
 from ex_app.models.manifest import load_manifest
 from ex_app.models.store import ModelStore
-from ex_app.work.pipeline import load_face_embedder
+from ex_app.analyzers.pipeline import load_face_embedder
 from ex_app.people.clustering import (
     UNASSIGNED,
     ClusterParams,

@@ -175,8 +175,8 @@ def our_analyzer(
     from ex_app.config import MANIFEST_PATH, Settings
     from ex_app.models.manifest import load_manifest
     from ex_app.models.store import ModelStore
-    from ex_app.work.pipeline import FACES as FACE_ANALYZER
-    from ex_app.work.pipeline import Pipeline, analyzer_models
+    from ex_app.analyzers.pipeline import FACES as FACE_ANALYZER
+    from ex_app.analyzers.pipeline import Pipeline, analyzer_models
 
     settings = Settings(data_dir=data_dir, threads=threads, face_embedder=embedder)
     store = ModelStore(settings.models_dir, load_manifest(MANIFEST_PATH), settings.model_mirror)

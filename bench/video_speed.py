@@ -33,7 +33,7 @@ from ex_app.models.manifest import load_manifest
 from ex_app.models.runtime import open_session
 from ex_app.models.store import ModelStore
 from ex_app.people.distances import face_distances
-from ex_app.work.pipeline import load_face_embedder
+from ex_app.analyzers.pipeline import load_face_embedder
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 FACES = SHARED / "data" / "faces"

@@ -518,7 +518,7 @@ def reset(engine: Engine, everything: bool, faces: bool, clusters: bool, errors:
     from ex_app.store import schema
     from ex_app.store.schema import TaskStatus
     from ex_app.work.claims import revive_dead
-    from ex_app.work.pipeline import FACES
+    from ex_app.analyzers.pipeline import FACES
 
     if not (everything or faces or clusters or errors):
         raise click.UsageError("say what to reset: --all, --faces, --clusters or --errors")
@@ -576,7 +576,7 @@ def models_fetch(engine: Engine, names: tuple[str, ...]) -> None:
     from tqdm import tqdm
 
     from ex_app.models.store import ModelUnavailable
-    from ex_app.work.pipeline import ANALYZER_MODELS, optional_models
+    from ex_app.analyzers.pipeline import ANALYZER_MODELS, optional_models
 
     manifest = engine.models.manifest
     optional = optional_models()

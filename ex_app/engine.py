@@ -24,7 +24,7 @@ from ex_app.store.schema import TaskStatus
 
 if TYPE_CHECKING:  # the analyzers' libraries load when work is done: commands that only
     # read the store start quickly
-    from ex_app.work.pipeline import Pipeline
+    from ex_app.analyzers.pipeline import Pipeline
     from ex_app.work.queue import WorkQueue
     from ex_app.work.scan import SyncReport
     from ex_app.work.worker import AfterRecorded, FileFetcher, Worker
@@ -60,7 +60,7 @@ class Engine:
 
     @cached_property
     def pipeline(self) -> Pipeline:
-        from ex_app.work.pipeline import Pipeline
+        from ex_app.analyzers.pipeline import Pipeline
 
         return Pipeline(self.settings, self.models)
 
@@ -95,7 +95,7 @@ class Engine:
         """Fetch the enabled analyzers' models (the store lets one process of the host fetch
         each); a model that cannot be had is only logged here (optional ones may be missing)."""
         from ex_app.media.kinds import MediaKind
-        from ex_app.work.pipeline import analyzer_models
+        from ex_app.analyzers.pipeline import analyzer_models
 
         names = sorted(
             {

@@ -29,7 +29,7 @@ from ex_app.web.people import mount_assets, register_page, unregister_page
 from ex_app.web.people import router as people_router
 from ex_app.web.routes import FILE_EVENTS, FILE_EVENTS_ROUTE, FILES_ACTION_ROUTE, router
 from ex_app.work.nextcloud_service import RecognizeService
-from ex_app.work.pipeline import ANALYZER_MODELS, analyzer_models, optional_models
+from ex_app.analyzers.pipeline import ANALYZER_MODELS, analyzer_models, optional_models
 
 log = logging.getLogger(__name__)
 

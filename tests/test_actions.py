@@ -32,7 +32,7 @@ from ex_app.models.manifest import load_manifest
 from ex_app.models.quantization import softmax
 from ex_app.models.store import ModelStore, file_sha256
 from ex_app.tagging.rules import TagRules
-from ex_app.work.pipeline import ACTIONS, PLACES, VIDEO, Pipeline
+from ex_app.analyzers.pipeline import ACTIONS, PLACES, VIDEO, Pipeline
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 LABELS = Path(__file__).resolve().parent / "data" / "kinetics_600_labels.txt"
@@ -169,7 +169,7 @@ def test_the_pipeline_skips_actions_without_the_model_and_tags_them_with_it(
     assert Pipeline(settings.model_copy(update={"actions_enabled": False}), ModelStore(
         tmp_path / "off", load_manifest())).enabled_analyzers(MediaKind.VIDEO) == (VIDEO, PLACES)
     empty = ModelStore(tmp_path / "empty", load_manifest())
-    with caplog.at_level(logging.INFO, logger="ex_app.work.pipeline"):
+    with caplog.at_level(logging.INFO, logger="ex_app.analyzers.pipeline"):
         skipping = Pipeline(settings, empty)
         assert skipping.enabled_analyzers(MediaKind.VIDEO) == (VIDEO, PLACES)
         assert skipping.enabled_analyzers(MediaKind.VIDEO) == (VIDEO, PLACES)

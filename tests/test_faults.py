@@ -27,7 +27,7 @@ from test_scan import _canonical
 from ex_app.config import Settings
 from ex_app.models.manifest import load_manifest
 from ex_app.models.store import ModelStore, file_sha256
-from ex_app.work.pipeline import ANALYZER_MODELS
+from ex_app.analyzers.pipeline import ANALYZER_MODELS
 
 SCAN_ENV = {"RECOGNIZE_MUSIC_ENABLED": "0", "RECOGNIZE_VIDEO_ENABLED": "0",
             "RECOGNIZE_PLACES_ENABLED": "0"}

@@ -34,7 +34,7 @@ from ex_app.media.kinds import MediaKind
 from ex_app.models.manifest import load_manifest
 from ex_app.models.quantization import dequantize, quantize
 from ex_app.models.store import ModelStore
-from ex_app.work.pipeline import FACES, LANDMARKS, OBJECTS, PLACES, Pipeline
+from ex_app.analyzers.pipeline import FACES, LANDMARKS, OBJECTS, PLACES, Pipeline
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 CASTLE = SHARED / "data" / "images" / "n02980441_castle.JPEG"
@@ -172,7 +172,7 @@ def test_landmarks_run_on_architecture_only_and_in_the_country_s_region(tmp_path
 
 
 def test_landmarks_are_skipped_without_a_model_of_an_enabled_region(tmp_path, landmark_store, caplog):
-    with caplog.at_level(logging.INFO, logger="ex_app.work.pipeline"):
+    with caplog.at_level(logging.INFO, logger="ex_app.analyzers.pipeline"):
         africa_only = Pipeline(landmark_settings(tmp_path, landmark_regions=["africa"]), landmark_store)
         assert LANDMARKS not in africa_only.enabled_analyzers(MediaKind.IMAGE)
         nothing_here = Pipeline(landmark_settings(tmp_path),

@@ -19,7 +19,7 @@ from ex_app.people import operations
 from ex_app.store import schema
 from ex_app.store.database import MIGRATIONS_DIR, create_database_engine
 from ex_app.store.schema import TaskStatus
-from ex_app.work.pipeline import EMBEDDINGS, FACES
+from ex_app.analyzers.pipeline import EMBEDDINGS, FACES
 from test_people import copy_photos
 
 DLIB_ERA_FACES_VERSION = "ebafce4e+c4b1e980+428471a7"  # YuNet + dlib landmarks + dlib ResNet

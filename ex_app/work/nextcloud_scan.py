@@ -34,7 +34,7 @@ from ex_app.sources.nextcloud import NextcloudFile, NextcloudSource, TooLarge
 from ex_app.store import schema
 from ex_app.store.schema import TaskStatus
 from ex_app.work.claims import ClaimedFile
-from ex_app.work.pipeline import FACE_FINDING_ANALYZERS, FACES, Pipeline
+from ex_app.analyzers.pipeline import FACE_FINDING_ANALYZERS, FACES, Pipeline
 from ex_app.work.scan import SyncReport, find_or_create_root
 from ex_app.work.worker import FileFetcher, LocalFetcher, TransientError
 

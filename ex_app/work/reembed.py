@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 from ex_app.media.kinds import MediaKind
 from ex_app.store import schema
 from ex_app.store.schema import TaskStatus
-from ex_app.work.pipeline import EMBEDDINGS, FACES, VIDEO, Pipeline, StoredFace
+from ex_app.analyzers.pipeline import EMBEDDINGS, FACES, VIDEO, Pipeline, StoredFace
 
 
 def files_to_reembed(session: Session, embedder: str) -> list[tuple[int, str]]:

@@ -39,7 +39,7 @@ from ex_app.models.store import ModelUnavailable
 from ex_app.work import claims
 from ex_app.work.claims import ClaimedFile
 from ex_app.work.neighbour import CpuBudget, FileTimeLimit, cpu_budget, time_limit
-from ex_app.work.pipeline import EMBEDDINGS, FileAnalysis, Pipeline, StoredFace
+from ex_app.analyzers.pipeline import EMBEDDINGS, FileAnalysis, Pipeline, StoredFace
 from ex_app.work.queue import WorkQueue
 from ex_app.work.reembed import stored_faces
 from ex_app.work.scan import LOCAL_SOURCE
