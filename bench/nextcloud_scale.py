@@ -214,7 +214,7 @@ def crawl_child(send: bool) -> None:
 
     async def crawl():
         users = sorted(await AsyncNextcloudApp().users_list())
-        source = NextcloudSource(engine.settings.max_download_bytes)
+        source = NextcloudSource(engine.settings.nextcloud.max_download_bytes)
         return await sync_nextcloud(engine.sessions, source, users, engine.pipeline, on_chunk)
 
     engine.pipeline  # noqa: B018 (built before timing)

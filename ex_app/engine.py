@@ -94,18 +94,12 @@ class Engine:
     def fetch_models(self) -> None:
         """Fetch the enabled analyzers' models (the store lets one process of the host fetch
         each); a model that cannot be had is only logged here (optional ones may be missing)."""
+        from ex_app.analyzers.registry import BY_NAME, needed_models
         from ex_app.media.kinds import MediaKind
-        from ex_app.analyzers.pipeline import analyzer_models
 
-        names = sorted(
-            {
-                name
-                for kind in MediaKind
-                for analyzer in self.pipeline.enabled_analyzers(kind)
-                for name in analyzer_models(analyzer, self.settings.face_embedder)
-            }
-        )
-        for name in names:
+        analyzers = {name for kind in MediaKind for name in self.pipeline.enabled_analyzers(kind)}
+        required, optional = needed_models(self.settings, [BY_NAME[name] for name in analyzers])
+        for name in sorted(required + optional):
             try:
                 self.models.fetch(name)
             except ModelUnavailable as error:  # an analysis that needs it stops the worker
@@ -186,11 +180,11 @@ class Engine:
 
         params = ClusterParams.from_settings(self.settings)
         gate = QualityGate.from_settings(self.settings)
-        embedder = self.settings.face_embedder
+        embedder = self.settings.faces.embedder
         with self.sessions.begin() as session:
             if full is None:
                 faces = session.scalar(select(func.count(schema.Face.id)))
-                full = faces <= self.settings.face_full_regroup_limit
+                full = faces <= self.settings.faces.full_regroup_limit
             group = regroup_all if full else update_persons
             return group(session, params, gate, embedder, waiting=waiting_files(embedder))
 
@@ -200,14 +194,14 @@ class Engine:
         from ex_app.work.queue import BACKLOG
         from ex_app.work.reembed import plan_reembedding
 
-        if not self.settings.faces_enabled:
+        if not self.settings.faces.enabled:
             return 0
         with self.sessions.begin() as session:
-            file_ids = plan_reembedding(session, self.pipeline, self.settings.face_embedder)
+            file_ids = plan_reembedding(session, self.pipeline, self.settings.faces.embedder)
         if file_ids:
             log.info(
                 "%d files hold faces of another embedder than %s: embedding them again",
-                len(file_ids), self.settings.face_embedder,
+                len(file_ids), self.settings.faces.embedder,
             )
             self.queue.enqueue_files(self.sessions, file_ids, BACKLOG)
         return len(file_ids)

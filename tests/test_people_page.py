@@ -243,7 +243,7 @@ def library(tmp_path_factory) -> Iterator[Library]:
     engine = Engine(settings)
 
     async def crawl() -> None:
-        source = NextcloudSource(settings.max_download_bytes)
+        source = NextcloudSource(settings.nextcloud.max_download_bytes)
         await sync_nextcloud(engine.sessions, source, ["alice", "bob"], engine.pipeline)
 
     def analyze() -> None:  # as a worker of the ExApp does, in this process

@@ -187,7 +187,7 @@ def test_the_engine_setting_reaches_a_started_process(tmp_path):
         "import sys\n"
         "from ex_app.config import Settings\n"
         "from ex_app.models.runtime import EngineUnavailable, open_session\n"
-        f"try: open_session({str(EFFICIENTNET)!r}, engine=Settings().inference_engine)\n"
+        f"try: open_session({str(EFFICIENTNET)!r}, engine=Settings().inference.engine)\n"
         "except EngineUnavailable as error: print('refused:', error)\n"
         "print('onnxruntime imported:', 'onnxruntime' in sys.modules)\n"
     )

@@ -34,7 +34,8 @@ from ex_app.sources.nextcloud import NextcloudFile, NextcloudSource, TooLarge
 from ex_app.store import schema
 from ex_app.store.schema import TaskStatus
 from ex_app.work.claims import ClaimedFile
-from ex_app.analyzers.pipeline import FACE_FINDING_ANALYZERS, FACES, Pipeline
+from ex_app.analyzers.pipeline import Pipeline
+from ex_app.analyzers.registry import FACE_FINDING_ANALYZERS, FACES
 from ex_app.work.scan import SyncReport, find_or_create_root
 from ex_app.work.worker import FileFetcher, LocalFetcher, TransientError
 
@@ -558,7 +559,7 @@ def worker_fetcher(settings: Settings) -> FileFetcher:
     AppAPI's credentials (the ExApp's container, or a machine given the same variables)."""
     fetchers: list[FileFetcher] = [LocalFetcher()]
     if os.environ.get("NEXTCLOUD_URL") and os.environ.get("APP_SECRET"):
-        fetchers.append(NextcloudFetcher(settings.max_download_bytes))
+        fetchers.append(NextcloudFetcher(settings.nextcloud.max_download_bytes))
     return SourcesFetcher(*fetchers)
 
 

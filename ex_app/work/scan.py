@@ -22,13 +22,8 @@ from ex_app.media.kinds import MediaKind
 from ex_app.sources.local import SourceFile, one_local_file, walk_local
 from ex_app.store import schema
 from ex_app.store.schema import TaskStatus, utcnow
-from ex_app.analyzers.pipeline import (
-    EMBEDDINGS,
-    FACE_FINDING_ANALYZERS,
-    LABELLING_ANALYZERS,
-    FileAnalysis,
-    Pipeline,
-)
+from ex_app.analyzers.pipeline import FileAnalysis, Pipeline
+from ex_app.analyzers.registry import EMBEDDINGS, FACE_FINDING_ANALYZERS, LABELLING_ANALYZERS
 
 log = logging.getLogger(__name__)
 

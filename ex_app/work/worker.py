@@ -39,7 +39,8 @@ from ex_app.models.store import ModelUnavailable
 from ex_app.work import claims
 from ex_app.work.claims import ClaimedFile
 from ex_app.work.neighbour import CpuBudget, FileTimeLimit, cpu_budget, time_limit
-from ex_app.analyzers.pipeline import EMBEDDINGS, FileAnalysis, Pipeline, StoredFace
+from ex_app.analyzers.pipeline import FileAnalysis, Pipeline, StoredFace
+from ex_app.analyzers.registry import EMBEDDINGS
 from ex_app.work.queue import WorkQueue
 from ex_app.work.reembed import stored_faces
 from ex_app.work.scan import LOCAL_SOURCE
@@ -141,10 +142,10 @@ class FileProcessor:
             sessions,
             pipeline,
             fetcher,
-            lease=timedelta(seconds=settings.lease_seconds),
-            time_limit_seconds=settings.file_time_limit_seconds,
-            max_attempts=settings.max_attempts,
-            retry_delay=settings.retry_delay_seconds,
+            lease=timedelta(seconds=settings.queue.lease_seconds),
+            time_limit_seconds=settings.queue.file_time_limit_seconds,
+            max_attempts=settings.queue.max_attempts,
+            retry_delay=settings.queue.retry_delay_seconds,
             cpu=cpu_budget(settings),
             after_recorded=after_recorded,
         )
@@ -254,7 +255,7 @@ class Worker:
         """Why work waits now ("paused", "quiet hours"), or None."""
         if not self.obey_schedule:
             return None
-        if in_quiet_hours(self.settings.quiet_hours, datetime.now()):
+        if in_quiet_hours(self.settings.worker.quiet_hours, datetime.now()):
             return "quiet hours"
         if self.queue.paused:
             return "paused"
@@ -271,8 +272,8 @@ class Worker:
                 if self._step(until):
                     break
             except Exception:  # the backend away, or a bug: the worker stays up
-                log.exception("worker %s: trying again in %g s", self.name, self.settings.idle_poll_seconds)
-                self.stopping.wait(self.settings.idle_poll_seconds)
+                log.exception("worker %s: trying again in %g s", self.name, self.settings.queue.idle_poll_seconds)
+                self.stopping.wait(self.settings.queue.idle_poll_seconds)
         log.info("worker %s stopped after %d files", self.name, self.processed)
         if self.fatal is not None:
             raise self.fatal
@@ -285,11 +286,11 @@ class Worker:
             log.warning("worker %s: %s", self.name, reason or "working")
             self._held_back = reason
         if reason:
-            self.stopping.wait(self.settings.idle_poll_seconds)
+            self.stopping.wait(self.settings.queue.idle_poll_seconds)
             return False
         if time.monotonic() >= self._next_requeue:
             self.queue.requeue_lost(self.processor.sessions)
-            self._next_requeue = time.monotonic() + self.settings.requeue_interval_seconds
+            self._next_requeue = time.monotonic() + self.settings.queue.requeue_interval_seconds
         self.queue.move_due_retries()
         message = self.queue.take()
         if message is not None:
@@ -301,7 +302,7 @@ class Worker:
         if not self.queue.blocking:  # the Redis backend already waited in take()
             self.queue.sent.clear()
             self.queue.sent.wait(self._idle)
-            self._idle = min(self._idle * 2, self.settings.idle_poll_seconds)
+            self._idle = min(self._idle * 2, self.settings.queue.idle_poll_seconds)
         return False
 
     def _run_batch(self, file_ids: list[int], priority: int) -> None:
@@ -316,7 +317,7 @@ class Worker:
                 continue  # done, or held by another worker
             if claimed.source not in self.processor.fetcher.sources:  # for another worker
                 self.processor.release(claimed)
-                self.queue.send([file_id], priority, delay=self.settings.idle_poll_seconds)
+                self.queue.send([file_id], priority, delay=self.settings.queue.idle_poll_seconds)
                 continue
             try:
                 processed = self.processor.process(claimed)
