@@ -19,12 +19,7 @@ from typing import Any, Literal, get_args
 
 import platformdirs
 from pydantic import BaseModel, Field, model_validator
-from pydantic.fields import FieldInfo
-from pydantic_settings import (
-    BaseSettings,
-    PydanticBaseSettingsSource,
-    SettingsConfigDict,
-)
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 log = logging.getLogger(__name__)
 
@@ -84,8 +79,6 @@ class FacesSettings(AnalyzerSection):
 
 
 class ObjectsSettings(AnalyzerSection):
-    """Objects and scenes."""
-
     top_k: int = Field(default=5, ge=1)
     min_score: float = Field(default=0.05, ge=0, le=1)
 
@@ -100,8 +93,6 @@ class PlacesSettings(AnalyzerSection):
 
 
 class MusicSettings(AnalyzerSection):
-    """Music genres (musicnn)."""
-
     top_k: int = Field(default=10, ge=1)  # musicnn labels kept per song (tags: genres.yml)
     max_patches: int = Field(default=16, ge=1)  # 3-s patches judged per song, spread over it
     max_seconds: float = Field(default=1200, gt=0)  # audio decoded per song, from its start
@@ -173,7 +164,7 @@ class ImagesSettings(BaseModel):
 
 
 class NextcloudSettings(BaseModel):
-    """The ExApp (Nextcloud): how it works through the users' files."""
+    """The ExApp: how it works through the Nextcloud users' files."""
 
     jobs: int = Field(default=1, ge=1)  # files downloaded at once (analysis: one at a time)
     person_names_as_tags: bool = False  # named persons also become tags on their photos
@@ -205,7 +196,7 @@ class QueueSettings(BaseModel):
 
 
 class WorkerSettings(BaseModel):
-    """A worker process: how it shares the machine."""
+    """How a worker process shares the machine."""
 
     cpu_budget: int | None = Field(default=None, ge=1)  # threads for all workers of a host; None: half the cores
     nice: int = Field(default=10, ge=0, le=19)  # CPU priority of a worker process
@@ -231,38 +222,7 @@ _OLD_PREFIXES = {
 }
 
 
-def nest_flat_names(values: dict[str, Any]) -> dict[str, Any]:
-    """values with each flat name moved into its section (where it wins over the section's)."""
-    nested = {key: value for key, value in values.items() if key not in FLAT_NAMES}
-    for flat in values.keys() & FLAT_NAMES.keys():
-        section, field = FLAT_NAMES[flat]
-        current = nested.get(section) or {}
-        current = current.model_dump() if isinstance(current, BaseModel) else dict(current)
-        nested[section] = current | {field: values[flat]}
-    return nested
-
-
-_WARNED: set[str] = set()
-
-
-class FlatEnvironment(PydanticBaseSettingsSource):
-    """The flat ``RECOGNIZE_*`` variables of the release before, each named once in the log."""
-
-    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
-        return None, field_name, False
-
-    def __call__(self) -> dict[str, Any]:
-        found = {}
-        for flat, (section, field) in FLAT_NAMES.items():
-            value = os.environ.get(f"RECOGNIZE_{flat.upper()}")
-            if value is None:
-                continue
-            new = f"RECOGNIZE_{section.upper()}__{field.upper()}"
-            if flat not in _WARNED:
-                _WARNED.add(flat)
-                log.warning("RECOGNIZE_%s is deprecated: it is read as %s", flat.upper(), new)
-            found[flat] = json.loads(value) if value.lstrip().startswith("[") else value
-        return nest_flat_names(found)
+_WARNED: set[str] = set()  # flat variables named in the log already
 
 
 class Settings(BaseSettings):
@@ -291,19 +251,30 @@ class Settings(BaseSettings):
     queue: QueueSettings = QueueSettings()
     worker: WorkerSettings = WorkerSettings()
 
-    @classmethod
-    def settings_customise_sources(
-        cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings, env_settings, FlatEnvironment(settings_cls), dotenv_settings,
-                file_secret_settings)
-
     @model_validator(mode="before")
     @classmethod
-    def _flat_keywords(cls, values: Any) -> Any:
-        return nest_flat_names(values) if isinstance(values, dict) else values
+    def _flat_names(cls, values: Any) -> Any:
+        """Flat keywords win over their section's field; a flat variable counts where neither
+        a keyword nor a section's variable set the field, with a line naming the new name."""
+        if not isinstance(values, dict):
+            return values
+        values = dict(values)
+        for flat, (section, field) in FLAT_NAMES.items():
+            variable = os.environ.get(f"RECOGNIZE_{flat.upper()}")
+            if flat not in values and variable is None:
+                continue
+            part = values.get(section) or {}
+            part = part.model_dump() if isinstance(part, BaseModel) else dict(part)
+            if flat in values:
+                part[field] = values.pop(flat)
+            elif field not in part:
+                part[field] = json.loads(variable) if variable.startswith("[") else variable
+                if flat not in _WARNED:
+                    _WARNED.add(flat)
+                    log.warning("RECOGNIZE_%s is deprecated: it is read as RECOGNIZE_%s__%s",
+                                flat.upper(), section.upper(), field.upper())
+            values[section] = part
+        return values
 
     @model_validator(mode="after")
     def _resolve_paths(self) -> Settings:

