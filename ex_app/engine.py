@@ -92,14 +92,12 @@ class Engine:
         )
 
     def fetch_models(self) -> None:
-        """Fetch the enabled analyzers' models (the store lets one process of the host fetch
-        each); a model that cannot be had is only logged here (optional ones may be missing)."""
-        from ex_app.analyzers.registry import BY_NAME, needed_models
-        from ex_app.media.kinds import MediaKind
+        """Fetch the models the enabled analyzers need (the store lets one process of the host
+        fetch each; optional analyzers run when theirs are here); a model that cannot be had is
+        only logged here."""
+        from ex_app.analyzers.registry import enabled, needed_models
 
-        analyzers = {name for kind in MediaKind for name in self.pipeline.enabled_analyzers(kind)}
-        required, optional = needed_models(self.settings, [BY_NAME[name] for name in analyzers])
-        for name in sorted(required + optional):
+        for name in needed_models(self.settings, enabled(self.settings))[0]:
             try:
                 self.models.fetch(name)
             except ModelUnavailable as error:  # an analysis that needs it stops the worker

@@ -33,7 +33,7 @@ def test_every_analyzer_module_is_registered_with_a_build_and_a_settings_section
         "faces", "objects", "places", "music", "video", "actions", "landmarks"}
     settings = Settings()
     for analyzer in ANALYZERS:
-        assert callable(importlib.import_module(analyzer.module).build), analyzer.name
+        assert callable(importlib.import_module(f"ex_app.analyzers.{analyzer.name}").build), analyzer.name
         assert isinstance(analyzer.section(settings), AnalyzerSection)
     # Optional analyzers are off until the admin turns them on.
     assert {a.name for a in enabled(settings)} == set(BY_NAME) - {"actions", "landmarks"}

@@ -98,10 +98,9 @@ class Pipeline:
         self.models = models
         self._available: dict[str, bool] = {}
         self._parts: dict[Callable, Any] = {}
-        self._built: dict[str, Callable] = {}
 
     def part(self, make: Callable[[Pipeline], T]) -> T:
-        """make(self), made once: a model several analyzers share (the face analyzer...)."""
+        """make(self), made once: an analyzer's function, a model several share (faces...)."""
         if make not in self._parts:
             self._parts[make] = make(self)
         return self._parts[make]
@@ -147,9 +146,7 @@ class Pipeline:
         media = Media(path, kind, self)
         result = FileAnalysis()
         for entry in entries:
-            if entry.name not in self._built:
-                self._built[entry.name] = entry.build(self)
-            result.tags[entry.name] = self._built[entry.name](media, result)
+            result.tags[entry.name] = self.part(entry.build)(media, result)
         if kind == MediaKind.IMAGE:  # decoded even for places alone: a bad file is an error
             result.width, result.height = media.image.original_size
         elif kind == MediaKind.VIDEO:

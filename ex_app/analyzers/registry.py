@@ -93,10 +93,6 @@ class Analyzer:
     finds_faces: bool = False  # its results are rows of the faces table
     labels: bool = False  # its results are rows of the labels table
 
-    @property
-    def module(self) -> str:
-        return f"ex_app.analyzers.{self.name}"
-
     def section(self, settings: Settings) -> AnalyzerSection:
         return getattr(settings, self.name)
 
@@ -105,7 +101,7 @@ class Analyzer:
 
     def build(self, pipeline) -> Callable:
         """Its ``analyze(media, result) -> tags``, models loaded (``pipeline`` shares them)."""
-        return import_module(self.module).build(pipeline)
+        return import_module(f"ex_app.analyzers.{self.name}").build(pipeline)
 
     def missing(self, settings: Settings, store: ModelStore) -> str | None:
         """What keeps it from running on this machine, or None."""
