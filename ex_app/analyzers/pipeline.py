@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
-from ex_app.analyzers.registry import BY_NAME, EMBEDDINGS, embedder_models, models_version
+from ex_app.analyzers.registry import ANALYZERS, BY_NAME, EMBEDDINGS, embedder_models, models_version
 from ex_app.config import Settings
 from ex_app.media.gps import read_gps
 from ex_app.media.images import DecodedImage, decode_image
@@ -107,7 +107,7 @@ class Pipeline:
 
     def enabled_analyzers(self, kind: MediaKind) -> tuple[str, ...]:
         return tuple(
-            a.name for a in BY_NAME.values()
+            a.name for a in ANALYZERS
             if kind in a.kinds and a.enabled(self.settings) and self.available(a.name)
         )
 
@@ -138,7 +138,7 @@ class Pipeline:
 
         ``stored``: the file's stored faces, embedded again for the EMBEDDINGS task.
         """
-        entries = [BY_NAME[name] for name in analyzers if name in BY_NAME]
+        entries = [entry for entry in ANALYZERS if entry.name in analyzers]  # the registry's order
         # A name without a known suffix: the analyzers say what it is.
         kind = media_kind(path) or next(
             (k for k in MediaKind if all(k in entry.kinds for entry in entries)), MediaKind.IMAGE
