@@ -220,8 +220,6 @@ _OLD_PREFIXES = {
     "video": "video_", "actions": "action_", "landmarks": "landmark_", "worker": "worker_",
     "nextcloud": "", "queue": "",
 }
-
-
 _WARNED: set[str] = set()  # flat variables named in the log already
 
 

@@ -80,8 +80,8 @@ class CycleReport:
 
 
 def worker_environment(settings: Settings) -> dict[str, str]:
-    """The environment of a worker process: this one's (AppAPI's credentials included) and
-    the settings in force, as RECOGNIZE_* variables."""
+    """The environment of a worker process: this one's (AppAPI's credentials included) with
+    the settings in force as its RECOGNIZE_* variables (a section as JSON)."""
     env = {name: value for name, value in os.environ.items() if not name.startswith("RECOGNIZE_")}
     for name, value in settings.model_dump(mode="json").items():
         if value is not None:
