@@ -95,9 +95,9 @@ class Engine:
         """Fetch the models the enabled analyzers need (the store lets one process of the host
         fetch each; optional analyzers run when theirs are here); a model that cannot be had is
         only logged here."""
-        from ex_app.analyzers.registry import enabled, needed_models
+        from ex_app.analyzers.registry import needed_models
 
-        for name in needed_models(self.settings, enabled(self.settings))[0]:
+        for name in needed_models(self.settings)[0]:
             try:
                 self.models.fetch(name)
             except ModelUnavailable as error:  # an analysis that needs it stops the worker

@@ -18,6 +18,7 @@ from fastapi import BackgroundTasks, FastAPI
 from nc_py_api import AsyncNextcloudApp, NextcloudExceptionNotFound
 from nc_py_api.ex_app import run_app, set_handlers
 
+from ex_app.analyzers.registry import needed_models
 from ex_app.config import Settings
 from ex_app.engine import Engine
 from ex_app.models.runtime import Processor, resolve_engine
@@ -29,19 +30,12 @@ from ex_app.web.people import mount_assets, register_page, unregister_page
 from ex_app.web.people import router as people_router
 from ex_app.web.routes import FILE_EVENTS, FILE_EVENTS_ROUTE, FILES_ACTION_ROUTE, router
 from ex_app.work.nextcloud_service import RecognizeService
-from ex_app.analyzers import registry
 
 log = logging.getLogger(__name__)
 
 FILES_ACTION_NAME = "recognize_analyze"
 FILES_ACTION_MIMES = "image,audio,video,httpd/unix-directory"
 INIT_POLL_SECONDS = 0.5
-
-
-def enabled_models(settings: Settings) -> tuple[list[str], list[str]]:
-    """The models the enabled analyzers need, each once, in a stable order: those required,
-    and those only optional analyzers need (their analyzers wait while they are missing)."""
-    return registry.needed_models(settings, registry.enabled(settings))
 
 
 async def fetch_models(nc: AsyncNextcloudApp, settings: Settings) -> None:
@@ -51,7 +45,7 @@ async def fetch_models(nc: AsyncNextcloudApp, settings: Settings) -> None:
     logged, not an error: that analyzer waits until it is there.
     """
     store = Engine(settings).models
-    required, optional = enabled_models(settings)
+    required, optional = needed_models(settings)
     names = required + optional
     sizes = {name: max(store.manifest[name].size, 1) for name in names}
     done = dict.fromkeys(names, 0)

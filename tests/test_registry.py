@@ -10,9 +10,8 @@ import pytest
 from nc_py_api.ex_app.ui.settings import SettingsFieldType
 
 from ex_app import config
-from ex_app.analyzers.registry import ANALYZERS, BY_NAME, enabled, needed_models
+from ex_app.analyzers.registry import ANALYZERS, BY_NAME, needed_models
 from ex_app.config import AnalyzerSection, Settings
-from ex_app.main import enabled_models
 from ex_app.models.manifest import load_manifest
 from ex_app.web.admin_settings import settings_form
 from ex_app.work.nextcloud_service import worker_environment
@@ -36,7 +35,7 @@ def test_every_analyzer_module_is_registered_with_a_build_and_a_settings_section
         assert callable(importlib.import_module(f"ex_app.analyzers.{analyzer.name}").build), analyzer.name
         assert isinstance(analyzer.section(settings), AnalyzerSection)
     # Optional analyzers are off until the admin turns them on.
-    assert {a.name for a in enabled(settings)} == set(BY_NAME) - {"actions", "landmarks"}
+    assert {a.name for a in ANALYZERS if a.enabled(settings)} == set(BY_NAME) - {"actions", "landmarks"}
     assert all(BY_NAME[name].optional for name in ("actions", "landmarks"))
 
 
@@ -53,10 +52,10 @@ def test_every_model_an_analyzer_needs_is_in_the_manifest(embedder):
 
 
 def test_init_fetches_the_models_of_the_enabled_analyzers_only():
-    required, optional = enabled_models(Settings(objects={"enabled": False}, music_enabled=False,
+    required, optional = needed_models(Settings(objects={"enabled": False}, music_enabled=False,
                                                  video_enabled=False))
     assert required == ["face_detection_yunet", "face_recognition_sface"] and optional == []
-    required, optional = enabled_models(Settings(landmarks={"enabled": True}))
+    required, optional = needed_models(Settings(landmarks={"enabled": True}))
     assert "imagenet_labels" in required and "landmarks_asia" in optional
 
 

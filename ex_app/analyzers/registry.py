@@ -159,13 +159,13 @@ def face_finder(kind: MediaKind) -> str:
     return next(a.name for a in ANALYZERS if a.finds_faces and kind in a.kinds)
 
 
-def enabled(settings: Settings) -> list[Analyzer]:
-    return [analyzer for analyzer in ANALYZERS if analyzer.enabled(settings)]
-
-
-def needed_models(settings: Settings, analyzers: Iterable[Analyzer]) -> tuple[list[str], list[str]]:
-    """The models these analyzers need, each once, in a stable order: those required, and those
-    only optional analyzers need (their analyzers wait while they are missing)."""
+def needed_models(
+    settings: Settings, analyzers: Iterable[Analyzer] | None = None
+) -> tuple[list[str], list[str]]:
+    """The models these analyzers (default: the enabled ones) need, each once, in a stable
+    order: those required, and those only optional analyzers need (they wait while missing)."""
+    if analyzers is None:
+        analyzers = [analyzer for analyzer in ANALYZERS if analyzer.enabled(settings)]
     analyzers = list(analyzers)
     names = dict.fromkeys(n for a in analyzers for n in a.models(settings))
     required = {n for a in analyzers if not a.optional for n in a.models(settings)}
