@@ -170,7 +170,7 @@ class Engine:
         """Group faces into persons; returns the number of persons.
 
         By default a full re-grouping while the store holds at most
-        ``face_full_regroup_limit`` faces, and an incremental update beyond that.
+        ``faces.full_regroup_limit`` faces, and an incremental update beyond that.
         """
         from ex_app.people.clustering import ClusterParams, QualityGate
         from ex_app.people.grouping import regroup_all, update_persons

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,7 @@ ANALYZER_MODULES = Path(__file__).resolve().parents[1] / "ex_app" / "analyzers"
 
 @pytest.fixture(autouse=True)
 def clean_environment(monkeypatch):
-    for name in [n for n in __import__("os").environ if n.startswith("RECOGNIZE_")]:
+    for name in [n for n in os.environ if n.startswith("RECOGNIZE_")]:
         monkeypatch.delenv(name)
     monkeypatch.setattr(config, "_WARNED", set())  # each test sees its deprecation lines
 
@@ -111,7 +112,7 @@ def test_a_worker_process_gets_the_settings_in_force(monkeypatch):
     chosen = Settings(faces_enabled=False, landmarks={"enabled": True, "regions": ["europe"]},
                       worker={"memory_mb": 900})
     environment = worker_environment(chosen)
-    for name in [n for n in __import__("os").environ if n.startswith("RECOGNIZE_")]:
+    for name in [n for n in os.environ if n.startswith("RECOGNIZE_")]:
         monkeypatch.delenv(name)
     for name, value in environment.items():
         if name.startswith("RECOGNIZE_"):

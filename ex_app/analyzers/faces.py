@@ -1,6 +1,6 @@
 """Faces in a photo: YuNet finds them, an embedder turns each into 128 numbers.
 
-Two embedders, chosen by the ``face_embedder`` setting (:data:`EMBEDDERS`); both work from a
+Two embedders, chosen by the ``faces.embedder`` setting (:data:`EMBEDDERS`); both work from a
 face's box and YuNet's five landmarks, so stored faces can be embedded again without being
 detected again (:meth:`FaceEmbedder.embed`):
 
