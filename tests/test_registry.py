@@ -34,7 +34,7 @@ def test_every_analyzer_module_is_registered_with_a_build_and_a_settings_section
     settings = Settings()
     for analyzer in ANALYZERS:
         assert callable(importlib.import_module(f"ex_app.analyzers.{analyzer.name}").build), analyzer.name
-        assert isinstance(analyzer.section(settings), AnalyzerSection)
+        assert isinstance(getattr(settings, analyzer.name), AnalyzerSection)
     # Optional analyzers are off until the admin turns them on.
     assert {a.name for a in ANALYZERS if a.enabled(settings)} == set(BY_NAME) - {"actions", "landmarks"}
     assert all(BY_NAME[name].optional for name in ("actions", "landmarks"))

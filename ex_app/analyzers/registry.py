@@ -93,11 +93,9 @@ class Analyzer:
     finds_faces: bool = False  # its results are rows of the faces table
     labels: bool = False  # its results are rows of the labels table
 
-    def section(self, settings: Settings) -> AnalyzerSection:
-        return getattr(settings, self.name)
-
     def enabled(self, settings: Settings) -> bool:
-        return self.section(settings).enabled
+        section: AnalyzerSection = getattr(settings, self.name)
+        return section.enabled
 
     def build(self, pipeline) -> Callable:
         """Its ``analyze(media, result) -> tags``, models loaded (``pipeline`` shares them)."""
