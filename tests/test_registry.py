@@ -29,8 +29,8 @@ def clean_environment(monkeypatch):
 
 def test_every_analyzer_module_is_registered_with_a_build_and_a_settings_section():
     modules = {p.stem for p in ANALYZER_MODULES.glob("*.py")} - {"__init__", "registry", "pipeline"}
-    assert set(BY_NAME) == modules == {
-        "faces", "objects", "places", "music", "video", "actions", "landmarks"}
+    assert set(BY_NAME) == modules
+    assert {"faces", "objects", "places", "music", "video", "actions", "landmarks"} <= modules
     settings = Settings()
     for analyzer in ANALYZERS:
         assert callable(importlib.import_module(f"ex_app.analyzers.{analyzer.name}").build), analyzer.name
