@@ -172,7 +172,7 @@ def worker(engine: Engine, exit_when_done: bool) -> None:
     except MemoryError as error:  # a file's MemoryError is that file's error: this is start-up
         lift_memory_cap()
         raise click.ClickException(
-            f"RECOGNIZE_WORKER_MEMORY_MB={engine.settings.worker_memory_mb} is too little "
+            f"RECOGNIZE_WORKER__MEMORY_MB={engine.settings.worker.memory_mb} is too little "
             "to load the models"
         ) from error
 
@@ -334,7 +334,7 @@ def person_suggestions(engine: Engine, as_json: bool) -> None:
 
     with engine.sessions() as session:
         found = operations.suggest_merges(
-            session, face_distances(engine.settings).suggestion, embedder=engine.settings.face_embedder
+            session, face_distances(engine.settings).suggestion, embedder=engine.settings.faces.embedder
         )
     if as_json:
         click.echo(json.dumps([asdict(s) for s in found], indent=1))
@@ -384,7 +384,7 @@ def face_thumbnail(engine: Engine, face_id: int, size: int) -> None:
                 engine.settings.cache_dir,
                 local_file,
                 size=size,
-                max_pixels=engine.settings.max_image_pixels,
+                max_pixels=engine.settings.images.max_pixels,
             )
         except (thumbnails.FaceMissing, MediaError) as error:
             raise click.ClickException(str(error)) from error
@@ -463,12 +463,16 @@ def stats(engine: Engine, as_json: bool) -> None:
 @click.pass_obj
 def progress(engine: Engine, as_json: bool, per_user: bool) -> None:
     """Work done and left per analyzer, recent throughput and time left; then per user."""
+    from ex_app.analyzers.registry import ANALYZERS
     from ex_app.store.progress import measure_progress, measure_user_progress
 
     with engine.sessions() as session:
         now = datetime.now(UTC)
         report = measure_progress(session, now)
         users = measure_user_progress(session, now)
+    order = [analyzer.name for analyzer in ANALYZERS]  # the registry's order, then the rest
+    for rows in (report, *users.values()):
+        rows.sort(key=lambda p: order.index(p.analyzer) if p.analyzer in order else len(order))
     if as_json:
         instance = [p.as_dict() for p in report]
         if per_user:
@@ -505,7 +509,7 @@ def reset(engine: Engine, everything: bool, faces: bool, clusters: bool, errors:
     from ex_app.store import schema
     from ex_app.store.schema import TaskStatus
     from ex_app.work.claims import revive_dead
-    from ex_app.work.pipeline import FACES
+    from ex_app.analyzers.registry import FACE_FINDING_ANALYZERS
 
     if not (everything or faces or clusters or errors):
         raise click.UsageError("say what to reset: --all, --faces, --clusters or --errors")
@@ -516,7 +520,9 @@ def reset(engine: Engine, everything: bool, faces: bool, clusters: bool, errors:
         if faces:
             session.execute(delete(schema.Face))
             session.execute(
-                update(schema.Task).where(schema.Task.analyzer == FACES).values(status=TaskStatus.PENDING)
+                update(schema.Task)
+                .where(schema.Task.analyzer.in_(FACE_FINDING_ANALYZERS))
+                .values(status=TaskStatus.PENDING)
             )
         if faces or clusters:
             session.execute(update(schema.Face).values(person_id=None))
@@ -534,15 +540,22 @@ def models() -> None:
 @models.command("list")
 @click.pass_obj
 def models_list(engine: Engine) -> None:
-    """Each model with its task, size and whether it is present."""
+    """Each model with its task, the analyzers that use it, its size and whether it is present."""
+    from ex_app.analyzers.registry import ANALYZERS
+
+    users: dict[str, list[str]] = {}
+    for analyzer in ANALYZERS:
+        for name in analyzer.models(engine.settings):
+            users.setdefault(name, []).append(analyzer.name)
     statuses = engine.models.status()
     name_width = max((len(status.name) for status in statuses), default=0)
+    used_width = max((len(",".join(names)) for names in users.values()), default=0)
     for status in statuses:
         where = str(status.path) if status.present else "missing"
         task = _shortened(status.task, TASK_WIDTH)
-        click.echo(
-            f"{status.name:<{name_width}}  {task:<{TASK_WIDTH}}  {status.size / 1e6:>7.1f} MB  {where}"
-        )
+        used = ",".join(users.get(status.name, ["-"]))
+        click.echo(f"{status.name:<{name_width}}  {task:<{TASK_WIDTH}}  {used:<{used_width}}  "
+                   f"{status.size / 1e6:>7.1f} MB  {where}")
 
 
 TASK_WIDTH = 44  # the task column of `models list`; a longer description is cut
@@ -563,13 +576,12 @@ def models_fetch(engine: Engine, names: tuple[str, ...]) -> None:
     from tqdm import tqdm
 
     from ex_app.models.store import ModelUnavailable
-    from ex_app.work.pipeline import ANALYZER_MODELS, optional_models
+    from ex_app.analyzers.registry import ANALYZERS, needed_models
 
     manifest = engine.models.manifest
-    optional = optional_models()
-    used = {name for models in ANALYZER_MODELS.values() for name in models}
+    required, optional = needed_models(engine.settings, ANALYZERS)
     missing: list[str] = []
-    for name in names or tuple(name for name in manifest if name in used):
+    for name in names or tuple(required + optional):
         if name not in manifest:
             raise click.ClickException(f"unknown model {name!r}; known: {', '.join(manifest)}")
         with tqdm(total=manifest[name].size, unit="B", unit_scale=True, desc=name, disable=None) as bar:

@@ -26,7 +26,7 @@ if TYPE_CHECKING:  # the analyzers' libraries load when work is done: commands t
     # read the store start quickly
     from ex_app.sources.fetch import FileFetcher
     from ex_app.store.files import SyncReport
-    from ex_app.work.pipeline import Pipeline
+    from ex_app.analyzers.pipeline import Pipeline
     from ex_app.work.queue import WorkQueue
     from ex_app.work.worker import AfterRecorded, Worker
 
@@ -61,7 +61,7 @@ class Engine:
 
     @cached_property
     def pipeline(self) -> Pipeline:
-        from ex_app.work.pipeline import Pipeline
+        from ex_app.analyzers.pipeline import Pipeline
 
         return Pipeline(self.settings, self.models)
 
@@ -94,20 +94,12 @@ class Engine:
         )
 
     def fetch_models(self) -> None:
-        """Fetch the enabled analyzers' models (the store lets one process of the host fetch
-        each); a model that cannot be had is only logged here (optional ones may be missing)."""
-        from ex_app.media.kinds import MediaKind
-        from ex_app.work.pipeline import analyzer_models
+        """Fetch the models the enabled analyzers need (the store lets one process of the host
+        fetch each; optional analyzers run when theirs are here); a model that cannot be had is
+        only logged here."""
+        from ex_app.analyzers.registry import needed_models
 
-        names = sorted(
-            {
-                name
-                for kind in MediaKind
-                for analyzer in self.pipeline.enabled_analyzers(kind)
-                for name in analyzer_models(analyzer, self.settings.face_embedder)
-            }
-        )
-        for name in names:
+        for name in needed_models(self.settings)[0]:
             try:
                 self.models.fetch(name)
             except ModelUnavailable as error:  # an analysis that needs it stops the worker
@@ -191,7 +183,7 @@ class Engine:
         """Group faces into persons; returns the number of persons.
 
         By default a full re-grouping while the store holds at most
-        ``face_full_regroup_limit`` faces, and an incremental update beyond that.
+        ``faces.full_regroup_limit`` faces, and an incremental update beyond that.
         """
         from ex_app.people.clustering import ClusterParams, QualityGate
         from ex_app.people.grouping import regroup_all, update_persons
@@ -199,11 +191,11 @@ class Engine:
 
         params = ClusterParams.from_settings(self.settings)
         gate = QualityGate.from_settings(self.settings)
-        embedder = self.settings.face_embedder
+        embedder = self.settings.faces.embedder
         with self.sessions.begin() as session:
             if full is None:
                 faces = session.scalar(select(func.count(schema.Face.id)))
-                full = faces <= self.settings.face_full_regroup_limit
+                full = faces <= self.settings.faces.full_regroup_limit
             group = regroup_all if full else update_persons
             return group(session, params, gate, embedder, waiting=waiting_files(embedder))
 
@@ -213,14 +205,14 @@ class Engine:
         from ex_app.store.reembed import plan_reembedding
         from ex_app.work.queue import BACKLOG
 
-        if not self.settings.faces_enabled:
+        if not self.settings.faces.enabled:
             return 0
         with self.sessions.begin() as session:
-            file_ids = plan_reembedding(session, self.pipeline, self.settings.face_embedder)
+            file_ids = plan_reembedding(session, self.pipeline, self.settings.faces.embedder)
         if file_ids:
             log.info(
                 "%d files hold faces of another embedder than %s: embedding them again",
-                len(file_ids), self.settings.face_embedder,
+                len(file_ids), self.settings.faces.embedder,
             )
             self.queue.enqueue_files(self.sessions, file_ids, BACKLOG)
         return len(file_ids)

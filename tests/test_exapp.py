@@ -708,12 +708,12 @@ def test_wakes_do_not_put_off_the_periodic_crawl(nextcloud, users, tmp_path, mon
 
 
 def test_only_optional_analyzers_models_may_be_missing_at_init():
-    from ex_app.main import enabled_models
+    from ex_app.analyzers.registry import needed_models
 
-    required, optional = enabled_models(Settings(landmarks_enabled=True, actions_enabled=True))
+    required, optional = needed_models(Settings(landmarks_enabled=True, actions_enabled=True))
     assert "landmarks_europe" in optional and "movinet_a0_stream" in optional
     assert "efficientnet_lite0" in required and "efficientnet_lite0" not in optional  # objects
-    assert enabled_models(Settings())[1] == []  # off by default: nothing fetched from TF Hub
+    assert needed_models(Settings())[1] == []  # off by default: nothing fetched from TF Hub
 
 
 def test_a_crawl_sends_files_to_the_workers_in_chunks_as_it_walks(nextcloud, users, tmp_path,

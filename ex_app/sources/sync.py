@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from ex_app.store.files import FoundFile, Recording, SyncReport, delete_stored, not_seen, record_files
 
 if TYPE_CHECKING:
-    from ex_app.work.pipeline import Pipeline
+    from ex_app.analyzers.pipeline import Pipeline
 
 CHUNK = 200  # files recorded (and sent to the workers) at a time while walking
 

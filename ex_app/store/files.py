@@ -24,7 +24,7 @@ from ex_app.store import schema
 from ex_app.store.schema import Source, TaskStatus
 
 if TYPE_CHECKING:
-    from ex_app.work.pipeline import Pipeline
+    from ex_app.analyzers.pipeline import Pipeline
 
 SWEEP_BATCH = 2000  # stored ids read at a time when looking for files gone
 

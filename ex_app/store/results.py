@@ -10,14 +10,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from ex_app.store import schema
 from ex_app.store.files import users_files
 from ex_app.store.schema import TaskStatus, utcnow
-from ex_app.work.pipeline import (
-    EMBEDDINGS,
-    FACE_FINDING_ANALYZERS,
-    FACES,
-    LABELLING_ANALYZERS,
-    FileAnalysis,
-    Pipeline,
-)
+from ex_app.analyzers.pipeline import FileAnalysis, Pipeline
+from ex_app.analyzers.registry import EMBEDDINGS, FACE_FINDING_ANALYZERS, FACES, LABELLING_ANALYZERS
 
 
 def record_analysis(

@@ -3,8 +3,9 @@
 The form sits in Administration → "Artificial Intelligence" (section ``ai`` of Nextcloud's
 settings app, where Nextcloud's Context Agent ExApp puts its own): a form in a section the server
 does not have is listed in no navigation. Nextcloud stores the form's values in the ExApp's app
-config under the field ids, which are the names of :class:`~ex_app.config.Settings` fields;
-they override the ExApp's own. A select stores the option it shows, so the selects
+config under the field ids, which are the flat names of :class:`~ex_app.config.Settings`
+fields (:data:`~ex_app.config.FLAT_NAMES`, kept so that saved values stay); they override the
+ExApp's own. There is one switch per analyzer of the registry. A select stores the option it shows, so the selects
 offer their labels and :data:`SENSITIVITY` and :data:`EMBEDDERS` map a chosen label to its value.
 """
 
@@ -16,6 +17,7 @@ from nc_py_api import AsyncNextcloudApp
 from nc_py_api.ex_app.ui.settings import SettingsField, SettingsFieldType, SettingsForm
 from pydantic import ValidationError
 
+from ex_app.analyzers.registry import ANALYZERS
 from ex_app.config import Settings
 from ex_app.store.progress import AnalyzerProgress
 
@@ -53,43 +55,29 @@ def settings_form(defaults: Settings, progress: list[AnalyzerProgress] | None = 
         title="Recognize",
         description=INTRO if progress is None else f"{INTRO}\n{progress_text(progress)}",
         fields=[
-            field("faces_enabled", "Faces", SettingsFieldType.CHECKBOX, defaults.faces_enabled,
-                  label="Find faces and group them into persons"),
-            field("objects_enabled", "Objects and scenes", SettingsFieldType.CHECKBOX,
-                  defaults.objects_enabled, label="Tag photos with objects and scenes"),
-            field("places_enabled", "Places", SettingsFieldType.CHECKBOX, defaults.places_enabled,
-                  label="Tag photos with the place their GPS position names"),
-            field("music_enabled", "Music", SettingsFieldType.CHECKBOX, defaults.music_enabled,
-                  label="Tag songs with their genres"),
-            field("video_enabled", "Videos", SettingsFieldType.CHECKBOX, defaults.video_enabled,
-                  label="Find faces, objects and music in videos"),
-            field("actions_enabled", "Actions in videos", SettingsFieldType.CHECKBOX,
-                  defaults.actions_enabled,
-                  label="Tag videos with what people do in them (MoViNet)"),
-            field("landmarks_enabled", "Landmarks", SettingsFieldType.CHECKBOX,
-                  defaults.landmarks_enabled,
-                  label="Tag photos of buildings and monuments with the landmark"),
+            *(field(f"{a.name}_enabled", a.title, SettingsFieldType.CHECKBOX, a.enabled(defaults),
+                    label=a.label) for a in ANALYZERS),
             field("face_sensitivity", "Face grouping sensitivity", SettingsFieldType.SELECT,
-                  label_of(SENSITIVITY, defaults.face_sensitivity), options=list(SENSITIVITY),
+                  label_of(SENSITIVITY, defaults.faces.sensitivity), options=list(SENSITIVITY),
                   description="How alike faces must be to become one person."),
             field("face_embedder", "Face recognition model", SettingsFieldType.SELECT,
-                  label_of(EMBEDDERS, defaults.face_embedder), options=list(EMBEDDERS),
+                  label_of(EMBEDDERS, defaults.faces.embedder), options=list(EMBEDDERS),
                   description="Changing it recognizes the stored faces again in the background."),
             field("face_min_faces_per_person", "Minimum faces per person",
-                  SettingsFieldType.NUMBER, defaults.face_min_faces_per_person,
+                  SettingsFieldType.NUMBER, defaults.faces.min_faces_per_person,
                   description="Fewer similar faces do not make a person (at least 2)."),
             field("max_image_side", "Largest image side analyzed (pixels)",
-                  SettingsFieldType.NUMBER, defaults.max_image_side,
+                  SettingsFieldType.NUMBER, defaults.images.max_side,
                   description="Larger photos are scaled down first; smaller is faster."),
             field("threads", "CPU threads per analysis", SettingsFieldType.NUMBER,
-                  defaults.threads),
-            field("jobs", "Files handled at once", SettingsFieldType.NUMBER, defaults.jobs,
+                  defaults.inference.threads),
+            field("jobs", "Files handled at once", SettingsFieldType.NUMBER, defaults.nextcloud.jobs,
                   description="Downloads in parallel; analysis stays one file at a time."),
-            field("quiet_hours", "Quiet hours", SettingsFieldType.TEXT, defaults.quiet_hours,
+            field("quiet_hours", "Quiet hours", SettingsFieldType.TEXT, defaults.worker.quiet_hours,
                   placeholder="22-6",
                   description="No analysis between these hours (server time); empty: none."),
             field("person_names_as_tags", "Names as tags", SettingsFieldType.CHECKBOX,
-                  defaults.person_names_as_tags,
+                  defaults.nextcloud.person_names_as_tags,
                   label="Tag photos with the names of their persons"),
         ],
     )

@@ -208,7 +208,7 @@ async def get_choice(request: Request) -> dict:
     this page: Nextcloud 29 lets only admins save personal forms of apps)."""
     service = request.app.state.service
     nc = AsyncNextcloudApp(user=signed_in_user(request))
-    saved = await user_choice(nc, service.current_engine.settings.users_enabled_by_default)
+    saved = await user_choice(nc, service.current_engine.settings.nextcloud.users_enabled_by_default)
     return {"analyze": saved.enabled, "delete_faces": saved.delete_faces}
 
 
@@ -230,7 +230,7 @@ def suggestions(request: Request) -> dict:
     with engine.sessions() as session:
         found = operations.suggest_merges(
             session, face_distances(engine.settings).suggestion, owner=owner,
-            embedder=engine.settings.face_embedder,
+            embedder=engine.settings.faces.embedder,
         )
     return {"suggestions": [asdict(s) for s in found]}
 
@@ -338,7 +338,7 @@ async def face_thumbnail(request: Request, face_id: PathId, size: int = 128) -> 
             with engine.sessions() as session:
                 return thumbnails.face_thumbnail(
                     session, face_id, engine.settings.cache_dir, lambda _row: local, size,
-                    engine.settings.max_image_pixels,
+                    engine.settings.images.max_pixels,
                 )
 
         cached = await _with_download(engine, owner, file, make)
@@ -365,7 +365,7 @@ async def photo_preview(request: Request, file_id: PathId, size: int = 1024) -> 
             with engine.sessions() as session:
                 return thumbnails.photo_preview(
                     session.get(schema.File, file_id), engine.settings.cache_dir, local, size,
-                    engine.settings.max_image_pixels,
+                    engine.settings.images.max_pixels,
                 )
 
         cached = await _with_download(engine, owner, file, make)
@@ -376,7 +376,7 @@ async def _with_download(
     engine: Engine, owner: str, file: NextcloudFile, make: Callable[[Path], Path]
 ) -> Path:
     """Download the user's photo into a temporary folder and make an image from it there."""
-    source = NextcloudSource(engine.settings.max_download_bytes)
+    source = NextcloudSource(engine.settings.nextcloud.max_download_bytes)
     engine.settings.cache_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=engine.settings.cache_dir) as folder:
         try:

@@ -77,9 +77,9 @@ class CycleReport:
 
 
 def worker_environment(settings: Settings) -> dict[str, str]:
-    """The environment of a worker process: this one's (AppAPI's credentials included) and
-    the settings in force, as RECOGNIZE_* variables."""
-    env = dict(os.environ)
+    """The environment of a worker process: this one's (AppAPI's credentials included) with
+    the settings in force as its RECOGNIZE_* variables (a section as JSON)."""
+    env = {name: value for name, value in os.environ.items() if not name.startswith("RECOGNIZE_")}
     for name, value in settings.model_dump(mode="json").items():
         if value is not None:
             text = json.dumps(value) if isinstance(value, list | dict) else str(value)
@@ -99,7 +99,7 @@ class WorkerPool:
         if settings != self.settings:
             self.stop()
         self._processes = [p for p in self._processes if p.poll() is None]
-        while len(self._processes) < settings.jobs:
+        while len(self._processes) < settings.nextcloud.jobs:
             self._processes.append(
                 subprocess.Popen(
                     [sys.executable, "-m", "ex_app", "worker"], env=worker_environment(settings)
@@ -138,7 +138,7 @@ class RecognizeService:
         self._task: asyncio.Task | None = None
         self._wake = asyncio.Event()
         self._cycle_lock = asyncio.Lock()
-        self._names_as_tags = base.person_names_as_tags
+        self._names_as_tags = base.nextcloud.person_names_as_tags
         self._regroup_due = False  # faces were deleted outside a cycle
         self._untagged: dict[int, NextcloudFile] = {}  # finished, tagging failed: tried again
         self._opted_out: set[str] = set()  # as of the last cycle
@@ -180,14 +180,14 @@ class RecognizeService:
         settings = await admin_settings(AsyncNextcloudApp(), self.base)
         if self._engine is None or self._engine.settings != settings:
             self._engine = Engine(settings)
-            self._source = NextcloudSource(settings.max_download_bytes)
+            self._source = NextcloudSource(settings.nextcloud.max_download_bytes)
             self._sink = None
         return self._engine
 
     @property
     def source(self) -> NextcloudSource:
         if self._source is None:
-            self._source = NextcloudSource(self.base.max_download_bytes)
+            self._source = NextcloudSource(self.base.nextcloud.max_download_bytes)
         return self._source
 
     @property
@@ -205,7 +205,7 @@ class RecognizeService:
         """The user's choice, from Nextcloud; a change from the last one read is acted on:
         the pending work of a user who opted out is withdrawn, and their face data deleted
         (its tags taken off) if they asked."""
-        choice = await user_choice(self.source.client(user), engine.settings.users_enabled_by_default)
+        choice = await user_choice(self.source.client(user), engine.settings.nextcloud.users_enabled_by_default)
         if not choice.enabled and self._choices.get(user) != choice:
             await asyncio.to_thread(withdraw_pending, engine.sessions, user)
             if choice.delete_faces:
@@ -218,7 +218,7 @@ class RecognizeService:
         """Those users whose files are analyzed. Choices are read from Nextcloud once every
         user_choice_refresh_seconds (a user's personal settings form saves them there without
         telling the ExApp), and at once for a new user or one who chose on the People page."""
-        if time.monotonic() - self._choices_read >= engine.settings.user_choice_refresh_seconds:
+        if time.monotonic() - self._choices_read >= engine.settings.nextcloud.user_choice_refresh_seconds:
             self._choices = {user: self._choices[user] for user in users if user in self._choices}
             self._choices_read = time.monotonic()
             stale = users
@@ -235,7 +235,7 @@ class RecognizeService:
             engine = await self.engine()
             settings = engine.settings
             await asyncio.to_thread(self.workers.ensure, settings)  # they keep quiet hours too
-            if in_quiet_hours(settings.quiet_hours, datetime.now()):
+            if in_quiet_hours(settings.worker.quiet_hours, datetime.now()):
                 return CycleReport(quiet=True)
             started = datetime.now(UTC)
             everyone = await self.source.users()
@@ -262,10 +262,10 @@ class RecognizeService:
             regroup = processed or self._regroup_due
             self._regroup_due = False
             persons = await asyncio.to_thread(engine.regroup) if regroup else 0
-            names_changed = settings.person_names_as_tags != self._names_as_tags
-            if names_changed or (regroup and settings.person_names_as_tags):
+            names_changed = settings.nextcloud.person_names_as_tags != self._names_as_tags
+            if names_changed or (regroup and settings.nextcloud.person_names_as_tags):
                 await self._retag(engine, self._stored(engine, self._face_photos(engine)))
-            self._names_as_tags = settings.person_names_as_tags
+            self._names_as_tags = settings.nextcloud.person_names_as_tags
             await self._notify_finished_requests(engine)
             with engine.sessions() as session:
                 progress = measure_progress(session)
@@ -377,7 +377,7 @@ class RecognizeService:
     async def _retag(self, engine: Engine, files: dict[int, NextcloudFile]) -> None:
         """Make these stored files' tags in Nextcloud match the store; those that fail (say,
         Nextcloud away) are tried again in a while."""
-        names = engine.settings.person_names_as_tags
+        names = engine.settings.nextcloud.person_names_as_tags
         for file_id, file in files.items():
             try:
                 with engine.sessions() as session:
@@ -419,7 +419,7 @@ class RecognizeService:
                 self.last_error = f"{type(error).__name__}: {error}"
                 crawl_due = crawl
             if crawl:
-                interval = self._engine.settings.crawl_interval_seconds if self._engine else 60
+                interval = self._engine.settings.nextcloud.crawl_interval_seconds if self._engine else 60
                 next_crawl = time.monotonic() + interval
             try:
                 await asyncio.wait_for(self._wake.wait(), max(0.0, next_crawl - time.monotonic()))

@@ -40,7 +40,8 @@ from ex_app.store.reembed import stored_faces
 from ex_app.work import claims
 from ex_app.work.claims import ClaimedFile
 from ex_app.work.neighbour import CpuBudget, FileTimeLimit, cpu_budget, time_limit
-from ex_app.work.pipeline import EMBEDDINGS, FileAnalysis, Pipeline, StoredFace
+from ex_app.analyzers.pipeline import FileAnalysis, Pipeline, StoredFace
+from ex_app.analyzers.registry import EMBEDDINGS
 from ex_app.work.queue import WorkQueue
 from ex_app.work.schedule import in_quiet_hours
 
@@ -109,10 +110,10 @@ class FileProcessor:
             sessions,
             pipeline,
             fetcher,
-            lease=timedelta(seconds=settings.lease_seconds),
-            time_limit_seconds=settings.file_time_limit_seconds,
-            max_attempts=settings.max_attempts,
-            retry_delay=settings.retry_delay_seconds,
+            lease=timedelta(seconds=settings.queue.lease_seconds),
+            time_limit_seconds=settings.queue.file_time_limit_seconds,
+            max_attempts=settings.queue.max_attempts,
+            retry_delay=settings.queue.retry_delay_seconds,
             cpu=cpu_budget(settings),
             after_recorded=after_recorded,
         )
@@ -190,7 +191,7 @@ def worker_fetcher(settings: Settings) -> FileFetcher:
     if os.environ.get("NEXTCLOUD_URL") and os.environ.get("APP_SECRET"):
         from ex_app.sources.nextcloud import NextcloudFetcher  # nc_py_api: only where used
 
-        fetchers.append(NextcloudFetcher(settings.max_download_bytes))
+        fetchers.append(NextcloudFetcher(settings.nextcloud.max_download_bytes))
     return SourcesFetcher(*fetchers)
 
 
@@ -258,7 +259,7 @@ class Worker:
         """Why work waits now ("paused", "quiet hours"), or None."""
         if not self.obey_schedule:
             return None
-        if in_quiet_hours(self.settings.quiet_hours, datetime.now()):
+        if in_quiet_hours(self.settings.worker.quiet_hours, datetime.now()):
             return "quiet hours"
         if self.queue.paused:
             return "paused"
@@ -275,8 +276,8 @@ class Worker:
                 if self._step(until):
                     break
             except Exception:  # the backend away, or a bug: the worker stays up
-                log.exception("worker %s: trying again in %g s", self.name, self.settings.idle_poll_seconds)
-                self.stopping.wait(self.settings.idle_poll_seconds)
+                log.exception("worker %s: trying again in %g s", self.name, self.settings.queue.idle_poll_seconds)
+                self.stopping.wait(self.settings.queue.idle_poll_seconds)
         log.info("worker %s stopped after %d files", self.name, self.processed)
         if self.fatal is not None:
             raise self.fatal
@@ -289,11 +290,11 @@ class Worker:
             log.warning("worker %s: %s", self.name, reason or "working")
             self._held_back = reason
         if reason:
-            self.stopping.wait(self.settings.idle_poll_seconds)
+            self.stopping.wait(self.settings.queue.idle_poll_seconds)
             return False
         if time.monotonic() >= self._next_requeue:
             self.queue.requeue_lost(self.processor.sessions)
-            self._next_requeue = time.monotonic() + self.settings.requeue_interval_seconds
+            self._next_requeue = time.monotonic() + self.settings.queue.requeue_interval_seconds
         self.queue.move_due_retries()
         message = self.queue.take()
         if message is not None:
@@ -305,7 +306,7 @@ class Worker:
         if not self.queue.blocking:  # the Redis backend already waited in take()
             self.queue.sent.clear()
             self.queue.sent.wait(self._idle)
-            self._idle = min(self._idle * 2, self.settings.idle_poll_seconds)
+            self._idle = min(self._idle * 2, self.settings.queue.idle_poll_seconds)
         return False
 
     def _run_batch(self, file_ids: list[int], priority: int) -> None:
@@ -320,7 +321,7 @@ class Worker:
                 continue  # done, or held by another worker
             if claimed.source not in self.processor.fetcher.sources:  # for another worker
                 self.processor.release(claimed)
-                self.queue.send([file_id], priority, delay=self.settings.idle_poll_seconds)
+                self.queue.send([file_id], priority, delay=self.settings.queue.idle_poll_seconds)
                 continue
             try:
                 processed = self.processor.process(claimed)
