@@ -11,8 +11,14 @@ import numpy as np
 import pytest
 
 from ex_app.analyzers.faces import FaceAnalyzer, SFaceEmbedder
-from ex_app.analyzers.objects import Label, ObjectClassifier, load_imagenet_labels
-from ex_app.analyzers.video import agreed_labels, appearance_distance, distinct_faces, has_music_track
+from ex_app.analyzers.objects import ObjectClassifier, load_imagenet_labels
+from ex_app.analyzers.results import Label
+from ex_app.analyzers.video import (
+    agreed_labels,
+    appearance_distance,
+    distinct_faces,
+    has_music_track,
+)
 from ex_app.config import Settings
 from ex_app.media.errors import MediaError
 from ex_app.media.video import (

@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ex_app.analyzers.objects import Label
 from ex_app.analyzers.pipeline import Media, Pipeline
+from ex_app.analyzers.results import Label
 from ex_app.config import ACTIONS_PATH
 from ex_app.media.video import clip_starts, read_clip
 from ex_app.models.quantization import dequantize, quantize, softmax

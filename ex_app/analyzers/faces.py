@@ -29,10 +29,16 @@ import cv2
 import dlib
 import numpy as np
 
-from ex_app.analyzers.pipeline import Media, Pipeline, StoredFace
+from ex_app.analyzers.pipeline import Media, Pipeline
+from ex_app.analyzers.results import Face, StoredFace
 from ex_app.config import Settings
 from ex_app.models.dlib_onnx import chips_to_batch
-from ex_app.models.runtime import OnnxSession, onnx_providers, open_session, resolve_engine
+from ex_app.models.runtime import (
+    OnnxSession,
+    onnx_providers,
+    open_session,
+    resolve_engine,
+)
 from ex_app.models.store import ModelStore
 
 SFACE, DLIB = "sface", "dlib"
@@ -70,18 +76,6 @@ ARCFACE_TEMPLATE = np.array(
 SFACE_SIZE = 112
 SFACE_BATCH = 16  # faces per network call: more faces in one photo go in several calls
 
-
-@dataclass
-class Face:
-    """One detected face, in the coordinates of the image given to the analyzer."""
-
-    box: tuple[float, float, float, float]  # x, y, w, h in input pixels
-    score: float  # YuNet's detection score
-    landmarks: np.ndarray  # 5×2: right eye, left eye, nose tip, right, left mouth corner
-    quality: float  # 0..1, see face_quality
-    sharpness: float  # box_sharpness: Laplacian variance of the grey face at 64×64
-    pose: float  # 0..1 frontality from the landmarks, 1 = frontal
-    embedding: np.ndarray  # 128 float32 from the analyzer's embedder (see the module's text)
 
 
 @dataclass

@@ -24,9 +24,9 @@ import yaml
 from PIL import Image
 
 from ex_app.analyzers import objects, places
-from ex_app.analyzers.objects import Label
 from ex_app.analyzers.pipeline import Media, Pipeline
 from ex_app.analyzers.registry import landmark_region_models
+from ex_app.analyzers.results import Label
 from ex_app.config import LANDMARK_REGIONS_PATH, LandmarkRegion
 from ex_app.models.quantization import dequantize, quantize, softmax
 

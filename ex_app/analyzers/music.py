@@ -17,8 +17,8 @@ from pathlib import Path
 import librosa
 import numpy as np
 
-from ex_app.analyzers.objects import Label
 from ex_app.analyzers.pipeline import Media, Pipeline
+from ex_app.analyzers.results import Label
 from ex_app.config import GENRES_PATH
 from ex_app.media.audio import decode_audio
 from ex_app.models.runtime import InferenceSession, open_session

@@ -6,32 +6,23 @@ The classifier is a pure function of decoded RGB pixels and an already opened mo
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from ex_app.analyzers.pipeline import Media, Pipeline
+from ex_app.analyzers.results import Label
 from ex_app.config import RULES_PATH
 from ex_app.models.quantization import softmax
 from ex_app.models.runtime import InferenceSession, open_session
 from ex_app.tagging.rules import TagRules
-
 
 RESIZE_SHORTER_SIDE = 256
 CROP_SIDE = 224
 # EfficientNet-Lite's normalisation, per channel, after scaling pixels to [0, 1].
 MEAN, STD = 0.498, 0.502
 
-
-@dataclass
-class Label:
-    """One class the classifier sees in a photo."""
-
-    id: str  # WordNet id, e.g. "n02123045"
-    name: str  # e.g. "tabby, tabby cat"
-    score: float  # softmax probability, 0..1
 
 
 def load_imagenet_labels(path: Path) -> list[tuple[str, str]]:

@@ -9,25 +9,28 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
+from importlib import import_module
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 
-from ex_app.analyzers.registry import ANALYZERS, BY_NAME, EMBEDDINGS, embedder_models, models_version
+from ex_app.analyzers.registry import (
+    ANALYZERS,
+    BY_NAME,
+    EMBEDDINGS,
+    embedder_models,
+    models_version,
+)
+from ex_app.analyzers.results import FileAnalysis
 from ex_app.config import Settings
 from ex_app.media.gps import read_gps
 from ex_app.media.images import DecodedImage, decode_image
 from ex_app.media.kinds import MediaKind, media_kind
 from ex_app.media.video import VideoInfo, probe_video
 from ex_app.models.store import ModelStore
-
-if TYPE_CHECKING:
-    from ex_app.analyzers.faces import Face
-    from ex_app.analyzers.objects import Label
-    from ex_app.analyzers.places import Place
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -41,20 +44,6 @@ class StoredFace:
     box: tuple[float, float, float, float]
     score: float
     landmarks: np.ndarray  # 5×2 float32
-
-
-@dataclass
-class FileAnalysis:
-    """What the analyzers found in one file, in the file's own pixel coordinates."""
-
-    width: int | None = None
-    height: int | None = None
-    faces: list[Face] = field(default_factory=list)
-    embedder: str | None = None  # the embedder of faces and embeddings
-    embeddings: dict[int, np.ndarray] = field(default_factory=dict)  # stored face id → vector
-    labels: list[Label] = field(default_factory=list)
-    place: Place | None = None
-    tags: dict[str, list[str]] = field(default_factory=dict)  # by the analyzer that gave them
 
 
 class Media:
@@ -152,7 +141,7 @@ class Pipeline:
         elif kind == MediaKind.VIDEO:
             result.width, result.height = media.video_info.width, media.video_info.height
         if EMBEDDINGS in analyzers and not any(entry.finds_faces for entry in entries):
-            from ex_app.analyzers.faces import embed_again
-
+            # found by name, as the registry finds each analyzer's module
+            embed_again = import_module("ex_app.analyzers.faces").embed_again
             result.embeddings, result.embedder = embed_again(media, stored)
         return result

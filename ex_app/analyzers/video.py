@@ -13,9 +13,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from ex_app.analyzers import music, objects
-from ex_app.analyzers.faces import PEOPLE_TAG, Face, face_analyzer, to_original_pixels
-from ex_app.analyzers.objects import Label
+from ex_app.analyzers.faces import PEOPLE_TAG, face_analyzer, to_original_pixels
 from ex_app.analyzers.pipeline import Media, Pipeline
+from ex_app.analyzers.results import Face, Label
 from ex_app.config import Settings
 from ex_app.media.video import VideoFrame, VideoInfo, read_video
 

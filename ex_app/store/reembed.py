@@ -19,11 +19,12 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from ex_app.analyzers.pipeline import Pipeline
+from ex_app.analyzers.registry import EMBEDDINGS, FACE_FINDING_ANALYZERS, face_finder
+from ex_app.analyzers.results import StoredFace
 from ex_app.media.kinds import MediaKind
 from ex_app.store import schema
 from ex_app.store.schema import TaskStatus
-from ex_app.analyzers.pipeline import Pipeline, StoredFace
-from ex_app.analyzers.registry import EMBEDDINGS, FACE_FINDING_ANALYZERS, face_finder
 
 
 def files_to_reembed(session: Session, embedder: str) -> list[tuple[int, str]]:

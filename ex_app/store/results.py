@@ -7,11 +7,17 @@ import numpy as np
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from ex_app.analyzers.pipeline import Pipeline
+from ex_app.analyzers.registry import (
+    EMBEDDINGS,
+    FACE_FINDING_ANALYZERS,
+    FACES,
+    LABELLING_ANALYZERS,
+)
+from ex_app.analyzers.results import FileAnalysis
 from ex_app.store import schema
 from ex_app.store.files import users_files
 from ex_app.store.schema import TaskStatus, utcnow
-from ex_app.analyzers.pipeline import FileAnalysis, Pipeline
-from ex_app.analyzers.registry import EMBEDDINGS, FACE_FINDING_ANALYZERS, FACES, LABELLING_ANALYZERS
 
 
 def record_analysis(

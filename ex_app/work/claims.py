@@ -18,10 +18,11 @@ import psutil
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
+from ex_app.analyzers.pipeline import Pipeline
+from ex_app.analyzers.results import FileAnalysis
 from ex_app.store import schema
 from ex_app.store.results import record_analysis
 from ex_app.store.schema import TaskStatus, utcnow
-from ex_app.analyzers.pipeline import FileAnalysis, Pipeline
 
 MAX_RETRY_DELAY = 3600.0  # seconds: the backoff stops doubling here
 

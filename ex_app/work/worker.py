@@ -30,6 +30,9 @@ from pathlib import Path
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from ex_app.analyzers.pipeline import Pipeline
+from ex_app.analyzers.registry import EMBEDDINGS
+from ex_app.analyzers.results import FileAnalysis, StoredFace
 from ex_app.config import Settings
 from ex_app.media.errors import MediaError
 from ex_app.models.store import ModelUnavailable
@@ -40,8 +43,6 @@ from ex_app.store.reembed import stored_faces
 from ex_app.work import claims
 from ex_app.work.claims import ClaimedFile
 from ex_app.work.neighbour import CpuBudget, FileTimeLimit, cpu_budget, time_limit
-from ex_app.analyzers.pipeline import FileAnalysis, Pipeline, StoredFace
-from ex_app.analyzers.registry import EMBEDDINGS
 from ex_app.work.queue import WorkQueue
 from ex_app.work.schedule import in_quiet_hours
 
@@ -189,7 +190,9 @@ def worker_fetcher(settings: Settings) -> FileFetcher:
     AppAPI's credentials (the ExApp's container, or a machine given the same variables)."""
     fetchers: list[FileFetcher] = [LocalFetcher()]
     if os.environ.get("NEXTCLOUD_URL") and os.environ.get("APP_SECRET"):
-        from ex_app.sources.nextcloud import NextcloudFetcher  # nc_py_api: only where used
+        from ex_app.sources.nextcloud import (
+            NextcloudFetcher,  # nc_py_api: only where used
+        )
 
         fetchers.append(NextcloudFetcher(settings.nextcloud.max_download_bytes))
     return SourcesFetcher(*fetchers)
