@@ -28,7 +28,7 @@ from ex_app.web.admin_settings import FORM_ID, settings_form
 from ex_app.web.people import mount_assets, register_page, unregister_page
 from ex_app.web.people import router as people_router
 from ex_app.web.routes import FILE_EVENTS, FILE_EVENTS_ROUTE, FILES_ACTION_ROUTE, router
-from ex_app.work.nextcloud_service import RecognizeService
+from ex_app.service.recognize import RecognizeService
 from ex_app.work.pipeline import ANALYZER_MODELS, analyzer_models, optional_models
 
 log = logging.getLogger(__name__)

@@ -22,7 +22,7 @@ from ex_app.store import schema
 from ex_app.web import personal_settings
 from ex_app.work import nextcloud_scan
 from ex_app.work.nextcloud_scan import sync_nextcloud
-from ex_app.work.nextcloud_service import RecognizeService
+from ex_app.service.recognize import RecognizeService
 
 FACE = (SHARED_DATA / "faces" / "Al_Gore" / "lfw_Al_Gore_0004.jpg").read_bytes()
 CAT = (SHARED_DATA / "images" / "n02123394_Persian_cat.JPEG").read_bytes()

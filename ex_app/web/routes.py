@@ -15,7 +15,7 @@ from nc_py_api.files import ActionFileInfoEx
 from pydantic import BaseModel
 
 from ex_app.web.access import is_admin, signed_in_user
-from ex_app.work.nextcloud_service import OptedOut, RecognizeService
+from ex_app.service.recognize import OptedOut, RecognizeService
 from ex_app.work.progress import measure_progress, measure_user_progress
 
 router = APIRouter(prefix="/api")
