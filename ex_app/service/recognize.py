@@ -23,10 +23,12 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from nc_py_api import AsyncNextcloudApp
+from nc_py_api.ex_app.ui.settings import SettingsForm
 from sqlalchemy import select
 
 from ex_app.config import Settings
@@ -35,8 +37,7 @@ from ex_app.sinks.nextcloud_notifications import FilesRequest, notify, request_s
 from ex_app.sinks.nextcloud_tags import NextcloudTagSink
 from ex_app.sources.nextcloud import NextcloudFile, NextcloudSource
 from ex_app.store import schema
-from ex_app.web.admin_settings import admin_settings, settings_form
-from ex_app.web.personal_settings import UserChoice, user_choice
+from ex_app.service.nextcloud_settings import UserChoice, admin_settings, user_choice
 from ex_app.work.nextcloud_scan import (
     NEXTCLOUD_SOURCE,
     busy,
@@ -52,7 +53,7 @@ from ex_app.work.nextcloud_scan import (
     unfinished,
     withdraw_pending,
 )
-from ex_app.work.progress import measure_progress
+from ex_app.work.progress import AnalyzerProgress, measure_progress
 from ex_app.work.queue import BACKLOG, NEW, REQUEST
 from ex_app.work.scan import SyncReport
 from ex_app.work.schedule import in_quiet_hours
@@ -62,6 +63,9 @@ log = logging.getLogger(__name__)
 WATCH_SECONDS = 1.0  # how often a cycle looks at what the workers finished
 TAG_OVERLAP = timedelta(seconds=30)  # each look also reaches this far behind the last one
 WORKER_STOP_SECONDS = 30  # a worker finishes its file in this time after SIGTERM, or is killed
+
+
+AdminForm = Callable[[Settings, str | None], SettingsForm]  # (defaults, progress line)
 
 
 class OptedOut(Exception):
@@ -125,11 +129,21 @@ class WorkerPool:
         self.settings = None
 
 
-class RecognizeService:
-    """Recognize's work over the whole Nextcloud, driven by an asyncio task."""
+def progress_text(progress: list[AnalyzerProgress]) -> str:
+    """The work's state, for the admin form's description."""
+    if not progress:
+        return "Progress: nothing analyzed yet."
+    return "Progress: " + "; ".join(p.line() for p in progress) + "."
 
-    def __init__(self, base: Settings):
+
+class RecognizeService:
+    """Recognize's work over the whole Nextcloud, driven by an asyncio task. ``admin_form``
+    is the admin settings form: its fields are read as the admin settings, and it is
+    registered again after each cycle with the progress."""
+
+    def __init__(self, base: Settings, admin_form: AdminForm):
         self.base = base
+        self.admin_form = admin_form
         self.requests: list[FilesRequest] = []  # Files menu requests not yet notified
         self.last_cycle: CycleReport | None = None
         self.cycles = 0  # cycles finished, quiet ones included
@@ -180,7 +194,8 @@ class RecognizeService:
 
     async def engine(self) -> Engine:
         """The engine for the current admin settings (rebuilt when they change)."""
-        settings = await admin_settings(AsyncNextcloudApp(), self.base)
+        form = self.admin_form(self.base, None)
+        settings = await admin_settings(AsyncNextcloudApp(), self.base, form)
         if self._engine is None or self._engine.settings != settings:
             self._engine = Engine(settings)
             self._source = NextcloudSource(settings.max_download_bytes)
@@ -272,7 +287,8 @@ class RecognizeService:
             await self._notify_finished_requests(engine)
             with engine.sessions() as session:
                 progress = measure_progress(session)
-            await AsyncNextcloudApp().ui.settings.register_form(settings_form(self.base, progress))
+            form = self.admin_form(self.base, progress_text(progress))
+            await AsyncNextcloudApp().ui.settings.register_form(form)
             return CycleReport(
                 sync=sync, processed=processed, persons=persons, opted_out=len(everyone) - len(users)
             )
