@@ -21,7 +21,7 @@ from fastapi import Path as FastApiPath
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.types import Scope
-from nc_py_api import AsyncNextcloudApp, NextcloudExceptionNotFound
+from nc_py_api import AsyncNextcloudApp, NextcloudException
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -384,7 +384,7 @@ async def _with_download(engine: Engine, file: ClaimedFile, make: Callable[[Path
     try:
         return await asyncio.to_thread(fetch_and_make)
     except MediaError as error:
-        if isinstance(error.__cause__, NextcloudExceptionNotFound):
+        if isinstance(error.__cause__, NextcloudException) and error.__cause__.status_code == 404:
             raise HTTPException(status_code=404, detail="the photo is gone") from None
         raise HTTPException(status_code=422, detail=f"the photo cannot be shown: {error}") from None
     except TransientError as error:
