@@ -1,10 +1,9 @@
 """The ExApp's background work: crawl all users, send what is new to the workers, tag what
 they finish, group faces; repeat.
 
-Analysis is done by worker processes (``recognize worker``, :mod:`ex_app.work.worker`)
-started here, ``jobs`` of them, on the work queue; workers on other machines may join the
-same queue and database. One cycle runs at a time: it reads the admin settings and the
-users' choices (opted in or out; read again every few minutes), crawls every opted-in
+Analysis is done by worker processes, ``jobs`` of them, on the work queue
+(:mod:`ex_app.service.worker_pool`). One cycle runs at a time: it reads the admin settings
+and the users' choices (opted in or out; read again every few minutes), crawls every opted-in
 user's files (at start and after each interval) sending the new and changed files to the
 queue as it goes, and until the crawl is done and the workers have no work left for those
 users, tags each file in Nextcloud as it is finished and tells each user whose Files menu
@@ -16,12 +15,7 @@ Quiet hours skip the cycle (and hold the workers back).
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,11 +27,12 @@ from sqlalchemy import select
 
 from ex_app.config import Settings
 from ex_app.engine import Engine
+from ex_app.service.nextcloud_settings import UserChoice, admin_settings, user_choice
+from ex_app.service.worker_pool import WorkerPool
 from ex_app.sinks.nextcloud_notifications import FilesRequest, notify, request_summary
 from ex_app.sinks.nextcloud_tags import NextcloudTagSink
 from ex_app.sources.nextcloud import NextcloudFile, NextcloudSource
 from ex_app.store import schema
-from ex_app.service.nextcloud_settings import UserChoice, admin_settings, user_choice
 from ex_app.work.nextcloud_scan import (
     NEXTCLOUD_SOURCE,
     busy,
@@ -62,8 +57,6 @@ log = logging.getLogger(__name__)
 
 WATCH_SECONDS = 1.0  # how often a cycle looks at what the workers finished
 TAG_OVERLAP = timedelta(seconds=30)  # each look also reaches this far behind the last one
-WORKER_STOP_SECONDS = 30  # a worker finishes its file in this time after SIGTERM, or is killed
-
 
 AdminForm = Callable[[Settings, str | None], SettingsForm]  # (defaults, progress line)
 
@@ -81,52 +74,6 @@ class CycleReport:
     processed: int = 0
     persons: int = 0
     opted_out: int = 0  # users whose files were left alone
-
-
-def worker_environment(settings: Settings) -> dict[str, str]:
-    """The environment of a worker process: this one's (AppAPI's credentials included) and
-    the settings in force, as RECOGNIZE_* variables."""
-    env = dict(os.environ)
-    for name, value in settings.model_dump(mode="json").items():
-        if value is not None:
-            text = json.dumps(value) if isinstance(value, list | dict) else str(value)
-            env[f"RECOGNIZE_{name.upper()}"] = text
-    return env
-
-
-class WorkerPool:
-    """The ExApp's own worker processes, started on the settings in force."""
-
-    def __init__(self) -> None:
-        self.settings: Settings | None = None
-        self._processes: list[subprocess.Popen] = []
-
-    def ensure(self, settings: Settings) -> None:
-        """Workers for these settings: started if none run, restarted if the settings changed."""
-        if settings != self.settings:
-            self.stop()
-        self._processes = [p for p in self._processes if p.poll() is None]
-        while len(self._processes) < settings.jobs:
-            self._processes.append(
-                subprocess.Popen(
-                    [sys.executable, "-m", "ex_app", "worker"], env=worker_environment(settings)
-                )
-            )
-        self.settings = settings
-
-    def stop(self) -> None:
-        """Let each worker finish its file and stop (killed after WORKER_STOP_SECONDS)."""
-        for process in self._processes:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        for process in self._processes:
-            try:
-                process.wait(WORKER_STOP_SECONDS)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        self._processes = []
-        self.settings = None
 
 
 def progress_text(progress: list[AnalyzerProgress]) -> str:
