@@ -1,12 +1,10 @@
-"""What admins and users chose in Nextcloud, read (and a user's choice saved) through AppAPI.
+"""What admins and users chose in Nextcloud, read (a user's choice also saved) through AppAPI.
 
-The admin form's values are in the ExApp's app config under the field ids, which are the
-names of :class:`~ex_app.config.Settings` fields; they override the ExApp's own. A select
-stores the option it shows, so the selects offer labels and :data:`SENSITIVITY` and
-:data:`EMBEDDERS` map a chosen label to its value. Each user's choice (opted in or out) is in
-the ExApp's preferences of that user; a user who never answered gets the admin's default
-(``users_enabled_by_default``). The forms themselves are :mod:`ex_app.web.admin_settings`
-and :mod:`ex_app.web.personal_settings`.
+The admin form's values are in the ExApp's app config under the field ids, names of
+:class:`~ex_app.config.Settings` fields that override the ExApp's own; a select stores the
+label it shows (:data:`SENSITIVITY`, :data:`EMBEDDERS` map it to the value). Each user's choice
+is in their preferences of the ExApp; a user who never chose gets ``users_enabled_by_default``.
+The forms themselves are :mod:`ex_app.web.admin_settings` and :mod:`ex_app.web.personal_settings`.
 """
 
 from __future__ import annotations

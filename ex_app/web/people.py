@@ -327,17 +327,15 @@ async def face_thumbnail(
             raise HTTPException(status_code=404, detail=f"no face {face_id}")
         cached = thumbnails.thumbnail_path(face[0], engine.settings.cache_dir, size)
         file = _claimed(owner, face[0].file)
-    if not cached.exists():
 
-        def make(local: Path) -> Path:
-            with engine.sessions() as session:
-                return thumbnails.face_thumbnail(
-                    session, face_id, engine.settings.cache_dir, lambda _row: local, size,
-                    engine.settings.max_image_pixels,
-                )
+    def make(local: Path) -> Path:
+        with engine.sessions() as session:
+            return thumbnails.face_thumbnail(
+                session, face_id, engine.settings.cache_dir, lambda _row: local, size,
+                engine.settings.max_image_pixels,
+            )
 
-        cached = await _with_download(engine, file, make)
-    return FileResponse(cached, media_type="image/jpeg", headers={"Cache-Control": IMAGE_CACHE})
+    return await _image(engine, cached, file, make)
 
 
 @router.get("/photos/{file_id}/preview")
@@ -354,17 +352,15 @@ async def photo_preview(
             raise HTTPException(status_code=404, detail=str(error)) from None
         cached = thumbnails.preview_path(row, engine.settings.cache_dir, size)
         file = _claimed(owner, row)
-    if not cached.exists():
 
-        def make(local: Path) -> Path:
-            with engine.sessions() as session:
-                return thumbnails.photo_preview(
-                    session.get(schema.File, file_id), engine.settings.cache_dir, local, size,
-                    engine.settings.max_image_pixels,
-                )
+    def make(local: Path) -> Path:
+        with engine.sessions() as session:
+            return thumbnails.photo_preview(
+                session.get(schema.File, file_id), engine.settings.cache_dir, local, size,
+                engine.settings.max_image_pixels,
+            )
 
-        cached = await _with_download(engine, file, make)
-    return FileResponse(cached, media_type="image/jpeg", headers={"Cache-Control": IMAGE_CACHE})
+    return await _image(engine, cached, file, make)
 
 
 def _claimed(owner: str, row: schema.File) -> ClaimedFile:
@@ -373,8 +369,11 @@ def _claimed(owner: str, row: schema.File) -> ClaimedFile:
                        row.remote_id, analyzers=(), priority=0, attempts=0)
 
 
-async def _with_download(engine: Engine, file: ClaimedFile, make: Callable[[Path], Path]) -> Path:
-    """Download the user's photo as the workers do and make an image from it."""
+async def _image(
+    engine: Engine, cached: Path, file: ClaimedFile, make: Callable[[Path], Path]
+) -> FileResponse:
+    """The cached JPEG; made first when missing, from the user's photo downloaded as the
+    workers do."""
 
     def fetch_and_make() -> Path:  # the fetcher drives its own event loop, in this thread
         with closing(NextcloudFetcher(engine.settings.max_download_bytes)) as fetcher:
@@ -382,10 +381,12 @@ async def _with_download(engine: Engine, file: ClaimedFile, make: Callable[[Path
                 return make(local)
 
     try:
-        return await asyncio.to_thread(fetch_and_make)
+        if not cached.exists():
+            cached = await asyncio.to_thread(fetch_and_make)
     except MediaError as error:
         if isinstance(error.__cause__, NextcloudException) and error.__cause__.status_code == 404:
             raise HTTPException(status_code=404, detail="the photo is gone") from None
         raise HTTPException(status_code=422, detail=f"the photo cannot be shown: {error}") from None
     except TransientError as error:
         raise HTTPException(status_code=503, detail=f"try again later: {error}") from None
+    return FileResponse(cached, media_type="image/jpeg", headers={"Cache-Control": IMAGE_CACHE})
