@@ -23,13 +23,13 @@ from ex_app.config import Settings
 from ex_app.engine import Engine
 from ex_app.models.runtime import Processor, resolve_engine
 from ex_app.models.store import ModelUnavailable
+from ex_app.service.recognize import RecognizeService
 from ex_app.web import personal_settings
 from ex_app.web.access import AppApiAccess
 from ex_app.web.admin_settings import FORM_ID, settings_form
 from ex_app.web.people import mount_assets, register_page, unregister_page
 from ex_app.web.people import router as people_router
 from ex_app.web.routes import FILE_EVENTS, FILE_EVENTS_ROUTE, FILES_ACTION_ROUTE, router
-from ex_app.work.nextcloud_service import RecognizeService
 
 log = logging.getLogger(__name__)
 
@@ -133,11 +133,12 @@ async def _start_if_enabled(service: RecognizeService) -> None:
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The ExApp, working with these settings (default: from the environment)."""
     settings = settings or Settings()
-    service = RecognizeService(settings)
+    service = RecognizeService(settings, settings_form)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.service = service
+        app.state.service = service  # for the routes' dependencies (ex_app.web.dependencies)
+        app.state.people_undo = {}
         await _start_if_enabled(service)
         yield
         await service.stop()

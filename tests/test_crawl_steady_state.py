@@ -20,9 +20,10 @@ from ex_app.engine import Engine
 from ex_app.sources import sync as syncing
 from ex_app.sources.nextcloud import NextcloudSource, NextcloudUsers
 from ex_app.sources.sync import sync
+from ex_app.service.recognize import RecognizeService
 from ex_app.store import schema
 from ex_app.web import personal_settings
-from ex_app.work.nextcloud_service import RecognizeService
+from ex_app.web.admin_settings import settings_form
 
 FACE = (SHARED_DATA / "faces" / "Al_Gore" / "lfw_Al_Gore_0004.jpg").read_bytes()
 CAT = (SHARED_DATA / "images" / "n02123394_Persian_cat.JPEG").read_bytes()
@@ -140,7 +141,7 @@ def test_users_choices_are_read_every_interval_not_every_cycle(engine, nextcloud
     settings = Settings(data_dir=engine.settings.data_dir, model_mirror=SHARED_MODELS,
                         user_choice_refresh_seconds=2)
     engine = Engine(settings)
-    service = RecognizeService(settings)
+    service = RecognizeService(settings, settings_form)
     users = ["admin", "alice", "bob"]
 
     async def scenario() -> None:

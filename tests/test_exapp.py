@@ -744,7 +744,7 @@ def test_a_nextcloud_worker_ends_without_asyncio_warnings(nextcloud, users, tmp_
     import subprocess
     import sys
 
-    from ex_app.work.nextcloud_service import worker_environment
+    from ex_app.service.worker_pool import worker_environment
     from ex_app.work.queue import BACKLOG
 
     for name, value in nextcloud.app_env().items():

@@ -15,7 +15,7 @@ from ex_app.analyzers.registry import ANALYZERS, BY_NAME, needed_models
 from ex_app.config import AnalyzerSection, Settings
 from ex_app.models.manifest import load_manifest
 from ex_app.web.admin_settings import settings_form
-from ex_app.work.nextcloud_service import worker_environment
+from ex_app.service.worker_pool import worker_environment
 
 ANALYZER_MODULES = Path(__file__).resolve().parents[1] / "ex_app" / "analyzers"
 

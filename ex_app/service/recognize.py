@@ -1,10 +1,9 @@
 """The ExApp's background work: crawl all users, send what is new to the workers, tag what
 they finish, group faces; repeat.
 
-Analysis is done by worker processes (``recognize worker``, :mod:`ex_app.work.worker`)
-started here, ``jobs`` of them, on the work queue; workers on other machines may join the
-same queue and database. One cycle runs at a time: it reads the admin settings and the
-users' choices (opted in or out; read again every few minutes), crawls every opted-in
+Analysis is done by worker processes, ``jobs`` of them, on the work queue
+(:mod:`ex_app.service.worker_pool`). One cycle runs at a time: it reads the admin settings
+and the users' choices (opted in or out; read again every few minutes), crawls every opted-in
 user's files (at start and after each interval) sending the new and changed files to the
 queue as it goes, and until the crawl is done and the workers have no work left for those
 users, tags each file in Nextcloud as it is finished and tells each user whose Files menu
@@ -16,21 +15,20 @@ Quiet hours skip the cycle (and hold the workers back).
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import os
-import signal
-import subprocess
-import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from nc_py_api import AsyncNextcloudApp
+from nc_py_api.ex_app.ui.settings import SettingsForm
 from sqlalchemy import select
 
 from ex_app.config import Settings
 from ex_app.engine import Engine
+from ex_app.service.nextcloud_settings import UserChoice, admin_settings, user_choice
+from ex_app.service.worker_pool import WorkerPool
 from ex_app.sinks.nextcloud_notifications import FilesRequest, notify, request_summary
 from ex_app.sinks.nextcloud_tags import NextcloudTagSink
 from ex_app.sources.nextcloud import NextcloudFile, NextcloudSource, NextcloudUsers, stored_file
@@ -46,11 +44,9 @@ from ex_app.store.files import (
     withdraw_pending,
     work_left,
 )
-from ex_app.store.progress import measure_progress
+from ex_app.store.progress import AnalyzerProgress, measure_progress
 from ex_app.store.results import delete_face_data, file_tags
 from ex_app.store.schema import Source
-from ex_app.web.admin_settings import admin_settings, settings_form
-from ex_app.web.personal_settings import UserChoice, user_choice
 from ex_app.work.queue import BACKLOG, NEW, REQUEST
 from ex_app.work.schedule import in_quiet_hours
 
@@ -58,7 +54,8 @@ log = logging.getLogger(__name__)
 
 WATCH_SECONDS = 1.0  # how often a cycle looks at what the workers finished
 TAG_OVERLAP = timedelta(seconds=30)  # each look also reaches this far behind the last one
-WORKER_STOP_SECONDS = 30  # a worker finishes its file in this time after SIGTERM, or is killed
+
+AdminForm = Callable[[Settings, str | None], SettingsForm]  # (defaults, progress line)
 
 
 class OptedOut(Exception):
@@ -76,57 +73,21 @@ class CycleReport:
     opted_out: int = 0  # users whose files were left alone
 
 
-def worker_environment(settings: Settings) -> dict[str, str]:
-    """The environment of a worker process: this one's (AppAPI's credentials included) with
-    the settings in force as its RECOGNIZE_* variables (a section as JSON)."""
-    env = {name: value for name, value in os.environ.items() if not name.startswith("RECOGNIZE_")}
-    for name, value in settings.model_dump(mode="json").items():
-        if value is not None:
-            text = json.dumps(value) if isinstance(value, list | dict) else str(value)
-            env[f"RECOGNIZE_{name.upper()}"] = text
-    return env
-
-
-class WorkerPool:
-    """The ExApp's own worker processes, started on the settings in force."""
-
-    def __init__(self) -> None:
-        self.settings: Settings | None = None
-        self._processes: list[subprocess.Popen] = []
-
-    def ensure(self, settings: Settings) -> None:
-        """Workers for these settings: started if none run, restarted if the settings changed."""
-        if settings != self.settings:
-            self.stop()
-        self._processes = [p for p in self._processes if p.poll() is None]
-        while len(self._processes) < settings.nextcloud.jobs:
-            self._processes.append(
-                subprocess.Popen(
-                    [sys.executable, "-m", "ex_app", "worker"], env=worker_environment(settings)
-                )
-            )
-        self.settings = settings
-
-    def stop(self) -> None:
-        """Let each worker finish its file and stop (killed after WORKER_STOP_SECONDS)."""
-        for process in self._processes:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        for process in self._processes:
-            try:
-                process.wait(WORKER_STOP_SECONDS)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        self._processes = []
-        self.settings = None
+def progress_text(progress: list[AnalyzerProgress]) -> str:
+    """The work's state, for the admin form's description."""
+    if not progress:
+        return "Progress: nothing analyzed yet."
+    return "Progress: " + "; ".join(p.line() for p in progress) + "."
 
 
 class RecognizeService:
-    """Recognize's work over the whole Nextcloud, driven by an asyncio task."""
+    """Recognize's work over the whole Nextcloud, driven by an asyncio task. ``admin_form``
+    is the admin settings form: its fields are read as the admin settings, and it is
+    registered again after each cycle with the progress."""
 
-    def __init__(self, base: Settings):
+    def __init__(self, base: Settings, admin_form: AdminForm):
         self.base = base
+        self.admin_form = admin_form
         self.requests: list[FilesRequest] = []  # Files menu requests not yet notified
         self.last_cycle: CycleReport | None = None
         self.cycles = 0  # cycles finished, quiet ones included
@@ -177,7 +138,8 @@ class RecognizeService:
 
     async def engine(self) -> Engine:
         """The engine for the current admin settings (rebuilt when they change)."""
-        settings = await admin_settings(AsyncNextcloudApp(), self.base)
+        form = self.admin_form(self.base, None)
+        settings = await admin_settings(AsyncNextcloudApp(), self.base, form)
         if self._engine is None or self._engine.settings != settings:
             self._engine = Engine(settings)
             self._source = NextcloudSource(settings.nextcloud.max_download_bytes)
@@ -269,7 +231,8 @@ class RecognizeService:
             await self._notify_finished_requests(engine)
             with engine.sessions() as session:
                 progress = measure_progress(session)
-            await AsyncNextcloudApp().ui.settings.register_form(settings_form(self.base, progress))
+            form = self.admin_form(self.base, progress_text(progress))
+            await AsyncNextcloudApp().ui.settings.register_form(form)
             return CycleReport(
                 sync=synced, processed=processed, persons=persons, opted_out=len(everyone) - len(users)
             )
