@@ -34,6 +34,7 @@ from ex_app.people.operations import NotFound
 from ex_app.people.undo import Snapshot
 from ex_app.sources.nextcloud import NextcloudFile, NextcloudSource, TooLarge
 from ex_app.store import schema
+from ex_app.store.outbox import person_tag_changes
 from ex_app.web.access import has_dot_segment, signed_in_user
 from ex_app.web.personal_settings import ANALYZE, DELETE_FACES, user_choice
 from ex_app.work.nextcloud_scan import stored_file
@@ -110,11 +111,11 @@ def _act(
     faces: set[int],
     action: Callable[[Session, str], Any],
 ) -> Any:
-    """Run one correction for the user, keeping what it changes for undo; 404 for ids that
-    are not the user's."""
+    """Run one correction for the user, keeping what it changes for undo (files whose person
+    names change are marked for the tag sink); 404 for ids that are not the user's."""
     owner = signed_in_user(request)
     try:
-        with _engine(request).sessions.begin() as session:
+        with _engine(request).sessions.begin() as session, person_tag_changes(session, owner):
             snapshot = Snapshot.take(session, label, persons, faces)
             result = action(session, owner)
             if isinstance(result, int) and result not in persons:
@@ -315,7 +316,7 @@ def undo(request: Request) -> dict:
     snapshot = _undo_log(request).pop(owner, None)
     if snapshot is None:
         raise HTTPException(status_code=409, detail="nothing to undo")
-    with _engine(request).sessions.begin() as session:
+    with _engine(request).sessions.begin() as session, person_tag_changes(session, owner):
         snapshot.restore(session)
     return {"undone": snapshot.label}
 

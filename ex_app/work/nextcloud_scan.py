@@ -23,15 +23,15 @@ from pathlib import Path
 
 import numpy as np
 from nc_py_api import NextcloudException
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from ex_app.config import Settings
 from ex_app.media.errors import MediaError
 from ex_app.media.kinds import MediaKind
-from ex_app.sinks.nextcloud_tags import NextcloudTagSink, forget_files
+from ex_app.sinks.nextcloud_tags import forget_files
 from ex_app.sources.nextcloud import NextcloudFile, NextcloudSource, TooLarge
-from ex_app.store import schema
+from ex_app.store import outbox, schema
 from ex_app.store.schema import TaskStatus
 from ex_app.work.claims import ClaimedFile
 from ex_app.work.pipeline import FACE_FINDING_ANALYZERS, FACES, Pipeline
@@ -66,12 +66,6 @@ def stored_file(user: str, row: schema.File) -> NextcloudFile:
         size=row.size,
         mtime_ns=row.mtime_ns,
         etag=row.content_hash.removeprefix(ETAG_PREFIX),
-    )
-
-
-def _nextcloud_files():
-    return select(schema.File, schema.Root.location).join(schema.Root).where(
-        schema.Root.source == NEXTCLOUD_SOURCE
     )
 
 
@@ -356,9 +350,9 @@ def _at_path(query, user: str, path: str):
 
 def delete_face_data(sessions: sessionmaker[Session], user: str) -> set[int]:
     """Delete the faces found in user's files, the tags they gave and the persons they
-    made; returns the stored ids of the files that had faces. The files keep their other
-    results; their face-finding tasks go, so faces are found again only once the user opts
-    back in and the crawl queues them."""
+    made; returns the stored ids of the files that had faces (marked for the tag sink). The
+    files keep their other results; their face-finding tasks go, so faces are found again
+    only once the user opts back in and the crawl queues them."""
     users_files = (
         select(schema.File.id)
         .join(schema.Root)
@@ -391,38 +385,8 @@ def delete_face_data(sessions: sessionmaker[Session], user: str) -> set[int]:
                 (schema.Person.owner == user) | schema.Person.id.in_(persons - still_used)
             )
         )
+        outbox.mark(session, outbox.TAGS, had_faces)  # their tags follow
         return had_faces
-
-
-def file_tags(session: Session, file_id: int, person_names: bool) -> set[str]:
-    """The tags a stored file should carry: its analyzers' tags, and its persons' names."""
-    tags = set(session.scalars(select(schema.FileTag.tag).where(schema.FileTag.file_id == file_id)))
-    if person_names:
-        tags |= set(
-            session.scalars(
-                select(schema.Person.name)
-                .join(schema.Face)
-                .where(
-                    schema.Face.file_id == file_id,
-                    schema.Person.name.is_not(None),
-                    schema.Person.hidden.is_(False),
-                )
-            )
-        )
-    return tags
-
-
-def unfinished(sessions: sessionmaker[Session], remote_ids: Collection[int]) -> set[int]:
-    """Those of these Nextcloud files that still have pending tasks."""
-    with sessions() as session:
-        return set(
-            session.scalars(
-                select(schema.File.remote_id)
-                .join(schema.Task)
-                .where(schema.File.remote_id.in_(list(remote_ids)))
-                .where(schema.Task.status == TaskStatus.PENDING)
-            )
-        )
 
 
 def withdraw_pending(sessions: sessionmaker[Session], user: str) -> int:
@@ -461,43 +425,6 @@ def busy(sessions: sessionmaker[Session], users: Collection[str], now: datetime 
             )
             .limit(1)
         ) is not None
-
-
-def finished_since(
-    sessions: sessionmaker[Session], since: datetime
-) -> dict[int, tuple[NextcloudFile, datetime]]:
-    """The Nextcloud files (by stored id) with an analysis done after since, each with the
-    time its latest analysis ended."""
-    with sessions() as session:
-        rows = session.execute(
-            _nextcloud_files()
-            .add_columns(schema.Task.updated_at)
-            .join(schema.Task, schema.Task.file_id == schema.File.id)
-            .where(schema.Task.status == TaskStatus.DONE, schema.Task.updated_at > since)
-        ).all()
-    files: dict[int, tuple[NextcloudFile, datetime]] = {}
-    for row, user, at in rows:
-        at = _utc(at)
-        if row.id not in files or files[row.id][1] < at:
-            files[row.id] = (stored_file(user, row), at)
-    return files
-
-
-def finished_count(sessions: sessionmaker[Session], since: datetime) -> int:
-    """How many Nextcloud files had an analysis end (done or failed) after since."""
-    with sessions() as session:
-        return session.scalar(
-            select(func.count(func.distinct(schema.Task.file_id)))
-            .join(schema.File)
-            .join(schema.Root)
-            .where(schema.Root.source == NEXTCLOUD_SOURCE)
-            .where(schema.Task.status != TaskStatus.PENDING, schema.Task.updated_at > since)
-        )
-
-
-def _utc(moment: datetime) -> datetime:
-    """SQLite gives stored times back without their zone: they are UTC."""
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 class NextcloudFetcher:
@@ -561,16 +488,3 @@ def worker_fetcher(settings: Settings) -> FileFetcher:
         fetchers.append(NextcloudFetcher(settings.max_download_bytes))
     return SourcesFetcher(*fetchers)
 
-
-async def retag(
-    sessions: sessionmaker[Session],
-    source: NextcloudSource,
-    sink: NextcloudTagSink,
-    file_id: int,
-    file: NextcloudFile,
-    person_names: bool,
-) -> None:
-    """Make the stored file's tags in Nextcloud match the store, as its user."""
-    with sessions() as session:
-        tags = file_tags(session, file_id, person_names)
-    await sink.apply(source.client(file.user), file.file_id, tags)

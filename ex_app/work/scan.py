@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from ex_app.media.kinds import MediaKind
 from ex_app.sources.local import SourceFile, one_local_file, walk_local
-from ex_app.store import schema
+from ex_app.store import outbox, schema
 from ex_app.store.schema import TaskStatus, utcnow
 from ex_app.work.pipeline import (
     EMBEDDINGS,
@@ -276,7 +276,8 @@ def record_analysis(
     pipeline: Pipeline,
 ) -> None:
     """Replace the file's results for these analyzers and mark their tasks done or failed
-    (a failure here is permanent: the dead-letter state, with its reason)."""
+    (a failure here is permanent: the dead-letter state, with its reason); a Nextcloud file
+    is marked for the tag sink in the same transaction."""
     file = session.get(schema.File, file_id)
     if file is None:
         return  # deleted meanwhile
@@ -310,6 +311,8 @@ def record_analysis(
             task.model_version = pipeline.model_version(task.analyzer)
             task.attempts += 1
             task.updated_at = utcnow()
+    if file.remote_id is not None:
+        outbox.mark(session, outbox.TAGS, [file_id])
 
 
 def _face_row(face, embedder: str) -> schema.Face:
