@@ -75,7 +75,7 @@ async def drain(sessions: sessionmaker[Session], retry_delay: float) -> int:
     each time). Returns how many were sent."""
     with sessions.begin() as session:
         marks = outbox.take_finished_requests(session)
-    requests: dict[str, list[outbox.Mark]] = {}
+    requests: dict[str, list[schema.SinkOutbox]] = {}
     for held in marks:
         requests.setdefault(held.request, []).append(held)
     sent = 0

@@ -78,7 +78,7 @@ class NextcloudTagSink:
                 due = outbox.tags_due(session, {m.file_id for m in marks}, person_names)
             if not marks:
                 return finished
-            by_file: dict[int, list[outbox.Mark]] = {}
+            by_file: dict[int, list[schema.SinkOutbox]] = {}
             for held in marks:
                 by_file.setdefault(held.file_id, []).append(held)
             for file_id, held in by_file.items():

@@ -13,7 +13,7 @@ out a delay that doubles with each attempt. A mark of a file that is deleted goe
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -31,18 +31,6 @@ LEASE = timedelta(minutes=10)  # a drainer that died: its marks go to another af
 MAX_RETRY_DELAY = 3600.0  # seconds: the backoff stops doubling here
 
 
-@dataclass(frozen=True)
-class Mark:
-    """One mark a drainer holds."""
-
-    id: int
-    file_id: int
-    user: str | None
-    request: str | None
-    attempts: int
-    drainer: str
-
-
 def mark(session: Session, sink: str, file_ids: Iterable[int], user: str | None = None,
          request: str | None = None) -> None:
     """Mark these stored files for the sink, in the session's transaction."""
@@ -57,9 +45,10 @@ def mark_request(session: Session, user: str, file_ids: Iterable[int]) -> None:
     mark(session, NOTIFICATIONS, file_ids, user=user, request=uuid.uuid4().hex)
 
 
-def person_tags(session: Session, owner: str | None = None) -> dict[int, frozenset[str]]:
-    """The names of the named, visible persons on each Nextcloud file's faces (of the
-    persons of owner's, when given); files without any are left out."""
+def person_tags(session: Session, owner: str | None = None,
+                file_ids: Collection[int] | None = None) -> dict[int, frozenset[str]]:
+    """The names of the named, visible persons on each Nextcloud file's faces (of owner's
+    persons, of these files, when given); files without any are left out."""
     query = (
         select(schema.Face.file_id, schema.Person.name)
         .join(schema.Person, schema.Person.id == schema.Face.person_id)
@@ -69,6 +58,8 @@ def person_tags(session: Session, owner: str | None = None) -> dict[int, frozens
     )
     if owner is not None:
         query = query.where(schema.Person.owner == owner)
+    if file_ids is not None:
+        query = query.where(schema.Face.file_id.in_(file_ids))
     names: dict[int, set[str]] = {}
     for file_id, name in session.execute(query):
         names.setdefault(file_id, set()).add(name)
@@ -91,7 +82,7 @@ def _free(now: datetime):
     return or_(schema.SinkOutbox.lease_until.is_(None), schema.SinkOutbox.lease_until < now)
 
 
-def _claim(session: Session, where, now: datetime | None) -> list[Mark]:
+def _claim(session: Session, where, now: datetime | None) -> list[schema.SinkOutbox]:
     """Claim the free marks matching where for a new drainer; the marks it got."""
     now = now or datetime.now(UTC)
     drainer = uuid.uuid4().hex
@@ -101,16 +92,13 @@ def _claim(session: Session, where, now: datetime | None) -> list[Mark]:
         .values(drainer=drainer, lease_until=now + LEASE)
         .execution_options(synchronize_session=False)
     )
-    rows = session.execute(
-        select(schema.SinkOutbox.id, schema.SinkOutbox.file_id, schema.SinkOutbox.user,
-               schema.SinkOutbox.request, schema.SinkOutbox.attempts, schema.SinkOutbox.drainer)
-        .where(schema.SinkOutbox.drainer == drainer)
-        .order_by(schema.SinkOutbox.id)
-    )
-    return [Mark(*row) for row in rows]
+    return list(session.scalars(
+        select(schema.SinkOutbox).where(schema.SinkOutbox.drainer == drainer).order_by(schema.SinkOutbox.id)
+    ))  # fmt: skip
 
 
-def take(session: Session, sink: str, limit: int = BATCH, now: datetime | None = None) -> list[Mark]:
+def take(session: Session, sink: str, limit: int = BATCH,
+         now: datetime | None = None) -> list[schema.SinkOutbox]:
     """Claim up to limit of the sink's free marks, oldest first."""
     now = now or datetime.now(UTC)
     oldest = (
@@ -122,7 +110,7 @@ def take(session: Session, sink: str, limit: int = BATCH, now: datetime | None =
     return _claim(session, schema.SinkOutbox.id.in_(oldest.scalar_subquery()), now)
 
 
-def take_finished_requests(session: Session, now: datetime | None = None) -> list[Mark]:
+def take_finished_requests(session: Session, now: datetime | None = None) -> list[schema.SinkOutbox]:
     """Claim the marks of every free request none of whose files has a pending task."""
     now = now or datetime.now(UTC)
     marks = select(schema.SinkOutbox.request).where(
@@ -139,39 +127,32 @@ def take_finished_requests(session: Session, now: datetime | None = None) -> lis
     return _claim(session, schema.SinkOutbox.request.in_(waiting), now)
 
 
-def done(session: Session, marks: Iterable[Mark]) -> None:
-    """The sink did it: the marks go (only while their drainer still holds them)."""
-    for drainer, ids in _by_drainer(marks).items():
-        session.execute(
-            delete(schema.SinkOutbox)
-            .where(schema.SinkOutbox.id.in_(ids), schema.SinkOutbox.drainer == drainer)
-            .execution_options(synchronize_session=False)
-        )
+def _held(marks: Iterable[schema.SinkOutbox]):
+    """These marks, while the drainers that took them still hold them."""
+    marks = list(marks)
+    return schema.SinkOutbox.id.in_([m.id for m in marks]) & schema.SinkOutbox.drainer.in_(
+        {m.drainer for m in marks}
+    )
 
 
-def retry(session: Session, marks: Iterable[Mark], retry_delay: float,
+def done(session: Session, marks: Iterable[schema.SinkOutbox]) -> None:
+    """The sink did it: the marks go."""
+    session.execute(delete(schema.SinkOutbox).where(_held(marks)))
+
+
+def retry(session: Session, marks: Collection[schema.SinkOutbox], retry_delay: float,
           now: datetime | None = None) -> float:
     """The sink failed: the marks wait retry_delay seconds, doubled for each earlier
     attempt (at most MAX_RETRY_DELAY), for the next drain; returns the delay."""
     now = now or datetime.now(UTC)
-    marks = list(marks)
     attempts = max((m.attempts for m in marks), default=0) + 1
     delay = min(retry_delay * 2 ** (attempts - 1), MAX_RETRY_DELAY)
-    for drainer, ids in _by_drainer(marks).items():
-        session.execute(
-            update(schema.SinkOutbox)
-            .where(schema.SinkOutbox.id.in_(ids), schema.SinkOutbox.drainer == drainer)
-            .values(attempts=attempts, lease_until=now + timedelta(seconds=delay), drainer=None)
-            .execution_options(synchronize_session=False)
-        )
+    session.execute(
+        update(schema.SinkOutbox)
+        .where(_held(marks))
+        .values(attempts=attempts, lease_until=now + timedelta(seconds=delay), drainer=None)
+    )
     return delay
-
-
-def _by_drainer(marks: Iterable[Mark]) -> dict[str, list[int]]:
-    grouped: dict[str, list[int]] = {}
-    for held in marks:
-        grouped.setdefault(held.drainer, []).append(held.id)
-    return grouped
 
 
 @dataclass(frozen=True)
@@ -193,14 +174,8 @@ def tags_due(session: Session, file_ids: Iterable[int], person_names: bool) -> d
         select(schema.FileTag.file_id, schema.FileTag.tag).where(schema.FileTag.file_id.in_(ids))
     ):
         tags[file_id].add(tag)
-    if person_names:
-        for file_id, name in session.execute(
-            select(schema.Face.file_id, schema.Person.name)
-            .join(schema.Person, schema.Person.id == schema.Face.person_id)
-            .where(schema.Face.file_id.in_(ids), schema.Person.name.is_not(None),
-                   schema.Person.hidden.is_(False))
-        ):  # fmt: skip
-            tags[file_id].add(name)
+    for file_id, names in (person_tags(session, file_ids=ids) if person_names else {}).items():
+        tags[file_id] |= names
     rows = session.execute(
         select(schema.File.id, schema.File.path, schema.File.remote_id, schema.Root.location)
         .join(schema.Root)
