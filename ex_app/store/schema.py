@@ -74,11 +74,7 @@ class Task(Base):
     """The state of one analyzer on one file."""
 
     __tablename__ = "tasks"
-    __table_args__ = (
-        UniqueConstraint("file_id", "analyzer"),
-        # "what finished since": asked every second while workers go through a backlog
-        Index("ix_tasks_status_updated_at", "status", "updated_at"),
-    )
+    __table_args__ = (UniqueConstraint("file_id", "analyzer"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     file_id: Mapped[int] = mapped_column(ForeignKey("files.id", ondelete="CASCADE"), index=True)

@@ -1,4 +1,5 @@
-"""the outbox: what each sink must still do, marked with the results that made it due
+"""the outbox: what each sink must still do, marked with the results that made it due;
+"what finished since" is no longer asked (0006's index goes)
 
 Revision ID: 0007
 Revises: 0006
@@ -32,9 +33,11 @@ def upgrade() -> None:
     with op.batch_alter_table('sink_outbox', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_sink_outbox_file_id'), ['file_id'], unique=False)
         batch_op.create_index('ix_sink_outbox_sink_lease_until', ['sink', 'lease_until'], unique=False)
+    op.drop_index('ix_tasks_status_updated_at', table_name='tasks')
 
 
 def downgrade() -> None:
+    op.create_index('ix_tasks_status_updated_at', 'tasks', ['status', 'updated_at'], unique=False)
     with op.batch_alter_table('sink_outbox', schema=None) as batch_op:
         batch_op.drop_index('ix_sink_outbox_sink_lease_until')
         batch_op.drop_index(batch_op.f('ix_sink_outbox_file_id'))
