@@ -64,11 +64,6 @@ def request_summary(sessions: sessionmaker[Session], file_ids: Collection[int]) 
     return subject, message
 
 
-async def notify(nc: AsyncNextcloudApp, subject: str, message: str) -> None:
-    """Send the user nc acts as a notification."""
-    await nc.notifications.create(subject, message)
-
-
 async def drain(sessions: sessionmaker[Session], retry_delay: float) -> int:
     """Tell each user whose Files menu request has no work left what was found; a
     notification that fails is sent by a later drain (after retry_delay seconds, doubled
@@ -83,7 +78,7 @@ async def drain(sessions: sessionmaker[Session], retry_delay: float) -> int:
         user = held[0].user
         try:
             subject, message = request_summary(sessions, [m.file_id for m in held])
-            await notify(AsyncNextcloudApp(user=user), subject, message)
+            await AsyncNextcloudApp(user=user).notifications.create(subject, message)
         except Exception as error:  # noqa: BLE001 (Nextcloud away: a later drain tries again)
             log.warning("notifying %s failed: %s", user, error)
             with sessions.begin() as session:
