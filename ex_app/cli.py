@@ -400,11 +400,13 @@ def regroup(engine: Engine) -> None:
 
 def _apply(engine: Engine, operation: str, *args):
     """Run one person/face operation (a function of ex_app.people.operations, by name) in a
-    transaction; unknown ids are a clear error."""
+    transaction that marks the files whose person names change for the tag sink; unknown
+    ids are a clear error."""
     from ex_app.people import operations
+    from ex_app.store.outbox import person_tag_changes
 
     try:
-        with engine.sessions.begin() as session:
+        with engine.sessions.begin() as session, person_tag_changes(session):
             return getattr(operations, operation)(session, *args)
     except operations.NotFound as error:
         raise click.ClickException(str(error)) from error

@@ -55,7 +55,7 @@ class FacesSettings(AnalyzerSection):
     min_score: float = Field(default=0.8, gt=0, lt=1)
     min_size: int = Field(default=16, ge=1)  # pixels, shorter side of the box
     # The face embedder: "sface" (OpenCV Zoo's SFace) or "dlib" (dlib's ResNet). Changing it
-    # re-embeds the stored faces in the background (ex_app/work/reembed.py).
+    # re-embeds the stored faces in the background (ex_app/store/reembed.py).
     embedder: Literal["sface", "dlib"] = "sface"
     # The admin's choice: the embedder's link, member and join distances times 0.95 (strict:
     # fewer mix-ups), 1 or 1.05 (loose: fewer splits), where they are not set below.

@@ -183,16 +183,18 @@ class Engine:
         """Group faces into persons; returns the number of persons.
 
         By default a full re-grouping while the store holds at most
-        ``faces.full_regroup_limit`` faces, and an incremental update beyond that.
+        ``faces.full_regroup_limit`` faces, and an incremental update beyond that. Files
+        whose persons' names change are marked for the tag sink.
         """
         from ex_app.people.clustering import ClusterParams, QualityGate
         from ex_app.people.grouping import regroup_all, update_persons
+        from ex_app.store.outbox import person_tag_changes
         from ex_app.store.reembed import waiting_files
 
         params = ClusterParams.from_settings(self.settings)
         gate = QualityGate.from_settings(self.settings)
         embedder = self.settings.faces.embedder
-        with self.sessions.begin() as session:
+        with self.sessions.begin() as session, person_tag_changes(session):
             if full is None:
                 faces = session.scalar(select(func.count(schema.Face.id)))
                 full = faces <= self.settings.faces.full_regroup_limit

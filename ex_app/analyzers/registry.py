@@ -35,7 +35,7 @@ def fixed(*names: str) -> Models:
 
 
 # Each face embedder's models: their hashes are the version of the embeddings a face holds
-# (a new embedder embeds the stored faces again, ex_app/work/reembed.py; never detects again).
+# (a new embedder embeds the stored faces again, ex_app/store/reembed.py; never detects again).
 EMBEDDER_MODELS = {"sface": ("face_recognition_sface",),
                    "dlib": ("dlib_face_landmarks_5", "dlib_face_embedder_onnx")}
 FACE_DETECTOR = fixed("face_detection_yunet")

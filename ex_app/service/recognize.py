@@ -6,8 +6,10 @@ Analysis is done by worker processes, ``jobs`` of them, on the work queue
 and the users' choices (opted in or out; read again every few minutes), crawls every opted-in
 user's files (at start and after each interval) sending the new and changed files to the
 queue as it goes, and until the crawl is done and the workers have no work left for those
-users, tags each file in Nextcloud as it is finished and tells each user whose Files menu
-request is done what was found. Then faces are regrouped. Files queued by the Files menu
+users, drains the outbox (:mod:`ex_app.store.outbox`, marked wherever the results were
+written): tags each finished file in Nextcloud and tells each user whose Files menu request
+is done what was found. Then faces are regrouped, and the files whose persons' names
+changed are tagged again. Files queued by the Files menu
 (first) or by webhooks (ahead of the backlog) start a cycle at once that does not crawl.
 Quiet hours skip the cycle (and hold the workers back).
 """
@@ -19,41 +21,36 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 
 from nc_py_api import AsyncNextcloudApp
 from nc_py_api.ex_app.ui.settings import SettingsForm
-from sqlalchemy import select
 
 from ex_app.config import Settings
 from ex_app.engine import Engine
 from ex_app.service.nextcloud_settings import UserChoice, admin_settings, user_choice
 from ex_app.service.worker_pool import WorkerPool
-from ex_app.sinks.nextcloud_notifications import FilesRequest, notify, request_summary
+from ex_app.sinks import nextcloud_notifications
 from ex_app.sinks.nextcloud_tags import NextcloudTagSink
-from ex_app.sources.nextcloud import NextcloudFile, NextcloudSource, NextcloudUsers, stored_file
+from ex_app.sources.nextcloud import NextcloudSource, NextcloudUsers
 from ex_app.sources.sync import sync
-from ex_app.store import schema
+from ex_app.store import outbox
 from ex_app.store.files import (
     SyncReport,
     delete_files,
-    finished_count,
-    finished_since,
     move_files,
     record_files,
     withdraw_pending,
     work_left,
 )
 from ex_app.store.progress import AnalyzerProgress, measure_progress
-from ex_app.store.results import delete_face_data, file_tags
-from ex_app.store.schema import Source
+from ex_app.store.results import delete_face_data
 from ex_app.work.queue import BACKLOG, NEW, REQUEST
 from ex_app.work.schedule import in_quiet_hours
 
 log = logging.getLogger(__name__)
 
-WATCH_SECONDS = 1.0  # how often a cycle looks at what the workers finished
-TAG_OVERLAP = timedelta(seconds=30)  # each look also reaches this far behind the last one
+DRAIN_SECONDS = 1.0  # how often a cycle drains the outbox while the workers have work
 
 AdminForm = Callable[[Settings, str | None], SettingsForm]  # (defaults, progress line)
 
@@ -88,7 +85,6 @@ class RecognizeService:
     def __init__(self, base: Settings, admin_form: AdminForm):
         self.base = base
         self.admin_form = admin_form
-        self.requests: list[FilesRequest] = []  # Files menu requests not yet notified
         self.last_cycle: CycleReport | None = None
         self.cycles = 0  # cycles finished, quiet ones included
         self.last_error: str | None = None
@@ -101,12 +97,9 @@ class RecognizeService:
         self._cycle_lock = asyncio.Lock()
         self._names_as_tags = base.nextcloud.person_names_as_tags
         self._regroup_due = False  # faces were deleted outside a cycle
-        self._untagged: dict[int, NextcloudFile] = {}  # finished, tagging failed: tried again
         self._opted_out: set[str] = set()  # as of the last cycle
         self._choices: dict[str, UserChoice] = {}  # each user's choice as last read
         self._choices_read = float("-inf")  # when all were read (time.monotonic)
-        self._tagged: dict[int, datetime] = {}  # file id: the finish time it was tagged for
-        self._tagged_until = datetime.now(UTC)  # every file finished before this is tagged
 
     @property
     def running(self) -> bool:
@@ -166,13 +159,12 @@ class RecognizeService:
     async def _read_choice(self, engine: Engine, user: str) -> UserChoice:
         """The user's choice, from Nextcloud; a change from the last one read is acted on:
         the pending work of a user who opted out is withdrawn, and their face data deleted
-        (its tags taken off) if they asked."""
+        (its tags taken off by the next drain) if they asked."""
         choice = await user_choice(self.source.client(user), engine.settings.nextcloud.users_enabled_by_default)
         if not choice.enabled and self._choices.get(user) != choice:
             await asyncio.to_thread(withdraw_pending, engine.sessions, user)
             if choice.delete_faces:
-                had_faces = await asyncio.to_thread(delete_face_data, engine.sessions, user)
-                await self._retag(engine, self._stored(engine, had_faces))
+                await asyncio.to_thread(delete_face_data, engine.sessions, user)
         self._choices[user] = choice
         return choice
 
@@ -191,15 +183,15 @@ class RecognizeService:
         return [user for user in users if self._choices[user].enabled]
 
     async def run_cycle(self, crawl: bool = True) -> CycleReport:
-        """Crawl (unless told not to), have the workers analyze the pending files, tag them,
-        regroup faces, refresh tags of face photos."""
+        """Crawl (unless told not to), have the workers analyze the pending files, drain the
+        outbox while they do, regroup faces, drain what that marked."""
         async with self._cycle_lock:
             engine = await self.engine()
             settings = engine.settings
             await asyncio.to_thread(self.workers.ensure, settings)  # they keep quiet hours too
             if in_quiet_hours(settings.worker.quiet_hours, datetime.now()):
                 return CycleReport(quiet=True)
-            started = datetime.now(UTC)
+            between = await self._drain(engine)  # what was marked since the last cycle
             everyone = await self.source.users()
             users = await self.active_users(engine, everyone)
             returning = [user for user in users if user in self._opted_out]  # crawled now
@@ -215,20 +207,19 @@ class RecognizeService:
                     engine.pipeline, on_chunk=send,
                 ))  # fmt: skip
             try:  # what the workers finish is tagged while the walk goes on
-                await self._follow_workers(engine, users, crawling)
+                processed = await self._follow_workers(engine, users, crawling)
             finally:
                 if crawling is not None and not crawling.done():
                     crawling.cancel()
             synced = crawling.result() if crawling is not None and crawl else None
-            processed = finished_count(engine.sessions, started)
-            regroup = processed or self._regroup_due
+            regroup = processed or between or self._regroup_due
             self._regroup_due = False
             persons = await asyncio.to_thread(engine.regroup) if regroup else 0
-            names_changed = settings.nextcloud.person_names_as_tags != self._names_as_tags
-            if names_changed or (regroup and settings.nextcloud.person_names_as_tags):
-                await self._retag(engine, self._stored(engine, self._face_photos(engine)))
-            self._names_as_tags = settings.nextcloud.person_names_as_tags
-            await self._notify_finished_requests(engine)
+            if settings.nextcloud.person_names_as_tags != self._names_as_tags:
+                with engine.sessions.begin() as session:  # names come or go on every such file
+                    outbox.mark(session, outbox.TAGS, outbox.person_tags(session))
+                self._names_as_tags = settings.nextcloud.person_names_as_tags
+            await self._drain(engine)
             with engine.sessions() as session:
                 progress = measure_progress(session)
             form = self.admin_form(self.base, progress_text(progress))
@@ -239,41 +230,34 @@ class RecognizeService:
 
     async def _follow_workers(
         self, engine: Engine, users: list[str], crawling: asyncio.Task | None = None
-    ) -> None:
+    ) -> int:
         """Until the crawl (if any) is done and the workers have no work left for these
-        users: tag what they finish, tell users whose requests are done."""
+        users: drain the outbox. Returns how many files' tags were drained."""
+        drained = 0
         while True:
             walking = crawling is not None and not crawling.done()
-            # before tagging: the last file gets tagged
+            # before draining: the last file is drained
             working = work_left(engine.sessions, users=users, ready_only=True)
-            self._untagged.update(self._newly_finished(engine))
-            await self._retag(engine, dict(self._untagged))
-            await self._notify_finished_requests(engine)
+            drained += await self._drain(engine)
             if crawling is not None and crawling.done():
                 crawling.result()  # a failed crawl fails the cycle
             if not working and not walking:
-                return
+                return drained
             try:
-                await asyncio.wait_for(self._wake.wait(), WATCH_SECONDS)
+                await asyncio.wait_for(self._wake.wait(), DRAIN_SECONDS)
                 self._wake.clear()
             except TimeoutError:
                 pass
 
-    def _newly_finished(self, engine: Engine) -> dict[int, NextcloudFile]:
-        """Files finished since the last look and not tagged for that finish yet. The look
-        reaches TAG_OVERLAP back, for a worker whose commit came after a later one's."""
-        finished = finished_since(engine.sessions, self._tagged_until - TAG_OVERLAP)
-        new = {
-            file_id: stored_file(user, row)
-            for file_id, (row, user, at) in finished.items()
-            if self._tagged.get(file_id, datetime.min.replace(tzinfo=UTC)) < at
-        }
-        self._tagged.update({file_id: at for file_id, (_row, _user, at) in finished.items()})
-        if finished:
-            self._tagged_until = max(self._tagged_until, *(at for *_file, at in finished.values()))
-        horizon = self._tagged_until - TAG_OVERLAP
-        self._tagged = {file_id: at for file_id, at in self._tagged.items() if at >= horizon}
-        return new
+    async def _drain(self, engine: Engine) -> int:
+        """Tag the files marked for it, tell the users whose requests are done; returns how
+        many files' tags were drained. Failed Nextcloud calls leave their marks for later."""
+        settings = engine.settings
+        drained = await self.sink.drain(
+            self.source.client, settings.nextcloud.person_names_as_tags, settings.queue.retry_delay_seconds
+        )
+        await nextcloud_notifications.drain(engine.sessions, settings.queue.retry_delay_seconds)
+        return drained
 
     async def queue(self, user: str, paths: list[str], request: bool = False) -> int:
         """Record the media at these paths of user's (folders: recursively) and send them to
@@ -288,8 +272,9 @@ class RecognizeService:
         found = [file for path in paths for file in await self.source.media_at(user, path)]
         source = NextcloudUsers(self.source, [user])
         recorded = record_files(engine.sessions, source, found, engine.pipeline)
-        if request and recorded.remote_ids:
-            self.requests.append(FilesRequest(user, frozenset(recorded.remote_ids)))
+        if request and recorded.ids:
+            with engine.sessions.begin() as session:
+                outbox.mark_request(session, user, recorded.ids)
         await asyncio.to_thread(
             engine.queue.enqueue_files,
             engine.sessions,
@@ -313,53 +298,6 @@ class RecognizeService:
             self._regroup_due = True
             self.wake()
         return count
-
-    def _face_photos(self, engine: Engine) -> set[int]:
-        """The stored ids of the Nextcloud files with faces."""
-        with engine.sessions() as session:
-            return set(
-                session.scalars(
-                    select(schema.File.id)
-                    .join(schema.Root)
-                    .join(schema.Face)
-                    .where(schema.Root.source == Source.NEXTCLOUD)
-                    .distinct()
-                )
-            )
-
-    def _stored(self, engine: Engine, file_ids: set[int]) -> dict[int, NextcloudFile]:
-        """The Nextcloud files these stored ids stand for."""
-        with engine.sessions() as session:
-            rows = session.execute(
-                select(schema.File, schema.Root.location)
-                .join(schema.Root)
-                .where(schema.File.id.in_(file_ids), schema.File.remote_id.is_not(None))
-            ).all()
-        return {row.id: stored_file(user, row) for row, user in rows}
-
-    async def _retag(self, engine: Engine, files: dict[int, NextcloudFile]) -> None:
-        """Make these stored files' tags in Nextcloud match the store; those that fail (say,
-        Nextcloud away) are tried again in a while."""
-        names = engine.settings.nextcloud.person_names_as_tags
-        for file_id, file in files.items():
-            try:
-                with engine.sessions() as session:
-                    tags = file_tags(session, file_id, names)
-                await self.sink.apply(self.source.client(file.user), file.file_id, tags)
-            except Exception as error:  # noqa: BLE001 (Nextcloud away: the next look tries again)
-                log.warning("tagging %s of %s failed: %s", file.path, file.user, error)
-                self._untagged[file_id] = file
-            else:
-                self._untagged.pop(file_id, None)
-
-    async def _notify_finished_requests(self, engine: Engine) -> None:
-        """Tell each user whose Files menu request has no work left what was found."""
-        for request in list(self.requests):
-            if work_left(engine.sessions, remote_ids=request.remote_ids):
-                continue
-            subject, message = request_summary(engine.sessions, request.remote_ids)
-            await notify(AsyncNextcloudApp(user=request.user), subject, message)
-            self.requests.remove(request)
 
     async def _loop(self) -> None:
         """A crawl at start and an interval after each one; in between, cycles that only

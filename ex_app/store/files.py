@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
-from sqlalchemy import and_, delete, false, func, insert, or_, select, true, update
+from sqlalchemy import and_, delete, false, insert, or_, select, true, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from ex_app.media.kinds import MediaKind
@@ -397,41 +397,3 @@ def withdraw_pending(sessions: sessionmaker[Session], user: str) -> int:
             .where(schema.Task.status == TaskStatus.PENDING)
             .where(schema.Task.file_id.in_(users_files(user)))
         ).rowcount
-
-
-def finished_since(
-    sessions: sessionmaker[Session], since: datetime
-) -> dict[int, tuple[schema.File, str, datetime]]:
-    """The Nextcloud files (by stored id, with their user) with an analysis done after
-    since, each with the time its latest analysis ended."""
-    with sessions() as session:
-        rows = session.execute(
-            select(schema.File, schema.Root.location, schema.Task.updated_at)
-            .join(schema.Root)
-            .join(schema.Task, schema.Task.file_id == schema.File.id)
-            .where(schema.Root.source == Source.NEXTCLOUD)
-            .where(schema.Task.status == TaskStatus.DONE, schema.Task.updated_at > since)
-        ).all()
-    files: dict[int, tuple[schema.File, str, datetime]] = {}
-    for row, user, at in rows:
-        at = _utc(at)
-        if row.id not in files or files[row.id][2] < at:
-            files[row.id] = (row, user, at)
-    return files
-
-
-def finished_count(sessions: sessionmaker[Session], since: datetime) -> int:
-    """How many Nextcloud files had an analysis end (done or failed) after since."""
-    with sessions() as session:
-        return session.scalar(
-            select(func.count(func.distinct(schema.Task.file_id)))
-            .join(schema.File)
-            .join(schema.Root)
-            .where(schema.Root.source == Source.NEXTCLOUD)
-            .where(schema.Task.status != TaskStatus.PENDING, schema.Task.updated_at > since)
-        )
-
-
-def _utc(moment: datetime) -> datetime:
-    """SQLite gives stored times back without their zone: they are UTC."""
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

@@ -15,7 +15,7 @@ from ex_app.analyzers.registry import (
     LABELLING_ANALYZERS,
 )
 from ex_app.analyzers.results import FileAnalysis
-from ex_app.store import schema
+from ex_app.store import outbox, schema
 from ex_app.store.files import users_files
 from ex_app.store.schema import TaskStatus, utcnow
 
@@ -28,7 +28,8 @@ def record_analysis(
     pipeline: Pipeline,
 ) -> None:
     """Replace the file's results for these analyzers and mark their tasks done or failed
-    (a failure here is permanent: the dead-letter state, with its reason)."""
+    (a failure here is permanent: the dead-letter state, with its reason); a Nextcloud file
+    is marked for the tag sink in the same transaction."""
     file = session.get(schema.File, file_id)
     if file is None:
         return  # deleted meanwhile
@@ -62,6 +63,8 @@ def record_analysis(
             task.model_version = pipeline.model_version(task.analyzer)
             task.attempts += 1
             task.updated_at = utcnow()
+    if file.remote_id is not None:
+        outbox.mark(session, outbox.TAGS, [file_id])
 
 
 def _face_row(face, embedder: str) -> schema.Face:
@@ -79,24 +82,6 @@ def _face_row(face, embedder: str) -> schema.Face:
         landmarks=np.asarray(face.landmarks, dtype=np.float32).tobytes(),
         embedding=np.asarray(face.embedding, dtype=np.float32).tobytes(),
     )
-
-
-def file_tags(session: Session, file_id: int, person_names: bool) -> set[str]:
-    """The tags a stored file should carry: its analyzers' tags, and its persons' names."""
-    tags = set(session.scalars(select(schema.FileTag.tag).where(schema.FileTag.file_id == file_id)))
-    if person_names:
-        tags |= set(
-            session.scalars(
-                select(schema.Person.name)
-                .join(schema.Face)
-                .where(
-                    schema.Face.file_id == file_id,
-                    schema.Person.name.is_not(None),
-                    schema.Person.hidden.is_(False),
-                )
-            )
-        )
-    return tags
 
 
 def delete_face_data(sessions: sessionmaker[Session], user: str) -> set[int]:
@@ -131,4 +116,5 @@ def delete_face_data(sessions: sessionmaker[Session], user: str) -> set[int]:
                 (schema.Person.owner == user) | schema.Person.id.in_(persons - still_used)
             )
         )
+        outbox.mark(session, outbox.TAGS, had_faces)  # their tags follow
         return had_faces

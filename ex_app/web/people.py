@@ -36,6 +36,7 @@ from ex_app.service.nextcloud_settings import save_choice, user_choice
 from ex_app.sources.fetch import FileGone, TransientError
 from ex_app.sources.nextcloud import NextcloudFetcher
 from ex_app.store import schema
+from ex_app.store.outbox import person_tag_changes
 from ex_app.store.progress import measure_user_progress
 from ex_app.web.access import has_dot_segment
 from ex_app.web.dependencies import CurrentEngine, Service, Sessions, UndoLog, User, UserClient
@@ -104,10 +105,10 @@ class Corrections:
     def act(
         self, label: str, persons: set[int], faces: set[int], action: Callable[[Session, str], Any]
     ) -> Any:
-        """Run one correction, keeping what it changes for undo; 404 for ids that are not the
-        user's."""
+        """Run one correction, keeping what it changes for undo (files whose person names
+        change are marked for the tag sink); 404 for ids that are not the user's."""
         try:
-            with self.sessions.begin() as session:
+            with self.sessions.begin() as session, person_tag_changes(session, self.owner):
                 snapshot = Snapshot.take(session, label, persons, faces)
                 result = action(session, self.owner)
                 if isinstance(result, int) and result not in persons:
@@ -308,7 +309,7 @@ def undo(corrections: Correct) -> dict:
     snapshot = corrections.undo_log.pop(corrections.owner, None)
     if snapshot is None:
         raise HTTPException(status_code=409, detail="nothing to undo")
-    with corrections.sessions.begin() as session:
+    with corrections.sessions.begin() as session, person_tag_changes(session, corrections.owner):
         snapshot.restore(session)
     return {"undone": snapshot.label}
 
