@@ -15,13 +15,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ex_app.analyzers.faces import FaceAnalyzer
+from ex_app.analyzers.faces import FaceAnalyzer, load_face_embedder
 from ex_app.analyzers.objects import ObjectClassifier, load_imagenet_labels
 from ex_app.config import Settings
 from ex_app.models.manifest import load_manifest
 from ex_app.models.runtime import open_session
 from ex_app.models.store import ModelStore
-from ex_app.work.pipeline import load_face_embedder
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 FACES = SHARED / "data" / "faces"

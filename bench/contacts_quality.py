@@ -34,6 +34,7 @@ sys.path.insert(0, str(REPO))
 
 from sqlalchemy import select  # noqa: E402
 
+from ex_app.analyzers.faces import face_analyzer  # noqa: E402
 from ex_app.config import Settings  # noqa: E402
 from ex_app.engine import Engine  # noqa: E402
 from ex_app.people.clustering import QualityGate  # noqa: E402
@@ -73,8 +74,8 @@ def measure(engine: Engine, contacts: dict[str, bytes], persons: dict[int, str])
     gate = QualityGate.from_settings(s)
     faces, skipped = [], []
     for identity, photo in contacts.items():
-        embedding, why = contact_face(engine.pipeline.face_analyzer, gate, photo,
-                                      s.max_image_side, s.max_image_pixels)
+        embedding, why = contact_face(engine.pipeline.part(face_analyzer), gate, photo,
+                                      s.images.max_side, s.images.max_pixels)
         if embedding is None:
             skipped.append(f"{identity}: {why}")
         else:

@@ -84,11 +84,11 @@ from scipy.sparse.csgraph import minimum_spanning_tree
 from scipy.spatial.distance import cdist, pdist, squareform
 from sklearn.cluster import DBSCAN, HDBSCAN
 
-from ex_app.analyzers.faces import EMBEDDERS, Face, FaceAnalyzer
+from ex_app.analyzers.faces import EMBEDDERS, FaceAnalyzer, load_face_embedder
+from ex_app.analyzers.results import Face
 from ex_app.config import Settings
 from ex_app.models.manifest import load_manifest
 from ex_app.models.store import ModelStore
-from ex_app.work.pipeline import load_face_embedder
 from ex_app.people.clustering import (
     UNASSIGNED,
     ClusterParams,

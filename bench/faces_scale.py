@@ -52,9 +52,8 @@ def _embed_shared_faces() -> tuple[np.ndarray, np.ndarray]:
 
     from PIL import Image
 
-    from ex_app.analyzers.faces import FaceAnalyzer
+    from ex_app.analyzers.faces import FaceAnalyzer, load_face_embedder
     from ex_app.config import Settings
-    from ex_app.work.pipeline import load_face_embedder
     from ex_app.models.manifest import load_manifest
     from ex_app.models.store import ModelStore
 

@@ -66,7 +66,7 @@ def make_library(
 
 def recognize(data_dir: Path, *args: str, embedder: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RECOGNIZE_")}
-    env["RECOGNIZE_FACE_EMBEDDER"] = embedder
+    env["RECOGNIZE_FACES__EMBEDDER"] = embedder
     command = [sys.executable, "-m", "ex_app", "--data-dir", str(data_dir),
                "--model-mirror", str(MODELS), *args]
     return subprocess.run(command, capture_output=True, text=True, check=True, env=env, cwd=ROOT)

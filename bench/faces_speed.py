@@ -3,7 +3,7 @@
 Pipelines, each in its own process so that its peak memory is its own:
 
 - ours: the face analyzer exactly as the production pipeline builds it
-  (``Pipeline.face_analyzer``), so a change of its models shows up here; once with SFace
+  (``ex_app.analyzers.faces.face_analyzer``), so a change of its models shows up here; once with SFace
   (the default) and once with dlib's embedder (the default before SFace), each with the
   CPU time its embedder takes per face.
 - facerecognition (Nextcloud app, matiasdelellis/facerecognition, through the pdlib PHP
@@ -172,17 +172,18 @@ def our_analyzer(
 ) -> tuple[Callable[[np.ndarray], int], str, TimedEmbedder]:
     """The production face analyzer with this embedder, its models fetched by the model
     store into data_dir; and its embedder, timed."""
+    from ex_app.analyzers.faces import face_analyzer
+    from ex_app.analyzers.pipeline import Pipeline
+    from ex_app.analyzers.registry import face_models
     from ex_app.config import MANIFEST_PATH, Settings
     from ex_app.models.manifest import load_manifest
     from ex_app.models.store import ModelStore
-    from ex_app.work.pipeline import FACES as FACE_ANALYZER
-    from ex_app.work.pipeline import Pipeline, analyzer_models
 
     settings = Settings(data_dir=data_dir, threads=threads, face_embedder=embedder)
     store = ModelStore(settings.models_dir, load_manifest(MANIFEST_PATH), settings.model_mirror)
-    analyzer = Pipeline(settings, store).face_analyzer
+    analyzer = Pipeline(settings, store).part(face_analyzer)
     timed = analyzer.embedder = TimedEmbedder(analyzer.embedder)
-    about = "Pipeline.face_analyzer: " + " + ".join(analyzer_models(FACE_ANALYZER, embedder))
+    about = "the pipeline's face analyzer: " + " + ".join(face_models(settings))
     return (lambda rgb: len(analyzer.analyze(rgb))), about, timed
 
 

@@ -50,11 +50,11 @@ def stage_seconds(path: Path, models: list[MusicnnModel], settings: Settings) ->
         decode_audio,
         path,
         SAMPLE_RATE,
-        settings.music_max_seconds,
-        settings.audio_decode_timeout_seconds,
+        settings.music.max_seconds,
+        settings.music.decode_timeout_seconds,
     )
     samples = decode().samples
-    starts = patch_starts(len(samples), settings.music_max_patches)
+    starts = patch_starts(len(samples), settings.music.max_patches)
     features = log_mel_patches(samples, starts)
     stages = {
         "minutes": len(samples) / SAMPLE_RATE / 60,
@@ -87,7 +87,7 @@ def main() -> None:
             check=True,
         )  # fmt: skip
         songs = [*sorted(MUSIC.glob("*.mp3")), long_song]
-        print(f"threads {args.threads}, at most {settings.music_max_patches} patches of 3 s a song")
+        print(f"threads {args.threads}, at most {settings.music.max_patches} patches of 3 s a song")
         print(f"{'song':<34} {'min':>5} {'patches':>7} {'decode':>7} {'features':>8} "
               f"{'msd':>6} {'mtt':>6} {'s/min':>6}")  # fmt: skip
         for song in songs:

@@ -198,8 +198,8 @@ def crawl_child(send: bool) -> None:
 
     from ex_app.config import Settings
     from ex_app.engine import Engine
-    from ex_app.sources.nextcloud import NextcloudSource
-    from ex_app.work.nextcloud_scan import sync_nextcloud
+    from ex_app.sources.nextcloud import NextcloudSource, NextcloudUsers
+    from ex_app.sources.sync import sync
     from ex_app.work.queue import BACKLOG
 
     engine = Engine(Settings())
@@ -214,8 +214,8 @@ def crawl_child(send: bool) -> None:
 
     async def crawl():
         users = sorted(await AsyncNextcloudApp().users_list())
-        source = NextcloudSource(engine.settings.max_download_bytes)
-        return await sync_nextcloud(engine.sessions, source, users, engine.pipeline, on_chunk)
+        source = NextcloudSource(engine.settings.nextcloud.max_download_bytes)
+        return await sync(engine.sessions, NextcloudUsers(source, users), engine.pipeline, on_chunk)
 
     engine.pipeline  # noqa: B018 (built before timing)
     event.listen(engine.sessions.kw["bind"], "before_cursor_execute", count)
@@ -264,10 +264,10 @@ def run_one(database: str, args, sources: list[Path], workdir: Path) -> dict:
     port = free_port()
     env = {**os.environ, **nextcloud.app_env(port),
            "RECOGNIZE_DATA_DIR": str(storage), "RECOGNIZE_MODEL_MIRROR": str(SHARED / "models"),
-           "RECOGNIZE_DATABASE_URL": database_url, "RECOGNIZE_FACES_ENABLED": "false",
-           "RECOGNIZE_PLACES_ENABLED": "false", "RECOGNIZE_MUSIC_ENABLED": "false",
-           "RECOGNIZE_VIDEO_ENABLED": "false", "RECOGNIZE_JOBS": str(args.jobs),
-           "RECOGNIZE_CRAWL_INTERVAL_SECONDS": "36000"}
+           "RECOGNIZE_DATABASE_URL": database_url, "RECOGNIZE_FACES__ENABLED": "false",
+           "RECOGNIZE_PLACES__ENABLED": "false", "RECOGNIZE_MUSIC__ENABLED": "false",
+           "RECOGNIZE_VIDEO__ENABLED": "false", "RECOGNIZE_NEXTCLOUD__JOBS": str(args.jobs),
+           "RECOGNIZE_NEXTCLOUD__CRAWL_INTERVAL_SECONDS": "36000"}
     exapp = subprocess.Popen([sys.executable, "-c", "from ex_app.main import main; main()"],
                              env=env, cwd=REPO, stdout=subprocess.DEVNULL,
                              stderr=open(workdir / f"exapp-{database}.log", "w"))

@@ -33,9 +33,9 @@ SHARED = ROOT.parent / "shared"
 IMAGES = SHARED / "data" / "images"
 MODELS = SHARED / "models"
 ANALYZERS = {
-    "RECOGNIZE_PLACES_ENABLED": "0",
-    "RECOGNIZE_MUSIC_ENABLED": "0",
-    "RECOGNIZE_VIDEO_ENABLED": "0",
+    "RECOGNIZE_PLACES__ENABLED": "0",
+    "RECOGNIZE_MUSIC__ENABLED": "0",
+    "RECOGNIZE_VIDEO__ENABLED": "0",
 }
 
 
@@ -127,8 +127,8 @@ def fresh_state(data_dir: Path, redis: Redis) -> None:
 def throughput(workers: int, tree: Path, data_dir: Path, redis: Redis, logs: Path) -> float:
     """Files per second of ``workers`` workers on the tree's backlog, from a common start."""
     fresh_state(data_dir, redis)
-    settings = {"RECOGNIZE_QUEUE_URL": redis.url, "RECOGNIZE_CPU_BUDGET": str(workers),
-                "RECOGNIZE_WORKER_NICE": "0", "RECOGNIZE_IDLE_POLL_SECONDS": "1"}
+    settings = {"RECOGNIZE_QUEUE__URL": redis.url, "RECOGNIZE_WORKER__CPU_BUDGET": str(workers),
+                "RECOGNIZE_WORKER__NICE": "0", "RECOGNIZE_QUEUE__IDLE_POLL_SECONDS": "1"}
     run(data_dir, "scan", "--queue-only", str(tree), **settings)
     run(data_dir, "pause", **settings)
     files = [logs / f"throughput-{workers}-{i}.log" for i in range(workers)]
@@ -165,7 +165,7 @@ def neighbour(tree: Path, data_dir: Path, logs: Path, loops: int, repeats: int) 
     for path in data_dir.glob("recognize.db*"):
         path.unlink()
     run(data_dir, "scan", "--queue-only", str(tree))
-    worker = start_worker(data_dir, logs / "neighbour.log", RECOGNIZE_IDLE_POLL_SECONDS="1")
+    worker = start_worker(data_dir, logs / "neighbour.log", RECOGNIZE_QUEUE__IDLE_POLL_SECONDS="1")
     wait_for(lambda: done_count(data_dir) >= 2)
     busy = probe_seconds(core, loops, repeats)
     still_working = done_count(data_dir) < len(list(tree.iterdir()))
@@ -222,7 +222,7 @@ def main() -> None:
             fresh_state(data_dir, redis)
             idle = idle_cpu(
                 {"sqlite": (scratch / "idle-sqlite", {}),
-                 "redis": (data_dir, {"RECOGNIZE_QUEUE_URL": redis.url})},
+                 "redis": (data_dir, {"RECOGNIZE_QUEUE__URL": redis.url})},
                 logs, args.idle_seconds)
         finally:
             redis.close()

@@ -113,7 +113,7 @@ def main() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RECOGNIZE_")}
     env.pop("APP_PERSISTENT_STORAGE", None)
     for analyzer in ANALYZERS:
-        env[f"RECOGNIZE_{analyzer.upper()}_ENABLED"] = "1" if analyzer in options.analyzers else "0"
+        env[f"RECOGNIZE_{analyzer.upper()}__ENABLED"] = "1" if analyzer in options.analyzers else "0"
     command = [sys.executable, "-m", "ex_app", "--data-dir", str(data_dir),
                "--model-mirror", str(SHARED / "models"), "scan", str(tree)]
     started = time.monotonic()

@@ -18,9 +18,9 @@ import time
 from pathlib import Path
 
 from ex_app.analyzers.actions import prepare_frame
-from ex_app.analyzers.faces import FaceAnalyzer
+from ex_app.analyzers.faces import FaceAnalyzer, load_face_embedder
 from ex_app.analyzers.objects import ObjectClassifier, load_imagenet_labels
-from ex_app.analyzers.video import agreed_labels, distinct_faces
+from ex_app.analyzers.video import agreed_labels, appearance_distance, distinct_faces
 from ex_app.config import Settings
 from ex_app.media.video import (
     clip_starts,
@@ -32,8 +32,6 @@ from ex_app.media.video import (
 from ex_app.models.manifest import load_manifest
 from ex_app.models.runtime import open_session
 from ex_app.models.store import ModelStore
-from ex_app.people.distances import face_distances
-from ex_app.work.pipeline import load_face_embedder
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 FACES = SHARED / "data" / "faces"
@@ -66,31 +64,31 @@ def main() -> None:
         faces = FaceAnalyzer(
             detector_path=store.path("face_detection_yunet"),
             embedder=load_face_embedder(s, store),
-            min_score=s.face_min_score, min_size=s.face_min_size, threads=threads,
+            min_score=s.faces.min_score, min_size=s.faces.min_size, threads=threads,
         )
         objects = ObjectClassifier(
             open_session(store.path("efficientnet_lite0"), threads=threads),
             load_imagenet_labels(store.path("imagenet_labels")),
-            top_k=s.object_top_k, min_score=s.object_min_score,
+            top_k=s.objects.top_k, min_score=s.objects.min_score,
         )
-        print(f"threads={threads}, video_max_frames={s.video_max_frames}, "
-              f"video_max_side={s.video_max_side}")
+        print(f"threads={threads}, video_max_frames={s.video.max_frames}, "
+              f"video_max_side={s.video.max_side}")
         for minutes in (1, 10):
             video = make_video(Path(tmp), minutes)
             start = time.perf_counter()
-            cuts = scene_changes(video, s.video_scene_threshold, start + 600, 600)
+            cuts = scene_changes(video, s.video.scene_threshold, start + 600, 600)
             scenes = time.perf_counter() - start
             start = time.perf_counter()
-            _, frames = read_video(video, s.video_max_frames, s.video_frame_interval,
-                                   s.video_max_side, s.video_decode_timeout_seconds,
-                                   s.video_scene_threshold, s.video_scene_frames)
+            _, frames = read_video(video, s.video.max_frames, s.video.frame_interval,
+                                   s.video.max_side, s.video.decode_timeout_seconds,
+                                   s.video.scene_threshold, s.video.scene_frames)
             decoded = time.perf_counter()
             per_frame = [(frame.time, faces.analyze(frame.pixels)) for frame in frames]
             faced = time.perf_counter()
             labels = objects.classify_batch([frame.pixels for frame in frames])
             classified = time.perf_counter()
-            people = distinct_faces(per_frame, face_distances(s).video)
-            agreed = agreed_labels(labels, s.video_label_min_frames, s.video_label_min_share)
+            people = distinct_faces(per_frame, appearance_distance(s))
+            agreed = agreed_labels(labels, s.video.label_min_frames, s.video.label_min_share)
             done = time.perf_counter()
             total = done - start
             print(f"{minutes:>2}-min video, {len(cuts)} cuts found in {scenes:.2f} s; "
@@ -103,12 +101,12 @@ def main() -> None:
             info = probe_video(video, 60)
             tensors = [
                 prepare_frame(frame.pixels, 172, 172)
-                for at in clip_starts(info.duration, s.action_clips, s.action_clip_seconds)
-                for frame in read_clip(video, info, at, s.action_clip_seconds, s.action_fps,
-                                       s.action_max_side, 600)
+                for at in clip_starts(info.duration, s.actions.clips, s.actions.clip_seconds)
+                for frame in read_clip(video, info, at, s.actions.clip_seconds, s.actions.fps,
+                                       s.actions.max_side, 600)
             ]
             clipped = time.perf_counter() - start
-            print(f"   action input: {len(tensors)} frames in {s.action_clips} clips, "
+            print(f"   action input: {len(tensors)} frames in {s.actions.clips} clips, "
                   f"{clipped:.2f} s = {clipped / minutes:.2f} s per minute of video "
                   "(MoViNet itself not timed)")
 

@@ -18,7 +18,7 @@ import click
 
 if TYPE_CHECKING:  # the heavy libraries load in the commands that use them: --help is quick
     from ex_app.engine import Engine
-    from ex_app.work.worker import FileFetcher
+    from ex_app.sources.fetch import FileFetcher
 
 DISK_ERRORS = ("disk I/O error", "database or disk is full", "No space left")
 STOP_REQUEST = "recognize.stop"  # ctx.meta key: a SIGTERM that came while a worker started
@@ -98,9 +98,8 @@ def scan(engine: Engine, folder: Path, progress: bool | None, queue_only: bool, 
     from tqdm import tqdm
 
     from ex_app.models.store import ModelUnavailable
-    from ex_app.work.queue import REQUEST
     from ex_app.media.kinds import media_kind
-    from ex_app.work.scan import sync_folder
+    from ex_app.work.queue import REQUEST
 
     only = None
     if not folder.is_dir():
@@ -109,7 +108,7 @@ def scan(engine: Engine, folder: Path, progress: bool | None, queue_only: bool, 
         folder, only = folder.absolute().parent, folder.name
     if urgent:
         sent: set[int] = set()
-        root_id, sync = sync_folder(engine.sessions, folder, engine.pipeline, sent.update, only)
+        root_id, sync = engine.sync_local(folder, sent.update, only)
         count = engine.queue.enqueue_files(engine.sessions, sent, REQUEST)
         engine.queue.enqueue_pending(engine.sessions, root_id, skip=sent)  # left from before
         click.echo(f"{sync.added} new, {sync.changed} changed; {count} files sent first")
@@ -162,7 +161,8 @@ def worker(engine: Engine, exit_when_done: bool) -> None:
     hours and while paused. [env: RECOGNIZE_QUEUE_URL, RECOGNIZE_DATABASE_URL]
     """
     from ex_app.work.neighbour import lift_memory_cap, lower_priorities
-    from ex_app.work.nextcloud_scan import worker_fetcher
+    from ex_app.work.worker import worker_fetcher  # with the libraries: loaded before the
+    # memory cap, which is for the models and the files (a library mapped under it fails)
 
     stop = click.get_current_context().meta[STOP_REQUEST]
     lower_priorities(engine.settings)
@@ -172,18 +172,15 @@ def worker(engine: Engine, exit_when_done: bool) -> None:
     except MemoryError as error:  # a file's MemoryError is that file's error: this is start-up
         lift_memory_cap()
         raise click.ClickException(
-            f"RECOGNIZE_WORKER_MEMORY_MB={engine.settings.worker_memory_mb} is too little "
+            f"RECOGNIZE_WORKER__MEMORY_MB={engine.settings.worker.memory_mb} is too little "
             "to load the models"
         ) from error
 
 
 def _work(engine: Engine, fetcher: FileFetcher, exit_when_done: bool, stop: threading.Event) -> None:
     """The worker's run, with its fetcher; ``stop``: SIGTERM came while it started."""
-    from sqlalchemy import func, select
-
     from ex_app.models.store import ModelUnavailable
-    from ex_app.store import schema
-    from ex_app.store.schema import TaskStatus
+    from ex_app.store.files import work_left
 
     if stop.is_set():
         from ex_app.work.claims import worker_name
@@ -196,16 +193,7 @@ def _work(engine: Engine, fetcher: FileFetcher, exit_when_done: bool, stop: thre
         runner.stopping.set()
 
     def done() -> bool:
-        with engine.sessions() as session:
-            return not session.scalar(
-                select(func.count(schema.Task.id))
-                .join(schema.File)
-                .join(schema.Root)
-                .where(
-                    schema.Task.status == TaskStatus.PENDING,
-                    schema.Root.source.in_(runner.processor.fetcher.sources),
-                )
-            )
+        return not work_left(engine.sessions, sources=runner.processor.fetcher.sources)
 
     try:
         processed = runner.run(until=done if exit_when_done else None)
@@ -257,14 +245,13 @@ def export(engine: Engine, as_json: bool, root: Path | None) -> None:
     from ex_app.people.clustering import QualityGate
     from ex_app.sinks.json_export import export_results
     from ex_app.store import schema
-    from ex_app.work.scan import LOCAL_SOURCE
 
     with engine.sessions() as session:
         root_id = None
         if root is not None:
             root_id = session.scalar(
                 select(schema.Root.id).where(
-                    schema.Root.source == LOCAL_SOURCE,
+                    schema.Root.source == schema.Source.LOCAL,
                     schema.Root.location == str(root.resolve()),
                 )
             )
@@ -347,7 +334,7 @@ def person_suggestions(engine: Engine, as_json: bool) -> None:
 
     with engine.sessions() as session:
         found = operations.suggest_merges(
-            session, face_distances(engine.settings).suggestion, embedder=engine.settings.face_embedder
+            session, face_distances(engine.settings).suggestion, embedder=engine.settings.faces.embedder
         )
     if as_json:
         click.echo(json.dumps([asdict(s) for s in found], indent=1))
@@ -387,7 +374,7 @@ def face_thumbnail(engine: Engine, face_id: int, size: int) -> None:
     """Print the path of a cached square thumbnail of the face."""
     from ex_app.media.errors import MediaError
     from ex_app.people import thumbnails
-    from ex_app.work.scan import local_file
+    from ex_app.sources.local import local_file
 
     with engine.sessions() as session:
         try:
@@ -397,7 +384,7 @@ def face_thumbnail(engine: Engine, face_id: int, size: int) -> None:
                 engine.settings.cache_dir,
                 local_file,
                 size=size,
-                max_pixels=engine.settings.max_image_pixels,
+                max_pixels=engine.settings.images.max_pixels,
             )
         except (thumbnails.FaceMissing, MediaError) as error:
             raise click.ClickException(str(error)) from error
@@ -413,11 +400,13 @@ def regroup(engine: Engine) -> None:
 
 def _apply(engine: Engine, operation: str, *args):
     """Run one person/face operation (a function of ex_app.people.operations, by name) in a
-    transaction; unknown ids are a clear error."""
+    transaction that marks the files whose person names change for the tag sink; unknown
+    ids are a clear error."""
     from ex_app.people import operations
+    from ex_app.store.outbox import person_tag_changes
 
     try:
-        with engine.sessions.begin() as session:
+        with engine.sessions.begin() as session, person_tag_changes(session):
             return getattr(operations, operation)(session, *args)
     except operations.NotFound as error:
         raise click.ClickException(str(error)) from error
@@ -476,12 +465,16 @@ def stats(engine: Engine, as_json: bool) -> None:
 @click.pass_obj
 def progress(engine: Engine, as_json: bool, per_user: bool) -> None:
     """Work done and left per analyzer, recent throughput and time left; then per user."""
-    from ex_app.work.progress import measure_progress, measure_user_progress
+    from ex_app.analyzers.registry import ANALYZERS
+    from ex_app.store.progress import measure_progress, measure_user_progress
 
     with engine.sessions() as session:
         now = datetime.now(UTC)
         report = measure_progress(session, now)
         users = measure_user_progress(session, now)
+    order = [analyzer.name for analyzer in ANALYZERS]  # the registry's order, then the rest
+    for rows in (report, *users.values()):
+        rows.sort(key=lambda p: order.index(p.analyzer) if p.analyzer in order else len(order))
     if as_json:
         instance = [p.as_dict() for p in report]
         if per_user:
@@ -518,7 +511,7 @@ def reset(engine: Engine, everything: bool, faces: bool, clusters: bool, errors:
     from ex_app.store import schema
     from ex_app.store.schema import TaskStatus
     from ex_app.work.claims import revive_dead
-    from ex_app.work.pipeline import FACES
+    from ex_app.analyzers.registry import FACE_FINDING_ANALYZERS
 
     if not (everything or faces or clusters or errors):
         raise click.UsageError("say what to reset: --all, --faces, --clusters or --errors")
@@ -529,7 +522,9 @@ def reset(engine: Engine, everything: bool, faces: bool, clusters: bool, errors:
         if faces:
             session.execute(delete(schema.Face))
             session.execute(
-                update(schema.Task).where(schema.Task.analyzer == FACES).values(status=TaskStatus.PENDING)
+                update(schema.Task)
+                .where(schema.Task.analyzer.in_(FACE_FINDING_ANALYZERS))
+                .values(status=TaskStatus.PENDING)
             )
         if faces or clusters:
             session.execute(update(schema.Face).values(person_id=None))
@@ -547,15 +542,22 @@ def models() -> None:
 @models.command("list")
 @click.pass_obj
 def models_list(engine: Engine) -> None:
-    """Each model with its task, size and whether it is present."""
+    """Each model with its task, the analyzers that use it, its size and whether it is present."""
+    from ex_app.analyzers.registry import ANALYZERS
+
+    users: dict[str, list[str]] = {}
+    for analyzer in ANALYZERS:
+        for name in analyzer.models(engine.settings):
+            users.setdefault(name, []).append(analyzer.name)
     statuses = engine.models.status()
     name_width = max((len(status.name) for status in statuses), default=0)
+    used_width = max((len(",".join(names)) for names in users.values()), default=0)
     for status in statuses:
         where = str(status.path) if status.present else "missing"
         task = _shortened(status.task, TASK_WIDTH)
-        click.echo(
-            f"{status.name:<{name_width}}  {task:<{TASK_WIDTH}}  {status.size / 1e6:>7.1f} MB  {where}"
-        )
+        used = ",".join(users.get(status.name, ["-"]))
+        click.echo(f"{status.name:<{name_width}}  {task:<{TASK_WIDTH}}  {used:<{used_width}}  "
+                   f"{status.size / 1e6:>7.1f} MB  {where}")
 
 
 TASK_WIDTH = 44  # the task column of `models list`; a longer description is cut
@@ -576,13 +578,12 @@ def models_fetch(engine: Engine, names: tuple[str, ...]) -> None:
     from tqdm import tqdm
 
     from ex_app.models.store import ModelUnavailable
-    from ex_app.work.pipeline import ANALYZER_MODELS, optional_models
+    from ex_app.analyzers.registry import ANALYZERS, needed_models
 
     manifest = engine.models.manifest
-    optional = optional_models()
-    used = {name for models in ANALYZER_MODELS.values() for name in models}
+    required, optional = needed_models(engine.settings, ANALYZERS)
     missing: list[str] = []
-    for name in names or tuple(name for name in manifest if name in used):
+    for name in names or tuple(required + optional):
         if name not in manifest:
             raise click.ClickException(f"unknown model {name!r}; known: {', '.join(manifest)}")
         with tqdm(total=manifest[name].size, unit="B", unit_scale=True, desc=name, disable=None) as bar:
@@ -609,6 +610,7 @@ def contacts() -> None:
 
 
 def _embed_contact_photo(engine: Engine):
+    from ex_app.analyzers.faces import face_analyzer
     from ex_app.people.clustering import QualityGate
     from ex_app.people.contacts import contact_face
 
@@ -616,7 +618,7 @@ def _embed_contact_photo(engine: Engine):
     engine.fetch_models()
     gate = QualityGate.from_settings(s)
     return lambda photo: contact_face(
-        engine.pipeline.face_analyzer, gate, photo, s.max_image_side, s.max_image_pixels
+        engine.pipeline.part(face_analyzer), gate, photo, s.images.max_side, s.images.max_pixels
     )
 
 
@@ -631,7 +633,7 @@ def contacts_import(engine: Engine, file: Path, user: str | None) -> None:
 
     try:
         report = import_vcf(
-            engine.sessions, file, user, _embed_contact_photo(engine), engine.settings.face_embedder
+            engine.sessions, file, user, _embed_contact_photo(engine), engine.settings.faces.embedder
         )
     except ContactsError as error:
         raise click.ClickException(str(error)) from error
@@ -649,7 +651,7 @@ def contacts_suggestions(engine: Engine, user: str | None, as_json: bool) -> Non
     from ex_app.people.contacts import suggest_names
 
     with engine.sessions() as session:
-        found = suggest_names(session, user, engine.settings.face_embedder)
+        found = suggest_names(session, user, engine.settings.faces.embedder)
     if as_json:
         click.echo(json.dumps([asdict(s) for s in found], indent=1))
         return
@@ -666,7 +668,7 @@ def contacts_accept(engine: Engine, person_id: int) -> None:
 
     with engine.sessions() as session:
         offered = _offered(session, engine, person_id, suggestion_for)
-    _apply_contacts(engine, accept, person_id, offered, engine.settings.face_embedder)
+    _apply_contacts(engine, accept, person_id, offered, engine.settings.faces.embedder)
     click.echo(f"person {person_id} is {offered}")
 
 
@@ -686,7 +688,7 @@ def _offered(session, engine: Engine, person_id: int, suggestion_for) -> str:
     from ex_app.people.operations import ANYONE, NotFound
 
     try:
-        found = suggestion_for(session, person_id, ANYONE, engine.settings.face_embedder)
+        found = suggestion_for(session, person_id, ANYONE, engine.settings.faces.embedder)
     except NotFound as error:
         raise click.ClickException(str(error)) from error
     if found is None:

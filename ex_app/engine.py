@@ -5,6 +5,7 @@ The CLI and the ExApp both drive Recognize through this one object.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 from collections.abc import Callable
@@ -20,14 +21,14 @@ from ex_app.config import MANIFEST_PATH, Settings
 from ex_app.models.manifest import load_manifest
 from ex_app.models.store import ModelStore, ModelUnavailable
 from ex_app.store import schema
-from ex_app.store.schema import TaskStatus
 
 if TYPE_CHECKING:  # the analyzers' libraries load when work is done: commands that only
     # read the store start quickly
-    from ex_app.work.pipeline import Pipeline
+    from ex_app.sources.fetch import FileFetcher
+    from ex_app.store.files import SyncReport
+    from ex_app.analyzers.pipeline import Pipeline
     from ex_app.work.queue import WorkQueue
-    from ex_app.work.scan import SyncReport
-    from ex_app.work.worker import AfterRecorded, FileFetcher, Worker
+    from ex_app.work.worker import AfterRecorded, Worker
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +61,7 @@ class Engine:
 
     @cached_property
     def pipeline(self) -> Pipeline:
-        from ex_app.work.pipeline import Pipeline
+        from ex_app.analyzers.pipeline import Pipeline
 
         return Pipeline(self.settings, self.models)
 
@@ -80,7 +81,8 @@ class Engine:
     ) -> Worker:
         """A worker on this engine's queue and store (local files unless told how to fetch);
         the models it needs are fetched first."""
-        from ex_app.work.worker import FileProcessor, LocalFetcher, Worker
+        from ex_app.sources.local import LocalFetcher
+        from ex_app.work.worker import FileProcessor, Worker
 
         self.fetch_models()
         self.plan_reembedding()
@@ -92,20 +94,12 @@ class Engine:
         )
 
     def fetch_models(self) -> None:
-        """Fetch the enabled analyzers' models (the store lets one process of the host fetch
-        each); a model that cannot be had is only logged here (optional ones may be missing)."""
-        from ex_app.media.kinds import MediaKind
-        from ex_app.work.pipeline import analyzer_models
+        """Fetch the models the enabled analyzers need (the store lets one process of the host
+        fetch each; optional analyzers run when theirs are here); a model that cannot be had is
+        only logged here."""
+        from ex_app.analyzers.registry import needed_models
 
-        names = sorted(
-            {
-                name
-                for kind in MediaKind
-                for analyzer in self.pipeline.enabled_analyzers(kind)
-                for name in analyzer_models(analyzer, self.settings.face_embedder)
-            }
-        )
-        for name in names:
+        for name in needed_models(self.settings)[0]:
             try:
                 self.models.fetch(name)
             except ModelUnavailable as error:  # an analysis that needs it stops the worker
@@ -127,7 +121,6 @@ class Engine:
         ``only``: one file's path in the folder, scanned alone.
         """
         from ex_app.work.queue import BACKLOG
-        from ex_app.work.scan import sync_folder
 
         sent: set[int] = set()
         crawl: dict = {}
@@ -139,9 +132,9 @@ class Engine:
 
         def walk() -> None:
             try:
-                root_id, sync = sync_folder(self.sessions, folder, self.pipeline, send, only)
+                root_id, report = self.sync_local(folder, send, only)
                 self.queue.enqueue_pending(self.sessions, root_id, skip=sent)
-                crawl.update(root_id=root_id, sync=sync)
+                crawl.update(root_id=root_id, sync=report)
             except Exception as error:  # noqa: BLE001 (raised again in the caller, below)
                 crawl["error"] = error
             finally:
@@ -163,51 +156,65 @@ class Engine:
             sync=crawl["sync"], processed=worker.processed, persons=self.regroup(), failed=worker.failed
         )
 
+    def sync_local(
+        self,
+        folder: Path,
+        on_chunk: Callable[[list[int]], None] = lambda file_ids: None,
+        only: str | None = None,
+    ) -> tuple[int, SyncReport]:
+        """Bring the store in line with the folder (or its one file ``only``); returns the
+        root's id and what changed. ``on_chunk``: see :func:`ex_app.sources.sync.sync`."""
+        from ex_app.sources.local import LocalSource
+        from ex_app.sources.sync import sync
+        from ex_app.store.files import find_or_create_root
+
+        source = LocalSource(folder, only)
+        report = asyncio.run(sync(self.sessions, source, self.pipeline, on_chunk))
+        with self.sessions.begin() as session:
+            return find_or_create_root(session, source.name, source.location), report
+
     def _settled(self, crawl: dict) -> bool:
         """Whether the walk failed or left no pending task in its root."""
-        if "root_id" not in crawl:
-            return True
-        with self.sessions() as session:
-            return not session.scalar(
-                select(func.count(schema.Task.id))
-                .join(schema.File)
-                .where(schema.File.root_id == crawl["root_id"], schema.Task.status == TaskStatus.PENDING)
-            )
+        from ex_app.store.files import work_left
+
+        return "root_id" not in crawl or not work_left(self.sessions, root_id=crawl["root_id"])
 
     def regroup(self, full: bool | None = None) -> int:
         """Group faces into persons; returns the number of persons.
 
         By default a full re-grouping while the store holds at most
-        ``face_full_regroup_limit`` faces, and an incremental update beyond that.
+        ``faces.full_regroup_limit`` faces, and an incremental update beyond that. Files
+        whose persons' names change are marked for the tag sink.
         """
         from ex_app.people.clustering import ClusterParams, QualityGate
         from ex_app.people.grouping import regroup_all, update_persons
-        from ex_app.work.reembed import waiting_files
+        from ex_app.store.outbox import person_tag_changes
+        from ex_app.store.reembed import waiting_files
 
         params = ClusterParams.from_settings(self.settings)
         gate = QualityGate.from_settings(self.settings)
-        embedder = self.settings.face_embedder
-        with self.sessions.begin() as session:
+        embedder = self.settings.faces.embedder
+        with self.sessions.begin() as session, person_tag_changes(session):
             if full is None:
                 faces = session.scalar(select(func.count(schema.Face.id)))
-                full = faces <= self.settings.face_full_regroup_limit
+                full = faces <= self.settings.faces.full_regroup_limit
             group = regroup_all if full else update_persons
             return group(session, params, gate, embedder, waiting=waiting_files(embedder))
 
     def plan_reembedding(self) -> int:
         """Queue the embedding again of every stored face of another embedder than the
-        configured one (ex_app.work.reembed); returns how many files."""
+        configured one (ex_app.store.reembed); returns how many files."""
+        from ex_app.store.reembed import plan_reembedding
         from ex_app.work.queue import BACKLOG
-        from ex_app.work.reembed import plan_reembedding
 
-        if not self.settings.faces_enabled:
+        if not self.settings.faces.enabled:
             return 0
         with self.sessions.begin() as session:
-            file_ids = plan_reembedding(session, self.pipeline, self.settings.face_embedder)
+            file_ids = plan_reembedding(session, self.pipeline, self.settings.faces.embedder)
         if file_ids:
             log.info(
                 "%d files hold faces of another embedder than %s: embedding them again",
-                len(file_ids), self.settings.face_embedder,
+                len(file_ids), self.settings.faces.embedder,
             )
             self.queue.enqueue_files(self.sessions, file_ids, BACKLOG)
         return len(file_ids)

@@ -18,10 +18,12 @@ from fastapi import BackgroundTasks, FastAPI
 from nc_py_api import AsyncNextcloudApp, NextcloudExceptionNotFound
 from nc_py_api.ex_app import run_app, set_handlers
 
+from ex_app.analyzers.registry import needed_models
 from ex_app.config import Settings
 from ex_app.engine import Engine
 from ex_app.models.runtime import Processor, resolve_engine
 from ex_app.models.store import ModelUnavailable
+from ex_app.service.recognize import RecognizeService
 from ex_app.web import personal_settings
 from ex_app.web.access import AppApiAccess
 from ex_app.web.admin_settings import FORM_ID, settings_form
@@ -29,28 +31,12 @@ from ex_app.web.contacts import router as contacts_router
 from ex_app.web.people import mount_assets, register_page, unregister_page
 from ex_app.web.people import router as people_router
 from ex_app.web.routes import FILE_EVENTS, FILE_EVENTS_ROUTE, FILES_ACTION_ROUTE, router
-from ex_app.work.nextcloud_service import RecognizeService
-from ex_app.work.pipeline import ANALYZER_MODELS, analyzer_models, optional_models
 
 log = logging.getLogger(__name__)
 
 FILES_ACTION_NAME = "recognize_analyze"
 FILES_ACTION_MIMES = "image,audio,video,httpd/unix-directory"
 INIT_POLL_SECONDS = 0.5
-
-
-def enabled_models(settings: Settings) -> tuple[list[str], list[str]]:
-    """The models the enabled analyzers need, each once, in a stable order: those required,
-    and those only optional analyzers need (their analyzers wait while they are missing)."""
-    names = [
-        name
-        for analyzer in ANALYZER_MODELS
-        if getattr(settings, f"{analyzer}_enabled")
-        for name in analyzer_models(analyzer, settings.face_embedder)
-    ]
-    optional = optional_models()
-    names = list(dict.fromkeys(names))
-    return [n for n in names if n not in optional], [n for n in names if n in optional]
 
 
 async def fetch_models(nc: AsyncNextcloudApp, settings: Settings) -> None:
@@ -60,7 +46,7 @@ async def fetch_models(nc: AsyncNextcloudApp, settings: Settings) -> None:
     logged, not an error: that analyzer waits until it is there.
     """
     store = Engine(settings).models
-    required, optional = enabled_models(settings)
+    required, optional = needed_models(settings)
     names = required + optional
     sizes = {name: max(store.manifest[name].size, 1) for name in names}
     done = dict.fromkeys(names, 0)
@@ -115,7 +101,7 @@ async def register_ui(nc: AsyncNextcloudApp, settings: Settings) -> None:
     )
     await nc.ui.settings.register_form(settings_form(settings))
     await nc.ui.settings.register_form(
-        personal_settings.settings_form(settings.users_enabled_by_default)
+        personal_settings.settings_form(settings.nextcloud.users_enabled_by_default)
     )
     await register_page(nc)
     if await has_webhooks(nc):
@@ -148,11 +134,12 @@ async def _start_if_enabled(service: RecognizeService) -> None:
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The ExApp, working with these settings (default: from the environment)."""
     settings = settings or Settings()
-    service = RecognizeService(settings)
+    service = RecognizeService(settings, settings_form)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.service = service
+        app.state.service = service  # for the routes' dependencies (ex_app.web.dependencies)
+        app.state.people_undo = {}
         await _start_if_enabled(service)
         yield
         await service.stop()
@@ -193,7 +180,7 @@ def main() -> None:
     """Serve the ExApp where AppAPI says (APP_HOST/APP_PORT, or its socket)."""
     logging.basicConfig(level=logging.INFO)
     settings = Settings()
-    log.info("inference engine: %s on %s", resolve_engine(settings.inference_engine),
+    log.info("inference engine: %s on %s", resolve_engine(settings.inference.engine),
              Processor.this().describe())
     run_app(create_app(settings), log_level="info")
 

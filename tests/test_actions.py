@@ -25,14 +25,14 @@ from ex_app.analyzers.actions import (
     load_kinetics_labels,
     prepare_frame,
 )
-from ex_app.config import ACTIONS_PATH, Settings
+from ex_app.config import ACTIONS_PATH, ActionsSettings, Settings
 from ex_app.media.kinds import MediaKind
 from ex_app.media.video import clip_starts, probe_video, read_clip
 from ex_app.models.manifest import load_manifest
 from ex_app.models.quantization import softmax
 from ex_app.models.store import ModelStore, file_sha256
 from ex_app.tagging.rules import TagRules
-from ex_app.work.pipeline import ACTIONS, PLACES, VIDEO, Pipeline
+from ex_app.analyzers.pipeline import Pipeline
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 LABELS = Path(__file__).resolve().parent / "data" / "kinetics_600_labels.txt"
@@ -166,13 +166,13 @@ def test_the_pipeline_skips_actions_without_the_model_and_tags_them_with_it(
     tmp_path, video, labels, caplog
 ):
     settings = Settings(data_dir=tmp_path / "state", model_mirror=None, actions_enabled=True)
-    assert Pipeline(settings.model_copy(update={"actions_enabled": False}), ModelStore(
-        tmp_path / "off", load_manifest())).enabled_analyzers(MediaKind.VIDEO) == (VIDEO, PLACES)
+    assert Pipeline(settings.model_copy(update={"actions": ActionsSettings()}), ModelStore(
+        tmp_path / "off", load_manifest())).enabled_analyzers(MediaKind.VIDEO) == ("video", "places")
     empty = ModelStore(tmp_path / "empty", load_manifest())
-    with caplog.at_level(logging.INFO, logger="ex_app.work.pipeline"):
+    with caplog.at_level(logging.INFO, logger="ex_app.analyzers.pipeline"):
         skipping = Pipeline(settings, empty)
-        assert skipping.enabled_analyzers(MediaKind.VIDEO) == (VIDEO, PLACES)
-        assert skipping.enabled_analyzers(MediaKind.VIDEO) == (VIDEO, PLACES)
+        assert skipping.enabled_analyzers(MediaKind.VIDEO) == ("video", "places")
+        assert skipping.enabled_analyzers(MediaKind.VIDEO) == ("video", "places")
     skipped = [r.getMessage() for r in caplog.records if "analyzer actions skipped" in r.getMessage()]
     assert len(skipped) == 1 and "movinet_a0_stream" in skipped[0]
 
@@ -182,10 +182,10 @@ def test_the_pipeline_skips_actions_without_the_model_and_tags_them_with_it(
     store.fetch("movinet_a0_stream")  # pinned on this first download
     store.fetch("kinetics600_labels")  # verified against the manifest's hash
     pipeline = Pipeline(settings, store)
-    assert pipeline.enabled_analyzers(MediaKind.VIDEO) == (VIDEO, ACTIONS, PLACES)
-    assert pipeline.model_version(ACTIONS).startswith(file_sha256(model.path)[:8])
+    assert pipeline.enabled_analyzers(MediaKind.VIDEO) == ("video", "actions", "places")
+    assert pipeline.model_version("actions").startswith(file_sha256(model.path)[:8])
 
-    result = pipeline.analyze(video, (ACTIONS,))
+    result = pipeline.analyze(video, ("actions",))
 
-    assert result.tags == {ACTIONS: ["Music"]}
+    assert result.tags == {"actions": ["Music"]}
     assert (result.width, result.height) == (320, 240) and not result.labels

@@ -21,9 +21,9 @@ def test_settings_come_from_prefixed_variables_and_flags_win(monkeypatch, tmp_pa
     monkeypatch.setenv("APP_PERSISTENT_STORAGE", str(tmp_path / "appapi"))
     assert Settings().data_dir == tmp_path / "appapi"
     monkeypatch.setenv("RECOGNIZE_DATA_DIR", str(tmp_path / "env"))
-    monkeypatch.setenv("RECOGNIZE_MAX_IMAGE_SIDE", "800")
+    monkeypatch.setenv("RECOGNIZE_IMAGES__MAX_SIDE", "800")
     settings = Settings()
-    assert settings.data_dir == tmp_path / "env" and settings.max_image_side == 800
+    assert settings.data_dir == tmp_path / "env" and settings.images.max_side == 800
     assert Settings(data_dir=tmp_path / "flag").data_dir == tmp_path / "flag"
 
 

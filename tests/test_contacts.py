@@ -17,6 +17,7 @@ from nc_py_api import AsyncNextcloudApp, NextcloudException
 from nextcloud_standin.carddav import addressbook_query, vcard
 from sqlalchemy import select
 
+from ex_app.analyzers.faces import face_analyzer
 from ex_app.config import Settings
 from ex_app.engine import Engine
 from ex_app.people import contacts as people_contacts
@@ -25,8 +26,9 @@ from ex_app.people.operations import NotFound
 from ex_app.sources import contacts as source
 from ex_app.store import schema
 from ex_app.work.contacts import read_nextcloud_contacts
-from ex_app.work.nextcloud_scan import delete_face_data
-from ex_app.work.scan import process_pending, sync_folder
+from ex_app.store.results import delete_face_data
+from ex_app.sources.local import LocalFetcher
+from ex_app.work.worker import process_pending
 
 FACES = SHARED_DATA / "faces"
 # identity → the contact name alice gave them; their first FILES photos are alice's files, the
@@ -174,8 +176,8 @@ def library(tmp_path):
         (tree / identity).mkdir(parents=True)
         for source_photo in sorted((FACES / identity).iterdir())[:FILES]:
             shutil.copy(source_photo, tree / identity / source_photo.name)
-    root_id, _ = sync_folder(engine.sessions, tree, engine.pipeline)
-    process_pending(engine.sessions, tree, root_id, engine.pipeline)
+    root_id, _ = engine.sync_local(tree)
+    process_pending(engine.sessions, root_id, engine.pipeline, LocalFetcher())
     with engine.sessions.begin() as session:
         root = session.get(schema.Root, root_id)
         root.source, root.location = "nextcloud", "alice"
@@ -187,7 +189,7 @@ def embed_with(engine: Engine):
     s = engine.settings
     gate = QualityGate.from_settings(s)
     return lambda data: people_contacts.contact_face(
-        engine.pipeline.face_analyzer, gate, data, s.max_image_side, s.max_image_pixels)
+        engine.pipeline.part(face_analyzer), gate, data, s.images.max_side, s.images.max_pixels)
 
 
 def person_of(engine: Engine, identity: str) -> int:
@@ -202,12 +204,12 @@ def person_of(engine: Engine, identity: str) -> int:
 def read(engine: Engine):
     return asyncio.run(read_nextcloud_contacts(
         engine.sessions, AsyncNextcloudApp(user="alice"), "alice", embed_with(engine),
-        engine.settings.face_embedder))
+        engine.settings.faces.embedder))
 
 
 def suggestions(engine: Engine) -> dict[int, str]:
     with engine.sessions() as session:
-        found = people_contacts.suggest_names(session, "alice", engine.settings.face_embedder)
+        found = people_contacts.suggest_names(session, "alice", engine.settings.faces.embedder)
     return {s.person_id: s.name for s in found}
 
 
@@ -246,7 +248,7 @@ def test_a_book_is_read_again_only_when_its_sync_token_changes(env, library):
 def test_accepting_names_rejecting_never_returns_and_named_persons_keep_their_names(env, library):
     read(library)
     ann, bob, carl = (person_of(library, i) for i in ("Vladimir_Putin", "Tom_Ridge", "Silvio_Berlusconi"))
-    embedder = library.settings.face_embedder
+    embedder = library.settings.faces.embedder
     with library.sessions.begin() as session:
         with pytest.raises(NotFound):  # only the name offered
             people_contacts.accept(session, ann, "Bob Jones", "alice", embedder)

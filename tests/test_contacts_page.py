@@ -27,11 +27,13 @@ from test_people_page import (  # noqa: F401 - browser: the fixture
 
 from ex_app.config import Settings
 from ex_app.engine import Engine
-from ex_app.sources.nextcloud import NextcloudSource
+from ex_app.sources.nextcloud import NextcloudSource, NextcloudUsers
+from ex_app.sources.sync import sync
 from ex_app.store import schema
 from ex_app.web import people
-from ex_app.web.personal_settings import ANALYZE
-from ex_app.work.nextcloud_scan import busy, sync_nextcloud, worker_fetcher
+from ex_app.service.nextcloud_settings import ANALYZE
+from ex_app.store.files import work_left
+from ex_app.work.worker import worker_fetcher
 
 FACES = SHARED_DATA / "faces"
 NAMES = {"Vladimir_Putin": "Ann Smith", "Tom_Ridge": "Bob Jones", "Silvio_Berlusconi": "Carl Diaz"}
@@ -69,13 +71,14 @@ def library(tmp_path_factory) -> Iterator[Library]:
     engine = Engine(settings)
 
     async def crawl() -> None:
-        await sync_nextcloud(engine.sessions, NextcloudSource(settings.max_download_bytes), ["alice"],
-                             engine.pipeline)
+        source = NextcloudSource(settings.nextcloud.max_download_bytes)
+        await sync(engine.sessions, NextcloudUsers(source, ["alice"]), engine.pipeline)
 
     def analyze() -> None:
         engine.queue.enqueue_pending(engine.sessions)
         with contextlib.closing(worker_fetcher(settings)) as fetcher:
-            engine.worker(fetcher, obey_schedule=False).run(until=lambda: not busy(engine.sessions, ["alice"]))
+            worker = engine.worker(fetcher, obey_schedule=False)
+            worker.run(until=lambda: not work_left(engine.sessions, users=["alice"], ready_only=True))
 
     with _environment(env), concurrent.futures.ThreadPoolExecutor(1) as thread:
         thread.submit(asyncio.run, crawl()).result()

@@ -17,12 +17,13 @@ from sqlalchemy import event, select
 
 from ex_app.config import Settings
 from ex_app.engine import Engine
-from ex_app.sources.nextcloud import NextcloudSource
+from ex_app.sources import sync as syncing
+from ex_app.sources.nextcloud import NextcloudSource, NextcloudUsers
+from ex_app.sources.sync import sync
+from ex_app.service.recognize import RecognizeService
 from ex_app.store import schema
 from ex_app.web import personal_settings
-from ex_app.work import nextcloud_scan
-from ex_app.work.nextcloud_scan import sync_nextcloud
-from ex_app.work.nextcloud_service import RecognizeService
+from ex_app.web.admin_settings import settings_form
 
 FACE = (SHARED_DATA / "faces" / "Al_Gore" / "lfw_Al_Gore_0004.jpg").read_bytes()
 CAT = (SHARED_DATA / "images" / "n02123394_Persian_cat.JPEG").read_bytes()
@@ -35,7 +36,7 @@ def engine(nextcloud, tmp_path, monkeypatch):
     an engine on a fresh store, with AppAPI's environment to reach the stand-in."""
     for name, value in nextcloud.app_env().items():
         monkeypatch.setenv(name, value)
-    monkeypatch.setattr(nextcloud_scan, "CRAWL_CHUNK", 5)  # several chunks for few files
+    monkeypatch.setattr(syncing, "CHUNK", 5)  # several chunks for few files
     state = nextcloud.state
     for index in range(12):
         state.put_file("alice", f"Album{index % 3}/p{index:02}.jpg", FACE if index % 2 else CAT)
@@ -63,7 +64,7 @@ def statements(engine: Engine):
 
 def crawl(engine: Engine, users=("alice", "bob")):
     return asyncio.run(
-        sync_nextcloud(engine.sessions, NextcloudSource(1 << 24), list(users), engine.pipeline)
+        sync(engine.sessions, NextcloudUsers(NextcloudSource(1 << 24), users), engine.pipeline)
     )
 
 
@@ -140,7 +141,7 @@ def test_users_choices_are_read_every_interval_not_every_cycle(engine, nextcloud
     settings = Settings(data_dir=engine.settings.data_dir, model_mirror=SHARED_MODELS,
                         user_choice_refresh_seconds=2)
     engine = Engine(settings)
-    service = RecognizeService(settings)
+    service = RecognizeService(settings, settings_form)
     users = ["admin", "alice", "bob"]
 
     async def scenario() -> None:

@@ -30,19 +30,20 @@ from ex_app.engine import Engine
 from ex_app.main import FILES_ACTION_NAME, create_app
 from ex_app.media.kinds import MediaKind
 from ex_app.people import operations
-from ex_app.sources.nextcloud import NextcloudFile, NextcloudSource, TooLarge
+from ex_app.sources.nextcloud import (
+    NextcloudFile,
+    NextcloudSource,
+    NextcloudUsers,
+    TooLarge,
+    stored_file,
+)
+from ex_app.sources.sync import sync
 from ex_app.store import schema
+from ex_app.store.files import SyncReport, record_files
 from ex_app.web import personal_settings
 from ex_app.web.admin_settings import FORM_ID
-from ex_app.work.nextcloud_scan import (
-    record_files,
-    stored_file,
-    sync_nextcloud,
-    worker_fetcher,
-)
-from ex_app.work.scan import SyncReport
 from ex_app.work.schedule import in_quiet_hours
-from ex_app.work.worker import FileProcessor
+from ex_app.work.worker import FileProcessor, worker_fetcher
 
 FACE = SHARED_DATA / "faces" / "Al_Gore" / "lfw_Al_Gore_0004.jpg"
 OTHER_FACE = SHARED_DATA / "faces" / "group" / "dlib_2008_001322.jpg"
@@ -376,14 +377,15 @@ def test_source_offers_a_shared_file_once_and_caps_downloads(nextcloud, users, t
         source = NextcloudSource(max_download_bytes=FACE.stat().st_size)
         found = [file async for file in source.walk(["bob", "alice"])]
         by_name = {Path(file.path).name: file for file in found}
-        local = await source.download(by_name["gore.jpg"], downloads)
+        gore = by_name["gore.jpg"]
+        local = await source.download(gore.user, gore.path, downloads)
         assert local.read_bytes() == FACE.read_bytes()
         failures = []
         coffee = by_name["coffee.png"]
         # Too large by its listing, and by its stream when the listing is out of date.
         for file in (coffee, replace(coffee, size=1)):
             try:
-                await source.download(file, downloads)
+                await source.download(file.user, file.path, downloads, file.size)
             except TooLarge as error:
                 failures.append(str(error))
         return found, failures
@@ -427,11 +429,12 @@ def test_a_user_that_cannot_be_walked_keeps_their_files(nextcloud, users, tmp_pa
         monkeypatch.setenv(name, value)
     engine = Engine(Settings(data_dir=tmp_path / "data", model_mirror=SHARED_MODELS))
     known = NextcloudFile("ghost", "Photos/old.jpg", 9999, MediaKind.IMAGE, 10, 0, "e1")
-    record_files(engine.sessions, [known], engine.pipeline)
+    record_files(engine.sessions, NextcloudUsers(NextcloudSource(1 << 20), ["ghost"]), [known],
+                 engine.pipeline)
 
     async def crawl() -> tuple[SyncReport, set[str]]:
         source = NextcloudSource(max_download_bytes=1 << 20)
-        report = await sync_nextcloud(engine.sessions, source, ["alice", "ghost"], engine.pipeline)
+        report = await sync(engine.sessions, NextcloudUsers(source, ["alice", "ghost"]), engine.pipeline)
         return report, source.unfinished_users
 
     report, unfinished = asyncio.run(crawl())
@@ -538,7 +541,7 @@ def test_results_for_content_that_changed_meanwhile_are_not_recorded(
         monkeypatch.setenv(name, value)
     engine = Engine(Settings(data_dir=tmp_path / "data", model_mirror=SHARED_MODELS))
     source = NextcloudSource(max_download_bytes=1 << 20)
-    asyncio.run(sync_nextcloud(engine.sessions, source, ["alice"], engine.pipeline))
+    asyncio.run(sync(engine.sessions, NextcloudUsers(source, ["alice"]), engine.pipeline))
     with engine.sessions() as session:
         row = session.scalar(select(schema.File).where(schema.File.path == "Trip/gore.jpg"))
     with closing(worker_fetcher(engine.settings)) as fetcher:
@@ -546,8 +549,8 @@ def test_results_for_content_that_changed_meanwhile_are_not_recorded(
                                                 fetcher)
         claimed = processor.claim(row.id)
         node = users.put_file("alice", "Trip/gore.jpg", COFFEE.read_bytes())  # while it is claimed
-        record_files(engine.sessions, [replace(stored_file("alice", row), etag=node.etag)],
-                     engine.pipeline)
+        record_files(engine.sessions, NextcloudUsers(source, ["alice"]),
+                     [replace(stored_file("alice", row), etag=node.etag)], engine.pipeline)
         assert processor.process(claimed).recorded is False
     with engine.sessions() as session:
         statuses = set(session.scalars(
@@ -705,21 +708,21 @@ def test_wakes_do_not_put_off_the_periodic_crawl(nextcloud, users, tmp_path, mon
 
 
 def test_only_optional_analyzers_models_may_be_missing_at_init():
-    from ex_app.main import enabled_models
+    from ex_app.analyzers.registry import needed_models
 
-    required, optional = enabled_models(Settings(landmarks_enabled=True, actions_enabled=True))
+    required, optional = needed_models(Settings(landmarks_enabled=True, actions_enabled=True))
     assert "landmarks_europe" in optional and "movinet_a0_stream" in optional
     assert "efficientnet_lite0" in required and "efficientnet_lite0" not in optional  # objects
-    assert enabled_models(Settings())[1] == []  # off by default: nothing fetched from TF Hub
+    assert needed_models(Settings())[1] == []  # off by default: nothing fetched from TF Hub
 
 
 def test_a_crawl_sends_files_to_the_workers_in_chunks_as_it_walks(nextcloud, users, tmp_path,
                                                                    monkeypatch):
-    from ex_app.work import nextcloud_scan
+    from ex_app.sources import sync as syncing
 
     for name, value in nextcloud.app_env().items():
         monkeypatch.setenv(name, value)
-    monkeypatch.setattr(nextcloud_scan, "CRAWL_CHUNK", 2)
+    monkeypatch.setattr(syncing, "CHUNK", 2)
     engine = Engine(Settings(data_dir=tmp_path / "data", model_mirror=SHARED_MODELS))
     chunks: list[tuple[list[int], int]] = []
 
@@ -728,8 +731,8 @@ def test_a_crawl_sends_files_to_the_workers_in_chunks_as_it_walks(nextcloud, use
             chunks.append((fresh, len(session.scalars(select(schema.File.id)).all())))
 
     source = NextcloudSource(max_download_bytes=1 << 20)
-    report = asyncio.run(sync_nextcloud(engine.sessions, source, ["alice", "bob"],
-                                        engine.pipeline, on_chunk=on_chunk))
+    report = asyncio.run(sync(engine.sessions, NextcloudUsers(source, ["alice", "bob"]),
+                              engine.pipeline, on_chunk=on_chunk))
     assert [len(fresh) for fresh, _stored in chunks] == [2, 1]
     assert chunks[0][1] == 2  # the first chunk was sent before the walk had found the rest
     assert report.added == 3
@@ -741,7 +744,7 @@ def test_a_nextcloud_worker_ends_without_asyncio_warnings(nextcloud, users, tmp_
     import subprocess
     import sys
 
-    from ex_app.work.nextcloud_service import worker_environment
+    from ex_app.service.worker_pool import worker_environment
     from ex_app.work.queue import BACKLOG
 
     for name, value in nextcloud.app_env().items():
@@ -750,8 +753,8 @@ def test_a_nextcloud_worker_ends_without_asyncio_warnings(nextcloud, users, tmp_
                         music_enabled=False, video_enabled=False, places_enabled=False)
     engine = Engine(settings)
     fresh: list[int] = []
-    asyncio.run(sync_nextcloud(engine.sessions, NextcloudSource(1 << 20), ["bob"], engine.pipeline,
-                               on_chunk=fresh.extend))
+    asyncio.run(sync(engine.sessions, NextcloudUsers(NextcloudSource(1 << 20), ["bob"]), engine.pipeline,
+                     on_chunk=fresh.extend))
     assert engine.queue.enqueue_files(engine.sessions, fresh, BACKLOG) == 3
     result = subprocess.run([sys.executable, "-m", "ex_app", "worker", "--exit-when-done"],
                             env=worker_environment(settings), capture_output=True, text=True,

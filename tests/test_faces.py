@@ -15,13 +15,13 @@ from ex_app.analyzers.faces import (
     ARCFACE_TEMPLATE,
     Detection,
     DlibEmbedder,
-    Face,
     FaceAnalyzer,
     SFaceEmbedder,
     align_sface,
     frontality,
     similarity_transform,
 )
+from ex_app.analyzers.results import Face
 from ex_app.models.runtime import OnnxSession
 from ex_app.people.distances import EMBEDDER_DISTANCES
 

@@ -27,10 +27,10 @@ from test_scan import _canonical
 from ex_app.config import Settings
 from ex_app.models.manifest import load_manifest
 from ex_app.models.store import ModelStore, file_sha256
-from ex_app.work.pipeline import ANALYZER_MODELS
+from ex_app.analyzers.registry import BY_NAME
 
-SCAN_ENV = {"RECOGNIZE_MUSIC_ENABLED": "0", "RECOGNIZE_VIDEO_ENABLED": "0",
-            "RECOGNIZE_PLACES_ENABLED": "0"}
+SCAN_ENV = {"RECOGNIZE_MUSIC__ENABLED": "0", "RECOGNIZE_VIDEO__ENABLED": "0",
+            "RECOGNIZE_PLACES__ENABLED": "0"}
 SCAN_TIMEOUT = 300
 
 
@@ -156,7 +156,7 @@ def test_a_full_disk_fails_the_scan_clearly_and_the_next_scan_finishes(tmp_path,
                              capture_output=True, text=True, check=False)
     assert mounted.returncode == 0, f"needs root to mount a small tmpfs: {mounted.stderr}"
     try:
-        models = [*ANALYZER_MODELS["faces"], *ANALYZER_MODELS["objects"]]
+        models = [*BY_NAME["faces"].models(Settings()), *BY_NAME["objects"].models(Settings())]
         fetch = [*scan_command(data_dir, tree)[:-2], "models", "fetch", *models]
         subprocess.run(fetch, env=scan_env(), cwd=REPO, check=True, capture_output=True)
         used = shutil.disk_usage(data_dir).used
@@ -214,7 +214,10 @@ def test_a_corrupted_model_file_with_its_time_put_back_is_detected(tmp_path):
 
 def test_settings_used_here_exist():
     """The variables this harness sets are real settings (a renamed one would test nothing)."""
-    names = {f"RECOGNIZE_{field.upper()}" for field in Settings.model_fields}
+    sections = {name: field.annotation for name, field in Settings.model_fields.items()}
+    names = {f"RECOGNIZE_{section.upper()}__{field.upper()}"
+             for section, model in sections.items() if hasattr(model, "model_fields")
+             for field in model.model_fields}
     assert set(SCAN_ENV) <= names
 
 

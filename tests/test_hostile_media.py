@@ -34,7 +34,7 @@ from ex_app.media.video import probe_video, read_video
 PHOTO = SHARED_DATA / "images" / "n01491361_tiger_shark.JPEG"
 SONG = SHARED_DATA / "music" / "TRWJAZW128F42760DD_test.mp3"  # 30 s
 LIMITS = Settings(data_dir=REPO / "build" / "unused")  # the shipped defaults
-MAX_PIXELS, MAX_SIDE = LIMITS.max_image_pixels, LIMITS.max_image_side
+MAX_PIXELS, MAX_SIDE = LIMITS.images.max_pixels, LIMITS.images.max_side
 
 
 def chunk(kind: bytes, data: bytes) -> bytes:

@@ -34,7 +34,7 @@ from ex_app.media.kinds import MediaKind
 from ex_app.models.manifest import load_manifest
 from ex_app.models.quantization import dequantize, quantize
 from ex_app.models.store import ModelStore
-from ex_app.work.pipeline import FACES, LANDMARKS, OBJECTS, PLACES, Pipeline
+from ex_app.analyzers.pipeline import Pipeline
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 CASTLE = SHARED / "data" / "images" / "n02980441_castle.JPEG"
@@ -152,31 +152,31 @@ def landmark_settings(tmp_path: Path, **changes) -> Settings:
 
 def test_landmarks_run_on_architecture_only_and_in_the_country_s_region(tmp_path, landmark_store):
     pipeline = Pipeline(landmark_settings(tmp_path), landmark_store)
-    assert pipeline.enabled_analyzers(MediaKind.IMAGE) == (FACES, OBJECTS, PLACES, LANDMARKS)
+    assert pipeline.enabled_analyzers(MediaKind.IMAGE) == ("faces", "objects", "places", "landmarks")
     paris = with_gps(CASTLE, tmp_path / "paris.jpg", gps_ifd(48.8566, 2.3522), "JPEG")
     tokyo = with_gps(CASTLE, tmp_path / "tokyo.jpg", gps_ifd(35.6895, 139.6917), "JPEG")
 
-    anywhere = pipeline.analyze(CASTLE, (LANDMARKS,))
-    in_paris = pipeline.analyze(paris, (LANDMARKS,))
-    in_tokyo = pipeline.analyze(tokyo, (LANDMARKS,))
-    snake = pipeline.analyze(SNAKE, (LANDMARKS,))
+    anywhere = pipeline.analyze(CASTLE, ("landmarks",))
+    in_paris = pipeline.analyze(paris, ("landmarks",))
+    in_tokyo = pipeline.analyze(tokyo, ("landmarks",))
+    snake = pipeline.analyze(SNAKE, ("landmarks",))
 
-    assert set(anywhere.tags) == {LANDMARKS} and not anywhere.labels  # no object labels kept
-    assert len(anywhere.tags[LANDMARKS]) == 3
-    assert {name.split()[0] for name in anywhere.tags[LANDMARKS]} <= {"Europe", "Asia"}
-    assert in_paris.tags[LANDMARKS] and all(
-        name.startswith("Europe landmark") for name in in_paris.tags[LANDMARKS])
-    assert in_tokyo.tags[LANDMARKS] and all(
-        name.startswith("Asia landmark") for name in in_tokyo.tags[LANDMARKS])
-    assert snake.tags == {LANDMARKS: []}  # a snake is no landmark: the models are not run
+    assert set(anywhere.tags) == {"landmarks"} and not anywhere.labels  # no object labels kept
+    assert len(anywhere.tags["landmarks"]) == 3
+    assert {name.split()[0] for name in anywhere.tags["landmarks"]} <= {"Europe", "Asia"}
+    assert in_paris.tags["landmarks"] and all(
+        name.startswith("Europe landmark") for name in in_paris.tags["landmarks"])
+    assert in_tokyo.tags["landmarks"] and all(
+        name.startswith("Asia landmark") for name in in_tokyo.tags["landmarks"])
+    assert snake.tags == {"landmarks": []}  # a snake is no landmark: the models are not run
 
 
 def test_landmarks_are_skipped_without_a_model_of_an_enabled_region(tmp_path, landmark_store, caplog):
-    with caplog.at_level(logging.INFO, logger="ex_app.work.pipeline"):
+    with caplog.at_level(logging.INFO, logger="ex_app.analyzers.pipeline"):
         africa_only = Pipeline(landmark_settings(tmp_path, landmark_regions=["africa"]), landmark_store)
-        assert LANDMARKS not in africa_only.enabled_analyzers(MediaKind.IMAGE)
+        assert "landmarks" not in africa_only.enabled_analyzers(MediaKind.IMAGE)
         nothing_here = Pipeline(landmark_settings(tmp_path),
                                 ModelStore(tmp_path / "empty", load_manifest()))
-        assert nothing_here.enabled_analyzers(MediaKind.IMAGE) == (FACES, OBJECTS, PLACES)
+        assert nothing_here.enabled_analyzers(MediaKind.IMAGE) == ("faces", "objects", "places")
     skipped = [r for r in caplog.records if "analyzer landmarks skipped" in r.getMessage()]
     assert len(skipped) == 2

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ex_app.analyzers.objects import Label, ObjectClassifier, load_imagenet_labels
+from ex_app.analyzers.objects import ObjectClassifier, load_imagenet_labels
+from ex_app.analyzers.results import Label
 from ex_app.models.runtime import open_session
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"

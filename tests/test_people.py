@@ -18,7 +18,8 @@ from ex_app.people import operations, thumbnails
 from ex_app.people.clustering import QualityGate
 from ex_app.people.distances import face_distances
 from ex_app.store import schema
-from ex_app.work.scan import local_file, process_pending, sync_folder
+from ex_app.sources.local import LocalFetcher, local_file
+from ex_app.work.worker import process_pending
 
 IDENTITIES = ("Vladimir_Putin", "Tom_Ridge", "Silvio_Berlusconi", "Lindsay_Davenport", "Ariel_Sharon")
 FIRST_PHOTOS = 6
@@ -71,8 +72,8 @@ def both_groupings(engine: Engine, tree: Path, shared_data: Path):
     engine.regroup(full=True)
     yield "full re-grouping"
     copy_photos(shared_data, tree, FIRST_PHOTOS, FIRST_PHOTOS + 3)
-    root_id, _ = sync_folder(engine.sessions, tree, engine.pipeline)
-    process_pending(engine.sessions, tree, root_id, engine.pipeline)
+    root_id, _ = engine.sync_local(tree)
+    process_pending(engine.sessions, root_id, engine.pipeline, LocalFetcher())
     engine.regroup(full=False)
     yield "incremental update"
 
@@ -207,8 +208,8 @@ def two_owners(tmp_path, shared_data):
     for user, (start, stop) in (("alice", (0, 4)), ("bob", (4, 8))):
         tree = tmp_path / user
         copy_photos(shared_data, tree, start, stop)
-        root_id, _ = sync_folder(engine.sessions, tree, engine.pipeline)
-        process_pending(engine.sessions, tree, root_id, engine.pipeline)
+        root_id, _ = engine.sync_local(tree)
+        process_pending(engine.sessions, root_id, engine.pipeline, LocalFetcher())
         with engine.sessions.begin() as session:  # what a crawl of user's files records
             root = session.get(schema.Root, root_id)
             root.source, root.location = "nextcloud", user

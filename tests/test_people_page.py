@@ -54,11 +54,13 @@ from ex_app.config import Settings
 from ex_app.engine import Engine
 from ex_app.main import create_app
 from ex_app.people import operations
-from ex_app.sources.nextcloud import NextcloudSource
+from ex_app.sources.nextcloud import NextcloudSource, NextcloudUsers
+from ex_app.sources.sync import sync
 from ex_app.store import schema
+from ex_app.store.files import work_left
 from ex_app.store.schema import TaskStatus
 from ex_app.web import people
-from ex_app.work.nextcloud_scan import busy, sync_nextcloud, worker_fetcher
+from ex_app.work.worker import worker_fetcher
 
 CHROMIUM = "/usr/bin/chromium"
 SCREENSHOTS = REPO / "build" / "screenshots" / "people"
@@ -243,14 +245,14 @@ def library(tmp_path_factory) -> Iterator[Library]:
     engine = Engine(settings)
 
     async def crawl() -> None:
-        source = NextcloudSource(settings.max_download_bytes)
-        await sync_nextcloud(engine.sessions, source, ["alice", "bob"], engine.pipeline)
+        source = NextcloudSource(settings.nextcloud.max_download_bytes)
+        await sync(engine.sessions, NextcloudUsers(source, ["alice", "bob"]), engine.pipeline)
 
     def analyze() -> None:  # as a worker of the ExApp does, in this process
         engine.queue.enqueue_pending(engine.sessions)
         with contextlib.closing(worker_fetcher(settings)) as fetcher:
             worker = engine.worker(fetcher, obey_schedule=False)
-            worker.run(until=lambda: not busy(engine.sessions, ["alice", "bob"]))
+            worker.run(until=lambda: not work_left(engine.sessions, users=["alice", "bob"], ready_only=True))
 
     with _environment(env), concurrent.futures.ThreadPoolExecutor(1) as thread:
         thread.submit(asyncio.run, crawl()).result()  # Playwright's loop may own this thread

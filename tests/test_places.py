@@ -13,7 +13,8 @@ import pytest
 from PIL import ExifTags, Image
 from PIL.TiffImagePlugin import IFDRational
 
-from ex_app.analyzers.places import Place, ReverseGeocoder, gazetteer_version, place_tags
+from ex_app.analyzers.places import ReverseGeocoder, gazetteer_version, place_tags
+from ex_app.analyzers.results import Place
 from ex_app.media.errors import MediaError
 from ex_app.media.gps import GpsPosition, read_gps
 

@@ -85,7 +85,7 @@ def test_a_full_scan_contacts_nextcloud_alone(nextcloud, tmp_path):
     env.update(nextcloud.app_env(port))
     env.update(PYTHONPATH=str(tmp_path / "site"), PRIVACY_LOG=str(log),
                PRIVACY_ALLOWED=json.dumps(allowed), RECOGNIZE_MODEL_MIRROR=str(SHARED_MODELS),
-               RECOGNIZE_VIDEO_ENABLED="0", no_proxy="*")
+               RECOGNIZE_VIDEO__ENABLED="0", no_proxy="*")
     state.app.enabled, state.app.initializing = False, True
     exapp = subprocess.Popen([sys.executable, "-m", "ex_app.main"], env=env, cwd=REPO,
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)

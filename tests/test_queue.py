@@ -26,14 +26,14 @@ from conftest import REPO, SHARED_MODELS
 from ex_app.store import schema
 
 FAST = {
-    "RECOGNIZE_FACES_ENABLED": "0",
-    "RECOGNIZE_PLACES_ENABLED": "0",
-    "RECOGNIZE_MUSIC_ENABLED": "0",
-    "RECOGNIZE_VIDEO_ENABLED": "0",
-    "RECOGNIZE_IDLE_POLL_SECONDS": "0.3",
-    "RECOGNIZE_REQUEUE_INTERVAL_SECONDS": "0.5",
-    "RECOGNIZE_QUEUE_BATCH_SIZE": "4",
-    "RECOGNIZE_CPU_BUDGET": "2",
+    "RECOGNIZE_FACES__ENABLED": "0",
+    "RECOGNIZE_PLACES__ENABLED": "0",
+    "RECOGNIZE_MUSIC__ENABLED": "0",
+    "RECOGNIZE_VIDEO__ENABLED": "0",
+    "RECOGNIZE_QUEUE__IDLE_POLL_SECONDS": "0.3",
+    "RECOGNIZE_QUEUE__REQUEUE_INTERVAL_SECONDS": "0.5",
+    "RECOGNIZE_QUEUE__BATCH_SIZE": "4",
+    "RECOGNIZE_WORKER__CPU_BUDGET": "2",
 }
 
 
@@ -60,7 +60,13 @@ def engine_for(data_dir: Path, **settings: str):
     from ex_app.config import Settings
     from ex_app.engine import Engine
 
-    values = {k.removeprefix("RECOGNIZE_").lower(): v for k, v in (FAST | settings).items()}
+    values: dict = {}
+    for name, value in (FAST | settings).items():
+        section, _, field = name.removeprefix("RECOGNIZE_").lower().partition("__")
+        if field:
+            values.setdefault(section, {})[field] = value
+        else:
+            values[section] = value
     return Engine(Settings(data_dir=data_dir, model_mirror=SHARED_MODELS, **values))
 
 
@@ -200,7 +206,7 @@ def test_two_workers_share_a_backlog_and_analyze_each_file_once(
     queue, PostgreSQL for the store."""
     settings = {}
     if backend.startswith("redis"):
-        settings["RECOGNIZE_QUEUE_URL"] = request.getfixturevalue("redis_url")
+        settings["RECOGNIZE_QUEUE__URL"] = request.getfixturevalue("redis_url")
     if backend.endswith("postgresql"):
         settings["RECOGNIZE_DATABASE_URL"] = request.getfixturevalue("postgres")()
     url = settings.get("RECOGNIZE_DATABASE_URL")
@@ -226,7 +232,7 @@ def test_two_workers_share_a_backlog_and_analyze_each_file_once(
 
 
 def test_a_worker_killed_mid_backlog_loses_nothing_and_duplicates_nothing(tmp_path, shared_data):
-    settings = {"RECOGNIZE_LEASE_SECONDS": "4", "RECOGNIZE_FILE_TIME_LIMIT_SECONDS": "3"}
+    settings = {"RECOGNIZE_QUEUE__LEASE_SECONDS": "4", "RECOGNIZE_QUEUE__FILE_TIME_LIMIT_SECONDS": "3"}
     tree = photo_tree(tmp_path / "tree", shared_data, 30)
     data_dir = tmp_path / "state"
     engine_for(data_dir, **settings).scan(tree, wait=False)
@@ -259,7 +265,7 @@ def test_a_worker_killed_mid_backlog_loses_nothing_and_duplicates_nothing(tmp_pa
 def test_a_file_that_keeps_failing_is_dead_lettered_with_its_error_and_retry_sends_it_again(
     tmp_path, shared_data
 ):
-    settings = {"RECOGNIZE_MAX_ATTEMPTS": "3", "RECOGNIZE_RETRY_DELAY_SECONDS": "0.2"}
+    settings = {"RECOGNIZE_QUEUE__MAX_ATTEMPTS": "3", "RECOGNIZE_QUEUE__RETRY_DELAY_SECONDS": "0.2"}
     tree = photo_tree(tmp_path / "tree", shared_data, 4)
     (tree / "broken.jpg").write_bytes(b"\xff\xd8\xff")
     data_dir = tmp_path / "state"
@@ -314,7 +320,7 @@ def test_quiet_hours_and_pause_hold_work_back(tmp_path, shared_data):
     data_dir = tmp_path / "state"
     engine_for(data_dir).scan(tree, wait=False)
     hour = datetime.now().hour
-    quiet = start_worker(data_dir, "--exit-when-done", RECOGNIZE_QUIET_HOURS=f"{hour}-{(hour + 2) % 24}")
+    quiet = start_worker(data_dir, "--exit-when-done", RECOGNIZE_WORKER__QUIET_HOURS=f"{hour}-{(hour + 2) % 24}")
     wait_for_log(quiet, "quiet hours")  # however long its start takes
     assert {t["status"] for t in tasks(data_dir)} == {"pending"}
     quiet.send_signal(signal.SIGTERM)
@@ -382,7 +388,7 @@ def test_progress_on_a_half_done_backlog_gives_the_rate_and_time_left(tmp_path, 
 def test_a_file_over_the_time_limit_is_recorded_with_that_reason(tmp_path, shared_data):
     tree = photo_tree(tmp_path / "tree", shared_data, 2)
     data_dir = tmp_path / "state"
-    cli(data_dir, "scan", str(tree), RECOGNIZE_FILE_TIME_LIMIT_SECONDS="0.001")
+    cli(data_dir, "scan", str(tree), RECOGNIZE_QUEUE__FILE_TIME_LIMIT_SECONDS="0.001")
     rows = tasks(data_dir)
     assert {t["status"] for t in rows} == {"error"}
     assert all("per-file time limit" in t["error"] for t in rows)
@@ -417,40 +423,31 @@ def test_a_claim_of_another_host_goes_back_to_the_queue_only_when_its_lease_ran_
 
 def test_a_worker_leaves_the_files_of_a_source_it_cannot_fetch_to_another(tmp_path, shared_data):
     from ex_app.media.kinds import MediaKind
-    from ex_app.work.scan import (
-        SyncReport,
-        find_or_create_root,
-        queue_tasks,
-        record_file,
-    )
-    from ex_app.work.worker import LocalFetcher
+    from ex_app.sources.local import LocalFetcher
+    from ex_app.sources.nextcloud import NextcloudFile, NextcloudSource, NextcloudUsers
+    from ex_app.store.files import record_files
 
-    class Found:  # a file a Nextcloud crawl found
-        path, kind, size, mtime_ns = "Photos/cat.jpg", MediaKind.IMAGE, 1000, 1
-
+    found = NextcloudFile("alice", "Photos/cat.jpg", 42, MediaKind.IMAGE, 1000, 1, "1")  # by a crawl
     tree = photo_tree(tmp_path / "tree", shared_data, 3)
     engine = engine_for(tmp_path / "state")
-    with engine.sessions.begin() as session:
-        root_id = find_or_create_root(session, "nextcloud", "alice")
-        record_file(session, root_id, Found(), "etag:1", SyncReport())
-        session.flush()
-        queue_tasks(session, root_id, engine.pipeline)
-    engine.queue.enqueue_pending(engine.sessions, root_id)  # first in the queue
+    source = NextcloudUsers(NextcloudSource(1 << 20), ["alice"])
+    recorded = record_files(engine.sessions, source, [found], engine.pipeline)
+    engine.queue.enqueue_files(engine.sessions, recorded.fresh)  # first in the queue
     engine.scan(tree, wait=False)
 
     worker = engine.worker(LocalFetcher())
     assert worker.run(until=lambda: engine.queue.backlog()[0] == 0) == 3
     by_source = {}
     for t in tasks(tmp_path / "state"):
-        by_source.setdefault(t["path"] == Found.path, set()).add((t["status"], t["attempts"], t["lease_until"]))
+        by_source.setdefault(t["path"] == found.path, set()).add((t["status"], t["attempts"], t["lease_until"]))
     assert by_source == {False: {("done", 1, None)}, True: {("pending", 0, None)}}
     assert engine.queue.backlog() == (0, 1)  # waiting in the schedule for a Nextcloud worker
 
 
 def test_the_walk_sends_files_in_chunks_before_it_ends(tmp_path, shared_data, monkeypatch):
-    from ex_app.work import scan
+    from ex_app.sources import sync
 
-    monkeypatch.setattr(scan, "SYNC_CHUNK", 5)
+    monkeypatch.setattr(sync, "CHUNK", 5)
     tree = photo_tree(tmp_path / "tree", shared_data, 12)
     engine = engine_for(tmp_path / "state")
     seen = []
@@ -460,7 +457,7 @@ def test_the_walk_sends_files_in_chunks_before_it_ends(tmp_path, shared_data, mo
         with engine.sessions() as session:
             seen.append((len(file_ids), session.query(schema.File).count(), engine.queue.backlog()[0]))
 
-    scan.sync_folder(engine.sessions, tree, engine.pipeline, chunk)
+    engine.sync_local(tree, chunk)
     assert seen == [(5, 5, 2), (5, 10, 4), (2, 12, 5)]  # 4 files a message (FAST)
 
 
@@ -470,7 +467,7 @@ def test_a_worker_runs_within_its_memory_cap_and_says_when_it_is_too_small(tmp_p
     engine_for(data_dir).scan(tree, wait=False)
     too_small = subprocess.run(command(data_dir, "worker", "--exit-when-done"), capture_output=True,
                                text=True, check=False, cwd=REPO,
-                               env=environment(RECOGNIZE_WORKER_MEMORY_MB="300"))
+                               env=environment(RECOGNIZE_WORKER__MEMORY_MB="300"))
     assert too_small.returncode != 0 and "too little to load the models" in too_small.stderr
-    analyzed, _ = finish(start_worker(data_dir, "--exit-when-done", RECOGNIZE_WORKER_MEMORY_MB="1500"))
+    analyzed, _ = finish(start_worker(data_dir, "--exit-when-done", RECOGNIZE_WORKER__MEMORY_MB="1500"))
     assert analyzed == 2

@@ -19,7 +19,7 @@ from ex_app.people import operations
 from ex_app.store import schema
 from ex_app.store.database import MIGRATIONS_DIR, create_database_engine
 from ex_app.store.schema import TaskStatus
-from ex_app.work.pipeline import EMBEDDINGS, FACES
+from ex_app.analyzers.registry import EMBEDDINGS, FACES
 from test_people import copy_photos
 
 DLIB_ERA_FACES_VERSION = "ebafce4e+c4b1e980+428471a7"  # YuNet + dlib landmarks + dlib ResNet
@@ -107,7 +107,7 @@ def test_next_start_embeds_every_face_again_once_and_keeps_every_decision(dlib_s
     putin, ridge, berlusconi, davenport, sharon = d["names"]
     person = d["person"]
     engine = Engine(Settings(data_dir=tmp_path / "state", model_mirror=SHARED_MODELS))
-    assert engine.settings.face_embedder == "sface"
+    assert engine.settings.faces.embedder == "sface"
 
     # Planned at the start, before any of it ran: persons stay as they are meanwhile.
     planned = engine.plan_reembedding()

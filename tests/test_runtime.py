@@ -181,17 +181,17 @@ def test_an_onnx_model_runs_from_its_tflite_twin_where_litert_is_the_engine(tmp_
 
 
 def test_the_engine_setting_reaches_a_started_process(tmp_path):
-    """RECOGNIZE_INFERENCE_ENGINE=tflite makes the process refuse ONNX-only models, without
+    """RECOGNIZE_INFERENCE__ENGINE=tflite makes the process refuse ONNX-only models, without
     importing onnxruntime at all."""
     script = (
         "import sys\n"
         "from ex_app.config import Settings\n"
         "from ex_app.models.runtime import EngineUnavailable, open_session\n"
-        f"try: open_session({str(EFFICIENTNET)!r}, engine=Settings().inference_engine)\n"
+        f"try: open_session({str(EFFICIENTNET)!r}, engine=Settings().inference.engine)\n"
         "except EngineUnavailable as error: print('refused:', error)\n"
         "print('onnxruntime imported:', 'onnxruntime' in sys.modules)\n"
     )
-    env = {**os.environ, "RECOGNIZE_INFERENCE_ENGINE": "tflite"}
+    env = {**os.environ, "RECOGNIZE_INFERENCE__ENGINE": "tflite"}
     result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
                             text=True, check=True, timeout=60)
     assert "refused: efficientnet_lite0.onnx needs onnxruntime" in result.stdout

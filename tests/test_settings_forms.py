@@ -17,6 +17,7 @@ from nextcloud_standin.fixture import Nextcloud
 
 from ex_app.config import Settings
 from ex_app.main import register_ui
+from ex_app.service import nextcloud_settings
 from ex_app.web import admin_settings, personal_settings
 
 OCS = {"OCS-APIRequest": "true", "Accept": "application/json"}
@@ -56,9 +57,9 @@ def test_the_selects_show_and_store_labels(registered: Nextcloud) -> None:
     fields = {field["id"]: field for field in form["fields"]}
     # NcSelect shows string options as they are and the value as the selected option.
     sensitivity, embedder = fields["face_sensitivity"], fields["face_embedder"]
-    assert sensitivity["type"] == "select" and sensitivity["options"] == list(admin_settings.SENSITIVITY)
+    assert sensitivity["type"] == "select" and sensitivity["options"] == list(nextcloud_settings.SENSITIVITY)
     assert sensitivity["value"] == "Balanced"
-    assert embedder["options"] == list(admin_settings.EMBEDDERS) and embedder["value"] == "SFace (recommended)"
+    assert embedder["options"] == list(nextcloud_settings.EMBEDDERS) and embedder["value"] == "SFace (recommended)"
 
     assert _save(registered, "admin", form, "face_sensitivity", "Strict (fewer mix-ups)").status_code == 200
     assert _save(registered, "admin", form, "face_embedder", "dlib ResNet").status_code == 200
@@ -69,11 +70,12 @@ def test_the_selects_show_and_store_labels(registered: Nextcloud) -> None:
     assert values["faces_enabled"] == "0" and values["max_image_side"] == "1200"
 
     async def read_back() -> Settings:
-        return await admin_settings.admin_settings(AsyncNextcloudApp(), Settings(data_dir=registered.storage))
+        base = Settings(data_dir=registered.storage)
+        return await nextcloud_settings.admin_settings(AsyncNextcloudApp(), base, admin_settings.settings_form(base))
 
     settings = asyncio.run(read_back())
-    assert settings.face_sensitivity == "strict" and settings.face_embedder == "dlib"
-    assert settings.faces_enabled is False and settings.max_image_side == 1200
+    assert settings.faces.sensitivity == "strict" and settings.faces.embedder == "dlib"
+    assert settings.faces.enabled is False and settings.images.max_side == 1200
 
 
 @pytest.mark.parametrize(("saved", "sensitivity"), [('"0.6"', "loose"), ("0.45", "strict"), ('"0.55"', "balanced")])
@@ -81,11 +83,12 @@ def test_sensitivity_saved_by_an_earlier_version_still_applies(registered: Nextc
     registered.state.app_config["face_cluster_distance"] = (saved, 0)  # the old numeric option, maybe quoted
 
     async def read_back() -> Settings:
-        return await admin_settings.admin_settings(AsyncNextcloudApp(), Settings(data_dir=registered.storage))
+        base = Settings(data_dir=registered.storage)
+        return await nextcloud_settings.admin_settings(AsyncNextcloudApp(), base, admin_settings.settings_form(base))
 
     settings = asyncio.run(read_back())
-    assert settings.face_sensitivity == sensitivity
-    assert settings.face_cluster_distance is None  # a dlib distance: never applied to another embedder
+    assert settings.faces.sensitivity == sensitivity
+    assert settings.faces.cluster_distance is None  # a dlib distance: never applied to another embedder
 
 
 def test_personal_choice_round_trips_and_a_plain_user_cannot_save(registered: Nextcloud) -> None:
@@ -100,10 +103,10 @@ def test_personal_choice_round_trips_and_a_plain_user_cannot_save(registered: Ne
 
     assert _save(registered, "admin", form, personal_settings.ANALYZE, 0).status_code == 200
 
-    async def choice_of(user: str) -> personal_settings.UserChoice:
+    async def choice_of(user: str) -> nextcloud_settings.UserChoice:
         nc = AsyncNextcloudApp()
         await nc.set_user(user)
-        return await personal_settings.user_choice(nc, enabled_by_default=True)
+        return await nextcloud_settings.user_choice(nc, enabled_by_default=True)
 
     assert asyncio.run(choice_of("admin")).enabled is False
     assert asyncio.run(choice_of("alice")).enabled is True

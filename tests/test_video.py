@@ -11,8 +11,14 @@ import numpy as np
 import pytest
 
 from ex_app.analyzers.faces import FaceAnalyzer, SFaceEmbedder
-from ex_app.analyzers.objects import Label, ObjectClassifier, load_imagenet_labels
-from ex_app.analyzers.video import agreed_labels, distinct_faces, has_music_track
+from ex_app.analyzers.objects import ObjectClassifier, load_imagenet_labels
+from ex_app.analyzers.results import Label
+from ex_app.analyzers.video import (
+    agreed_labels,
+    appearance_distance,
+    distinct_faces,
+    has_music_track,
+)
 from ex_app.config import Settings
 from ex_app.media.errors import MediaError
 from ex_app.media.video import (
@@ -24,7 +30,6 @@ from ex_app.media.video import (
     scene_changes,
 )
 from ex_app.models.runtime import open_session
-from ex_app.people.distances import face_distances
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 FACES = SHARED / "data" / "faces"
@@ -51,9 +56,9 @@ def slideshow(
     return out
 
 
-def read(path: Path, max_frames: int = SETTINGS.video_max_frames):
-    return read_video(path, max_frames, SETTINGS.video_frame_interval, SETTINGS.video_max_side,
-                      SETTINGS.video_decode_timeout_seconds)
+def read(path: Path, max_frames: int = SETTINGS.video.max_frames):
+    return read_video(path, max_frames, SETTINGS.video.frame_interval, SETTINGS.video.max_side,
+                      SETTINGS.video.decode_timeout_seconds)
 
 
 @pytest.fixture(scope="module")
@@ -61,8 +66,8 @@ def face_analyzer(model_store) -> FaceAnalyzer:
     return FaceAnalyzer(
         detector_path=model_store.path("face_detection_yunet"),
         embedder=SFaceEmbedder(model_store.path("face_recognition_sface")),
-        min_score=SETTINGS.face_min_score,
-        min_size=SETTINGS.face_min_size,
+        min_score=SETTINGS.faces.min_score,
+        min_size=SETTINGS.faces.min_size,
     )
 
 
@@ -96,7 +101,7 @@ def test_two_people_in_eight_frames_are_two_appearances(faces_video, face_analyz
     _, frames = read(faces_video)
     per_frame = [(frame.time, face_analyzer.analyze(frame.pixels)) for frame in frames]
     assert sum(len(faces) for _, faces in per_frame) >= 8
-    appearances = distinct_faces(per_frame, face_distances(SETTINGS).video)
+    appearances = distinct_faces(per_frame, appearance_distance(SETTINGS))
     assert len(appearances) == 2
     powell, ridge = appearances
     assert powell.time < 4 <= ridge.time  # Powell's photos come first
@@ -111,13 +116,13 @@ def test_a_repeated_photo_gives_its_label_and_noise_does_not(tmp_path: Path, mod
     classifier = ObjectClassifier(
         open_session(model_store.path("efficientnet_lite0")),
         load_imagenet_labels(model_store.path("imagenet_labels")),
-        top_k=SETTINGS.object_top_k, min_score=SETTINGS.object_min_score,
+        top_k=SETTINGS.objects.top_k, min_score=SETTINGS.objects.min_score,
     )
     video = slideshow(tmp_path / "photos", [PHOTO] * 6, tmp_path / "snake.mp4", size="-2:360")
     _, frames = read(video)
     per_frame = classifier.classify_batch([frame.pixels for frame in frames])
     labels = agreed_labels(
-        per_frame, SETTINGS.video_label_min_frames, SETTINGS.video_label_min_share
+        per_frame, SETTINGS.video.label_min_frames, SETTINGS.video.label_min_share
     )
     assert labels[0].id == "n01728920"  # ringneck snake
     assert labels == sorted(labels, key=lambda label: label.score, reverse=True)

@@ -13,14 +13,18 @@ centre crops). Clips are judged separately, from fresh states, and their probabi
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from ex_app.analyzers.objects import Label
+from ex_app.analyzers.pipeline import Media, Pipeline
+from ex_app.analyzers.results import Label
+from ex_app.config import ACTIONS_PATH
+from ex_app.media.video import clip_starts, read_clip
 from ex_app.models.quantization import dequantize, quantize, softmax
-from ex_app.tagging.rules import LabelIdFormat
+from ex_app.tagging.rules import LabelIdFormat, TagRules
 
 KINETICS_LABEL_IDS = LabelIdFormat(
     re.compile(r"k600:\S.*"), "a Kinetics-600 class with its prefix, like k600:playing guitar"
@@ -130,3 +134,25 @@ class ActionRecognizer:
             if probabilities[i] >= self.min_score
         ]
 
+
+def build(pipeline: Pipeline) -> Callable:
+    s = pipeline.settings.actions
+    recognizer = ActionRecognizer(
+        pipeline.models.path("movinet_a0_stream"),
+        load_kinetics_labels(pipeline.models.path("kinetics600_labels")),
+        threads=pipeline.settings.inference.threads, top_k=s.top_k, min_score=s.min_score,
+    )
+    rules = TagRules.load(ACTIONS_PATH, KINETICS_LABEL_IDS)
+    timeout = pipeline.settings.video.decode_timeout_seconds
+
+    def analyze(media: Media, result) -> list[str]:
+        info = media.video_info
+        clips = [
+            [frame.pixels for frame in read_clip(
+                media.path, info, start, s.clip_seconds, s.fps, s.max_side, timeout
+            )]
+            for start in clip_starts(info.duration, s.clips, s.clip_seconds)
+        ]
+        return rules.tags_for((label.id, label.score) for label in recognizer.recognize(clips))
+
+    return analyze

@@ -1,6 +1,6 @@
 """Faces in a photo: YuNet finds them, an embedder turns each into 128 numbers.
 
-Two embedders, chosen by the ``face_embedder`` setting (:data:`EMBEDDERS`); both work from a
+Two embedders, chosen by the ``faces.embedder`` setting (:data:`EMBEDDERS`); both work from a
 face's box and YuNet's five landmarks, so stored faces can be embedded again without being
 detected again (:meth:`FaceEmbedder.embed`):
 
@@ -29,11 +29,21 @@ import cv2
 import dlib
 import numpy as np
 
+from ex_app.analyzers.pipeline import Media, Pipeline
+from ex_app.analyzers.results import Face, StoredFace
+from ex_app.config import Settings
 from ex_app.models.dlib_onnx import chips_to_batch
-from ex_app.models.runtime import open_session
+from ex_app.models.runtime import (
+    OnnxSession,
+    onnx_providers,
+    open_session,
+    resolve_engine,
+)
+from ex_app.models.store import ModelStore
 
 SFACE, DLIB = "sface", "dlib"
 EMBEDDERS = (SFACE, DLIB)
+PEOPLE_TAG = "People"  # given to every photo with a face
 
 # YuNet misses faces that fill a tiny image (ORL's 23×28 crops) and, more and more often,
 # faces over about 250 detector pixels (LFW crops scaled so the face is 300 px: 86% found;
@@ -66,18 +76,6 @@ ARCFACE_TEMPLATE = np.array(
 SFACE_SIZE = 112
 SFACE_BATCH = 16  # faces per network call: more faces in one photo go in several calls
 
-
-@dataclass
-class Face:
-    """One detected face, in the coordinates of the image given to the analyzer."""
-
-    box: tuple[float, float, float, float]  # x, y, w, h in input pixels
-    score: float  # YuNet's detection score
-    landmarks: np.ndarray  # 5×2: right eye, left eye, nose tip, right, left mouth corner
-    quality: float  # 0..1, see face_quality
-    sharpness: float  # box_sharpness: Laplacian variance of the grey face at 64×64
-    pose: float  # 0..1 frontality from the landmarks, 1 = frontal
-    embedding: np.ndarray  # 128 float32 from the analyzer's embedder (see the module's text)
 
 
 @dataclass
@@ -328,3 +326,82 @@ def face_quality(score: float, size: float, sharpness: float, pose: float) -> fl
         np.clip(pose, 0.0, 1.0),
     )
     return float(np.prod(components) ** (1 / len(components)))
+
+
+def load_face_embedder(settings: Settings, models: ModelStore) -> FaceEmbedder:
+    """The configured face embedder on this machine's best engine.
+
+    SFace runs in OpenCV's dnn module on CPUs (faster here than onnxruntime, and on every
+    processor) and through onnxruntime on its float32 graph where onnxruntime has a GPU.
+    dlib's network runs as our ONNX port where onnxruntime runs, else in dlib's own code
+    (the same embeddings, slower).
+    """
+    onnx = resolve_engine(settings.inference.engine) == "onnx"
+    threads = settings.inference.threads
+    if settings.faces.embedder == SFACE:
+        if onnx and onnx_providers()[0] != "CPUExecutionProvider":
+            session = OnnxSession(models.path("face_recognition_sface_float32"), threads)
+            return SFaceEmbedder(models.path("face_recognition_sface"), session=session)
+        return SFaceEmbedder(models.path("face_recognition_sface"))
+    return DlibEmbedder(
+        models.path("dlib_face_landmarks_5"),
+        models.path("dlib_face_embedder_onnx" if onnx else "dlib_face_embedder"),
+        threads,
+    )
+
+
+def embedder(pipeline: Pipeline) -> FaceEmbedder:
+    return load_face_embedder(pipeline.settings, pipeline.models)
+
+
+def face_analyzer(pipeline: Pipeline) -> FaceAnalyzer:
+    """The pipeline's face analyzer (shared with the video analyzer)."""
+    s = pipeline.settings
+    return FaceAnalyzer(
+        detector_path=pipeline.models.path("face_detection_yunet"),
+        embedder=pipeline.part(embedder),
+        min_score=s.faces.min_score,
+        min_size=s.faces.min_size,
+        threads=s.inference.threads,
+    )
+
+
+def to_original_pixels(face: Face, scale: float) -> Face:
+    """The face with box and landmarks mapped from decoded to original image pixels."""
+    if scale == 1.0:
+        return face
+    x, y, w, h = face.box
+    face.box = (x / scale, y / scale, w / scale, h / scale)
+    face.landmarks = np.asarray(face.landmarks, dtype=np.float32) / scale
+    return face
+
+
+def build(pipeline: Pipeline) -> Callable:
+    analyzer = pipeline.part(face_analyzer)
+
+    def analyze(media: Media, result) -> list[str]:
+        image = media.image
+        result.faces = [to_original_pixels(f, image.scale) for f in analyzer.analyze(image.pixels)]
+        result.embedder = analyzer.embedder.name
+        return [PEOPLE_TAG] if result.faces else []
+
+    return analyze
+
+
+def embed_again(media: Media, stored: Sequence[StoredFace]) -> tuple[dict[int, np.ndarray], str]:
+    """New vectors for a photo's stored faces (box and landmarks in the file's pixels), by
+    stored face id, and the embedder's name."""
+    embed = media.pipeline.part(embedder)
+    if not stored:
+        return {}, embed.name
+    image = media.image
+    detections = [
+        Detection(
+            box=tuple(float(v) * image.scale for v in face.box),
+            score=face.score,
+            landmarks=np.asarray(face.landmarks, dtype=np.float32) * image.scale,
+        )
+        for face in stored
+    ]
+    vectors = embed.embed(np.ascontiguousarray(image.pixels), detections)
+    return {face.id: vector for face, vector in zip(stored, vectors)}, embed.name

@@ -15,17 +15,22 @@ every enabled region's.
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
+from typing import get_args
 
 import numpy as np
 import yaml
 from PIL import Image
 
-from ex_app.analyzers.objects import Label
+from ex_app.analyzers import objects, places
+from ex_app.analyzers.pipeline import Media, Pipeline
+from ex_app.analyzers.registry import landmark_region_models
+from ex_app.analyzers.results import Label
+from ex_app.config import LANDMARK_REGIONS_PATH, LandmarkRegion
 from ex_app.models.quantization import dequantize, quantize, softmax
 
-REGIONS = ("africa", "asia", "europe", "north_america", "south_america", "oceania_antarctica")
+REGIONS = get_args(LandmarkRegion)
 LANDMARK_CATEGORIES = ("architecture", "scenery")  # rules.yml categories worth the models
 
 
@@ -125,3 +130,33 @@ def find_landmarks(
     """The best landmarks over the regions' models, best first."""
     found = [label for c in classifiers for label in c.classify(pixels, top_k, min_score)]
     return sorted(found, key=lambda label: label.score, reverse=True)[:top_k]
+
+
+def build(pipeline: Pipeline) -> Callable:
+    """The classifiers of the enabled regions whose files are here, by region."""
+    s, models = pipeline.settings, pipeline.models
+    classifiers = {}
+    for region in s.landmarks.regions:
+        model, labels = landmark_region_models(region)
+        if models.local_path(model) and models.local_path(labels):
+            classifiers[region] = LandmarkClassifier(
+                region, models.path(model), load_landmark_labels(models.path(labels)),
+                threads=s.inference.threads,
+            )
+    country_regions = load_country_regions(LANDMARK_REGIONS_PATH)
+    rules = pipeline.part(objects.tag_rules)
+
+    def analyze(media: Media, result) -> list[str]:
+        """Names of the landmarks in a photo whose object labels suggest one, else nothing."""
+        labels = media.once(objects.labels)
+        if not worth_a_look(rules.categories_for((label.id, label.score) for label in labels)):
+            return []
+        place = media.once(places.place)
+        regions = regions_for(place.country_code if place else None, classifiers, country_regions)
+        found = find_landmarks(
+            [classifiers[region] for region in regions], media.image.pixels,
+            s.landmarks.top_k, s.landmarks.min_score,
+        )
+        return list(dict.fromkeys(label.name for label in found))
+
+    return analyze

@@ -10,21 +10,26 @@ spread evenly over it; scores are each tag's sigmoid output averaged over the pa
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import librosa
 import numpy as np
 
-from ex_app.analyzers.objects import Label
-from ex_app.models.runtime import InferenceSession
-from ex_app.tagging.rules import LabelIdFormat
+from ex_app.analyzers.pipeline import Media, Pipeline
+from ex_app.analyzers.results import Label
+from ex_app.config import GENRES_PATH
+from ex_app.media.audio import decode_audio
+from ex_app.models.runtime import InferenceSession, open_session
+from ex_app.tagging.rules import LabelIdFormat, TagRules
 
 SAMPLE_RATE = 16_000
 N_FFT = 512
 HOP = 256
 N_MELS = 96
 PATCH_FRAMES = 187
+CHECKPOINTS = ("msd", "mtt")  # both: MSD knows blues, MTT new age, world, classical
 
 # Label ids name the checkpoint and its tag, "msd:blues", "mtt:new age": both have "rock".
 MUSICNN_LABEL_IDS = LabelIdFormat(
@@ -112,3 +117,42 @@ class MusicTagger:
                 for tag, score in zip(model.tags, mean, strict=True)
             ]
         return sorted(labels, key=lambda label: -label.score)
+
+
+def tagger(pipeline: Pipeline) -> MusicTagger:
+    """The pipeline's musicnn tagger (shared with the video analyzer)."""
+    s, models = pipeline.settings, pipeline.models
+    return MusicTagger(
+        [
+            MusicnnModel(
+                dataset,
+                open_session(models.path(f"musicnn_{dataset}"), s.inference.threads, s.inference.engine),
+                load_musicnn_tags(models.path(f"musicnn_{dataset}_labels")),
+            )
+            for dataset in CHECKPOINTS
+        ],
+        max_patches=s.music.max_patches,
+    )
+
+
+def genre_rules(pipeline: Pipeline) -> TagRules:
+    """genres.yml: musicnn tags to genre tags."""
+    return TagRules.load(GENRES_PATH, MUSICNN_LABEL_IDS)
+
+
+def song_labels(media: Media) -> list[Label]:
+    """Every musicnn label of a song's or a video's sound, best first (raises MediaError)."""
+    s = media.settings.music
+    audio = decode_audio(media.path, SAMPLE_RATE, s.max_seconds, s.decode_timeout_seconds)
+    return media.pipeline.part(tagger).tag(audio.samples)
+
+
+def build(pipeline: Pipeline) -> Callable:
+    rules = pipeline.part(genre_rules)
+
+    def analyze(media: Media, result) -> list[str]:
+        found = media.once(song_labels)
+        result.labels = found[: media.settings.music.top_k]
+        return rules.tags_for((label.id, label.score) for label in found)
+
+    return analyze

@@ -5,27 +5,24 @@ The classifier is a pure function of decoded RGB pixels and an already opened mo
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from ex_app.models.runtime import InferenceSession
+from ex_app.analyzers.pipeline import Media, Pipeline
+from ex_app.analyzers.results import Label
+from ex_app.config import RULES_PATH
+from ex_app.models.quantization import softmax
+from ex_app.models.runtime import InferenceSession, open_session
+from ex_app.tagging.rules import TagRules
 
 RESIZE_SHORTER_SIDE = 256
 CROP_SIDE = 224
 # EfficientNet-Lite's normalisation, per channel, after scaling pixels to [0, 1].
 MEAN, STD = 0.498, 0.502
 
-
-@dataclass
-class Label:
-    """One class the classifier sees in a photo."""
-
-    id: str  # WordNet id, e.g. "n02123045"
-    name: str  # e.g. "tabby, tabby cat"
-    score: float  # softmax probability, 0..1
 
 
 def load_imagenet_labels(path: Path) -> list[tuple[str, str]]:
@@ -48,12 +45,6 @@ def preprocess(rgb: np.ndarray) -> np.ndarray:
     top, left = (size[1] - CROP_SIDE) // 2, (size[0] - CROP_SIDE) // 2
     crop = resized[top : top + CROP_SIDE, left : left + CROP_SIDE].astype(np.float32) / 255
     return ((crop - MEAN) / STD).transpose(2, 0, 1)
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Row-wise softmax, numerically stable."""
-    shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
-    return shifted / shifted.sum(axis=-1, keepdims=True)
 
 
 class ObjectClassifier:
@@ -91,3 +82,36 @@ class ObjectClassifier:
             for i in best
             if probabilities[i] >= self.min_score
         ]
+
+
+def classifier(pipeline: Pipeline) -> ObjectClassifier:
+    """The pipeline's object classifier (shared with the video and landmark analyzers)."""
+    s = pipeline.settings
+    return ObjectClassifier(
+        session=open_session(
+            pipeline.models.path("efficientnet_lite0"), s.inference.threads, s.inference.engine
+        ),
+        labels=load_imagenet_labels(pipeline.models.path("imagenet_labels")),
+        top_k=s.objects.top_k,
+        min_score=s.objects.min_score,
+    )
+
+
+def tag_rules(pipeline: Pipeline) -> TagRules:
+    """rules.yml: ImageNet labels to tags and categories."""
+    return TagRules.load(RULES_PATH)
+
+
+def labels(media: Media) -> list[Label]:
+    """A photo's object labels, found once for the analyzers that use them."""
+    return media.pipeline.part(classifier).classify(media.image.pixels)
+
+
+def build(pipeline: Pipeline) -> Callable:
+    rules = pipeline.part(tag_rules)
+
+    def analyze(media: Media, result) -> list[str]:
+        result.labels = media.once(labels)
+        return rules.tags_for((label.id, label.score) for label in result.labels)
+
+    return analyze

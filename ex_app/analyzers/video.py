@@ -7,13 +7,25 @@ count only when frames agree on them; the audio track is worth the music model w
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
-from ex_app.analyzers.faces import Face
-from ex_app.analyzers.objects import Label
-from ex_app.media.video import VideoInfo
+from ex_app.analyzers import music, objects
+from ex_app.analyzers.faces import PEOPLE_TAG, face_analyzer, to_original_pixels
+from ex_app.analyzers.pipeline import Media, Pipeline
+from ex_app.analyzers.results import Face, Label
+from ex_app.config import Settings
+from ex_app.media.video import VideoFrame, VideoInfo, read_video
+
+# Faces of a video's frames this close are one appearance, per embedder (bench/faces_quality.py
+# chose them with the grouping's distances, ex_app/people/distances.py), unless set.
+APPEARANCE_DISTANCES = {"sface": 1.0, "dlib": 0.5}
+
+
+def appearance_distance(settings: Settings) -> float:
+    return settings.video.face_distance or APPEARANCE_DISTANCES[settings.faces.embedder]
 
 
 @dataclass
@@ -83,3 +95,43 @@ def agreed_labels(frames: list[list[Label]], min_frames: int, min_share: float) 
 def has_music_track(info: VideoInfo, min_seconds: float) -> bool:
     """Whether the video's audio track is long enough for the music model."""
     return info.audio_seconds is not None and info.audio_seconds >= min_seconds
+
+
+def frames(media: Media) -> list[VideoFrame]:
+    """The sampled frames of a video (its probe becomes the media's video_info)."""
+    s = media.settings.video
+    media.video_info, found = read_video(
+        media.path, s.max_frames, s.frame_interval, s.max_side, s.decode_timeout_seconds,
+        s.scene_threshold, s.scene_frames,
+    )
+    return found
+
+
+def build(pipeline: Pipeline) -> Callable:
+    """Sampled frames: distinct faces, objects the frames agree on, genres of its music. All
+    its tags are the video analyzer's, so a re-analysis replaces them together."""
+    s = pipeline.settings
+    faces, classifier = pipeline.part(face_analyzer), pipeline.part(objects.classifier)
+    rules, distance = pipeline.part(objects.tag_rules), appearance_distance(s)
+
+    def analyze(media: Media, result) -> list[str]:
+        sampled = media.once(frames)
+        per_frame = [
+            (frame.time, [to_original_pixels(f, frame.scale) for f in faces.analyze(frame.pixels)])
+            for frame in sampled
+        ]
+        result.faces = [appearance.face for appearance in distinct_faces(per_frame, distance)]
+        result.embedder = faces.embedder.name
+        found = classifier.classify_batch([frame.pixels for frame in sampled])
+        labels = agreed_labels(found, s.video.label_min_frames, s.video.label_min_share)
+        result.labels = labels[: s.objects.top_k]
+        tags = ([PEOPLE_TAG] if result.faces else []) + rules.tags_for(
+            (label.id, label.score) for label in result.labels
+        )
+        if s.music.enabled and has_music_track(media.video_info, s.video.music_min_seconds):
+            sound = media.once(music.song_labels)
+            result.labels += sound[: s.music.top_k]
+            tags += pipeline.part(music.genre_rules).tags_for((x.id, x.score) for x in sound)
+        return list(dict.fromkeys(tags))
+
+    return analyze

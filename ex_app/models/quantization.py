@@ -25,6 +25,6 @@ def dequantize(values: np.ndarray, detail: dict) -> np.ndarray:
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
-    """Probabilities from logits (a 1-D array)."""
-    shifted = np.exp(logits - logits.max())
-    return shifted / shifted.sum()
+    """Probabilities from logits, along the last axis (numerically stable)."""
+    shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return shifted / shifted.sum(axis=-1, keepdims=True)

@@ -81,10 +81,10 @@ class QualityGate:
     @classmethod
     def from_settings(cls, settings: Settings) -> QualityGate:
         return cls(
-            min_size=settings.face_gate_min_size,
-            min_score=settings.face_gate_min_score,
-            min_sharpness=settings.face_gate_min_sharpness,
-            min_pose=settings.face_gate_min_pose,
+            min_size=settings.faces.gate_min_size,
+            min_score=settings.faces.gate_min_score,
+            min_sharpness=settings.faces.gate_min_sharpness,
+            min_pose=settings.faces.gate_min_pose,
         )
 
 
@@ -109,8 +109,8 @@ class ClusterParams:
     def from_settings(cls, settings: Settings) -> ClusterParams:
         distances = face_distances(settings)
         return cls(
-            neighbours=settings.face_cluster_neighbours,
-            min_faces=settings.face_min_faces_per_person,
+            neighbours=settings.faces.cluster_neighbours,
+            min_faces=settings.faces.min_faces_per_person,
             max_distance=distances.link,
             member_distance=distances.member,
             merge_distance=distances.merge,

@@ -1,7 +1,6 @@
 """How far apart two faces' vectors may be, per embedder: the grouping's distances.
 
-Kept apart from the grouping itself so that the analyzers' side (video appearances) reads
-them without loading the grouping's libraries.
+Kept apart from the grouping itself, so that reading them loads none of its libraries.
 """
 
 from __future__ import annotations
@@ -22,14 +21,13 @@ class Distances:
     merge: float  # new persons whose centroids are this close become one
     join: float  # a loose face joins a person whose centroid is at most this far
     suggestion: float  # persons this close "may be the same person"
-    video: float  # faces of a video's frames this close are one appearance
 
 
 # Chosen by bench/faces_quality.py on identity-split halves of the development set (see
 # bench/README.md); dlib's are the values tuned before SFace.
 EMBEDDER_DISTANCES = {
-    "sface": Distances(link=1.1, member=1.05, merge=0.75, join=1.0, suggestion=1.05, video=1.0),
-    "dlib": Distances(link=0.55, member=0.5, merge=0.3, join=0.45, suggestion=0.5, video=0.5),
+    "sface": Distances(link=1.1, member=1.05, merge=0.75, join=1.0, suggestion=1.05),
+    "dlib": Distances(link=0.55, member=0.5, merge=0.3, join=0.45, suggestion=0.5),
 }
 
 
@@ -39,19 +37,18 @@ SENSITIVITY = {"strict": 0.95, "balanced": 1.0, "loose": 1.05}  # on link, membe
 def face_distances(settings: Settings) -> Distances:
     """The configured embedder's distances at the chosen sensitivity, each replaced by its
     setting where one is set."""
-    defaults = EMBEDDER_DISTANCES[settings.face_embedder]
-    factor = SENSITIVITY[settings.face_sensitivity]
+    defaults = EMBEDDER_DISTANCES[settings.faces.embedder]
+    factor = SENSITIVITY[settings.faces.sensitivity]
     defaults = replace(
         defaults,
         link=defaults.link * factor, member=defaults.member * factor, join=defaults.join * factor,
     )
     chosen = {
-        "link": settings.face_cluster_distance,
-        "member": settings.face_member_distance,
-        "merge": settings.face_merge_distance,
-        "join": settings.face_join_distance,
-        "suggestion": settings.face_suggestion_distance,
-        "video": settings.video_face_distance,
+        "link": settings.faces.cluster_distance,
+        "member": settings.faces.member_distance,
+        "merge": settings.faces.merge_distance,
+        "join": settings.faces.join_distance,
+        "suggestion": settings.faces.suggestion_distance,
     }
     return Distances(
         **{key: getattr(defaults, key) if value is None else value for key, value in chosen.items()}

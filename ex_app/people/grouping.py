@@ -16,7 +16,7 @@ Unconfirmed persons keep their id across a re-grouping when most of their faces 
 
 Only faces of the configured embedder are grouped (each face records its embedder). While an
 owner's faces wait to be embedded again (``waiting``: a query of the ids of files with such
-work pending, see ``ex_app.work.reembed``), that owner's persons stay as they are; once
+work pending, see ``ex_app.store.reembed``), that owner's persons stay as they are; once
 none wait, an owner whose persons' centroids come from another embedder is grouped again
 from scratch, by the incremental path too.
 """
@@ -40,7 +40,6 @@ from ex_app.people.clustering import (
 )
 from ex_app.people.distances import EMBEDDER_DISTANCES
 from ex_app.store import schema
-from ex_app.work.nextcloud_scan import NEXTCLOUD_SOURCE
 
 CENTROID_BATCH = 500  # persons per query when refreshing centroids (SQL parameter limits)
 
@@ -84,7 +83,7 @@ class StoredFaces:
 def face_owner():
     """SQL expression over a query joined with roots: the Nextcloud user whose files hold a
     face, or NULL for local scans."""
-    return case((schema.Root.source == NEXTCLOUD_SOURCE, schema.Root.location), else_=None)
+    return case((schema.Root.source == schema.Source.NEXTCLOUD, schema.Root.location), else_=None)
 
 
 def load_faces(

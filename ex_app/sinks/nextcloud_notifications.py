@@ -1,48 +1,47 @@
-"""Telling a user that the files they asked Recognize to analyze are done, and what it found."""
+"""Telling a user that the files they asked Recognize to analyze are done, and what it found.
+
+A Files menu request is the outbox's ``NOTIFICATIONS`` marks of its files
+(:func:`ex_app.store.outbox.mark_request`); :func:`drain` sends one notification per
+request once none of its files has work left.
+"""
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from collections.abc import Collection
-from dataclasses import dataclass
 
 from nc_py_api import AsyncNextcloudApp
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from ex_app.store import schema
+from ex_app.store import outbox, schema
 from ex_app.store.schema import TaskStatus
+
+log = logging.getLogger(__name__)
 
 MOST_TAGS = 8  # tags named in a notification; the rest are counted
 
 
-@dataclass(frozen=True)
-class FilesRequest:
-    """Files a user asked for from the Files menu (Nextcloud file ids)."""
-
-    user: str
-    remote_ids: frozenset[int]
-
-
-def request_summary(sessions: sessionmaker[Session], remote_ids: Collection[int]) -> tuple[str, str]:
-    """The subject and message of the notification for these files."""
-    ids = list(remote_ids)
+def request_summary(sessions: sessionmaker[Session], file_ids: Collection[int]) -> tuple[str, str]:
+    """The subject and message of the notification for these stored files."""
+    ids = list(file_ids)
     with sessions() as session:
         failed = session.execute(
             select(schema.File.path, schema.Task.error)
             .join(schema.Task)
-            .where(schema.File.remote_id.in_(ids), schema.Task.status == TaskStatus.ERROR)
+            .where(schema.File.id.in_(ids), schema.Task.status == TaskStatus.ERROR)
         ).all()
         tags = Counter(
             session.scalars(
-                select(schema.FileTag.tag).join(schema.File).where(schema.File.remote_id.in_(ids))
+                select(schema.FileTag.tag).join(schema.File).where(schema.File.id.in_(ids))
             )
         )
         persons = session.execute(
             select(schema.Face.person_id, schema.Person.name)
             .join(schema.File)
             .outerjoin(schema.Person)
-            .where(schema.File.remote_id.in_(ids))
+            .where(schema.File.id.in_(ids))
         ).all()
     count = len(ids)
     subject = f"Recognize analyzed {count} file{'s' if count != 1 else ''}"
@@ -65,6 +64,27 @@ def request_summary(sessions: sessionmaker[Session], remote_ids: Collection[int]
     return subject, message
 
 
-async def notify(nc: AsyncNextcloudApp, subject: str, message: str) -> None:
-    """Send the user nc acts as a notification."""
-    await nc.notifications.create(subject, message)
+async def drain(sessions: sessionmaker[Session], retry_delay: float) -> int:
+    """Tell each user whose Files menu request has no work left what was found; a
+    notification that fails is sent by a later drain (after retry_delay seconds, doubled
+    each time). Returns how many were sent."""
+    with sessions.begin() as session:
+        marks = outbox.take_finished_requests(session)
+    requests: dict[str, list[schema.SinkOutbox]] = {}
+    for held in marks:
+        requests.setdefault(held.request, []).append(held)
+    sent = 0
+    for held in requests.values():
+        user = held[0].user
+        try:
+            subject, message = request_summary(sessions, [m.file_id for m in held])
+            await AsyncNextcloudApp(user=user).notifications.create(subject, message)
+        except Exception as error:  # noqa: BLE001 (Nextcloud away: a later drain tries again)
+            log.warning("notifying %s failed: %s", user, error)
+            with sessions.begin() as session:
+                outbox.retry(session, held, retry_delay)
+        else:
+            with sessions.begin() as session:
+                outbox.done(session, held)
+            sent += 1
+    return sent

@@ -5,17 +5,23 @@ assigned to a file as a user who sees that file. The store's ``sink_tags`` table
 which assignments this app made: only those are ever removed, when the tag no longer
 applies. A tag a user gave a file (even one with the same name) is never touched, and a tag
 of ours that a user took off is not given back.
+
+The files whose tags must be made again are the outbox's ``TAGS`` marks
+(:mod:`ex_app.store.outbox`): :meth:`NextcloudTagSink.drain` works through them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import logging
+from collections.abc import Callable, Iterable
 
 from nc_py_api import AsyncNextcloudApp, NextcloudException
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from ex_app.store import schema
+from ex_app.store import outbox, schema
+
+log = logging.getLogger(__name__)
 
 
 class NextcloudTagSink:
@@ -41,6 +47,8 @@ class NextcloudTagSink:
         """
         wanted = set(tags)
         ours = self.assigned(remote_id)
+        if wanted == ours:
+            return  # nothing to assign or take off: Nextcloud is not asked
         present = {tag.display_name for tag in await nc.files.get_tags(remote_id)}
         for name in sorted(wanted - present - ours):  # ours but absent: a user removed it
             await nc.files.assign_tag(remote_id, await self.tag_id(nc, name))
@@ -56,6 +64,37 @@ class NextcloudTagSink:
                     )
                 )
 
+    async def drain(
+        self, client: Callable[[str], AsyncNextcloudApp], person_names: bool, retry_delay: float
+    ) -> int:
+        """Make the tags of the files marked for this sink match the store, each as its user
+        (``client(user)``); a file whose Nextcloud calls fail keeps its marks for a later
+        drain (after retry_delay seconds, doubled each time). Returns how many files were done.
+        """
+        finished = 0
+        while True:
+            with self.sessions.begin() as session:
+                marks = outbox.take(session, outbox.TAGS)
+                due = outbox.tags_due(session, {m.file_id for m in marks}, person_names)
+            if not marks:
+                return finished
+            by_file: dict[int, list[schema.SinkOutbox]] = {}
+            for held in marks:
+                by_file.setdefault(held.file_id, []).append(held)
+            for file_id, held in by_file.items():
+                file = due.get(file_id)
+                try:
+                    if file is not None:
+                        await self.apply(client(file.user), file.remote_id, file.tags)
+                except Exception as error:  # noqa: BLE001 (Nextcloud away: a later drain tries again)
+                    log.warning("tagging %s of %s failed: %s", file.path, file.user, error)
+                    with self.sessions.begin() as session:
+                        outbox.retry(session, held, retry_delay)
+                else:
+                    with self.sessions.begin() as session:
+                        outbox.done(session, held)
+                    finished += 1
+
     async def tag_id(self, nc: AsyncNextcloudApp, name: str) -> int:
         """The id of the collaborative tag with this name, created if there is none."""
         if name not in self._tag_ids:
@@ -69,9 +108,3 @@ class NextcloudTagSink:
             self._tag_ids[name] = (await nc.files.tag_by_name(name)).tag_id
         return self._tag_ids[name]
 
-
-def forget_files(session: Session, remote_ids: Iterable[int]) -> None:
-    """Drop the record of tags on Nextcloud files that are gone."""
-    ids = list(remote_ids)
-    if ids:
-        session.execute(delete(schema.SinkTag).where(schema.SinkTag.remote_id.in_(ids)))

@@ -2,23 +2,34 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from ex_app.media.kinds import MediaKind, media_kind
+from ex_app.sources.fetch import Located, TransientError
 from ex_app.sources.markers import excluded_kinds
+from ex_app.store import schema
+from ex_app.store.files import StoredFile
 
 
 @dataclass(frozen=True)
 class SourceFile:
-    """A media file found in a source: its path relative to the root, with '/' separators."""
+    """A media file found in a folder: the folder (the root), its path there with '/'
+    separators."""
 
+    root: str
     path: str
     kind: MediaKind
     size: int
     mtime_ns: int
+
+    @property
+    def remote_id(self) -> None:
+        return None  # a Nextcloud id: none here
 
 
 def walk_local(root: Path) -> Iterator[SourceFile]:
@@ -39,7 +50,7 @@ def one_local_file(root: Path, path: str) -> SourceFile | None:
         return None
     if kind is None or not (root / path).is_file():
         return None
-    return SourceFile(path=path, kind=kind, size=stat.st_size, mtime_ns=stat.st_mtime_ns)
+    return SourceFile(str(root), path, kind, stat.st_size, stat.st_mtime_ns)
 
 
 def _walk(root: Path, folder: Path, inherited: frozenset[MediaKind]) -> Iterator[SourceFile]:
@@ -63,9 +74,70 @@ def _walk(root: Path, folder: Path, inherited: frozenset[MediaKind]) -> Iterator
             stat = entry.stat()
         except OSError:
             continue  # vanished while walking
-        yield SourceFile(
-            path=Path(entry.path).relative_to(root).as_posix(),
-            kind=kind,
-            size=stat.st_size,
-            mtime_ns=stat.st_mtime_ns,
-        )
+        relative = Path(entry.path).relative_to(root).as_posix()
+        yield SourceFile(str(root), relative, kind, stat.st_size, stat.st_mtime_ns)
+
+
+def content_hash(path: Path) -> str:
+    """sha256 of a file's bytes, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        while chunk := stream.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class LocalSource:
+    """A local folder, or one file in it (``only``: its path there), as a source to sync.
+
+    The content fingerprint is the sha256 of the bytes, read only when a file's size or
+    modification time differ from the stored ones.
+    """
+
+    name = schema.Source.LOCAL
+
+    def __init__(self, folder: Path, only: str | None = None):
+        self.folder = folder.resolve()
+        self.location = str(self.folder)
+        self.only = only
+
+    async def walk(self) -> AsyncIterator[SourceFile]:
+        if self.only is None:
+            found: Iterator[SourceFile] = walk_local(self.folder)
+        else:
+            one = one_local_file(self.folder, self.only)
+            found = iter([one] if one is not None else [])
+        for item in found:
+            yield item
+
+    def fingerprint(self, item: SourceFile, stored: StoredFile | None) -> str | None:
+        if stored is not None and (stored.size, stored.mtime_ns) == (item.size, item.mtime_ns):
+            return stored.digest
+        try:
+            return content_hash(self.folder / item.path)
+        except OSError:
+            return None  # vanished or unreadable since the walk; the next scan sees it again
+
+    def finished(self) -> list[tuple[str, str | None]]:
+        return [(self.location, self.only)]
+
+
+def local_file(file: schema.File) -> Path:
+    """Where a file of a local root is on disk."""
+    return Path(file.root.location) / file.path
+
+
+class LocalFetcher:
+    """Files of local roots are analyzed where they are."""
+
+    sources = (schema.Source.LOCAL,)
+
+    @contextmanager
+    def fetch(self, file: Located) -> Iterator[Path]:
+        path = Path(file.location) / file.path
+        if not path.exists():
+            raise TransientError(f"{path} is not there (moved, or its disk is away)")
+        yield path
+
+    def close(self) -> None:
+        pass  # holds nothing

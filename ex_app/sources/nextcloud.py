@@ -3,20 +3,28 @@
 Each user's home is walked folder by folder (Depth 1), so marker files apply exactly as in
 a local folder. A file that several users see (shares, group folders) is offered once, for
 the first user that sees it; users are walked in sorted order so that choice is stable.
+A file's content fingerprint is its WebDAV etag, so nothing is downloaded to find changes;
+a file is downloaded to a temporary file only to be analyzed (or shown), then deleted.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import tempfile
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from nc_py_api import AsyncNextcloudApp, FsNode, NextcloudException, NextcloudExceptionNotFound
 
+from ex_app.media.errors import MediaError
 from ex_app.media.kinds import MediaKind, media_kind
+from ex_app.sources.fetch import FileGone, Located, TransientError
 from ex_app.sources.markers import excluded_kinds
+from ex_app.store import schema
+from ex_app.store.files import StoredFile
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +40,35 @@ class NextcloudFile:
     size: int
     mtime_ns: int
     etag: str
+
+    @property
+    def root(self) -> str:
+        return self.user  # the root of a user's files is the user
+
+    @property
+    def remote_id(self) -> int:
+        return self.file_id
+
+
+ETAG_PREFIX = "etag:"
+
+
+def fingerprint(file: NextcloudFile) -> str:
+    """What stands for the content hash of a Nextcloud file: its etag."""
+    return f"{ETAG_PREFIX}{file.etag}"[:64]
+
+
+def stored_file(user: str, row: schema.File) -> NextcloudFile:
+    """The Nextcloud file a stored row of user's root stands for."""
+    return NextcloudFile(
+        user=user,
+        path=row.path,
+        file_id=row.remote_id or 0,
+        kind=MediaKind(row.kind),
+        size=row.size,
+        mtime_ns=row.mtime_ns,
+        etag=row.content_hash.removeprefix(ETAG_PREFIX),
+    )
 
 
 class TooLarge(Exception):
@@ -145,16 +182,17 @@ class NextcloudSource:
             excluded |= excluded_kinds(n.name for n in nodes if not n.is_dir)
         return frozenset(excluded)
 
-    async def download(self, file: NextcloudFile, folder: Path) -> Path:
-        """Stream the file into a new temporary file in folder; raises TooLarge past the cap."""
-        if file.size > self.max_download_bytes:
-            raise TooLarge(f"{file.size} bytes, more than the {self.max_download_bytes} allowed")
-        suffix = Path(file.path).suffix
+    async def download(self, user: str, path: str, folder: Path, size: int = 0) -> Path:
+        """Stream user's file at path into a new temporary file in folder; raises TooLarge
+        past the cap (at once when ``size``, the stored size, is over it)."""
+        if size > self.max_download_bytes:
+            raise TooLarge(f"{size} bytes, more than the {self.max_download_bytes} allowed")
+        suffix = Path(path).suffix
         with tempfile.NamedTemporaryFile("wb", dir=folder, suffix=suffix, delete=False) as stream:
             target = Path(stream.name)
             try:
-                await self.client(file.user).files.download2stream(
-                    file.path, _CappedWriter(stream, self.max_download_bytes)
+                await self.client(user).files.download2stream(
+                    path, _CappedWriter(stream, self.max_download_bytes)
                 )
             except BaseException:
                 stream.close()
@@ -173,3 +211,68 @@ def _to_file(user: str, node: FsNode, kind: MediaKind) -> NextcloudFile:
         mtime_ns=int(node.info.last_modified.timestamp()) * 1_000_000_000,
         etag=node.etag,
     )
+
+
+class NextcloudUsers:
+    """Some users' files, for :func:`~ex_app.sources.sync.sync` (one root per user, the
+    path relative to their home); the files of a user whose walk did not finish are kept."""
+
+    name = schema.Source.NEXTCLOUD
+
+    def __init__(self, source: NextcloudSource, users: Iterable[str]):
+        self.source = source
+        self.users = list(users)
+
+    def walk(self) -> AsyncIterator[NextcloudFile]:
+        return self.source.walk(self.users)
+
+    def fingerprint(self, item: NextcloudFile, stored: StoredFile | None) -> str:
+        return fingerprint(item)
+
+    def finished(self) -> list[tuple[str, str | None]]:
+        return [(user, None) for user in self.users if user not in self.source.unfinished_users]
+
+
+class NextcloudFetcher:
+    """Downloads a stored Nextcloud file, as its user, to a temporary file: for a worker
+    (:meth:`fetch`, in its own event loop) and for the People page (:meth:`download`).
+
+    Failures that may pass (Nextcloud answering 5xx, a lost or slow connection) are
+    :class:`TransientError`; a file too large, gone (:class:`FileGone`) or forbidden is a
+    :class:`MediaError`.
+    """
+
+    sources = (schema.Source.NEXTCLOUD,)
+
+    def __init__(self, max_download_bytes: int):
+        self.source = NextcloudSource(max_download_bytes)
+        self._runner: asyncio.Runner | None = None  # a worker's thread drives its own loop
+
+    async def download(self, user: str, path: str, folder: Path, size: int = 0) -> Path:
+        """user's file at path, streamed into a new temporary file in folder (``size``: the
+        stored size, refused at once when over the cap)."""
+        try:
+            return await self.source.download(user, path, folder, size)
+        except TooLarge as error:
+            raise MediaError(f"download failed: {error}") from error
+        except NextcloudExceptionNotFound as error:
+            raise FileGone(f"download failed: {error}") from error
+        except NextcloudException as error:
+            if error.status_code >= 500 or error.status_code in (408, 429):
+                raise TransientError(f"download failed: {error}") from error
+            raise MediaError(f"download failed: {error}") from error
+        except Exception as error:  # a timeout, a dropped connection
+            raise TransientError(f"download failed: {type(error).__name__}: {error}") from error
+
+    @contextmanager
+    def fetch(self, file: Located) -> Iterator[Path]:
+        if self._runner is None:
+            self._runner = asyncio.Runner()
+        with tempfile.TemporaryDirectory(prefix="recognize-") as folder:
+            yield self._runner.run(self.download(file.location, file.path, Path(folder)))
+
+    def close(self) -> None:
+        """End the event loop: the HTTP clients' background tasks (niquests' idle-connection
+        watchers) are cancelled rather than destroyed pending when the process exits."""
+        if self._runner is not None:
+            self._runner.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from enum import StrEnum
 
 from sqlalchemy import (
     BigInteger,
@@ -28,8 +29,15 @@ class Base(DeclarativeBase):
     pass
 
 
+class Source(StrEnum):
+    """Where a root's files come from (the roots table's ``source``)."""
+
+    LOCAL = "local"  # a folder on this machine; the root's location is its absolute path
+    NEXTCLOUD = "nextcloud"  # a Nextcloud user's files; the location is the user id
+
+
 class Root(Base):
-    """A scanned tree: a local folder, or later a Nextcloud user's files."""
+    """A scanned tree: a local folder, or a Nextcloud user's files."""
 
     __tablename__ = "roots"
     __table_args__ = (UniqueConstraint("source", "location"),)
@@ -74,11 +82,7 @@ class Task(Base):
     """The state of one analyzer on one file."""
 
     __tablename__ = "tasks"
-    __table_args__ = (
-        UniqueConstraint("file_id", "analyzer"),
-        # "what finished since": asked every second while workers go through a backlog
-        Index("ix_tasks_status_updated_at", "status", "updated_at"),
-    )
+    __table_args__ = (UniqueConstraint("file_id", "analyzer"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     file_id: Mapped[int] = mapped_column(ForeignKey("files.id", ondelete="CASCADE"), index=True)
@@ -250,3 +254,22 @@ class ContactRejection(Base):
         ForeignKey("persons.id", ondelete="CASCADE"), primary_key=True
     )
     name: Mapped[str] = mapped_column(Text, primary_key=True)
+
+
+class SinkOutbox(Base):
+    """A mark of what a sink must still do for a file (ex_app.store.outbox): written in the
+    transaction that made it due, deleted by the drainer that did it."""
+
+    __tablename__ = "sink_outbox"
+    __table_args__ = (Index("ix_sink_outbox_sink_lease_until", "sink", "lease_until"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    sink: Mapped[str] = mapped_column(String(32))
+    file_id: Mapped[int] = mapped_column(ForeignKey("files.id", ondelete="CASCADE"), index=True)
+    user: Mapped[str | None] = mapped_column(String(64))  # who is told (a Files menu request)
+    request: Mapped[str | None] = mapped_column(String(32))  # the marks of one request share it
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # A drainer's hold lasts until lease_until; after a failure no drainer takes it before then.
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    drainer: Mapped[str | None] = mapped_column(String(32))  # the take that holds it

@@ -1,1 +1,1 @@
-"""The ExApp's HTTP side: the admin settings form and the routes Nextcloud calls."""
+"""The ExApp's HTTP side: the settings forms, the routes Nextcloud calls and what they depend on."""

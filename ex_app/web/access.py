@@ -32,8 +32,7 @@ from pathlib import Path
 from urllib.parse import unquote
 from xml.etree import ElementTree
 
-from fastapi import HTTPException, Request
-from nc_py_api import AsyncNextcloudApp, NextcloudException
+from nc_py_api import AsyncNextcloudApp
 from starlette.datastructures import Headers
 from starlette.responses import PlainTextResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -147,7 +146,8 @@ def signed_user(headers: Headers) -> str:
 
 class AppApiAccess:
     """Pure ASGI middleware enforcing the rule for every request; it leaves the user AppAPI
-    signed for in ``scope["username"]`` (where nc_py_api's handlers look too)."""
+    signed for in ``scope["username"]`` (where nc_py_api's handlers and
+    :func:`ex_app.web.dependencies.signed_in_user` look)."""
 
     def __init__(self, app: ASGIApp, routes: list[DeclaredRoute] | None = None) -> None:
         self.app = app
@@ -187,21 +187,3 @@ class AppApiAccess:
             raise Refused(404, "a route for Nextcloud alone, through AppAPI's proxy")
         return user
 
-
-def signed_in_user(request: Request) -> str:
-    """The user a USER route acts for (the middleware lets none through without one)."""
-    user = request.scope.get("username", "")
-    if not user:
-        raise HTTPException(status_code=401, detail="this route needs a signed-in user")
-    return user
-
-
-async def is_admin(user: str) -> bool:
-    """Whether user is in Nextcloud's admin group, as Nextcloud says; False for no user and
-    when Nextcloud cannot say."""
-    if not user:
-        return False
-    try:
-        return "admin" in (await AsyncNextcloudApp(user=user).users.get_user()).groups
-    except NextcloudException:  # say, AppAPI refusing a disabled app's calls
-        return False

@@ -2,7 +2,7 @@
 user's persons, and the user's answer to each ("Is this Ann Smith?": yes or no).
 
 Asking for the offers first reads the user's own address books over CardDAV, as that user
-(:mod:`ex_app.work.contacts`: at most every ``contacts_refresh_seconds``, and only books
+(:mod:`ex_app.work.contacts`: at most every ``contacts.refresh_seconds``, and only books
 whose sync token changed), unless the user opted out of analysis; when Nextcloud cannot be
 read, the offers come from what was read before. Another user's person ids answer 404.
 """
@@ -16,19 +16,20 @@ import time
 from dataclasses import asdict
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi import Path as FastApiPath
 from nc_py_api import AsyncNextcloudApp, NextcloudException
 from pydantic import BaseModel, Field
 
+from ex_app.analyzers.faces import face_analyzer
 from ex_app.engine import Engine
 from ex_app.models.store import ModelUnavailable
 from ex_app.people import contacts
 from ex_app.people.clustering import QualityGate
 from ex_app.people.operations import NotFound
 from ex_app.sources.contacts import ContactsError
-from ex_app.web.access import signed_in_user
-from ex_app.web.personal_settings import user_choice
+from ex_app.service.nextcloud_settings import user_choice
+from ex_app.web.dependencies import CurrentEngine, User, UserClient
 from ex_app.work.contacts import read_nextcloud_contacts
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,7 @@ class ContactsReader:
         """Read user's changed address books (nc acts as user) unless read lately."""
         lock = self.locks.setdefault(user, asyncio.Lock())
         async with lock:
-            if time.monotonic() - self.read_at.get(user, -1e18) < engine.settings.contacts_refresh_seconds:
+            if time.monotonic() - self.read_at.get(user, -1e18) < engine.settings.contacts.refresh_seconds:
                 return
             s = engine.settings
             gate = QualityGate.from_settings(s)
@@ -57,42 +58,39 @@ class ContactsReader:
             def embed(photo: bytes):
                 with self.analyzer_lock:
                     return contacts.contact_face(
-                        engine.pipeline.face_analyzer, gate, photo, s.max_image_side, s.max_image_pixels
+                        engine.pipeline.part(face_analyzer), gate, photo, s.images.max_side, s.images.max_pixels
                     )
 
             try:
-                await read_nextcloud_contacts(engine.sessions, nc, user, embed, s.face_embedder)
+                await read_nextcloud_contacts(engine.sessions, nc, user, embed, s.faces.embedder)
             except (NextcloudException, ContactsError, ModelUnavailable) as error:
                 log.warning("the address books of %s could not be read: %s", user, error)
                 return
             self.read_at[user] = time.monotonic()
 
 
-def _reader(request: Request) -> ContactsReader:
+def contacts_reader(request: Request) -> ContactsReader:
+    """The app's one reader of address books (made at the first use)."""
     state = request.app.state
     if not hasattr(state, "contacts_reader"):
         state.contacts_reader = ContactsReader()
     return state.contacts_reader
 
 
-def _engine(request: Request) -> Engine:
-    return request.app.state.service.current_engine
+Reader = Annotated[ContactsReader, Depends(contacts_reader)]
 
 
 @router.get("/suggestions")
-async def suggestions(request: Request) -> dict:
+async def suggestions(owner: User, nc: UserClient, engine: CurrentEngine, reader: Reader) -> dict:
     """The contact name offered to each of the user's unnamed persons, nearest first."""
-    owner = signed_in_user(request)
-    engine = _engine(request)
     settings = engine.settings
-    if not settings.contacts_enabled:
+    if not settings.contacts.enabled:
         return {"suggestions": []}
-    nc = AsyncNextcloudApp(user=owner)
-    if not (await user_choice(nc, settings.users_enabled_by_default)).enabled:
+    if not (await user_choice(nc, settings.nextcloud.users_enabled_by_default)).enabled:
         return {"suggestions": []}
-    await _reader(request).refresh(engine, nc, owner)
+    await reader.refresh(engine, nc, owner)
     with engine.sessions() as session:
-        found = contacts.suggest_names(session, owner, settings.face_embedder, settings.contact_distance)
+        found = contacts.suggest_names(session, owner, settings.faces.embedder, settings.contacts.distance)
     return {"suggestions": [asdict(s) for s in found]}
 
 
@@ -101,25 +99,22 @@ class AnswerBody(BaseModel):
 
 
 @router.post("/suggestions/{person_id}/accept")
-def accept(request: Request, person_id: PathId, body: AnswerBody) -> dict:
+def accept(owner: User, engine: CurrentEngine, person_id: PathId, body: AnswerBody) -> dict:
     """Name the person with the name offered to it (404 when it is not offered that name)."""
-    owner = signed_in_user(request)
-    engine = _engine(request)
     try:
         with engine.sessions.begin() as session:
-            contacts.accept(session, person_id, body.name, owner, engine.settings.face_embedder,
-                            engine.settings.contact_distance)
+            contacts.accept(session, person_id, body.name, owner, engine.settings.faces.embedder,
+                            engine.settings.contacts.distance)
     except NotFound as error:
         raise HTTPException(status_code=404, detail=str(error)) from None
     return {"person_id": person_id, "name": body.name}
 
 
 @router.post("/suggestions/{person_id}/reject")
-def reject(request: Request, person_id: PathId, body: AnswerBody) -> dict:
+def reject(owner: User, engine: CurrentEngine, person_id: PathId, body: AnswerBody) -> dict:
     """The person is not that contact: the name is never offered to it again."""
-    owner = signed_in_user(request)
     try:
-        with _engine(request).sessions.begin() as session:
+        with engine.sessions.begin() as session:
             contacts.reject(session, person_id, body.name, owner)
     except NotFound as error:
         raise HTTPException(status_code=404, detail=str(error)) from None

@@ -12,18 +12,18 @@ from __future__ import annotations
 import asyncio
 import tempfile
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, FastAPI, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query
 from fastapi import Path as FastApiPath
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.types import Scope
-from nc_py_api import AsyncNextcloudApp, NextcloudExceptionNotFound
+from nc_py_api import AsyncNextcloudApp
 from pydantic import BaseModel, Field
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from ex_app.engine import Engine
 from ex_app.media.errors import MediaError
@@ -32,12 +32,14 @@ from ex_app.people.clustering import QualityGate
 from ex_app.people.distances import face_distances
 from ex_app.people.operations import NotFound
 from ex_app.people.undo import Snapshot
-from ex_app.sources.nextcloud import NextcloudFile, NextcloudSource, TooLarge
+from ex_app.service.nextcloud_settings import save_choice, user_choice
+from ex_app.sources.fetch import FileGone, TransientError
+from ex_app.sources.nextcloud import NextcloudFetcher
 from ex_app.store import schema
-from ex_app.web.access import has_dot_segment, signed_in_user
-from ex_app.web.personal_settings import ANALYZE, DELETE_FACES, user_choice
-from ex_app.work.nextcloud_scan import stored_file
-from ex_app.work.progress import measure_user_progress
+from ex_app.store.outbox import person_tag_changes
+from ex_app.store.progress import measure_user_progress
+from ex_app.web.access import has_dot_segment
+from ex_app.web.dependencies import CurrentEngine, Service, Sessions, UndoLog, User, UserClient
 
 router = APIRouter(prefix="/api/people")
 
@@ -92,37 +94,42 @@ def mount_assets(app: FastAPI) -> None:
         app.mount(f"/{folder}", Assets(directory=ASSETS / folder, check_dir=False), name=folder)
 
 
-def _engine(request: Request) -> Engine:
-    return request.app.state.service.current_engine
+@dataclass
+class Corrections:
+    """The signed-in user's corrections: each is kept for undo (once)."""
+
+    owner: str
+    sessions: sessionmaker[Session]
+    undo_log: dict[str, Snapshot]
+
+    def act(
+        self, label: str, persons: set[int], faces: set[int], action: Callable[[Session, str], Any]
+    ) -> Any:
+        """Run one correction, keeping what it changes for undo (files whose person names
+        change are marked for the tag sink); 404 for ids that are not the user's."""
+        try:
+            with self.sessions.begin() as session, person_tag_changes(session, self.owner):
+                snapshot = Snapshot.take(session, label, persons, faces)
+                result = action(session, self.owner)
+                if isinstance(result, int) and result not in persons:
+                    snapshot.created.add(result)
+        except NotFound as error:
+            raise HTTPException(status_code=404, detail=str(error)) from None
+        self.undo_log[self.owner] = snapshot
+        return result
+
+    def persons_of_face(self, face_id: int) -> set[int]:
+        """The person the face is in, if any (the action checks whose face it is)."""
+        with self.sessions() as session:
+            found = operations.face_owner_of(session, face_id)
+        return {found[0].person_id} if found and found[0].person_id is not None else set()
 
 
-def _undo_log(request: Request) -> dict[str, Snapshot]:
-    state = request.app.state
-    if not hasattr(state, "people_undo"):
-        state.people_undo = {}
-    return state.people_undo
+def corrections(owner: User, sessions: Sessions, undo_log: UndoLog) -> Corrections:
+    return Corrections(owner, sessions, undo_log)
 
 
-def _act(
-    request: Request,
-    label: str,
-    persons: set[int],
-    faces: set[int],
-    action: Callable[[Session, str], Any],
-) -> Any:
-    """Run one correction for the user, keeping what it changes for undo; 404 for ids that
-    are not the user's."""
-    owner = signed_in_user(request)
-    try:
-        with _engine(request).sessions.begin() as session:
-            snapshot = Snapshot.take(session, label, persons, faces)
-            result = action(session, owner)
-            if isinstance(result, int) and result not in persons:
-                snapshot.created.add(result)
-    except NotFound as error:
-        raise HTTPException(status_code=404, detail=str(error)) from None
-    _undo_log(request)[owner] = snapshot
-    return result
+Correct = Annotated[Corrections, Depends(corrections)]
 
 
 def _faces_json(faces: list[operations.FaceView]) -> list[dict]:
@@ -130,14 +137,13 @@ def _faces_json(faces: list[operations.FaceView]) -> list[dict]:
 
 
 @router.get("/persons")
-def persons(request: Request, hidden: bool = False) -> dict:
+def persons(owner: User, sessions: Sessions, undo_log: UndoLog, hidden: bool = False) -> dict:
     """The user's persons (named first, then by size; hidden ones too when asked), the
     names in use and the action undo would take back."""
-    owner = signed_in_user(request)
-    with _engine(request).sessions() as session:
+    with sessions() as session:
         everyone = operations.list_persons(session, include_hidden=True, owner=owner)
     listing = everyone if hidden else [p for p in everyone if not p.hidden]
-    undo = _undo_log(request).get(owner)
+    undo = undo_log.get(owner)
     return {
         "persons": [asdict(p) for p in listing],
         "names": sorted({p.name for p in everyone if p.name}, key=str.lower),
@@ -146,10 +152,8 @@ def persons(request: Request, hidden: bool = False) -> dict:
 
 
 @router.get("/persons/{person_id}/faces")
-def person_faces(request: Request, person_id: PathId) -> dict:
+def person_faces(person_id: PathId, owner: User, engine: CurrentEngine) -> dict:
     """A person's faces with their boxes, grouped by photo by the page."""
-    owner = signed_in_user(request)
-    engine = _engine(request)
     with engine.sessions() as session:
         try:
             faces = operations.person_faces(
@@ -163,10 +167,10 @@ def person_faces(request: Request, person_id: PathId) -> dict:
 
 
 @router.get("/faces/unassigned")
-def unassigned_faces(request: Request, limit: int = Query(500, ge=1, le=5000)) -> dict:
+def unassigned_faces(
+    owner: User, engine: CurrentEngine, limit: int = Query(500, ge=1, le=5000)
+) -> dict:
     """Faces in no person."""
-    owner = signed_in_user(request)
-    engine = _engine(request)
     with engine.sessions() as session:
         gate = QualityGate.from_settings(engine.settings)
         faces = operations.unassigned_faces(session, gate, limit, owner=owner)
@@ -174,10 +178,8 @@ def unassigned_faces(request: Request, limit: int = Query(500, ge=1, le=5000)) -
 
 
 @router.get("/faces/unsure")
-def unsure_faces(request: Request, limit: int = Query(500, ge=1, le=5000)) -> dict:
+def unsure_faces(owner: User, engine: CurrentEngine, limit: int = Query(500, ge=1, le=5000)) -> dict:
     """Faces the grouping placed that lie far from their person's mean face."""
-    owner = signed_in_user(request)
-    engine = _engine(request)
     with engine.sessions() as session:
         gate = QualityGate.from_settings(engine.settings)
         faces = operations.unsure_faces(
@@ -187,11 +189,9 @@ def unsure_faces(request: Request, limit: int = Query(500, ge=1, le=5000)) -> di
 
 
 @router.get("/progress")
-def progress(request: Request) -> dict:
+def progress(owner: User, service: Service, sessions: Sessions) -> dict:
     """What is analyzed and still to do in the user's files, per analyzer, with the time left."""
-    owner = signed_in_user(request)
-    service = request.app.state.service
-    with _engine(request).sessions() as session:
+    with sessions() as session:
         mine = measure_user_progress(session).get(owner, [])
     return {"running": service.running, "analyzers": [p.as_dict() for p in mine]}
 
@@ -204,34 +204,30 @@ class ChoiceBody(BaseModel):
 
 
 @router.get("/choice")
-async def get_choice(request: Request) -> dict:
+async def get_choice(nc: UserClient, engine: CurrentEngine) -> dict:
     """Whether the user's files are analyzed (the personal settings' choice, also offered on
     this page: Nextcloud 29 lets only admins save personal forms of apps)."""
-    service = request.app.state.service
-    nc = AsyncNextcloudApp(user=signed_in_user(request))
-    saved = await user_choice(nc, service.current_engine.settings.users_enabled_by_default)
+    saved = await user_choice(nc, engine.settings.nextcloud.users_enabled_by_default)
     return {"analyze": saved.enabled, "delete_faces": saved.delete_faces}
 
 
 @router.post("/choice")
-async def set_choice(request: Request, body: ChoiceBody) -> dict:
+async def set_choice(
+    body: ChoiceBody, owner: User, nc: UserClient, service: Service, engine: CurrentEngine
+) -> dict:
     """Save the user's choice; the work follows at once (stopped, or face data deleted)."""
-    nc = AsyncNextcloudApp(user=signed_in_user(request))
-    await nc.preferences_ex.set_value(ANALYZE, "1" if body.analyze else "0")
-    await nc.preferences_ex.set_value(DELETE_FACES, "1" if body.delete_faces else "0")
-    request.app.state.service.choice_changed(signed_in_user(request))
-    return await get_choice(request)
+    await save_choice(nc, body.analyze, body.delete_faces)
+    service.choice_changed(owner)
+    return await get_choice(nc, engine)
 
 
 @router.get("/suggestions")
-def suggestions(request: Request) -> dict:
+def suggestions(owner: User, engine: CurrentEngine) -> dict:
     """Pairs of the user's persons that may be the same human, closest first."""
-    owner = signed_in_user(request)
-    engine = _engine(request)
     with engine.sessions() as session:
         found = operations.suggest_merges(
             session, face_distances(engine.settings).suggestion, owner=owner,
-            embedder=engine.settings.face_embedder,
+            embedder=engine.settings.faces.embedder,
         )
     return {"suggestions": [asdict(s) for s in found]}
 
@@ -241,9 +237,9 @@ class NameBody(BaseModel):
 
 
 @router.post("/persons/{person_id}/name")
-def rename(request: Request, person_id: PathId, body: NameBody) -> dict:
-    _act(request, "rename", {person_id}, set(),
-         lambda s, owner: operations.rename(s, person_id, body.name, owner=owner))
+def rename(person_id: PathId, body: NameBody, corrections: Correct) -> dict:
+    corrections.act("rename", {person_id}, set(),
+                    lambda s, owner: operations.rename(s, person_id, body.name, owner=owner))
     return {}
 
 
@@ -252,9 +248,9 @@ class HiddenBody(BaseModel):
 
 
 @router.post("/persons/{person_id}/hidden")
-def hide(request: Request, person_id: PathId, body: HiddenBody) -> dict:
-    _act(request, "hide" if body.hidden else "show", {person_id}, set(),
-         lambda s, owner: operations.set_hidden(s, person_id, body.hidden, owner=owner))
+def hide(person_id: PathId, body: HiddenBody, corrections: Correct) -> dict:
+    corrections.act("hide" if body.hidden else "show", {person_id}, set(),
+                    lambda s, owner: operations.set_hidden(s, person_id, body.hidden, owner=owner))
     return {}
 
 
@@ -264,9 +260,9 @@ class MergeBody(BaseModel):
 
 
 @router.post("/merge")
-def merge(request: Request, body: MergeBody) -> dict:
-    _act(request, "merge", {body.into, *body.others}, set(),
-         lambda s, owner: operations.merge(s, body.into, body.others, owner=owner))
+def merge(body: MergeBody, corrections: Correct) -> dict:
+    corrections.act("merge", {body.into, *body.others}, set(),
+                    lambda s, owner: operations.merge(s, body.into, body.others, owner=owner))
     return {"person_id": body.into}
 
 
@@ -275,24 +271,21 @@ class MoveBody(BaseModel):
 
 
 @router.post("/faces/{face_id}/move")
-def move_face(request: Request, face_id: PathId, body: MoveBody) -> dict:
-    persons = {body.person_id} if body.person_id is not None else set()
-    with _engine(request).sessions() as session:
-        found = operations.face_owner_of(session, face_id)
-        if found is not None and found[0].person_id is not None:
-            persons.add(found[0].person_id)  # the person it leaves
-    person_id = _act(request, "move", persons, {face_id},
-                     lambda s, owner: operations.move_face(s, face_id, body.person_id, owner=owner))
+def move_face(face_id: PathId, body: MoveBody, corrections: Correct) -> dict:
+    persons = corrections.persons_of_face(face_id)  # the person it leaves
+    if body.person_id is not None:
+        persons.add(body.person_id)
+    person_id = corrections.act(
+        "move", persons, {face_id},
+        lambda s, owner: operations.move_face(s, face_id, body.person_id, owner=owner),
+    )  # fmt: skip
     return {"person_id": person_id}
 
 
 @router.post("/faces/{face_id}/remove")
-def remove_face(request: Request, face_id: PathId) -> dict:
-    with _engine(request).sessions() as session:
-        found = operations.face_owner_of(session, face_id)
-        persons = {found[0].person_id} if found and found[0].person_id is not None else set()
-    _act(request, "remove", persons, {face_id},
-         lambda s, owner: operations.remove_face(s, face_id, owner=owner))
+def remove_face(face_id: PathId, corrections: Correct) -> dict:
+    corrections.act("remove", corrections.persons_of_face(face_id), {face_id},
+                    lambda s, owner: operations.remove_face(s, face_id, owner=owner))
     return {}
 
 
@@ -302,90 +295,91 @@ class DistinctBody(BaseModel):
 
 
 @router.post("/distinct")
-def distinct(request: Request, body: DistinctBody) -> dict:
-    _act(request, "distinct", {body.person_id, body.other_id}, set(),
-         lambda s, owner: operations.mark_distinct(s, body.person_id, body.other_id, owner=owner))
+def distinct(body: DistinctBody, corrections: Correct) -> dict:
+    corrections.act(
+        "distinct", {body.person_id, body.other_id}, set(),
+        lambda s, owner: operations.mark_distinct(s, body.person_id, body.other_id, owner=owner),
+    )  # fmt: skip
     return {}
 
 
 @router.post("/undo")
-def undo(request: Request) -> dict:
+def undo(corrections: Correct) -> dict:
     """Undo the user's last correction (once); 409 when there is none."""
-    owner = signed_in_user(request)
-    snapshot = _undo_log(request).pop(owner, None)
+    snapshot = corrections.undo_log.pop(corrections.owner, None)
     if snapshot is None:
         raise HTTPException(status_code=409, detail="nothing to undo")
-    with _engine(request).sessions.begin() as session:
+    with corrections.sessions.begin() as session, person_tag_changes(session, corrections.owner):
         snapshot.restore(session)
     return {"undone": snapshot.label}
 
 
 @router.get("/faces/{face_id}/thumbnail")
-async def face_thumbnail(request: Request, face_id: PathId, size: int = 128) -> FileResponse:
+async def face_thumbnail(
+    face_id: PathId, owner: User, engine: CurrentEngine, size: int = 128
+) -> FileResponse:
     """A square JPEG of the face (size 64, 128 or 256)."""
     if size not in THUMBNAIL_SIZES:
         raise HTTPException(status_code=422, detail=f"size is one of {THUMBNAIL_SIZES}")
-    owner = signed_in_user(request)
-    engine = _engine(request)
     with engine.sessions() as session:
         face = operations.face_owner_of(session, face_id)
         if face is None or face[1] != owner:
             raise HTTPException(status_code=404, detail=f"no face {face_id}")
         cached = thumbnails.thumbnail_path(face[0], engine.settings.cache_dir, size)
-        file = stored_file(owner, face[0].file)
-    if not cached.exists():
+        file = face[0].file.path, face[0].file.size
 
-        def make(local: Path) -> Path:
-            with engine.sessions() as session:
-                return thumbnails.face_thumbnail(
-                    session, face_id, engine.settings.cache_dir, lambda _row: local, size,
-                    engine.settings.max_image_pixels,
-                )
+    def make(local: Path) -> Path:
+        with engine.sessions() as session:
+            return thumbnails.face_thumbnail(
+                session, face_id, engine.settings.cache_dir, lambda _row: local, size,
+                engine.settings.images.max_pixels,
+            )
 
-        cached = await _with_download(engine, owner, file, make)
-    return FileResponse(cached, media_type="image/jpeg", headers={"Cache-Control": IMAGE_CACHE})
+    return await _image(engine, cached, owner, file, make)
 
 
 @router.get("/photos/{file_id}/preview")
-async def photo_preview(request: Request, file_id: PathId, size: int = 1024) -> FileResponse:
+async def photo_preview(
+    file_id: PathId, owner: User, engine: CurrentEngine, size: int = 1024
+) -> FileResponse:
     """A JPEG of the whole photo, its longer side at most size (512, 1024 or 2048)."""
     if size not in PREVIEW_SIDES:
         raise HTTPException(status_code=422, detail=f"size is one of {PREVIEW_SIDES}")
-    owner = signed_in_user(request)
-    engine = _engine(request)
     with engine.sessions() as session:
         try:
             row = operations.check_file(session, file_id, owner)
         except NotFound as error:
             raise HTTPException(status_code=404, detail=str(error)) from None
         cached = thumbnails.preview_path(row, engine.settings.cache_dir, size)
-        file = stored_file(owner, row)
+        file = row.path, row.size
+
+    def make(local: Path) -> Path:
+        with engine.sessions() as session:
+            return thumbnails.photo_preview(
+                session.get(schema.File, file_id), engine.settings.cache_dir, local, size,
+                engine.settings.images.max_pixels,
+            )
+
+    return await _image(engine, cached, owner, file, make)
+
+
+async def _image(
+    engine: Engine, cached: Path, owner: str, file: tuple[str, int], make: Callable[[Path], Path]
+) -> FileResponse:
+    """The cached JPEG; made first when missing, from owner's photo (path, size) downloaded
+    by the workers' fetcher."""
     if not cached.exists():
-
-        def make(local: Path) -> Path:
-            with engine.sessions() as session:
-                return thumbnails.photo_preview(
-                    session.get(schema.File, file_id), engine.settings.cache_dir, local, size,
-                    engine.settings.max_image_pixels,
-                )
-
-        cached = await _with_download(engine, owner, file, make)
+        fetcher = NextcloudFetcher(engine.settings.nextcloud.max_download_bytes)
+        with tempfile.TemporaryDirectory(prefix="recognize-") as folder:
+            try:
+                local = await fetcher.download(owner, file[0], Path(folder), file[1])
+                cached = await asyncio.to_thread(make, local)
+            except FileGone:
+                raise HTTPException(status_code=404, detail="the photo is gone") from None
+            except MediaError as error:
+                raise HTTPException(
+                    status_code=422, detail=f"the photo cannot be shown: {error}"
+                ) from None
+            except TransientError as error:
+                raise HTTPException(status_code=503, detail=f"try again later: {error}") from None
     return FileResponse(cached, media_type="image/jpeg", headers={"Cache-Control": IMAGE_CACHE})
-
-
-async def _with_download(
-    engine: Engine, owner: str, file: NextcloudFile, make: Callable[[Path], Path]
-) -> Path:
-    """Download the user's photo into a temporary folder and make an image from it there."""
-    source = NextcloudSource(engine.settings.max_download_bytes)
-    engine.settings.cache_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=engine.settings.cache_dir) as folder:
-        try:
-            local = await source.download(file, Path(folder))
-            return await asyncio.to_thread(make, local)
-        except NextcloudExceptionNotFound:
-            raise HTTPException(status_code=404, detail="the photo is gone") from None
-        except (MediaError, TooLarge) as error:
-            raise HTTPException(
-                status_code=422, detail=f"the photo cannot be shown: {error}"
-            ) from None

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, HTTPException
 from nc_py_api.files import ActionFileInfoEx
 from pydantic import BaseModel
 
-from ex_app.web.access import is_admin, signed_in_user
-from ex_app.work.nextcloud_service import OptedOut, RecognizeService
-from ex_app.work.progress import measure_progress, measure_user_progress
+from ex_app.service.recognize import OptedOut
+from ex_app.store.progress import measure_progress, measure_user_progress
+from ex_app.web.dependencies import IsAdmin, Service, Sessions, User
 
 router = APIRouter(prefix="/api")
 
@@ -29,21 +29,16 @@ NODE_DELETED = "OCP\\Files\\Events\\Node\\NodeDeletedEvent"
 FILE_EVENTS = (NODE_CREATED, NODE_WRITTEN, NODE_RENAMED, NODE_DELETED)
 
 
-def service_of(request: Request) -> RecognizeService:
-    return request.app.state.service
-
-
 @router.post("/files-action")
-async def files_action(request: Request, selection: ActionFileInfoEx) -> dict:
+async def files_action(selection: ActionFileInfoEx, user: User, service: Service) -> dict:
     """Queue the selected files (folders recursively) for analysis ahead of the backlog, for
     the calling user, who is notified when they are done. The selection's own ``userId`` is
     ignored: its paths are looked up in the signed-in user's files, as that user."""
-    user = signed_in_user(request)
     paths = [f"{item.directory.strip('/')}/{item.name}" for item in selection.files]
     if any(part in ("..", ".") for path in paths for part in path.split("/")):
         raise HTTPException(status_code=400, detail="a selected path leaves its folder")
     try:
-        return {"queued": await service_of(request).queue(user, paths, request=True)}
+        return {"queued": await service.queue(user, paths, request=True)}
     except OptedOut as error:
         raise HTTPException(status_code=403, detail=str(error)) from error
     except FileNotFoundError as error:  # not the user's to ask for, or gone
@@ -59,11 +54,10 @@ class WebhookCall(BaseModel):
 
 
 @router.post("/webhooks/files")
-async def file_event(request: Request, call: WebhookCall) -> dict:
+async def file_event(call: WebhookCall, service: Service) -> dict:
     """A file event from webhook_listeners: queue new and changed media, follow moves,
     forget deleted files (their faces and results). The files' owner is read from their
     paths (the owner's view); the acting user in the payload decides nothing."""
-    service = service_of(request)
     event = call.event
     if event.get("class") == NODE_RENAMED:
         source, target = _owner_path(event["source"]["path"]), _owner_path(event["target"]["path"])
@@ -95,16 +89,13 @@ def _owner_path(path: str) -> tuple[str, str] | None:
 
 
 @router.get("/progress")
-async def progress(request: Request) -> dict:
+def progress(user: User, admin: IsAdmin, service: Service, sessions: Sessions) -> dict:
     """Per analyzer: done, pending, failed, throughput and time left, and the loop's state.
 
     An admin (as Nextcloud says) gets the instance's figures and each user's; any other user
     their own only.
     """
-    service = service_of(request)
-    user = signed_in_user(request)
-    admin = await is_admin(user)
-    with service.current_engine.sessions() as session:
+    with sessions() as session:
         per_user = measure_user_progress(session)
         instance = measure_progress(session) if admin else per_user.get(user, [])
     users = per_user if admin else {user: per_user.get(user, [])}

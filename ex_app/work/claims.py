@@ -13,16 +13,16 @@ import socket
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import psutil
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
+from ex_app.analyzers.pipeline import Pipeline
+from ex_app.analyzers.results import FileAnalysis
 from ex_app.store import schema
+from ex_app.store.results import record_analysis
 from ex_app.store.schema import TaskStatus, utcnow
-from ex_app.work.pipeline import FileAnalysis, Pipeline
-from ex_app.work.scan import record_analysis
 
 MAX_RETRY_DELAY = 3600.0  # seconds: the backoff stops doubling here
 
@@ -61,11 +61,6 @@ class ClaimedFile:
     analyzers: tuple[str, ...]
     priority: int
     attempts: int  # transient failures so far
-
-    @property
-    def local_path(self) -> Path:
-        """Where a file of a local root is on disk."""
-        return Path(self.location) / self.path
 
 
 def claim_file(

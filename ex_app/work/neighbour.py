@@ -58,15 +58,15 @@ class CpuBudget:
 
 def cpu_budget(settings: Settings) -> CpuBudget:
     """The host's budget for these settings (slots in the data folder)."""
-    return CpuBudget(settings.data_dir / "cpu-slots", settings.resolved_cpu_budget, settings.threads)
+    return CpuBudget(settings.data_dir / "cpu-slots", settings.resolved_cpu_budget, settings.inference.threads)
 
 
 def lower_priorities(settings: Settings) -> None:
     """Nice the worker process, put its I/O in the idle class, cap its memory and its
     numeric libraries' threads. Called once, in a process that only works."""
-    if settings.worker_nice:
-        os.nice(settings.worker_nice)
-    if settings.worker_idle_io:
+    if settings.worker.nice:
+        os.nice(settings.worker.nice)
+    if settings.worker.idle_io:
         import psutil
 
         try:
@@ -75,10 +75,10 @@ def lower_priorities(settings: Settings) -> None:
             log.info("idle I/O priority unavailable: %s", error)
     from threadpoolctl import threadpool_limits
 
-    threadpool_limits(settings.threads)
-    if settings.worker_memory_mb:
+    threadpool_limits(settings.inference.threads)
+    if settings.worker.memory_mb:
         _, hard = resource.getrlimit(resource.RLIMIT_AS)
-        resource.setrlimit(resource.RLIMIT_AS, (settings.worker_memory_mb * 1024 * 1024, hard))
+        resource.setrlimit(resource.RLIMIT_AS, (settings.worker.memory_mb * 1024 * 1024, hard))
 
 
 def lift_memory_cap() -> None:

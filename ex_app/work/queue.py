@@ -66,9 +66,9 @@ class WorkQueue:
     """Sending files to the workers, taking messages off, pausing all workers at once."""
 
     def __init__(self, settings: Settings):
-        self.huey = open_huey(settings.resolved_queue_url, settings.idle_poll_seconds)
+        self.huey = open_huey(settings.resolved_queue_url, settings.queue.idle_poll_seconds)
         self.blocking = bool(getattr(self.huey.storage, "blocking", False))
-        self.batch_size = settings.queue_batch_size
+        self.batch_size = settings.queue.batch_size
         self.sent = threading.Event()  # set on each send: wakes a worker of this process
         self._handler: Handler | None = None
         self._task = self.huey.task(name=TASK_NAME)(self._dispatch)

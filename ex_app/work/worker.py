@@ -1,12 +1,9 @@
 """Workers: take messages off the queue, claim each file, fetch, analyze, record.
 
-The steps that differ between sources are two small pluggable parts:
-
-- a :class:`FileFetcher` gives a local path for a claimed file (a local root: the file
-  itself; Nextcloud: a download to a temporary file) and raises :class:`TransientError`
-  for failures that may pass (a 5xx answer, a lost connection);
-- an :data:`AfterRecorded` hook runs after a file's outcome is committed (Nextcloud: set
-  its tags).
+What differs between sources is the fetcher (:mod:`ex_app.sources.fetch`): it gives a local
+path for a claimed file (a local root: the file itself; Nextcloud: a download to a temporary
+file) and raises :class:`TransientError` for failures that may pass (a 5xx answer, a lost
+connection). An :data:`AfterRecorded` hook runs after a file's outcome is committed.
 
 A worker hands back, untouched, the files of sources its fetcher does not know (they wait
 for a worker that does), so local scans and Nextcloud work can share one queue.
@@ -20,63 +17,36 @@ a doubling delay, and dead-lettered after ``max_attempts``.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Collection, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Protocol
 
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from ex_app.analyzers.pipeline import Pipeline
+from ex_app.analyzers.registry import EMBEDDINGS
+from ex_app.analyzers.results import FileAnalysis, StoredFace
 from ex_app.config import Settings
 from ex_app.media.errors import MediaError
 from ex_app.models.store import ModelUnavailable
+from ex_app.sources.fetch import FileFetcher, SourcesFetcher, TransientError
+from ex_app.sources.local import LocalFetcher
+from ex_app.store.files import pending_files
+from ex_app.store.reembed import stored_faces
 from ex_app.work import claims
 from ex_app.work.claims import ClaimedFile
 from ex_app.work.neighbour import CpuBudget, FileTimeLimit, cpu_budget, time_limit
-from ex_app.work.pipeline import EMBEDDINGS, FileAnalysis, Pipeline, StoredFace
 from ex_app.work.queue import WorkQueue
-from ex_app.work.reembed import stored_faces
-from ex_app.work.scan import LOCAL_SOURCE
 from ex_app.work.schedule import in_quiet_hours
 
 log = logging.getLogger(__name__)
-
-
-class TransientError(Exception):
-    """A failure that may pass: the file is tried again later."""
-
-
-class FileFetcher(Protocol):
-    """Makes a claimed file available on local disk for the time of its analysis."""
-
-    sources: Collection[str]  # the root sources it can fetch from ("local", "nextcloud")
-
-    def fetch(self, file: ClaimedFile) -> AbstractContextManager[Path]: ...
-
-    def close(self) -> None:
-        """Let go of what fetching holds (connections, an event loop); called once, at the end."""
-
-
-class LocalFetcher:
-    """Files of local roots are analyzed where they are."""
-
-    sources = (LOCAL_SOURCE,)
-
-    @contextmanager
-    def fetch(self, file: ClaimedFile) -> Iterator[Path]:
-        path = file.local_path
-        if not path.exists():
-            raise TransientError(f"{path} is not there (moved, or its disk is away)")
-        yield path
-
-    def close(self) -> None:
-        pass  # holds nothing
 
 
 @dataclass
@@ -141,10 +111,10 @@ class FileProcessor:
             sessions,
             pipeline,
             fetcher,
-            lease=timedelta(seconds=settings.lease_seconds),
-            time_limit_seconds=settings.file_time_limit_seconds,
-            max_attempts=settings.max_attempts,
-            retry_delay=settings.retry_delay_seconds,
+            lease=timedelta(seconds=settings.queue.lease_seconds),
+            time_limit_seconds=settings.queue.file_time_limit_seconds,
+            max_attempts=settings.queue.max_attempts,
+            retry_delay=settings.queue.retry_delay_seconds,
             cpu=cpu_budget(settings),
             after_recorded=after_recorded,
         )
@@ -215,6 +185,44 @@ def _reason(error: Exception) -> str:
     return str(error) if isinstance(error, TransientError) else f"{type(error).__name__}: {error}"
 
 
+def worker_fetcher(settings: Settings) -> FileFetcher:
+    """What a worker process fetches with: local files, and Nextcloud's when this process has
+    AppAPI's credentials (the ExApp's container, or a machine given the same variables)."""
+    fetchers: list[FileFetcher] = [LocalFetcher()]
+    if os.environ.get("NEXTCLOUD_URL") and os.environ.get("APP_SECRET"):
+        from ex_app.sources.nextcloud import (
+            NextcloudFetcher,  # nc_py_api: only where used
+        )
+
+        fetchers.append(NextcloudFetcher(settings.nextcloud.max_download_bytes))
+    return SourcesFetcher(*fetchers)
+
+
+def process_pending(
+    sessions: sessionmaker[Session],
+    root_id: int,
+    pipeline: Pipeline,
+    fetcher: FileFetcher,
+    on_planned: Callable[[int], None] = lambda count: None,
+    on_file_done: Callable[[str], None] = lambda path: None,
+) -> int:
+    """Analyze every pending file of the root in this process, without the queue and its
+    retries; returns how many files were processed."""
+    processor = FileProcessor(sessions, pipeline, fetcher)
+    with sessions() as session:
+        work = pending_files(session, root_id)
+    on_planned(len(work))
+    processed = 0
+    for file_id, path, _ in work:
+        claimed = processor.claim(file_id)
+        if claimed is None:
+            continue
+        if processor.process(claimed).recorded:
+            processed += 1
+            on_file_done(path)
+    return processed
+
+
 class Worker:
     """The loop of one worker process: messages off the queue until told to stop."""
 
@@ -254,7 +262,7 @@ class Worker:
         """Why work waits now ("paused", "quiet hours"), or None."""
         if not self.obey_schedule:
             return None
-        if in_quiet_hours(self.settings.quiet_hours, datetime.now()):
+        if in_quiet_hours(self.settings.worker.quiet_hours, datetime.now()):
             return "quiet hours"
         if self.queue.paused:
             return "paused"
@@ -271,8 +279,8 @@ class Worker:
                 if self._step(until):
                     break
             except Exception:  # the backend away, or a bug: the worker stays up
-                log.exception("worker %s: trying again in %g s", self.name, self.settings.idle_poll_seconds)
-                self.stopping.wait(self.settings.idle_poll_seconds)
+                log.exception("worker %s: trying again in %g s", self.name, self.settings.queue.idle_poll_seconds)
+                self.stopping.wait(self.settings.queue.idle_poll_seconds)
         log.info("worker %s stopped after %d files", self.name, self.processed)
         if self.fatal is not None:
             raise self.fatal
@@ -285,11 +293,11 @@ class Worker:
             log.warning("worker %s: %s", self.name, reason or "working")
             self._held_back = reason
         if reason:
-            self.stopping.wait(self.settings.idle_poll_seconds)
+            self.stopping.wait(self.settings.queue.idle_poll_seconds)
             return False
         if time.monotonic() >= self._next_requeue:
             self.queue.requeue_lost(self.processor.sessions)
-            self._next_requeue = time.monotonic() + self.settings.requeue_interval_seconds
+            self._next_requeue = time.monotonic() + self.settings.queue.requeue_interval_seconds
         self.queue.move_due_retries()
         message = self.queue.take()
         if message is not None:
@@ -301,7 +309,7 @@ class Worker:
         if not self.queue.blocking:  # the Redis backend already waited in take()
             self.queue.sent.clear()
             self.queue.sent.wait(self._idle)
-            self._idle = min(self._idle * 2, self.settings.idle_poll_seconds)
+            self._idle = min(self._idle * 2, self.settings.queue.idle_poll_seconds)
         return False
 
     def _run_batch(self, file_ids: list[int], priority: int) -> None:
@@ -316,7 +324,7 @@ class Worker:
                 continue  # done, or held by another worker
             if claimed.source not in self.processor.fetcher.sources:  # for another worker
                 self.processor.release(claimed)
-                self.queue.send([file_id], priority, delay=self.settings.idle_poll_seconds)
+                self.queue.send([file_id], priority, delay=self.settings.queue.idle_poll_seconds)
                 continue
             try:
                 processed = self.processor.process(claimed)

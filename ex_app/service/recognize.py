@@ -1,14 +1,15 @@
 """The ExApp's background work: crawl all users, send what is new to the workers, tag what
 they finish, group faces; repeat.
 
-Analysis is done by worker processes (``recognize worker``, :mod:`ex_app.work.worker`)
-started here, ``jobs`` of them, on the work queue; workers on other machines may join the
-same queue and database. One cycle runs at a time: it reads the admin settings and the
-users' choices (opted in or out; read again every few minutes), crawls every opted-in
+Analysis is done by worker processes, ``jobs`` of them, on the work queue
+(:mod:`ex_app.service.worker_pool`). One cycle runs at a time: it reads the admin settings
+and the users' choices (opted in or out; read again every few minutes), crawls every opted-in
 user's files (at start and after each interval) sending the new and changed files to the
 queue as it goes, and until the crawl is done and the workers have no work left for those
-users, tags each file in Nextcloud as it is finished and tells each user whose Files menu
-request is done what was found. Then faces are regrouped. Files queued by the Files menu
+users, drains the outbox (:mod:`ex_app.store.outbox`, marked wherever the results were
+written): tags each finished file in Nextcloud and tells each user whose Files menu request
+is done what was found. Then faces are regrouped, and the files whose persons' names
+changed are tagged again. Files queued by the Files menu
 (first) or by webhooks (ahead of the backlog) start a cycle at once that does not crawl.
 Quiet hours skip the cycle (and hold the workers back).
 """
@@ -16,52 +17,42 @@ Quiet hours skip the cycle (and hold the workers back).
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import os
-import signal
-import subprocess
-import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 
 from nc_py_api import AsyncNextcloudApp
-from sqlalchemy import select
+from nc_py_api.ex_app.ui.settings import SettingsForm
 
 from ex_app.config import Settings
 from ex_app.engine import Engine
-from ex_app.sinks.nextcloud_notifications import FilesRequest, notify, request_summary
+from ex_app.service.nextcloud_settings import UserChoice, admin_settings, user_choice
+from ex_app.service.worker_pool import WorkerPool
+from ex_app.sinks import nextcloud_notifications
 from ex_app.sinks.nextcloud_tags import NextcloudTagSink
-from ex_app.sources.nextcloud import NextcloudFile, NextcloudSource
-from ex_app.store import schema
-from ex_app.web.admin_settings import admin_settings, settings_form
-from ex_app.web.personal_settings import UserChoice, user_choice
-from ex_app.work.nextcloud_scan import (
-    NEXTCLOUD_SOURCE,
-    busy,
-    delete_face_data,
+from ex_app.sources.nextcloud import NextcloudSource, NextcloudUsers
+from ex_app.sources.sync import sync
+from ex_app.store import outbox
+from ex_app.store.files import (
+    SyncReport,
     delete_files,
-    finished_count,
-    finished_since,
     move_files,
     record_files,
-    retag,
-    stored_file,
-    sync_nextcloud,
-    unfinished,
     withdraw_pending,
+    work_left,
 )
-from ex_app.work.progress import measure_progress
+from ex_app.store.progress import AnalyzerProgress, measure_progress
+from ex_app.store.results import delete_face_data
 from ex_app.work.queue import BACKLOG, NEW, REQUEST
-from ex_app.work.scan import SyncReport
 from ex_app.work.schedule import in_quiet_hours
 
 log = logging.getLogger(__name__)
 
-WATCH_SECONDS = 1.0  # how often a cycle looks at what the workers finished
-TAG_OVERLAP = timedelta(seconds=30)  # each look also reaches this far behind the last one
-WORKER_STOP_SECONDS = 30  # a worker finishes its file in this time after SIGTERM, or is killed
+DRAIN_SECONDS = 1.0  # how often a cycle drains the outbox while the workers have work
+
+AdminForm = Callable[[Settings, str | None], SettingsForm]  # (defaults, progress line)
 
 
 class OptedOut(Exception):
@@ -79,58 +70,21 @@ class CycleReport:
     opted_out: int = 0  # users whose files were left alone
 
 
-def worker_environment(settings: Settings) -> dict[str, str]:
-    """The environment of a worker process: this one's (AppAPI's credentials included) and
-    the settings in force, as RECOGNIZE_* variables."""
-    env = dict(os.environ)
-    for name, value in settings.model_dump(mode="json").items():
-        if value is not None:
-            text = json.dumps(value) if isinstance(value, list | dict) else str(value)
-            env[f"RECOGNIZE_{name.upper()}"] = text
-    return env
-
-
-class WorkerPool:
-    """The ExApp's own worker processes, started on the settings in force."""
-
-    def __init__(self) -> None:
-        self.settings: Settings | None = None
-        self._processes: list[subprocess.Popen] = []
-
-    def ensure(self, settings: Settings) -> None:
-        """Workers for these settings: started if none run, restarted if the settings changed."""
-        if settings != self.settings:
-            self.stop()
-        self._processes = [p for p in self._processes if p.poll() is None]
-        while len(self._processes) < settings.jobs:
-            self._processes.append(
-                subprocess.Popen(
-                    [sys.executable, "-m", "ex_app", "worker"], env=worker_environment(settings)
-                )
-            )
-        self.settings = settings
-
-    def stop(self) -> None:
-        """Let each worker finish its file and stop (killed after WORKER_STOP_SECONDS)."""
-        for process in self._processes:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        for process in self._processes:
-            try:
-                process.wait(WORKER_STOP_SECONDS)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        self._processes = []
-        self.settings = None
+def progress_text(progress: list[AnalyzerProgress]) -> str:
+    """The work's state, for the admin form's description."""
+    if not progress:
+        return "Progress: nothing analyzed yet."
+    return "Progress: " + "; ".join(p.line() for p in progress) + "."
 
 
 class RecognizeService:
-    """Recognize's work over the whole Nextcloud, driven by an asyncio task."""
+    """Recognize's work over the whole Nextcloud, driven by an asyncio task. ``admin_form``
+    is the admin settings form: its fields are read as the admin settings, and it is
+    registered again after each cycle with the progress."""
 
-    def __init__(self, base: Settings):
+    def __init__(self, base: Settings, admin_form: AdminForm):
         self.base = base
-        self.requests: list[FilesRequest] = []  # Files menu requests not yet notified
+        self.admin_form = admin_form
         self.last_cycle: CycleReport | None = None
         self.cycles = 0  # cycles finished, quiet ones included
         self.last_error: str | None = None
@@ -141,14 +95,11 @@ class RecognizeService:
         self._task: asyncio.Task | None = None
         self._wake = asyncio.Event()
         self._cycle_lock = asyncio.Lock()
-        self._names_as_tags = base.person_names_as_tags
+        self._names_as_tags = base.nextcloud.person_names_as_tags
         self._regroup_due = False  # faces were deleted outside a cycle
-        self._untagged: dict[int, NextcloudFile] = {}  # finished, tagging failed: tried again
         self._opted_out: set[str] = set()  # as of the last cycle
         self._choices: dict[str, UserChoice] = {}  # each user's choice as last read
         self._choices_read = float("-inf")  # when all were read (time.monotonic)
-        self._tagged: dict[int, datetime] = {}  # file id: the finish time it was tagged for
-        self._tagged_until = datetime.now(UTC)  # every file finished before this is tagged
 
     @property
     def running(self) -> bool:
@@ -180,17 +131,18 @@ class RecognizeService:
 
     async def engine(self) -> Engine:
         """The engine for the current admin settings (rebuilt when they change)."""
-        settings = await admin_settings(AsyncNextcloudApp(), self.base)
+        form = self.admin_form(self.base, None)
+        settings = await admin_settings(AsyncNextcloudApp(), self.base, form)
         if self._engine is None or self._engine.settings != settings:
             self._engine = Engine(settings)
-            self._source = NextcloudSource(settings.max_download_bytes)
+            self._source = NextcloudSource(settings.nextcloud.max_download_bytes)
             self._sink = None
         return self._engine
 
     @property
     def source(self) -> NextcloudSource:
         if self._source is None:
-            self._source = NextcloudSource(self.base.max_download_bytes)
+            self._source = NextcloudSource(self.base.nextcloud.max_download_bytes)
         return self._source
 
     @property
@@ -207,13 +159,12 @@ class RecognizeService:
     async def _read_choice(self, engine: Engine, user: str) -> UserChoice:
         """The user's choice, from Nextcloud; a change from the last one read is acted on:
         the pending work of a user who opted out is withdrawn, and their face data deleted
-        (its tags taken off) if they asked."""
-        choice = await user_choice(self.source.client(user), engine.settings.users_enabled_by_default)
+        (its tags taken off by the next drain) if they asked."""
+        choice = await user_choice(self.source.client(user), engine.settings.nextcloud.users_enabled_by_default)
         if not choice.enabled and self._choices.get(user) != choice:
             await asyncio.to_thread(withdraw_pending, engine.sessions, user)
             if choice.delete_faces:
-                had_faces = await asyncio.to_thread(delete_face_data, engine.sessions, user)
-                await self._retag(engine, self._stored(engine, had_faces))
+                await asyncio.to_thread(delete_face_data, engine.sessions, user)
         self._choices[user] = choice
         return choice
 
@@ -221,7 +172,7 @@ class RecognizeService:
         """Those users whose files are analyzed. Choices are read from Nextcloud once every
         user_choice_refresh_seconds (a user's personal settings form saves them there without
         telling the ExApp), and at once for a new user or one who chose on the People page."""
-        if time.monotonic() - self._choices_read >= engine.settings.user_choice_refresh_seconds:
+        if time.monotonic() - self._choices_read >= engine.settings.nextcloud.user_choice_refresh_seconds:
             self._choices = {user: self._choices[user] for user in users if user in self._choices}
             self._choices_read = time.monotonic()
             stale = users
@@ -232,15 +183,15 @@ class RecognizeService:
         return [user for user in users if self._choices[user].enabled]
 
     async def run_cycle(self, crawl: bool = True) -> CycleReport:
-        """Crawl (unless told not to), have the workers analyze the pending files, tag them,
-        regroup faces, refresh tags of face photos."""
+        """Crawl (unless told not to), have the workers analyze the pending files, drain the
+        outbox while they do, regroup faces, drain what that marked."""
         async with self._cycle_lock:
             engine = await self.engine()
             settings = engine.settings
             await asyncio.to_thread(self.workers.ensure, settings)  # they keep quiet hours too
-            if in_quiet_hours(settings.quiet_hours, datetime.now()):
+            if in_quiet_hours(settings.worker.quiet_hours, datetime.now()):
                 return CycleReport(quiet=True)
-            started = datetime.now(UTC)
+            between = await self._drain(engine)  # what was marked since the last cycle
             everyone = await self.source.users()
             users = await self.active_users(engine, everyone)
             returning = [user for user in users if user in self._opted_out]  # crawled now
@@ -251,68 +202,62 @@ class RecognizeService:
                 def send(fresh: list[int]) -> None:  # each chunk as the walk goes on
                     engine.queue.enqueue_files(engine.sessions, fresh, BACKLOG)
 
-                crawling = asyncio.create_task(sync_nextcloud(
-                    engine.sessions, self.source, users if crawl else returning,
+                crawling = asyncio.create_task(sync(
+                    engine.sessions, NextcloudUsers(self.source, users if crawl else returning),
                     engine.pipeline, on_chunk=send,
                 ))  # fmt: skip
             try:  # what the workers finish is tagged while the walk goes on
-                await self._follow_workers(engine, users, crawling)
+                processed = await self._follow_workers(engine, users, crawling)
             finally:
                 if crawling is not None and not crawling.done():
                     crawling.cancel()
-            sync = crawling.result() if crawling is not None and crawl else None
-            processed = finished_count(engine.sessions, started)
-            regroup = processed or self._regroup_due
+            synced = crawling.result() if crawling is not None and crawl else None
+            regroup = processed or between or self._regroup_due
             self._regroup_due = False
             persons = await asyncio.to_thread(engine.regroup) if regroup else 0
-            names_changed = settings.person_names_as_tags != self._names_as_tags
-            if names_changed or (regroup and settings.person_names_as_tags):
-                await self._retag(engine, self._stored(engine, self._face_photos(engine)))
-            self._names_as_tags = settings.person_names_as_tags
-            await self._notify_finished_requests(engine)
+            if settings.nextcloud.person_names_as_tags != self._names_as_tags:
+                with engine.sessions.begin() as session:  # names come or go on every such file
+                    outbox.mark(session, outbox.TAGS, outbox.person_tags(session))
+                self._names_as_tags = settings.nextcloud.person_names_as_tags
+            await self._drain(engine)
             with engine.sessions() as session:
                 progress = measure_progress(session)
-            await AsyncNextcloudApp().ui.settings.register_form(settings_form(self.base, progress))
+            form = self.admin_form(self.base, progress_text(progress))
+            await AsyncNextcloudApp().ui.settings.register_form(form)
             return CycleReport(
-                sync=sync, processed=processed, persons=persons, opted_out=len(everyone) - len(users)
+                sync=synced, processed=processed, persons=persons, opted_out=len(everyone) - len(users)
             )
 
     async def _follow_workers(
         self, engine: Engine, users: list[str], crawling: asyncio.Task | None = None
-    ) -> None:
+    ) -> int:
         """Until the crawl (if any) is done and the workers have no work left for these
-        users: tag what they finish, tell users whose requests are done."""
+        users: drain the outbox. Returns how many files' tags were drained."""
+        drained = 0
         while True:
             walking = crawling is not None and not crawling.done()
-            working = busy(engine.sessions, users)  # before tagging: the last file gets tagged
-            self._untagged.update(self._newly_finished(engine))
-            await self._retag(engine, dict(self._untagged))
-            await self._notify_finished_requests(engine)
+            # before draining: the last file is drained
+            working = work_left(engine.sessions, users=users, ready_only=True)
+            drained += await self._drain(engine)
             if crawling is not None and crawling.done():
                 crawling.result()  # a failed crawl fails the cycle
             if not working and not walking:
-                return
+                return drained
             try:
-                await asyncio.wait_for(self._wake.wait(), WATCH_SECONDS)
+                await asyncio.wait_for(self._wake.wait(), DRAIN_SECONDS)
                 self._wake.clear()
             except TimeoutError:
                 pass
 
-    def _newly_finished(self, engine: Engine) -> dict[int, NextcloudFile]:
-        """Files finished since the last look and not tagged for that finish yet. The look
-        reaches TAG_OVERLAP back, for a worker whose commit came after a later one's."""
-        finished = finished_since(engine.sessions, self._tagged_until - TAG_OVERLAP)
-        new = {
-            file_id: file
-            for file_id, (file, at) in finished.items()
-            if self._tagged.get(file_id, datetime.min.replace(tzinfo=UTC)) < at
-        }
-        self._tagged.update({file_id: at for file_id, (_file, at) in finished.items()})
-        if finished:
-            self._tagged_until = max(self._tagged_until, *(at for _file, at in finished.values()))
-        horizon = self._tagged_until - TAG_OVERLAP
-        self._tagged = {file_id: at for file_id, at in self._tagged.items() if at >= horizon}
-        return new
+    async def _drain(self, engine: Engine) -> int:
+        """Tag the files marked for it, tell the users whose requests are done; returns how
+        many files' tags were drained. Failed Nextcloud calls leave their marks for later."""
+        settings = engine.settings
+        drained = await self.sink.drain(
+            self.source.client, settings.nextcloud.person_names_as_tags, settings.queue.retry_delay_seconds
+        )
+        await nextcloud_notifications.drain(engine.sessions, settings.queue.retry_delay_seconds)
+        return drained
 
     async def queue(self, user: str, paths: list[str], request: bool = False) -> int:
         """Record the media at these paths of user's (folders: recursively) and send them to
@@ -325,9 +270,11 @@ class RecognizeService:
         if not (await self._read_choice(engine, user)).enabled:
             raise OptedOut(f"{user} opted out of Recognize in their personal settings")
         found = [file for path in paths for file in await self.source.media_at(user, path)]
-        recorded = record_files(engine.sessions, found, engine.pipeline)
-        if request and recorded.remote_ids:
-            self.requests.append(FilesRequest(user, frozenset(recorded.remote_ids)))
+        source = NextcloudUsers(self.source, [user])
+        recorded = record_files(engine.sessions, source, found, engine.pipeline)
+        if request and recorded.ids:
+            with engine.sessions.begin() as session:
+                outbox.mark_request(session, user, recorded.ids)
         await asyncio.to_thread(
             engine.queue.enqueue_files,
             engine.sessions,
@@ -352,51 +299,6 @@ class RecognizeService:
             self.wake()
         return count
 
-    def _face_photos(self, engine: Engine) -> set[int]:
-        """The stored ids of the Nextcloud files with faces."""
-        with engine.sessions() as session:
-            return set(
-                session.scalars(
-                    select(schema.File.id)
-                    .join(schema.Root)
-                    .join(schema.Face)
-                    .where(schema.Root.source == NEXTCLOUD_SOURCE)
-                    .distinct()
-                )
-            )
-
-    def _stored(self, engine: Engine, file_ids: set[int]) -> dict[int, NextcloudFile]:
-        """The Nextcloud files these stored ids stand for."""
-        with engine.sessions() as session:
-            rows = session.execute(
-                select(schema.File, schema.Root.location)
-                .join(schema.Root)
-                .where(schema.File.id.in_(file_ids), schema.File.remote_id.is_not(None))
-            ).all()
-        return {row.id: stored_file(user, row) for row, user in rows}
-
-    async def _retag(self, engine: Engine, files: dict[int, NextcloudFile]) -> None:
-        """Make these stored files' tags in Nextcloud match the store; those that fail (say,
-        Nextcloud away) are tried again in a while."""
-        names = engine.settings.person_names_as_tags
-        for file_id, file in files.items():
-            try:
-                await retag(engine.sessions, self.source, self.sink, file_id, file, names)
-            except Exception as error:  # noqa: BLE001 (Nextcloud away: the next look tries again)
-                log.warning("tagging %s of %s failed: %s", file.path, file.user, error)
-                self._untagged[file_id] = file
-            else:
-                self._untagged.pop(file_id, None)
-
-    async def _notify_finished_requests(self, engine: Engine) -> None:
-        """Tell each user whose Files menu request has no work left what was found."""
-        for request in list(self.requests):
-            if unfinished(engine.sessions, request.remote_ids):
-                continue
-            subject, message = request_summary(engine.sessions, request.remote_ids)
-            await notify(AsyncNextcloudApp(user=request.user), subject, message)
-            self.requests.remove(request)
-
     async def _loop(self) -> None:
         """A crawl at start and an interval after each one; in between, cycles that only
         follow what the Files action and webhooks queued. A wake runs such a cycle at once and
@@ -418,7 +320,7 @@ class RecognizeService:
                 self.last_error = f"{type(error).__name__}: {error}"
                 crawl_due = crawl
             if crawl:
-                interval = self._engine.settings.crawl_interval_seconds if self._engine else 60
+                interval = self._engine.settings.nextcloud.crawl_interval_seconds if self._engine else 60
                 next_crawl = time.monotonic() + interval
             try:
                 await asyncio.wait_for(self._wake.wait(), max(0.0, next_crawl - time.monotonic()))

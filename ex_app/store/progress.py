@@ -14,11 +14,10 @@ from sqlalchemy import and_, case, func, select
 from sqlalchemy.orm import Session
 
 from ex_app.store import schema
-from ex_app.store.schema import TaskStatus
+from ex_app.store.schema import Source, TaskStatus
 
 THROUGHPUT_WINDOW = timedelta(minutes=10)
 MIN_SPAN = timedelta(seconds=30)  # a rate from fewer seconds than this is noise
-NEXTCLOUD_SOURCE = "nextcloud"
 
 
 @dataclass
@@ -126,7 +125,7 @@ def _measure(
 
 
 def _user(source: str, location: str) -> str:
-    return location if source == NEXTCLOUD_SOURCE else f"{source}:{location}"
+    return location if source == Source.NEXTCLOUD else f"{source}:{location}"
 
 
 def _as_utc(moment: datetime | str) -> datetime:

@@ -19,10 +19,12 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from ex_app.analyzers.pipeline import Pipeline
+from ex_app.analyzers.registry import EMBEDDINGS, FACE_FINDING_ANALYZERS, face_finder
+from ex_app.analyzers.results import StoredFace
 from ex_app.media.kinds import MediaKind
 from ex_app.store import schema
 from ex_app.store.schema import TaskStatus
-from ex_app.work.pipeline import EMBEDDINGS, FACES, VIDEO, Pipeline, StoredFace
 
 
 def files_to_reembed(session: Session, embedder: str) -> list[tuple[int, str]]:
@@ -51,7 +53,7 @@ def plan_reembedding(session: Session, pipeline: Pipeline, embedder: str) -> lis
             task.analyzer: task
             for task in session.scalars(select(schema.Task).where(schema.Task.file_id == file_id))
         }
-        finding = tasks.get(VIDEO if kind == MediaKind.VIDEO else FACES)
+        finding = tasks.get(face_finder(kind))
         if finding is not None and finding.status == TaskStatus.PENDING:
             planned.append(file_id)
             continue
@@ -103,7 +105,7 @@ def waiting_files(embedder: str):
         select(schema.Task.file_id)
         .where(
             schema.Task.status == TaskStatus.PENDING,
-            schema.Task.analyzer.in_((FACES, VIDEO, EMBEDDINGS)),
+            schema.Task.analyzer.in_((*FACE_FINDING_ANALYZERS, EMBEDDINGS)),
             schema.Task.file_id.in_(
                 select(schema.Face.file_id).where(schema.Face.embedder != embedder)
             ),
