@@ -398,6 +398,7 @@ def face_thumbnail(engine: Engine, face_id: int, size: int) -> None:
                 local_file,
                 size=size,
                 max_pixels=engine.settings.max_image_pixels,
+                video_timeout=engine.settings.video_decode_timeout_seconds,
             )
         except (thumbnails.FaceMissing, MediaError) as error:
             raise click.ClickException(str(error)) from error

@@ -339,7 +339,7 @@ async def face_thumbnail(request: Request, face_id: PathId, size: int = 128) -> 
             with engine.sessions() as session:
                 return thumbnails.face_thumbnail(
                     session, face_id, engine.settings.cache_dir, lambda _row: local, size,
-                    engine.settings.max_image_pixels,
+                    engine.settings.max_image_pixels, engine.settings.video_decode_timeout_seconds,
                 )
 
         cached = await _with_download(engine, owner, file, make)

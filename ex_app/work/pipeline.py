@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 
@@ -482,7 +482,8 @@ class Pipeline:
             (frame.time, [_to_original_pixels(face, frame.scale) for face in self.face_analyzer.analyze(frame.pixels)])
             for frame in frames
         ]
-        faces = [appearance.face for appearance in distinct_faces(per_frame, face_distances(s).video)]
+        faces = [replace(appearance.face, frame_time=appearance.time)
+                 for appearance in distinct_faces(per_frame, face_distances(s).video)]
         labels = agreed_labels(
             self.object_classifier.classify_batch([frame.pixels for frame in frames]),
             s.video_label_min_frames,
