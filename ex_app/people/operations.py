@@ -85,7 +85,8 @@ def viewer_link(remote_id: int | None) -> str | None:
     ``showFile`` → ``redirectToFile``) answer ``/index.php/f/FILEID`` with a redirect to
     ``/index.php/apps/files/files/FILEID?dir=PARENT&openfile=true`` for the signed-in user,
     which opens the file in the Viewer; the folder is looked up by Nextcloud, so the link
-    stays right after the file is moved. The Viewer starts a video at its beginning.
+    stays right after the file is moved. The Viewer plays a video from its beginning
+    (nextcloud/viewer src/components/Videos.vue gives the player the file's DAV URL alone).
     """
     return None if remote_id is None else f"/index.php/f/{remote_id}"
 
