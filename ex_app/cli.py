@@ -385,6 +385,7 @@ def face_thumbnail(engine: Engine, face_id: int, size: int) -> None:
                 local_file,
                 size=size,
                 max_pixels=engine.settings.images.max_pixels,
+                video_timeout=engine.settings.video.decode_timeout_seconds,
             )
         except (thumbnails.FaceMissing, MediaError) as error:
             raise click.ClickException(str(error)) from error

@@ -19,6 +19,7 @@ class Face:
     sharpness: float  # box_sharpness: Laplacian variance of the grey face at 64×64
     pose: float  # 0..1 frontality from the landmarks, 1 = frontal
     embedding: np.ndarray  # 128 float32 from the analyzer's embedder (see the module's text)
+    frame_time: float | None = None  # seconds into a video: the frame the face was found in
 
 
 @dataclass

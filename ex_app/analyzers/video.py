@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -120,7 +120,8 @@ def build(pipeline: Pipeline) -> Callable:
             (frame.time, [to_original_pixels(f, frame.scale) for f in faces.analyze(frame.pixels)])
             for frame in sampled
         ]
-        result.faces = [appearance.face for appearance in distinct_faces(per_frame, distance)]
+        result.faces = [replace(appearance.face, frame_time=appearance.time)
+                        for appearance in distinct_faces(per_frame, distance)]
         result.embedder = faces.embedder.name
         found = classifier.classify_batch([frame.pixels for frame in sampled])
         labels = agreed_labels(found, s.video.label_min_frames, s.video.label_min_share)

@@ -121,6 +121,20 @@ def read_video(
     return info, frames
 
 
+def read_frame(path: Path, at: float, max_side: int, timeout: float) -> VideoFrame:
+    """The frame shown at `at` seconds, decoded as :func:`read_video` decodes its samples
+    (the same frame for the same time), downscaled to max_side. Raises MediaError."""
+    path = Path(path)
+    deadline = time.monotonic() + timeout
+    _check_not_empty(path)
+    info = probe_video(path, timeout)
+    width, height = _decoded_size(info, max_side)
+    pixels = _frame_at(path, min(max(at, 0.0), info.duration), width, height, deadline, timeout)
+    if pixels is None:
+        raise MediaError(f"no frame at {at:.1f} s of the {info.duration:.1f} s the video declares")
+    return VideoFrame(at, pixels, width / info.width)
+
+
 def scene_changes(path: Path, threshold: float, deadline: float, timeout: float) -> list[float]:
     """Times (seconds) of key frames that differ from the key frame before by more than
     threshold: the mean absolute difference of their small grey thumbnails, 0 (same) to 1.

@@ -72,6 +72,23 @@ class FaceView:
     pinned: bool
     distance: float | None  # to its person's mean face; None when in no person
     seedable: bool  # passes the quality gate
+    kind: str  # of its file: "image" or "video"
+    frame_time: float | None  # a video's: seconds to the frame the face was found in
+    open_url: str | None  # opens the file in Nextcloud (see viewer_link); None for local files
+
+
+def viewer_link(remote_id: int | None) -> str | None:
+    """The URL, relative to Nextcloud's web root, that opens a Nextcloud file in Files' Viewer.
+
+    Nextcloud 30 to 35 (nextcloud/server, apps/files/appinfo/routes.php: ``View#showFile``,
+    url ``/f/{fileid}``, root ``''``; apps/files/lib/Controller/ViewController.php:
+    ``showFile`` → ``redirectToFile``) answer ``/index.php/f/FILEID`` with a redirect to
+    ``/index.php/apps/files/files/FILEID?dir=PARENT&openfile=true`` for the signed-in user,
+    which opens the file in the Viewer; the folder is looked up by Nextcloud, so the link
+    stays right after the file is moved. The Viewer plays a video from its beginning
+    (nextcloud/viewer src/components/Videos.vue gives the player the file's DAV URL alone).
+    """
+    return None if remote_id is None else f"/index.php/f/{remote_id}"
 
 
 def owns(owner: Owner, actual: str | None) -> bool:
@@ -328,7 +345,7 @@ def suggest_merges(
 def _face_views(session: Session, where, gate: QualityGate, limit: int | None = None) -> list[FaceView]:
     query = (
         select(schema.Face, schema.File.path, schema.File.width, schema.File.height,
-               schema.Person.centroid)
+               schema.Person.centroid, schema.File.kind, schema.File.remote_id)
         .join(schema.File, schema.File.id == schema.Face.file_id)
         .join(schema.Root)
         .join(schema.Person, schema.Person.id == schema.Face.person_id, isouter=True)
@@ -337,7 +354,7 @@ def _face_views(session: Session, where, gate: QualityGate, limit: int | None = 
         .limit(limit)
     )
     views = []
-    for face, path, width, height, centroid in session.execute(query):
+    for face, path, width, height, centroid, kind, remote_id in session.execute(query):
         distance = None
         if centroid is not None:
             embedding = np.frombuffer(face.embedding, dtype=np.float32)
@@ -346,7 +363,8 @@ def _face_views(session: Session, where, gate: QualityGate, limit: int | None = 
         views.append(FaceView(
             id=face.id, file_id=face.file_id, path=path, x=face.x, y=face.y, w=face.w, h=face.h,
             photo_width=width, photo_height=height, person_id=face.person_id, pinned=face.pinned,
-            distance=distance, seedable=gate.admits(face),
+            distance=distance, seedable=gate.admits(face), kind=kind, frame_time=face.frame_time,
+            open_url=viewer_link(remote_id),
         ))
     return views
 

@@ -1,5 +1,5 @@
 """Face thumbnails (a square crop around a face) and photo previews, made on first request
-and cached on disk by file content."""
+and cached on disk by file content. A video's face is cropped from the frame it was found in."""
 
 from __future__ import annotations
 
@@ -12,7 +12,10 @@ from pathlib import Path
 from PIL import Image
 from sqlalchemy.orm import Session
 
+from ex_app.media.errors import MediaError
 from ex_app.media.images import decode_image
+from ex_app.media.kinds import MediaKind
+from ex_app.media.video import read_frame
 from ex_app.store import schema
 
 MARGIN = 0.35  # share of the face box added on each side, so the crop shows the whole head
@@ -30,11 +33,13 @@ def face_thumbnail(
     local_file: Callable[[schema.File], Path],
     size: int = 256,
     max_pixels: int = 178_956_970,
+    video_timeout: float = 120,
 ) -> Path:
     """The path of a size×size JPEG of the face; cached by file content, face and size.
 
     ``local_file`` gives a readable path for a file row (the local file, or a download).
-    Raises FaceMissing, or MediaError when the photo can no longer be decoded.
+    Raises FaceMissing, or MediaError when the photo or the video's frame can no longer be
+    decoded (also for a video face found before frame times were recorded).
     """
     face = session.get(schema.Face, face_id)
     if face is None:
@@ -46,7 +51,13 @@ def face_thumbnail(
     original_side = max(face.file.width or 0, face.file.height or 0, 1)
     needed_scale = min(1.0, size / (max(face.w, face.h) * (1 + 2 * MARGIN)))
     max_side = max(math.ceil(original_side * needed_scale), size)
-    image = decode_image(local_file(face.file), max_side=max_side, max_pixels=max_pixels)
+    if face.file.kind == MediaKind.VIDEO:
+        if face.frame_time is None:
+            raise MediaError("the face's frame is not known: the video was analyzed before "
+                             "frame times were recorded")
+        image = read_frame(local_file(face.file), face.frame_time, max_side, video_timeout)
+    else:
+        image = decode_image(local_file(face.file), max_side=max_side, max_pixels=max_pixels)
     crop = _square_around(face, image.scale, image.pixels.shape[1], image.pixels.shape[0])
     thumbnail = Image.fromarray(image.pixels).crop(crop).resize((size, size), Image.Resampling.LANCZOS)
     _save_jpeg(thumbnail, target)

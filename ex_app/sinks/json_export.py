@@ -74,6 +74,7 @@ def export_results(session: Session, gate: QualityGate, root_id: int | None = No
                         "quality": round(f.quality, 4),
                         "unsure": not gate.admits(f),
                         "person": f.person_id,
+                        "frame_time": f.frame_time,
                     }
                     for f in sorted(file.faces, key=lambda f: (f.x, f.y))
                 ],

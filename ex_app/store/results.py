@@ -81,6 +81,7 @@ def _face_row(face, embedder: str) -> schema.Face:
         pose=float(face.pose),
         landmarks=np.asarray(face.landmarks, dtype=np.float32).tobytes(),
         embedding=np.asarray(face.embedding, dtype=np.float32).tobytes(),
+        frame_time=face.frame_time,
     )
 
 

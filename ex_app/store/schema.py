@@ -148,6 +148,9 @@ class Face(Base):
         ForeignKey("persons.id", ondelete="SET NULL"), index=True
     )
     pinned: Mapped[bool] = mapped_column(Boolean, default=False)  # the user put it in its person
+    # A video's face: seconds from the start to the frame it was found in (its thumbnail's
+    # frame); None for photos, and for video faces found before it was recorded.
+    frame_time: Mapped[float | None] = mapped_column(Float)
 
     file: Mapped[File] = relationship(back_populates="faces")
     person: Mapped[Person | None] = relationship(back_populates="faces")

@@ -332,7 +332,7 @@ async def face_thumbnail(
         with engine.sessions() as session:
             return thumbnails.face_thumbnail(
                 session, face_id, engine.settings.cache_dir, lambda _row: local, size,
-                engine.settings.images.max_pixels,
+                engine.settings.images.max_pixels, engine.settings.video.decode_timeout_seconds,
             )
 
     return await _image(engine, cached, owner, file, make)
