@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 from sqlalchemy import and_, delete, false, insert, or_, select, true, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from ex_app.media.kinds import MediaKind
@@ -88,15 +89,19 @@ class Recorded:
 
 
 def find_or_create_root(session: Session, source: Source, location: str) -> int:
-    """The id of a source's root at location (a folder, a Nextcloud user), created on first use."""
-    root = session.scalar(
-        select(schema.Root).where(schema.Root.source == source, schema.Root.location == location)
-    )
-    if root is None:
-        root = schema.Root(source=source, location=location)
-        session.add(root)
-        session.flush()
-    return root.id
+    """The id of a source's root at location (a folder, a Nextcloud user), created on first use
+    (by whichever of two racing transactions, say a crawl and a webhook, commits first)."""
+    query = select(schema.Root.id).where(schema.Root.source == source, schema.Root.location == location)
+    root_id = session.scalar(query)
+    if root_id is None:
+        try:
+            with session.begin_nested():
+                root_id = session.scalar(
+                    insert(schema.Root).values(source=source, location=location).returning(schema.Root.id)
+                )
+        except IntegrityError:
+            root_id = session.scalar(query)
+    return root_id
 
 
 def _stored_with_tasks(session: Session, source: Source, where) -> dict[int, StoredFile]:
