@@ -8,11 +8,14 @@ outputs for ordinary photos (none may be flagged), and the whole detector agains
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+from nc_py_api import AsyncNextcloudApp
+from nextcloud_standin.systemtags import can_assign
 from nudenet import NudeDetector
 
 from ex_app.analyzers.sensitive import (
@@ -23,9 +26,12 @@ from ex_app.analyzers.sensitive import (
     decode,
     letterbox,
 )
+from ex_app.config import Settings
+from ex_app.engine import Engine
 from ex_app.models.manifest import load_manifest
 from ex_app.models.runtime import OnnxSession
 from ex_app.models.store import ModelStore, ModelUnavailable, file_sha256, package_file
+from ex_app.sinks.nextcloud_tags import NextcloudTagSink, TagRefused
 
 MODEL = "nudenet_320n"
 
@@ -169,3 +175,38 @@ def test_a_photo_is_sensitive_only_through_exposed_classes(detector, shared_data
     assert judged.score == max(p.score for p in judged.parts if p.label in EXPOSED_CLASSES)
     assert SensitiveDetector(detector._session, threshold=judged.score - 0.01).judge(rgb).sensitive
     assert not SensitiveDetector(detector._session, threshold=judged.score + 0.01).judge(rgb).sensitive
+
+
+def test_the_sensitive_tag_is_made_restricted_by_an_admin_and_assigned_as_the_owner(
+    nextcloud, monkeypatch, tmp_path
+):
+    """Over real HTTP: the restricted tag is created by a member of the admin group (a user
+    may not create one), assigned as the file's owner once an admin lets the owner's group
+    assign it, and refused with a clear error before; a public tag beside it stays public."""
+    for name, value in nextcloud.app_env().items():
+        monkeypatch.setenv(name, value)
+    state = nextcloud.state
+    photo = state.put_file("alice", "Photos/beach.jpg", b"\xff\xd8 not looked at")
+    state.users["alice"].groups.append("family")
+    sink = NextcloudTagSink(Engine(Settings(data_dir=tmp_path)).sessions, restricted={"Private"})
+
+    async def scenario() -> None:
+        alice = AsyncNextcloudApp(user="alice")
+        with pytest.raises(TagRefused, match="'alice' assign the restricted tag 'Private'"):
+            await sink.apply(alice, photo.fileid, ["Private", "Beach"])
+        (private,) = [t for t in state.tags.values() if t.name == "Private"]
+        assert private.user_visible and not private.user_assignable
+        assert state.tag_names_of(photo.fileid) == {"Beach"}  # the public tag went on
+        creators = {user for method, path, user in state.requests
+                    if method == "POST" and path.endswith("/systemtags")}  # fmt: skip
+        assert creators == {"admin", "alice"}  # admin made Private, alice made Beach
+
+        private.groups = ["family"]  # the admin lets alice's group assign it
+        await sink.apply(alice, photo.fileid, ["Private", "Beach"])
+        assert state.tag_names_of(photo.fileid) == {"Private", "Beach"}
+        assert [t.name for t in state.tags.values()].count("Private") == 1
+        assert not can_assign(private, state.users["bob"])  # bob is not in the group
+        await sink.apply(alice, photo.fileid, ["Beach"])  # no longer found: taken off
+        assert state.tag_names_of(photo.fileid) == {"Beach"}
+
+    asyncio.run(scenario())
