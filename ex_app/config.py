@@ -145,6 +145,13 @@ class Settings(BaseSettings):
     landmark_top_k: int = Field(default=3, ge=1)
     landmark_min_score: float = Field(default=0.3, ge=0, le=1)
 
+    # The sensitive-photo filter (NudeNet's detector), off until the admin turns it on: a photo
+    # whose exposed-body detections score sensitive_min_score or more gets the restricted
+    # tag sensitive_tag (README: the sensitive-photo filter).
+    sensitive_enabled: bool = False
+    sensitive_min_score: float = Field(default=0.6, gt=0, le=1)
+    sensitive_tag: str = Field(default="Sensitive", min_length=1, max_length=64)
+
     # The ExApp (Nextcloud): how it works through the users' files.
     jobs: int = Field(default=1, ge=1)  # files downloaded at once (analysis: one at a time)
     # "22-6": no analysis from 22:00 until 06:00 (server time); empty: none.

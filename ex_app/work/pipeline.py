@@ -53,6 +53,7 @@ from ex_app.analyzers.places import (
     gazetteer_version,
     place_tags,
 )
+from ex_app.analyzers.sensitive import SensitiveDetector
 from ex_app.analyzers.video import agreed_labels, distinct_faces, has_music_track
 from ex_app.config import (
     ACTIONS_PATH,
@@ -86,6 +87,7 @@ MUSIC = "music"
 VIDEO = "video"
 ACTIONS = "actions"  # human actions in videos (MoViNet)
 LANDMARKS = "landmarks"  # landmarks in photos (Google's regional classifiers)
+SENSITIVE = "sensitive"  # the opt-in sensitive-photo filter (NudeNet)
 OPTIONAL_ANALYZERS = (ACTIONS, LANDMARKS)  # skipped while their model files are not here
 LABELLING_ANALYZERS = (OBJECTS, MUSIC, VIDEO)  # their results are rows of the labels table
 FACE_FINDING_ANALYZERS = (FACES, VIDEO)  # their results are rows of the faces table
@@ -112,6 +114,7 @@ ANALYZER_MODELS: dict[str, tuple[str, ...]] = {
 }
 ANALYZER_MODELS[VIDEO] = ANALYZER_MODELS[FACES] + ANALYZER_MODELS[OBJECTS] + ANALYZER_MODELS[MUSIC]
 ANALYZER_MODELS[ACTIONS] = ("movinet_a0_stream", "kinetics600_labels")
+ANALYZER_MODELS[SENSITIVE] = ("nudenet_320n",)
 # Per region: the classifier and its label map. Landmarks also need the object classifier,
 # whose labels decide which photos are worth a look.
 LANDMARK_MODELS = {region: (f"landmarks_{region}", f"landmarks_{region}_labels") for region in REGIONS}
@@ -157,7 +160,7 @@ def optional_models() -> set[str]:
     return {n for a in OPTIONAL_ANALYZERS for n in ANALYZER_MODELS[a]} - required
 
 ANALYZERS_BY_KIND: dict[MediaKind, tuple[str, ...]] = {
-    MediaKind.IMAGE: (FACES, OBJECTS, PLACES, LANDMARKS),
+    MediaKind.IMAGE: (FACES, OBJECTS, PLACES, LANDMARKS, SENSITIVE),
     MediaKind.AUDIO: (MUSIC,),
     MediaKind.VIDEO: (VIDEO, ACTIONS, PLACES),
 }
@@ -212,6 +215,7 @@ class Pipeline:
             VIDEO: s.video_enabled,
             ACTIONS: s.actions_enabled,
             LANDMARKS: s.landmarks_enabled,
+            SENSITIVE: s.sensitive_enabled,
         }
         return tuple(
             a for a in ANALYZERS_BY_KIND.get(kind, ()) if enabled[a] and self.available(a)
@@ -345,6 +349,12 @@ class Pipeline:
         }
 
     @cached_property
+    def sensitive_detector(self) -> SensitiveDetector:
+        s = self._settings
+        session = open_session(self._models.path("nudenet_320n"), s.threads, s.inference_engine)
+        return SensitiveDetector(session, s.sensitive_min_score)
+
+    @cached_property
     def country_regions(self) -> dict[str, tuple[str, ...]]:
         return load_country_regions(LANDMARK_REGIONS_PATH)
 
@@ -393,6 +403,9 @@ class Pipeline:
             result.tags[PLACES] = place_tags(result.place) if result.place else []
         if LANDMARKS in analyzers:
             result.tags[LANDMARKS] = self.landmark_tags(image.pixels, labels, result.place)
+        if SENSITIVE in analyzers:
+            sensitive = self.sensitive_detector.judge(image.pixels).sensitive
+            result.tags[SENSITIVE] = [s.sensitive_tag] if sensitive else []
         return result
 
     def embed_again(
