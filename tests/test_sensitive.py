@@ -9,14 +9,17 @@ outputs for ordinary photos (none may be flagged), and the whole detector agains
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+from conftest import SHARED_DATA, SHARED_MODELS
 from nc_py_api import AsyncNextcloudApp
 from nextcloud_standin.systemtags import can_assign
 from nudenet import NudeDetector
+from test_exapp import _selection, serve
 
 from ex_app.analyzers.sensitive import (
     CLASSES,
@@ -34,6 +37,9 @@ from ex_app.models.store import ModelStore, ModelUnavailable, file_sha256, packa
 from ex_app.sinks.nextcloud_tags import NextcloudTagSink, TagRefused
 
 MODEL = "nudenet_320n"
+# The ordinary photo the model scores highest (0.557), and one it scores nothing on.
+BATHING_CAP = SHARED_DATA / "images" / "n02807133_bathing_cap.JPEG"
+CAT = SHARED_DATA / "images" / "n02123394_Persian_cat.JPEG"
 
 
 @pytest.fixture(scope="module")
@@ -210,3 +216,44 @@ def test_the_sensitive_tag_is_made_restricted_by_an_admin_and_assigned_as_the_ow
         assert state.tag_names_of(photo.fileid) == {"Beach"}
 
     asyncio.run(scenario())
+
+
+def test_the_admins_toggle_and_tag_name_over_real_http(nextcloud, tmp_path, monkeypatch, shared_data):
+    """The ExApp against the stand-in: off by default, no tag is made at all; switched on in
+    the admin form with a tag name, the photo that passes the threshold (lowered for this
+    ordinary photo, 0.557) gets that restricted tag once the admin lets its owner's group
+    assign it; the other photo never does."""
+    state = nextcloud.state
+    state.app.enabled = False
+    cap = state.put_file("alice", "Pool/cap.jpg", BATHING_CAP.read_bytes())
+    cat = state.put_file("alice", "Pool/cat.jpg", CAT.read_bytes())
+    state.users["alice"].groups.append("family")
+    settings = Settings(
+        data_dir=tmp_path / "data", model_mirror=SHARED_MODELS, crawl_interval_seconds=3600,
+        user_choice_refresh_seconds=0, faces_enabled=False, places_enabled=False,
+        music_enabled=False, video_enabled=False, sensitive_min_score=0.5,
+    )  # fmt: skip
+    with serve(nextcloud, settings, monkeypatch) as exapp:
+        exapp.enable()
+        exapp.wait_for_cycles(1)
+        assert exapp.downloads_of("cap.jpg") == 1  # analyzed, for objects only
+        assert "sensitive" not in {p["analyzer"] for p in exapp.progress()["analyzers"]}
+        assert not [t for t in state.tags.values() if t.name in ("Sensitive", "Pool photos")]
+
+        state.app_config["sensitive_enabled"] = ("1", 0)
+        state.app_config["sensitive_tag"] = ("Pool photos", 0)
+        exapp.call("POST", "/api/files-action", "alice", json=_selection(state, "alice", "Pool"))
+        exapp.wait_for_cycles(2)
+        (tag,) = [t for t in state.tags.values() if t.name == "Pool photos"]
+        assert tag.user_visible and not tag.user_assignable  # restricted
+        assert "Pool photos" not in state.tag_names_of(cap.fileid)  # alice may not assign it
+
+        tag.groups = ["family"]  # the admin lets alice's group assign it
+        deadline = time.monotonic() + 120
+        while "Pool photos" not in state.tag_names_of(cap.fileid):
+            assert time.monotonic() < deadline, exapp.progress()
+            exapp.call("POST", "/api/files-action", "alice",
+                       json=_selection(state, "alice", "Pool/cat.jpg"))  # a cycle: retags
+            exapp.wait_for_cycles(exapp.progress()["cycles"] + 1)
+        assert "Pool photos" not in state.tag_names_of(cat.fileid)
+        assert state.tag_names_of(cat.fileid) & {"Cat", "Animal", "Pet"}
