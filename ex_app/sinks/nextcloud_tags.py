@@ -59,15 +59,16 @@ class NextcloudTagSink:
         ours = self.assigned(remote_id)
         present = {tag.display_name for tag in await nc.files.get_tags(remote_id)}
         for name in sorted(wanted - present - ours):  # ours but absent: a user removed it
+            tag_id = await self.tag_id(nc, name)
             try:
-                await nc.files.assign_tag(remote_id, await self.tag_id(nc, name))
+                await nc.files.assign_tag(remote_id, tag_id)
             except NextcloudException as error:
                 if error.status_code != 403 or name not in self.restricted:
                     raise
                 raise TagRefused(
                     f"Nextcloud does not let {await nc.user!r} assign the restricted tag {name!r} "
-                    f"(HTTP 403): an admin lets that user's group assign it (Administration "
-                    f"settings → Collaborative tags)"
+                    f"(id {tag_id}, HTTP 403): an admin adds that user's groups to the tag's "
+                    "groups (README: Sensitive photos)"
                 ) from error
             with self.sessions.begin() as session:
                 session.merge(schema.SinkTag(remote_id=remote_id, tag=name))
