@@ -9,7 +9,17 @@ outputs for ordinary photos (none may be flagged), and the whole detector agains
 from __future__ import annotations
 
 import asyncio
+import base64
+import functools
+import hashlib
+import os
+import subprocess
+import sys
+import threading
 import time
+import zipfile
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from importlib import metadata
 from pathlib import Path
 
 import cv2
@@ -75,6 +85,68 @@ def test_the_model_comes_verified_from_the_nudenet_package_in_place(tmp_path, mo
         f"python package nudenet: sha256 mismatch: {model_path} has {spec.sha256}, "
         f"expected {'0' * 64}"
     ]
+
+
+def _wheel_of_installed_nudenet(folder: Path) -> Path:
+    """The nudenet wheel rebuilt from the installed distribution's own files, each checked
+    against the RECORD pip wrote from the registry's wheel (no download)."""
+    dist = metadata.distribution("nudenet")
+    wheel = folder / f"nudenet-{dist.version}-py3-none-any.whl"
+    shipped = ("METADATA", "WHEEL", "LICENSE", "LICENSE.md", "entry_points.txt", "top_level.txt")
+    record = []
+    with zipfile.ZipFile(wheel, "w") as archive:
+        for entry in dist.files:
+            name = str(entry)
+            if not (name.startswith("nudenet/") and name.endswith((".py", ".onnx"))
+                    or name.split("/")[-1] in shipped and ".dist-info/" in name):  # fmt: skip
+                continue
+            data = entry.locate().read_bytes()
+            digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+            assert (entry.hash.mode, entry.hash.value) == ("sha256", digest), name
+            archive.writestr(name, data)
+            record.append(f"{name},sha256={digest},{len(data)}")
+        record_name = f"nudenet-{dist.version}.dist-info/RECORD"
+        archive.writestr(record_name, "\n".join([*record, f"{record_name},,"]) + "\n")
+    return wheel
+
+
+def test_a_fresh_install_from_a_package_index_gives_the_verified_model(tmp_path):
+    """pip installs nudenet from a package index over HTTP (a local one: no network), as
+    `make venv` and the image do from PyPI; the model store of a process that sees only that
+    install finds 320n.onnx where the manifest says and verifies it."""
+    index = tmp_path / "index"
+    (index / "simple" / "nudenet").mkdir(parents=True)
+    wheel = _wheel_of_installed_nudenet(index)
+    (index / "simple" / "nudenet" / "index.html").write_text(
+        f'<a href="../../{wheel.name}#sha256={file_sha256(wheel)}">{wheel.name}</a>'
+    )
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(index))
+    handler.log_message = lambda *args: None  # type: ignore[method-assign]
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "RECOGNIZE_"))}
+    env["PIP_CONFIG_FILE"] = os.devnull  # this machine's pip configuration names other indexes
+    target = tmp_path / "site"
+    try:
+        subprocess.run(
+            [sys.executable, "-m", "pip", "install", "--no-deps", "--no-cache-dir",
+             "--disable-pip-version-check", "--index-url",
+             f"http://127.0.0.1:{server.server_address[1]}/simple/", "--target", str(target),
+             "nudenet==3.4.2"],
+            check=True, capture_output=True, env=env, timeout=300,
+        )  # fmt: skip
+    finally:
+        server.shutdown()
+        server.server_close()
+    fetch = ("from ex_app.models.manifest import load_manifest; "
+             "from ex_app.models.store import ModelStore; import sys; "
+             f"print(ModelStore(sys.argv[1], load_manifest()).fetch({MODEL!r}))")  # fmt: skip
+    found = subprocess.run(
+        [sys.executable, "-c", fetch, str(tmp_path / "models")], check=True, capture_output=True,
+        text=True, env={**env, "PYTHONPATH": str(target)}, timeout=120,
+    ).stdout.strip()  # fmt: skip
+    assert Path(found) == target / "nudenet" / "320n.onnx"
+    assert file_sha256(Path(found)) == load_manifest()[MODEL].sha256
 
 
 def test_letterbox_fills_the_square_with_the_longer_side_and_pads_black(model_path):
