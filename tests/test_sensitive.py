@@ -227,7 +227,8 @@ def test_no_ordinary_photo_is_flagged(detector, shared_data):
     """The model's real outputs on the 100 ImageNet photos, the group and no-face photos and
     every tenth face photo: none reaches the threshold.
 
-    Highest exposed-class scores seen over all 1,401 photos of the shared data (RGB input):
+    Highest exposed-class scores over all 1,388 photos of the shared data (RGB input;
+    bench/sensitive_scores.py):
     0.557 (MALE_GENITALIA_EXPOSED on n02807133_bathing_cap, a swimmer), 0.466 and 0.419 on
     two LFW portraits, 0.407 (FEMALE_BREAST_EXPOSED, an LFW portrait), 0.390 (ANUS_EXPOSED
     on n02342885_hamster); the default threshold is 0.6.
