@@ -147,7 +147,7 @@ class Settings(BaseSettings):
 
     # The sensitive-photo filter (NudeNet's detector), off until the admin turns it on: a photo
     # whose exposed-body detections score sensitive_min_score or more gets the restricted
-    # tag sensitive_tag (README: the sensitive-photo filter).
+    # tag sensitive_tag (README: "Sensitive photos").
     sensitive_enabled: bool = False
     sensitive_min_score: float = Field(default=0.6, gt=0, le=1)
     sensitive_tag: str = Field(default="Sensitive", min_length=1, max_length=64)

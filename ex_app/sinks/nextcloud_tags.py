@@ -10,7 +10,7 @@ A *restricted* tag (the sensitive-photo filter's) is visible but not user-assign
 admins, and members of the groups an admin lets assign it, can assign or remove it. Only an
 admin may create one, so this app creates it acting as a member of Nextcloud's ``admin``
 group; it still assigns it as the file's user, which Nextcloud allows where that user may
-assign the tag (README: the sensitive-photo filter).
+assign the tag (README: "Sensitive photos").
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ class NextcloudTagSink:
                 raise TagRefused(
                     f"Nextcloud does not let {await nc.user!r} assign the restricted tag {name!r} "
                     f"(id {tag_id}, HTTP 403): an admin adds that user's groups to the tag's "
-                    "groups (README: Sensitive photos)"
+                    'groups (README: "Sensitive photos")'
                 ) from error
             with self.sessions.begin() as session:
                 session.merge(schema.SinkTag(remote_id=remote_id, tag=name))
