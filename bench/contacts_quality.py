@@ -128,7 +128,7 @@ def main() -> None:
             results[label] = measure(engine, contacts, persons)
         engine.sessions.kw["bind"].dispose()
 
-    print(f"\n| distance | right (choosing) | wrong (choosing) | right (reported) | wrong (reported) |")
+    print("\n| distance | right (choosing) | wrong (choosing) | right (reported) | wrong (reported) |")
     print("|---|---|---|---|---|")
     for a, b in zip(results["choosing"]["rows"], results["reported"]["rows"]):
         print(f"| {a['distance']:.2f} | {a['right']:.1%} | {a['wrong']} ({a['wrong_share']:.2%}) "

@@ -152,6 +152,16 @@ class LandmarksSettings(AnalyzerSection):
     min_score: float = Field(default=0.3, ge=0, le=1)
 
 
+class SensitiveSettings(AnalyzerSection):
+    """The sensitive-photo filter (NudeNet's detector), off until the admin turns it on: a
+    photo whose exposed-body detections score min_score or more gets the restricted tag
+    ``tag`` (README: "Sensitive photos")."""
+
+    enabled: bool = False
+    min_score: float = Field(default=0.6, gt=0, le=1)
+    tag: str = Field(default="Sensitive", min_length=1, max_length=64)
+
+
 class InferenceSettings(BaseModel):
     threads: int = Field(default=1, ge=1)
     # onnxruntime or LiteRT; "auto": by the processor's features (ex_app/models/runtime.py)
@@ -226,7 +236,7 @@ _IRREGULAR = {
 }
 _OLD_PREFIXES = {
     "faces": "face_", "objects": "object_", "places": "place_", "music": "music_",
-    "video": "video_", "actions": "action_", "landmarks": "landmark_", "worker": "worker_",
+    "video": "video_", "actions": "action_", "landmarks": "landmark_", "sensitive": "sensitive_", "worker": "worker_",
     "nextcloud": "", "queue": "",
 }
 _WARNED: set[str] = set()  # flat variables named in the log already
@@ -251,6 +261,7 @@ class Settings(BaseSettings):
     video: VideoSettings = VideoSettings()
     actions: ActionsSettings = ActionsSettings()
     landmarks: LandmarksSettings = LandmarksSettings()
+    sensitive: SensitiveSettings = SensitiveSettings()
 
     inference: InferenceSettings = InferenceSettings()
     images: ImagesSettings = ImagesSettings()

@@ -56,6 +56,7 @@ from ex_app.main import create_app
 from ex_app.media.errors import MediaError
 from ex_app.people import thumbnails
 from ex_app.analyzers.video import appearance_distance
+from ex_app.people.distances import face_distances
 from ex_app.sources.nextcloud import NextcloudSource, NextcloudUsers
 from ex_app.sources.sync import sync
 from ex_app.store import schema
@@ -77,8 +78,8 @@ def face_analyzer(model_store) -> FaceAnalyzer:
     return FaceAnalyzer(
         detector_path=model_store.path("face_detection_yunet"),
         embedder=SFaceEmbedder(model_store.path("face_recognition_sface")),
-        min_score=SETTINGS.face_min_score,
-        min_size=SETTINGS.face_min_size,
+        min_score=SETTINGS.faces.min_score,
+        min_size=SETTINGS.faces.min_size,
     )
 
 

@@ -145,6 +145,9 @@ ANALYZERS: tuple[Analyzer, ...] = (
     Analyzer("landmarks", (IMAGE,), "Landmarks",
              "Tag photos of buildings and monuments with the landmark", landmark_models,
              optional=True, missing_here=landmarks_missing),
+    Analyzer("sensitive", (IMAGE,), "Sensitive photos",
+             "Tag photos showing nudity, with a tag users cannot assign (NudeNet)",
+             fixed("nudenet_320n")),
 )
 BY_NAME = {analyzer.name: analyzer for analyzer in ANALYZERS}
 FACES = "faces"  # its only tag is People: it goes with a user's face data

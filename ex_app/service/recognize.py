@@ -148,7 +148,8 @@ class RecognizeService:
     @property
     def sink(self) -> NextcloudTagSink:
         if self._sink is None:
-            self._sink = NextcloudTagSink(self.current_engine.sessions)
+            engine = self.current_engine
+            self._sink = NextcloudTagSink(engine.sessions, {engine.settings.sensitive.tag})
         return self._sink
 
     def choice_changed(self, user: str) -> None:

@@ -8,14 +8,21 @@ of ours that a user took off is not given back.
 
 The files whose tags must be made again are the outbox's ``TAGS`` marks
 (:mod:`ex_app.store.outbox`): :meth:`NextcloudTagSink.drain` works through them.
+
+A *restricted* tag (the sensitive-photo filter's) is visible but not user-assignable: only
+admins, and members of the groups an admin lets assign it, can assign or remove it. Only an
+admin may create one, so this app creates it acting as a member of Nextcloud's ``admin``
+group; it still assigns it as the file's user, which Nextcloud allows where that user may
+assign the tag (README: "Sensitive photos").
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 
 from nc_py_api import AsyncNextcloudApp, NextcloudException
+from nc_py_api.files import SystemTag
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -24,12 +31,21 @@ from ex_app.store import outbox, schema
 log = logging.getLogger(__name__)
 
 
-class NextcloudTagSink:
-    """Makes a file's Recognize tags in Nextcloud match the tags found for it."""
+class TagRefused(Exception):
+    """Nextcloud would not let this app create or assign a restricted tag; says what to do."""
 
-    def __init__(self, sessions: sessionmaker[Session]):
+
+class NextcloudTagSink:
+    """Makes a file's Recognize tags in Nextcloud match the tags found for it.
+
+    ``restricted``: names of the tags to create restricted (visible, not user-assignable).
+    """
+
+    def __init__(self, sessions: sessionmaker[Session], restricted: Collection[str] = ()):
         self.sessions = sessions
+        self.restricted = frozenset(restricted)
         self._tag_ids: dict[str, int] = {}
+        self._admin: AsyncNextcloudApp | None = None
 
     def assigned(self, remote_id: int) -> set[str]:
         """The tags this app assigned to the Nextcloud file and has not taken off."""
@@ -51,7 +67,17 @@ class NextcloudTagSink:
             return  # nothing to assign or take off: Nextcloud is not asked
         present = {tag.display_name for tag in await nc.files.get_tags(remote_id)}
         for name in sorted(wanted - present - ours):  # ours but absent: a user removed it
-            await nc.files.assign_tag(remote_id, await self.tag_id(nc, name))
+            tag_id = await self.tag_id(nc, name)
+            try:
+                await nc.files.assign_tag(remote_id, tag_id)
+            except NextcloudException as error:
+                if error.status_code != 403 or name not in self.restricted:
+                    raise
+                raise TagRefused(
+                    f"Nextcloud does not let {await nc.user!r} assign the restricted tag {name!r} "
+                    f"(id {tag_id}, HTTP 403): an admin adds that user's groups to the tag's "
+                    'groups (README: "Sensitive photos")'
+                ) from error
             with self.sessions.begin() as session:
                 session.merge(schema.SinkTag(remote_id=remote_id, tag=name))
         for name in sorted(ours - wanted):
@@ -96,15 +122,37 @@ class NextcloudTagSink:
                     finished += 1
 
     async def tag_id(self, nc: AsyncNextcloudApp, name: str) -> int:
-        """The id of the collaborative tag with this name, created if there is none."""
+        """The id of the tag with this name and this app's visibility for it, created (as an
+        admin, for a restricted one) if there is none."""
         if name not in self._tag_ids:
-            self._tag_ids.update({t.display_name: t.tag_id for t in await nc.files.list_tags()})
+            self._tag_ids.update(self._ours(await nc.files.list_tags()))
         if name not in self._tag_ids:
+            restricted = name in self.restricted
+            creator = await self.admin() if restricted else nc
             try:
-                await nc.files.create_tag(name, user_visible=True, user_assignable=True)
+                await creator.files.create_tag(name, user_visible=True, user_assignable=not restricted)
             except NextcloudException as error:
                 if error.status_code != 409:  # 409: made meanwhile by someone else
                     raise
-            self._tag_ids[name] = (await nc.files.tag_by_name(name)).tag_id
+            self._tag_ids.update(self._ours(await creator.files.list_tags()))
         return self._tag_ids[name]
+
+    def _ours(self, tags: Iterable[SystemTag]) -> dict[str, int]:
+        """Tag ids by name, of the tags with the visibility this app gives that name."""
+        return {
+            t.display_name: t.tag_id for t in tags
+            if t.user_visible and t.user_assignable != (t.display_name in self.restricted)
+        }
+
+    async def admin(self) -> AsyncNextcloudApp:
+        """This app acting as a member of Nextcloud's admin group (looked up once)."""
+        if self._admin is None:
+            for user in await AsyncNextcloudApp().users_list():
+                client = AsyncNextcloudApp(user=user)
+                if "admin" in (await client.users.get_user()).groups:
+                    self._admin = client
+                    break
+            else:
+                raise TagRefused("no member of Nextcloud's admin group to create restricted tags")
+        return self._admin
 

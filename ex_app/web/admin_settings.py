@@ -36,6 +36,9 @@ def settings_form(defaults: Settings, progress: str | None = None) -> SettingsFo
         fields=[
             *(field(f"{a.name}_enabled", a.title, SettingsFieldType.CHECKBOX, a.enabled(defaults),
                     label=a.label) for a in ANALYZERS),
+            field("sensitive_tag", "Tag of sensitive photos", SettingsFieldType.TEXT,
+                  defaults.sensitive.tag,
+                  description="A restricted tag: see the README for who sees it."),
             field("face_sensitivity", "Face grouping sensitivity", SettingsFieldType.SELECT,
                   label_of(SENSITIVITY, defaults.faces.sensitivity), options=list(SENSITIVITY),
                   description="How alike faces must be to become one person."),

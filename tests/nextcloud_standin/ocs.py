@@ -239,7 +239,7 @@ class OcsApi:
         account = self.state.users[_require_user(user)]
         return {"enabled": True, "id": account.user_id, "displayname": account.display_name,
                 "display-name": account.display_name, "email": None,
-                "groups": ["admin"] if account.admin else [], "language": "en", "locale": ""}
+                "groups": (["admin"] if account.admin else []) + account.groups, "language": "en", "locale": ""}
 
     # --- AppAPI ------------------------------------------------------------------------------
 

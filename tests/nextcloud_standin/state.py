@@ -28,6 +28,7 @@ class User:
     display_name: str
     admin: bool = False
     password: str = ""  # for a browser's Basic auth; "" means the user id
+    groups: list[str] = field(default_factory=list)  # besides "admin"
 
     def checks(self, password: str) -> bool:
         return password == (self.password or self.user_id)
@@ -91,6 +92,7 @@ class Tag:
     name: str
     user_visible: bool = True
     user_assignable: bool = True
+    groups: list[str] = field(default_factory=list)  # may assign it though not user-assignable
 
 
 @dataclass

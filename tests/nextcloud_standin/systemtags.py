@@ -18,11 +18,19 @@ from .davxml import (
     requested_props,
     split_props,
 )
-from .state import NextcloudState, Tag
+from .state import NextcloudState, Tag, User
 from .webdav import dav_user
 
 
-def tag_props(tag: Tag, admin: bool) -> dict[str, PropValue]:
+def can_assign(tag: Tag, account: User) -> bool:
+    """SystemTagManager::canUserAssignTag: public tags, admins, and for a restricted tag the
+    members of its groups."""
+    if (tag.user_visible and tag.user_assignable) or account.admin:
+        return True
+    return tag.user_visible and bool(set(account.groups) & set(tag.groups))
+
+
+def tag_props(tag: Tag, account: User) -> dict[str, PropValue]:
     """What SystemTagPlugin answers about a tag."""
     props: dict[str, PropValue] = {
         "d:resourcetype": "",
@@ -30,10 +38,10 @@ def tag_props(tag: Tag, admin: bool) -> dict[str, PropValue]:
         "oc:display-name": tag.name,
         "oc:user-visible": "true" if tag.user_visible else "false",
         "oc:user-assignable": "true" if tag.user_assignable else "false",
-        "oc:can-assign": "true" if admin or (tag.user_visible and tag.user_assignable) else "false",
+        "oc:can-assign": "true" if can_assign(tag, account) else "false",
     }
-    if admin:
-        props["oc:groups"] = ""
+    if account.admin:
+        props["oc:groups"] = "|".join(tag.groups)
     return props
 
 
@@ -80,20 +88,21 @@ class SystemTagsDav:
         return tag
 
     async def list_tags(self, request: Request, user: str) -> Response:
-        admin = self.state.users[user].admin
+        account = self.state.users[user]
+        admin = account.admin
         wanted = requested_props(parse(await request.body()))
         records = [(href("systemtags", True), *split_props(COLLECTION_PROPS, wanted))]
         if request.headers.get("depth", "1") != "0":
             with self.state.lock:
                 tags = sorted(self.state.tags.values(), key=lambda t: t.tag_id)
-            records += [(href(f"systemtags/{t.tag_id}"), *split_props(tag_props(t, admin), wanted))
+            records += [(href(f"systemtags/{t.tag_id}"), *split_props(tag_props(t, account), wanted))
                         for t in tags if admin or t.user_visible]
         return multistatus(records)
 
     async def get_tag(self, request: Request, user: str) -> Response:
         tag = self._visible_tag(request.path_params["tag_id"], user)
         wanted = requested_props(parse(await request.body()))
-        props = tag_props(tag, self.state.users[user].admin)
+        props = tag_props(tag, self.state.users[user])
         return multistatus([(href(f"systemtags/{tag.tag_id}"), *split_props(props, wanted))])
 
     async def create_tag(self, request: Request, user: str) -> Response:
@@ -140,7 +149,10 @@ class SystemTagsDav:
                     tag.user_visible = value not in ("false", "0")
                 elif clark == "{http://owncloud.org/ns}user-assignable":
                     tag.user_assignable = value not in ("false", "0")
-        names = {"{http://owncloud.org/ns}" + n: "oc:" + n for n in ("display-name", "user-visible", "user-assignable")}
+                elif clark == "{http://owncloud.org/ns}groups":  # group ids joined by "|"
+                    tag.groups = [group for group in value.split("|") if group]
+        names = {"{http://owncloud.org/ns}" + n: "oc:" + n
+                 for n in ("display-name", "user-visible", "user-assignable", "groups")}
         found = {names[c]: "" for c in updates if c in names}
         missing = [c for c in updates if c not in names]
         return multistatus([(href(f"systemtags/{tag.tag_id}"), found, missing)])
@@ -162,7 +174,8 @@ class SystemTagsDav:
 
     async def file_tags(self, request: Request, user: str) -> Response:
         fileid = self._file(request, user)
-        admin = self.state.users[user].admin
+        account = self.state.users[user]
+        admin = account.admin
         wanted = requested_props(parse(await request.body()))
         base = f"systemtags-relations/files/{fileid}"
         records = [(href(base, True), *split_props(COLLECTION_PROPS, wanted))]
@@ -170,17 +183,17 @@ class SystemTagsDav:
             with self.state.lock:
                 tags = sorted((self.state.tags[t] for f, t in self.state.tag_relations if f == fileid),
                               key=lambda t: t.tag_id)
-            records += [(href(f"{base}/{t.tag_id}"), *split_props(tag_props(t, admin), wanted))
+            records += [(href(f"{base}/{t.tag_id}"), *split_props(tag_props(t, account), wanted))
                         for t in tags if admin or t.user_visible]
         return multistatus(records)
 
     async def assign(self, request: Request, user: str) -> Response:
         fileid, tag_id = self._file(request, user), request.path_params["tag_id"]
         tag = self.state.tags.get(tag_id)
-        if tag is None:
+        if tag is None or not (tag.user_visible or self.state.users[user].admin):
             raise DavError(412, "Sabre\\DAV\\Exception\\PreconditionFailed",
                            f"Tag with id {tag_id} does not exist, cannot assign")
-        if not self.state.users[user].admin and not (tag.user_visible and tag.user_assignable):
+        if not can_assign(tag, self.state.users[user]):
             raise DavError(403, "Sabre\\DAV\\Exception\\Forbidden", f"No permission to assign tag {tag_id}")
         with self.state.lock:
             if (fileid, tag_id) in self.state.tag_relations:  # sabre: PUT on the existing mapping node
@@ -191,7 +204,7 @@ class SystemTagsDav:
     async def unassign(self, request: Request, user: str) -> Response:
         fileid, tag_id = self._file(request, user), request.path_params["tag_id"]
         tag = self._visible_tag(tag_id, user)
-        if not self.state.users[user].admin and not tag.user_assignable:
+        if not can_assign(tag, self.state.users[user]):
             raise DavError(403, "Sabre\\DAV\\Exception\\Forbidden", f"No permission to unassign tag {tag_id}")
         with self.state.lock:
             if (fileid, tag_id) not in self.state.tag_relations:
