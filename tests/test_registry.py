@@ -35,9 +35,12 @@ def test_every_analyzer_module_is_registered_with_a_build_and_a_settings_section
     for analyzer in ANALYZERS:
         assert callable(importlib.import_module(f"ex_app.analyzers.{analyzer.name}").build), analyzer.name
         assert isinstance(getattr(settings, analyzer.name), AnalyzerSection)
-    # Optional analyzers are off until the admin turns them on.
-    assert {a.name for a in ANALYZERS if a.enabled(settings)} == set(BY_NAME) - {"actions", "landmarks"}
+    # Optional analyzers are off until the admin turns them on; so is the sensitive filter,
+    # whose model is fetched like any other once it is on.
+    off = {"actions", "landmarks", "sensitive"}
+    assert {a.name for a in ANALYZERS if a.enabled(settings)} == set(BY_NAME) - off
     assert all(BY_NAME[name].optional for name in ("actions", "landmarks"))
+    assert not BY_NAME["sensitive"].optional
 
 
 @pytest.mark.parametrize("embedder", ["sface", "dlib"])
@@ -103,7 +106,8 @@ def test_flat_keywords_map_to_their_sections_and_win_over_the_sections():
     assert Settings(**(settings.model_dump() | {"faces_enabled": "0"})).faces.enabled is False
     every = {name: getattr(getattr(Settings(), section), field)
              for name, (section, field) in config.FLAT_NAMES.items()}
-    assert len(every) == 73  # every flat setting of the release before has a home
+    assert len(every) == 73 + 3  # every flat setting of the release before has a home; and the
+    # sensitive filter's, whose flat names are its admin form's field ids
 
 
 def test_a_worker_process_gets_the_settings_in_force(monkeypatch):
