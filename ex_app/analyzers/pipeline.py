@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
 from functools import cached_property
 from importlib import import_module
 from pathlib import Path
 from typing import Any, TypeVar
 
-import numpy as np
 
 from ex_app.analyzers.registry import (
     ANALYZERS,
@@ -24,7 +22,7 @@ from ex_app.analyzers.registry import (
     embedder_models,
     models_version,
 )
-from ex_app.analyzers.results import FileAnalysis
+from ex_app.analyzers.results import FileAnalysis, StoredFace
 from ex_app.config import Settings
 from ex_app.media.gps import read_gps
 from ex_app.media.images import DecodedImage, decode_image
@@ -34,16 +32,6 @@ from ex_app.models.store import ModelStore
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class StoredFace:
-    """A face the store holds, as embedding it again needs it (the file's own pixels)."""
-
-    id: int
-    box: tuple[float, float, float, float]
-    score: float
-    landmarks: np.ndarray  # 5×2 float32
 
 
 class Media:
