@@ -169,7 +169,9 @@ def worker(engine: Engine, exit_when_done: bool) -> None:
     try:
         with closing(worker_fetcher(engine.settings)) as fetcher:
             _work(engine, fetcher, exit_when_done, stop)
-    except MemoryError as error:  # a file's MemoryError is that file's error: this is start-up
+    except (MemoryError, ImportError) as error:  # a file's is that file's error: this is start-up
+        if isinstance(error, ImportError) and "failed to map" not in str(error):
+            raise  # not the memory cap: a library that is not installed
         lift_memory_cap()
         raise click.ClickException(
             f"RECOGNIZE_WORKER__MEMORY_MB={engine.settings.worker.memory_mb} is too little "

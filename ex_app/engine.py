@@ -80,11 +80,12 @@ class Engine:
         on_file_done: Callable[[str], None] = lambda path: None,
     ) -> Worker:
         """A worker on this engine's queue and store (local files unless told how to fetch);
-        the models it needs are fetched first."""
+        the models it needs are fetched and loaded first."""
         from ex_app.sources.local import LocalFetcher
         from ex_app.work.worker import FileProcessor, Worker
 
         self.fetch_models()
+        self.pipeline.load()
         self.plan_reembedding()
         processor = FileProcessor.from_settings(
             self.settings, self.sessions, self.pipeline, fetcher or LocalFetcher(), after_recorded

@@ -82,6 +82,13 @@ class Pipeline:
             self._parts[make] = make(self)
         return self._parts[make]
 
+    def load(self) -> None:
+        """Load the models of every enabled analyzer that can run here (a worker does so
+        before its first file, so that too little memory shows at once)."""
+        for entry in ANALYZERS:
+            if entry.enabled(self.settings) and self.available(entry.name):
+                self.part(entry.build)
+
     def enabled_analyzers(self, kind: MediaKind) -> tuple[str, ...]:
         return tuple(
             a.name for a in ANALYZERS

@@ -255,9 +255,9 @@ class NextcloudFetcher:
             return await self.source.download(user, path, folder, size)
         except TooLarge as error:
             raise MediaError(f"download failed: {error}") from error
-        except NextcloudExceptionNotFound as error:
-            raise FileGone(f"download failed: {error}") from error
-        except NextcloudException as error:
+        except NextcloudException as error:  # a download's 404 is a plain NextcloudException
+            if error.status_code == 404:
+                raise FileGone(f"download failed: {error}") from error
             if error.status_code >= 500 or error.status_code in (408, 429):
                 raise TransientError(f"download failed: {error}") from error
             raise MediaError(f"download failed: {error}") from error
