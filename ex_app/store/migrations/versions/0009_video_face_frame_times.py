@@ -16,10 +16,10 @@ depends_on = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table('faces') as batch:
-        batch.add_column(sa.Column('frame_time', sa.Float(), nullable=True))
+    # In place, up and down: SQLite's batch mode copies the table, and dropping the old copy
+    # takes the rows that reference it (face rejections) with it.
+    op.add_column('faces', sa.Column('frame_time', sa.Float(), nullable=True))
 
 
 def downgrade() -> None:
-    with op.batch_alter_table('faces') as batch:
-        batch.drop_column('frame_time')
+    op.drop_column('faces', 'frame_time')  # SQLite 3.35+ drops a column in place
