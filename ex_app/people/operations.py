@@ -377,15 +377,6 @@ def person_faces(
     return _face_views(session, schema.Face.person_id == person_id, gate)
 
 
-def photo_faces(
-    session: Session, file_ids: list[int], gate: QualityGate, *, owner: Owner = ANYONE
-) -> list[FaceView]:
-    """Every face in these photos of owner's (others' photos are left out)."""
-    return _face_views(
-        session, schema.Face.file_id.in_(file_ids) & _owned_by(face_owner(), owner), gate
-    )
-
-
 def unassigned_faces(
     session: Session, gate: QualityGate, limit: int = 500, *, owner: Owner = ANYONE
 ) -> list[FaceView]:
