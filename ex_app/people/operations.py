@@ -99,7 +99,7 @@ def _owned_by(column, owner: Owner):
     """A WHERE clause keeping rows whose owner column is owner (no clause for ANYONE)."""
     if owner is ANYONE:
         return true()
-    return column.is_(None) if owner is None else column == owner
+    return column == owner  # SQLAlchemy makes "== None" IS NULL
 
 
 def _person(session: Session, person_id: int, owner: Owner = ANYONE) -> schema.Person:
