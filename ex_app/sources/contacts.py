@@ -42,7 +42,7 @@ DATA_URI_COMMA = re.compile(r"(?im)^((?:[\w-]+\.)?PHOTO[^:\r\n]*:data:[^,\r\n]*)
 HOME_PROPFIND = (
     f'<?xml version="1.0" encoding="utf-8"?>'
     f'<d:propfind xmlns:d="{DAV}" xmlns:cs="{CALSERVER}"><d:prop>'
-    "<d:resourcetype/><d:owner/><d:sync-token/><cs:getctag/>"
+    "<d:resourcetype/><d:displayname/><d:owner/><d:sync-token/><cs:getctag/>"
     "</d:prop></d:propfind>"
 )
 # vCard 4 asked for: sabre converts stored vCard 3 cards (its default answer otherwise).
@@ -60,6 +60,7 @@ class AddressBook:
     """One of the user's own address books: its path under the DAV endpoint and sync token."""
 
     path: str  # under the DAV endpoint, percent-encoded: "/addressbooks/users/alice/contacts/"
+    display_name: str
     sync_token: str
 
 
@@ -169,7 +170,8 @@ async def address_books(nc: AsyncNextcloudApp, user: str) -> list[AddressBook]:
         token = _prop_text(props, f"{{{DAV}}}sync-token") or _prop_text(props, f"{{{CALSERVER}}}getctag")
         href = urlsplit(response.findtext(f"{{{DAV}}}href") or "").path
         path = "/" + href.split("/remote.php/dav/", 1)[-1]
-        books.append(AddressBook(path=path, sync_token=token))
+        books.append(AddressBook(path=path, display_name=_prop_text(props, f"{{{DAV}}}displayname"),
+                                 sync_token=token))
     return books
 
 
