@@ -8,6 +8,7 @@ import logging
 import signal
 import sys
 import threading
+from collections import Counter
 from contextlib import closing
 from dataclasses import asdict
 from datetime import UTC, datetime
@@ -431,10 +432,7 @@ def stats(engine: Engine, as_json: bool) -> None:
         }
         for file_id, status in session.execute(select(schema.Task.file_id, schema.Task.status)):
             task_statuses[file_id].add(status)
-        statuses: dict[str, int] = {}
-        for file_statuses in task_statuses.values():
-            status = overall_status(file_statuses)
-            statuses[status] = statuses.get(status, 0) + 1
+        statuses = Counter(overall_status(file_statuses) for file_statuses in task_statuses.values())
         files = func.count(schema.FileTag.file_id.distinct())
         tags = dict(
             session.execute(
@@ -667,11 +665,9 @@ def contacts_suggestions(engine: Engine, user: str | None, as_json: bool) -> Non
 @click.pass_obj
 def contacts_accept(engine: Engine, person_id: int) -> None:
     """Name the person with the contact name offered to it."""
-    from ex_app.people.contacts import accept, suggestion_for
+    from ex_app.people.contacts import accept
 
-    with engine.sessions() as session:
-        offered = _offered(session, engine, person_id, suggestion_for)
-    _apply_contacts(engine, accept, person_id, offered, engine.settings.faces.embedder)
+    offered = _decide_offer(engine, accept, person_id, engine.settings.faces.embedder)
     click.echo(f"person {person_id} is {offered}")
 
 
@@ -680,30 +676,22 @@ def contacts_accept(engine: Engine, person_id: int) -> None:
 @click.pass_obj
 def contacts_reject(engine: Engine, person_id: int) -> None:
     """The person is not the contact offered: that name is never offered to it again."""
-    from ex_app.people.contacts import reject, suggestion_for
+    from ex_app.people.contacts import reject
 
-    with engine.sessions() as session:
-        offered = _offered(session, engine, person_id, suggestion_for)
-    _apply_contacts(engine, reject, person_id, offered)
+    _decide_offer(engine, reject, person_id)
 
 
-def _offered(session, engine: Engine, person_id: int, suggestion_for) -> str:
-    from ex_app.people.operations import ANYONE, NotFound
-
-    try:
-        found = suggestion_for(session, person_id, ANYONE, engine.settings.faces.embedder)
-    except NotFound as error:
-        raise click.ClickException(str(error)) from error
-    if found is None:
-        raise click.ClickException(f"no contact name is offered to person {person_id}")
-    return found.name
-
-
-def _apply_contacts(engine: Engine, action, person_id: int, name: str, *args) -> None:
+def _decide_offer(engine: Engine, action, person_id: int, *args) -> str:
+    """Accept or reject the contact name offered to the person; returns that name."""
+    from ex_app.people.contacts import suggestion_for
     from ex_app.people.operations import ANYONE, NotFound
 
     try:
         with engine.sessions.begin() as session:
-            action(session, person_id, name, ANYONE, *args)
+            found = suggestion_for(session, person_id, ANYONE, engine.settings.faces.embedder)
+            if found is None:
+                raise click.ClickException(f"no contact name is offered to person {person_id}")
+            action(session, person_id, found.name, ANYONE, *args)
     except NotFound as error:
         raise click.ClickException(str(error)) from error
+    return found.name

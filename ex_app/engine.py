@@ -28,7 +28,7 @@ if TYPE_CHECKING:  # the analyzers' libraries load when work is done: commands t
     from ex_app.store.files import SyncReport
     from ex_app.analyzers.pipeline import Pipeline
     from ex_app.work.queue import WorkQueue
-    from ex_app.work.worker import AfterRecorded, Worker
+    from ex_app.work.worker import Worker
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,6 @@ class Engine:
     def worker(
         self,
         fetcher: FileFetcher | None = None,
-        after_recorded: AfterRecorded | None = None,
         *,
         obey_schedule: bool = True,
         on_file_done: Callable[[str], None] = lambda path: None,
@@ -88,7 +87,7 @@ class Engine:
         self.pipeline.load()
         self.plan_reembedding()
         processor = FileProcessor.from_settings(
-            self.settings, self.sessions, self.pipeline, fetcher or LocalFetcher(), after_recorded
+            self.settings, self.sessions, self.pipeline, fetcher or LocalFetcher()
         )
         return Worker(
             self.settings, self.queue, processor, obey_schedule=obey_schedule, on_file_done=on_file_done

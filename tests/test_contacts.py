@@ -27,8 +27,6 @@ from ex_app.sources import contacts as source
 from ex_app.store import schema
 from ex_app.work.contacts import read_nextcloud_contacts
 from ex_app.store.results import delete_face_data
-from ex_app.sources.local import LocalFetcher
-from ex_app.work.worker import process_pending
 
 FACES = SHARED_DATA / "faces"
 # identity → the contact name alice gave them; their first FILES photos are alice's files, the
@@ -176,10 +174,9 @@ def library(tmp_path):
         (tree / identity).mkdir(parents=True)
         for source_photo in sorted((FACES / identity).iterdir())[:FILES]:
             shutil.copy(source_photo, tree / identity / source_photo.name)
-    root_id, _ = engine.sync_local(tree)
-    process_pending(engine.sessions, root_id, engine.pipeline, LocalFetcher())
+    engine.scan(tree)
     with engine.sessions.begin() as session:
-        root = session.get(schema.Root, root_id)
+        root = session.scalars(select(schema.Root)).one()
         root.source, root.location = "nextcloud", "alice"
     engine.regroup(full=True)
     return engine

@@ -18,8 +18,8 @@ from ex_app.people import operations, thumbnails
 from ex_app.people.clustering import QualityGate
 from ex_app.people.distances import face_distances
 from ex_app.store import schema
-from ex_app.sources.local import LocalFetcher, local_file
-from ex_app.work.worker import process_pending
+from ex_app.store.files import work_left
+from ex_app.sources.local import local_file
 
 IDENTITIES = ("Vladimir_Putin", "Tom_Ridge", "Silvio_Berlusconi", "Lindsay_Davenport", "Ariel_Sharon")
 FIRST_PHOTOS = 6
@@ -72,8 +72,8 @@ def both_groupings(engine: Engine, tree: Path, shared_data: Path):
     engine.regroup(full=True)
     yield "full re-grouping"
     copy_photos(shared_data, tree, FIRST_PHOTOS, FIRST_PHOTOS + 3)
-    root_id, _ = engine.sync_local(tree)
-    process_pending(engine.sessions, root_id, engine.pipeline, LocalFetcher())
+    engine.scan(tree, wait=False)
+    engine.worker(obey_schedule=False).run(until=lambda: not work_left(engine.sessions))
     engine.regroup(full=False)
     yield "incremental update"
 
@@ -208,10 +208,9 @@ def two_owners(tmp_path, shared_data):
     for user, (start, stop) in (("alice", (0, 4)), ("bob", (4, 8))):
         tree = tmp_path / user
         copy_photos(shared_data, tree, start, stop)
-        root_id, _ = engine.sync_local(tree)
-        process_pending(engine.sessions, root_id, engine.pipeline, LocalFetcher())
+        engine.scan(tree)
         with engine.sessions.begin() as session:  # what a crawl of user's files records
-            root = session.get(schema.Root, root_id)
+            root = session.scalars(select(schema.Root).where(schema.Root.source == "local")).one()
             root.source, root.location = "nextcloud", user
     engine.regroup(full=True)
     return engine

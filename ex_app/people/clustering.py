@@ -121,7 +121,7 @@ class ClusterParams:
 def passes_quality_gate(
     size: np.ndarray, score: np.ndarray, sharpness: np.ndarray, pose: np.ndarray, gate: QualityGate
 ) -> np.ndarray:
-    """True for each face good enough to seed a person (arrays of equal length)."""
+    """True for each face good enough to seed a person (arrays of equal length, or numbers)."""
     return (
         (np.asarray(size) >= gate.min_size)
         & (np.asarray(score) >= gate.min_score)

@@ -21,7 +21,7 @@ from ex_app.analyzers.faces import FaceAnalyzer
 from ex_app.media.errors import MediaError
 from ex_app.media.images import decode_image
 from ex_app.people import operations
-from ex_app.people.clustering import QualityGate
+from ex_app.people.clustering import QualityGate, passes_quality_gate
 from ex_app.people.operations import NotFound, Owner
 from ex_app.store import contacts as store
 
@@ -55,9 +55,7 @@ def contact_face(
     face = faces[0]
     scale = image.scale or 1.0
     size = min(face.box[2], face.box[3]) / scale
-    clear = (size >= gate.min_size and face.score >= gate.min_score
-             and face.sharpness >= gate.min_sharpness and face.pose >= gate.min_pose)
-    if not clear:
+    if not passes_quality_gate(size, face.score, face.sharpness, face.pose, gate):
         return None, "the face in the photo is too small, blurred or turned away"
     return face.embedding, ""
 

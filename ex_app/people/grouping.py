@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
+from itertools import combinations
 
 import numpy as np
 from sqlalchemy import case, delete, func, select, update
@@ -71,12 +72,7 @@ class StoredFaces:
         rows_of_file: dict[int, list[int]] = {}
         for row, file_id in enumerate(self.file_ids):
             rows_of_file.setdefault(int(file_id), []).append(row + offset)
-        pairs = [
-            (a, b)
-            for rows in rows_of_file.values()
-            for i, a in enumerate(rows)
-            for b in rows[i + 1 :]
-        ]
+        pairs = [pair for rows in rows_of_file.values() for pair in combinations(rows, 2)]
         return np.array(pairs, dtype=int).reshape(-1, 2)
 
 
@@ -205,7 +201,7 @@ def update_persons(
         rows = session.execute(
             select(schema.Person.id, schema.Person.centroid).where(
                 schema.Person.centroid.is_not(None),
-                schema.Person.owner.is_(None) if owner is None else schema.Person.owner == owner,
+                schema.Person.owner == owner,  # IS NULL for None
             )
         ).all()
         prototypes = [np.frombuffer(blob, dtype=np.float32).reshape(-1, 128) for _, blob in rows]
@@ -247,13 +243,7 @@ def _owners_of_files(session: Session, file_ids) -> set[str | None]:
 
 
 def _persons_of(session: Session, owner: str | None) -> set[int]:
-    return set(
-        session.scalars(
-            select(schema.Person.id).where(
-                schema.Person.owner.is_(None) if owner is None else schema.Person.owner == owner
-            )
-        )
-    )
+    return set(session.scalars(select(schema.Person.id).where(schema.Person.owner == owner)))
 
 
 def _owners_with_stale_persons(session: Session, embedder: str) -> set[str | None]:

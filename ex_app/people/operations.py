@@ -99,7 +99,7 @@ def _owned_by(column, owner: Owner):
     """A WHERE clause keeping rows whose owner column is owner (no clause for ANYONE)."""
     if owner is ANYONE:
         return true()
-    return column.is_(None) if owner is None else column == owner
+    return column == owner  # SQLAlchemy makes "== None" IS NULL
 
 
 def _person(session: Session, person_id: int, owner: Owner = ANYONE) -> schema.Person:
@@ -375,15 +375,6 @@ def person_faces(
     """A person's faces, by photo."""
     _person(session, person_id, owner)
     return _face_views(session, schema.Face.person_id == person_id, gate)
-
-
-def photo_faces(
-    session: Session, file_ids: list[int], gate: QualityGate, *, owner: Owner = ANYONE
-) -> list[FaceView]:
-    """Every face in these photos of owner's (others' photos are left out)."""
-    return _face_views(
-        session, schema.Face.file_id.in_(file_ids) & _owned_by(face_owner(), owner), gate
-    )
 
 
 def unassigned_faces(

@@ -47,18 +47,12 @@ class Snapshot:
             snapshot.faces[face_id] = (person_id, pinned)
         snapshot.rejections = set(map(tuple, session.execute(
             select(schema.FaceRejection.face_id, schema.FaceRejection.person_id).where(
-                or_(
-                    schema.FaceRejection.face_id.in_(snapshot.faces),
-                    schema.FaceRejection.person_id.in_(person_ids),
-                )
+                _rejections_of(snapshot.faces, person_ids)
             )
         ).all()))
         snapshot.distinct = set(map(tuple, session.execute(
             select(schema.DistinctPersons.person_id, schema.DistinctPersons.other_id).where(
-                or_(
-                    schema.DistinctPersons.person_id.in_(person_ids),
-                    schema.DistinctPersons.other_id.in_(person_ids),
-                )
+                _distinct_of(person_ids)
             )
         ).all()))
         return snapshot
@@ -85,23 +79,21 @@ class Snapshot:
         )
         session.execute(delete(schema.Person).where(schema.Person.id.in_(created)))
         persons = set(self.persons)
-        session.execute(
-            delete(schema.FaceRejection).where(
-                or_(
-                    schema.FaceRejection.face_id.in_(self.faces),
-                    schema.FaceRejection.person_id.in_(persons),
-                )
-            )
-        )
+        session.execute(delete(schema.FaceRejection).where(_rejections_of(self.faces, persons)))
         session.add_all(schema.FaceRejection(face_id=f, person_id=p) for f, p in self.rejections)
-        session.execute(
-            delete(schema.DistinctPersons).where(
-                or_(
-                    schema.DistinctPersons.person_id.in_(persons),
-                    schema.DistinctPersons.other_id.in_(persons),
-                )
-            )
-        )
+        session.execute(delete(schema.DistinctPersons).where(_distinct_of(persons)))
         session.add_all(schema.DistinctPersons(person_id=a, other_id=b) for a, b in self.distinct)
         session.flush()
         refresh_centroids(session, persons)
+
+
+def _rejections_of(face_ids, person_ids):
+    """The rejections of these faces or by these persons."""
+    rejection = schema.FaceRejection
+    return or_(rejection.face_id.in_(face_ids), rejection.person_id.in_(person_ids))
+
+
+def _distinct_of(person_ids):
+    """The "not the same" pairs these persons are in."""
+    pair = schema.DistinctPersons
+    return or_(pair.person_id.in_(person_ids), pair.other_id.in_(person_ids))

@@ -79,12 +79,9 @@ def _walk(root: Path, folder: Path, inherited: frozenset[MediaKind]) -> Iterator
 
 
 def content_hash(path: Path) -> str:
-    """sha256 of a file's bytes, read in chunks."""
-    digest = hashlib.sha256()
+    """sha256 of a file's bytes."""
     with open(path, "rb") as stream:
-        while chunk := stream.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(stream, "sha256").hexdigest()
 
 
 class LocalSource:

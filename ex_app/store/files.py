@@ -302,20 +302,6 @@ def delete_stored(session: Session, rows: Iterable[tuple[int, int | None]]) -> N
         session.execute(delete(schema.SinkTag).where(schema.SinkTag.remote_id.in_(remote)))
 
 
-def pending_files(session: Session, root_id: int) -> list[tuple[int, str, tuple[str, ...]]]:
-    """(file id, path, pending analyzers) for the root's files with work left, by path."""
-    rows = session.execute(
-        select(schema.File.id, schema.File.path, schema.Task.analyzer)
-        .join(schema.Task)
-        .where(schema.File.root_id == root_id, schema.Task.status == TaskStatus.PENDING)
-        .order_by(schema.File.path, schema.Task.analyzer)
-    )
-    work: dict[int, tuple[str, list[str]]] = {}
-    for file_id, path, analyzer in rows:
-        work.setdefault(file_id, (path, []))[1].append(analyzer)
-    return [(file_id, path, tuple(analyzers)) for file_id, (path, analyzers) in work.items()]
-
-
 def work_left(
     sessions: sessionmaker[Session],
     *,

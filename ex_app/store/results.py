@@ -34,22 +34,24 @@ def record_analysis(
     if file is None:
         return  # deleted meanwhile
     failed = isinstance(analysis, str)
-    if any(analyzer in FACE_FINDING_ANALYZERS for analyzer in analyzers):
+    finds_faces = any(analyzer in FACE_FINDING_ANALYZERS for analyzer in analyzers)
+    labels = any(analyzer in LABELLING_ANALYZERS for analyzer in analyzers)
+    if finds_faces:
         file.faces.clear()
-    if any(analyzer in LABELLING_ANALYZERS for analyzer in analyzers):
+    if labels:
         file.labels.clear()
     file.tags[:] = [tag for tag in file.tags if tag.analyzer not in analyzers]
     session.flush()
     if not failed:
         file.width, file.height = analysis.width, analysis.height
-        if any(analyzer in FACE_FINDING_ANALYZERS for analyzer in analyzers):
+        if finds_faces:
             file.faces.extend(_face_row(face, analysis.embedder) for face in analysis.faces)
         elif EMBEDDINGS in analyzers:
             for face in file.faces:
                 if face.id in analysis.embeddings:
                     face.embedding = np.asarray(analysis.embeddings[face.id], np.float32).tobytes()
                     face.embedder = analysis.embedder
-        if any(analyzer in LABELLING_ANALYZERS for analyzer in analyzers):
+        if labels:
             file.labels.extend(
                 schema.Label(label_id=label.id, name=label.name, score=label.score)
                 for label in analysis.labels

@@ -139,14 +139,12 @@ def fail_transiently(
     error: str,
     max_attempts: int,
     retry_delay: float,
-    now: datetime | None = None,
 ) -> float | None:
     """Count a failure that may pass (Nextcloud away, database locked).
 
     Returns the seconds until the retry, which the claim waits for; None when the file has
     had its attempts (it goes to the dead-letter state with the error) or the claim was lost.
     """
-    now = now or datetime.now(UTC)
     tasks = still_held(session, claimed, worker)
     if tasks is None:
         return None
@@ -162,7 +160,7 @@ def fail_transiently(
             task.lease_until = None
         else:  # no worker holds it while it waits
             task.error = error
-            task.lease_until = now + timedelta(seconds=delay)
+            task.lease_until = datetime.now(UTC) + timedelta(seconds=delay)
             task.worker = None
     return None if dead else delay
 

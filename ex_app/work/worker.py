@@ -3,7 +3,7 @@
 What differs between sources is the fetcher (:mod:`ex_app.sources.fetch`): it gives a local
 path for a claimed file (a local root: the file itself; Nextcloud: a download to a temporary
 file) and raises :class:`TransientError` for failures that may pass (a 5xx answer, a lost
-connection). An :data:`AfterRecorded` hook runs after a file's outcome is committed.
+connection).
 
 A worker hands back, untouched, the files of sources its fetcher does not know (they wait
 for a worker that does), so local scans and Nextcloud work can share one queue.
@@ -38,7 +38,6 @@ from ex_app.media.errors import MediaError
 from ex_app.models.store import ModelUnavailable
 from ex_app.sources.fetch import FileFetcher, SourcesFetcher, TransientError
 from ex_app.sources.local import LocalFetcher
-from ex_app.store.files import pending_files
 from ex_app.store.reembed import stored_faces
 from ex_app.work import claims
 from ex_app.work.claims import ClaimedFile
@@ -47,18 +46,6 @@ from ex_app.work.queue import WorkQueue
 from ex_app.work.schedule import in_quiet_hours
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Outcome:
-    """What became of a claimed file: its analysis, or the permanent error it was recorded with."""
-
-    file: ClaimedFile
-    analysis: FileAnalysis | None
-    error: str | None
-
-
-AfterRecorded = Callable[[Outcome], None]
 
 
 @dataclass
@@ -85,7 +72,6 @@ class FileProcessor:
         max_attempts: int = 1,
         retry_delay: float = 30.0,
         cpu: CpuBudget | None = None,
-        after_recorded: AfterRecorded | None = None,
     ):
         self.sessions = sessions
         self.pipeline = pipeline
@@ -96,7 +82,6 @@ class FileProcessor:
         self.max_attempts = max_attempts
         self.retry_delay = retry_delay
         self.cpu = cpu
-        self.after_recorded = after_recorded
 
     @classmethod
     def from_settings(
@@ -105,7 +90,6 @@ class FileProcessor:
         sessions: sessionmaker[Session],
         pipeline: Pipeline,
         fetcher: FileFetcher,
-        after_recorded: AfterRecorded | None = None,
     ) -> FileProcessor:
         return cls(
             sessions,
@@ -116,7 +100,6 @@ class FileProcessor:
             max_attempts=settings.queue.max_attempts,
             retry_delay=settings.queue.retry_delay_seconds,
             cpu=cpu_budget(settings),
-            after_recorded=after_recorded,
         )
 
     def claim(self, file_id: int) -> ClaimedFile | None:
@@ -146,11 +129,6 @@ class FileProcessor:
             raise
         with self.sessions.begin() as session:
             recorded = claims.finish(session, claimed, self.name, analysis, self.pipeline)
-        if recorded and self.after_recorded is not None:
-            failed = isinstance(analysis, str)
-            self.after_recorded(
-                Outcome(claimed, None if failed else analysis, analysis if failed else None)
-            )
         return Processed(recorded=recorded, failed=recorded and isinstance(analysis, str))
 
     def _analyze(
@@ -196,31 +174,6 @@ def worker_fetcher(settings: Settings) -> FileFetcher:
 
         fetchers.append(NextcloudFetcher(settings.nextcloud.max_download_bytes))
     return SourcesFetcher(*fetchers)
-
-
-def process_pending(
-    sessions: sessionmaker[Session],
-    root_id: int,
-    pipeline: Pipeline,
-    fetcher: FileFetcher,
-    on_planned: Callable[[int], None] = lambda count: None,
-    on_file_done: Callable[[str], None] = lambda path: None,
-) -> int:
-    """Analyze every pending file of the root in this process, without the queue and its
-    retries; returns how many files were processed."""
-    processor = FileProcessor(sessions, pipeline, fetcher)
-    with sessions() as session:
-        work = pending_files(session, root_id)
-    on_planned(len(work))
-    processed = 0
-    for file_id, path, _ in work:
-        claimed = processor.claim(file_id)
-        if claimed is None:
-            continue
-        if processor.process(claimed).recorded:
-            processed += 1
-            on_file_done(path)
-    return processed
 
 
 class Worker:
