@@ -82,8 +82,7 @@ class LandmarkClassifier:
     def __init__(self, region: str, model_path: Path, labels: list[str], threads: int = 1):
         from ai_edge_litert.interpreter import Interpreter
 
-        self.region = region
-        self.labels = labels
+        self.region, self.labels = region, labels
         self._interpreter = Interpreter(model_path=str(model_path), num_threads=threads)
         self._interpreter.allocate_tensors()
         inputs = self._interpreter.get_input_details()
@@ -117,11 +116,8 @@ class LandmarkClassifier:
     def classify(self, pixels: np.ndarray, top_k: int, min_score: float) -> list[Label]:
         scores = self.scores(pixels)
         best = np.argsort(scores)[::-1][:top_k]
-        return [
-            Label(id=f"{self.region}:{i}", name=self.labels[i], score=float(scores[i]))
-            for i in best
-            if scores[i] >= min_score
-        ]
+        return [Label(f"{self.region}:{i}", self.labels[i], float(scores[i]))
+                for i in best if scores[i] >= min_score]
 
 
 def find_landmarks(
