@@ -71,11 +71,6 @@ def regions_for(
     return tuple(region for region in table[country_code] if region in enabled)
 
 
-def worth_a_look(categories: Iterable[str]) -> bool:
-    """Whether a photo's object categories suggest a landmark."""
-    return any(category in LANDMARK_CATEGORIES for category in categories)
-
-
 class LandmarkClassifier:
     """One region's model and its landmark names."""
 
@@ -145,7 +140,8 @@ def build(pipeline: Pipeline) -> Callable:
     def analyze(media: Media, result) -> list[str]:
         """Names of the landmarks in a photo whose object labels suggest one, else nothing."""
         labels = media.once(objects.labels)
-        if not worth_a_look(rules.categories_for((label.id, label.score) for label in labels)):
+        categories = rules.categories_for((label.id, label.score) for label in labels)
+        if not any(category in LANDMARK_CATEGORIES for category in categories):
             return []
         place = media.once(places.place)
         regions = regions_for(place.country_code if place else None, classifiers, country_regions)
