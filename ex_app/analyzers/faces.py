@@ -211,7 +211,8 @@ class FaceAnalyzer:
             if min(x1 - x0, y1 - y0) < self.min_size:
                 continue
             box = (float(x0), float(y0), float(x1 - x0), float(y1 - y0))
-            results.append(Detection(box, float(row[14]), row[4:14].reshape(5, 2).astype(np.float32)))
+            landmarks = row[4:14].reshape(5, 2).astype(np.float32)
+            results.append(Detection(box, float(row[14]), landmarks))
         return results
 
     def _detect_at(self, bgr: np.ndarray, scale: float) -> np.ndarray:

@@ -75,7 +75,8 @@ class ObjectClassifier:
 def classifier(pipeline: Pipeline) -> ObjectClassifier:
     """The pipeline's object classifier (shared with the video and landmark analyzers)."""
     s, models = pipeline.settings, pipeline.models
-    session = open_session(models.path("efficientnet_lite0"), s.inference.threads, s.inference.engine)
+    inference = s.inference
+    session = open_session(models.path("efficientnet_lite0"), inference.threads, inference.engine)
     labels = load_imagenet_labels(models.path("imagenet_labels"))
     return ObjectClassifier(session, labels, s.objects.top_k, s.objects.min_score)
 

@@ -14,7 +14,8 @@ from importlib import import_module
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ex_app.analyzers.registry import ANALYZERS, BY_NAME, EMBEDDINGS, embedder_models, models_version
+from ex_app.analyzers.registry import (ANALYZERS, BY_NAME, EMBEDDINGS, embedder_models,
+                                       models_version)
 from ex_app.analyzers.results import FileAnalysis, StoredFace
 from ex_app.config import Settings
 from ex_app.media.gps import read_gps

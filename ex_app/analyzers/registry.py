@@ -164,7 +164,9 @@ def needed_models(
 ) -> tuple[list[str], list[str]]:
     """The models these analyzers (default: the enabled ones) need, each once, in a stable
     order: those required, and those only optional analyzers need (they wait while missing)."""
-    analyzers = [a for a in ANALYZERS if a.enabled(settings)] if analyzers is None else list(analyzers)
+    if analyzers is None:
+        analyzers = [a for a in ANALYZERS if a.enabled(settings)]
+    analyzers = list(analyzers)
     names = dict.fromkeys(n for a in analyzers for n in a.models(settings))
     required = {n for a in analyzers if not a.optional for n in a.models(settings)}
     return [n for n in names if n in required], [n for n in names if n not in required]

@@ -163,5 +163,7 @@ def load_manifest(path: Path = MANIFEST_PATH) -> dict[str, ModelSpec]:
         sources = spec.derivation.derived_from if spec.derivation else ()
         unknown = [name for name in sources if name not in manifest]
         if unknown:
-            raise ManifestError(f"{path}: model {spec.name!r}: derived from unknown model(s) {unknown}")
+            raise ManifestError(
+                f"{path}: model {spec.name!r}: derived from unknown model(s) {unknown}"
+            )
     return manifest
