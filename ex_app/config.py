@@ -34,9 +34,7 @@ LANDMARK_REGIONS_PATH = PROJECT_ROOT / "models" / "landmark_regions.yml"
 def default_data_dir() -> Path:
     """AppAPI's persistent storage when running as an ExApp, else the user's data folder."""
     persistent = os.environ.get("APP_PERSISTENT_STORAGE")
-    if persistent:
-        return Path(persistent)
-    return Path(platformdirs.user_data_dir("recognize", appauthor=False))
+    return Path(persistent or platformdirs.user_data_dir("recognize", appauthor=False))
 
 
 def default_model_mirror() -> Path | None:

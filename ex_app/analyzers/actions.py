@@ -54,10 +54,8 @@ def prepare_frame(pixels: np.ndarray, height: int, width: int) -> np.ndarray:
 class ActionRecognizer:
     """A MoViNet TFLite model and its labels: frames of clips in, Kinetics actions out."""
 
-    def __init__(
-        self, model_path: Path, labels: list[str], threads: int = 1, top_k: int = 5,
-        min_score: float = 0.0,
-    ):
+    def __init__(self, model_path: Path, labels: list[str], threads: int = 1, top_k: int = 5,
+                 min_score: float = 0.0):
         from ai_edge_litert.interpreter import Interpreter
 
         interpreter = Interpreter(model_path=str(model_path), num_threads=threads)
@@ -85,9 +83,7 @@ class ActionRecognizer:
         if classes != len(labels):
             raise ValueError(f"the model has {classes} classes, the label file {len(labels)}")
         self._logits = outputs[LOGITS_OUTPUT]
-        self.labels = labels
-        self.top_k = top_k
-        self.min_score = min_score
+        self.labels, self.top_k, self.min_score = labels, top_k, min_score
 
     @property
     def streaming(self) -> bool:
@@ -110,10 +106,7 @@ class ActionRecognizer:
         """Softmax over the classes after streaming the clip's frames through the model."""
         if not frames:
             raise ValueError("a clip needs at least one frame")
-        states = {
-            name: np.zeros(detail["shape"], dtype=detail["dtype"])
-            for name, detail in self._states.items()
-        }
+        states = {name: np.zeros(d["shape"], dtype=d["dtype"]) for name, d in self._states.items()}
         logits = None
         for image in self.clip_inputs(frames):
             outputs = self._run(**states, **{IMAGE_INPUT: image})
@@ -128,11 +121,8 @@ class ActionRecognizer:
             return []
         probabilities = np.mean([self.clip_probabilities(clip) for clip in clips], axis=0)
         best = np.argsort(probabilities)[::-1][: self.top_k]
-        return [
-            Label(id=f"k600:{self.labels[i]}", name=self.labels[i], score=float(probabilities[i]))
-            for i in best
-            if probabilities[i] >= self.min_score
-        ]
+        return [Label(f"k600:{self.labels[i]}", self.labels[i], float(probabilities[i]))
+                for i in best if probabilities[i] >= self.min_score]
 
 
 def build(pipeline: Pipeline) -> Callable:

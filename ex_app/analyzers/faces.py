@@ -31,15 +31,8 @@ import numpy as np
 
 from ex_app.analyzers.pipeline import Media, Pipeline
 from ex_app.analyzers.results import Face, StoredFace
-from ex_app.config import Settings
 from ex_app.models.dlib_onnx import chips_to_batch
-from ex_app.models.runtime import (
-    OnnxSession,
-    onnx_providers,
-    open_session,
-    resolve_engine,
-)
-from ex_app.models.store import ModelStore
+from ex_app.models.runtime import OnnxSession, onnx_providers, open_session, resolve_engine
 
 SFACE, DLIB = "sface", "dlib"
 EMBEDDERS = (SFACE, DLIB)
@@ -75,7 +68,6 @@ ARCFACE_TEMPLATE = np.array(
 )
 SFACE_SIZE = 112
 SFACE_BATCH = 16  # faces per network call: more faces in one photo go in several calls
-
 
 
 @dataclass
@@ -173,17 +165,9 @@ class DlibEmbedder:
 class FaceAnalyzer:
     """Detects, aligns, embeds and rates the faces in an RGB image."""
 
-    def __init__(
-        self,
-        detector_path: Path,
-        embedder: FaceEmbedder,
-        min_score: float = 0.8,
-        min_size: int = 16,
-        threads: int = 1,
-    ):
-        self.min_score = min_score
-        self.min_size = min_size
-        self.embedder = embedder
+    def __init__(self, detector_path: Path, embedder: FaceEmbedder, min_score: float = 0.8,
+                 min_size: int = 16, threads: int = 1):
+        self.min_score, self.min_size, self.embedder = min_score, min_size, embedder
         # OpenCV's thread count is process-wide; YuNet runs on OpenCV's DNN module, whose
         # OpenCV 5 graph engine warns at every detector creation about targets it ignores.
         cv2.setNumThreads(threads)
@@ -205,17 +189,9 @@ class FaceAnalyzer:
             sharpness = box_sharpness(grey, detection.box)
             pose = frontality(detection.landmarks)
             size = min(detection.box[2], detection.box[3])
-            faces.append(
-                Face(
-                    box=detection.box,
-                    score=detection.score,
-                    landmarks=detection.landmarks,
-                    quality=face_quality(detection.score, size, sharpness, pose),
-                    sharpness=sharpness,
-                    pose=pose,
-                    embedding=np.asarray(embedding, dtype=np.float32),
-                )
-            )
+            quality = face_quality(detection.score, size, sharpness, pose)
+            faces.append(Face(detection.box, detection.score, detection.landmarks, quality,
+                              sharpness, pose, np.asarray(embedding, dtype=np.float32)))
         return faces
 
     def detect(self, rgb: np.ndarray) -> list[Detection]:
@@ -234,13 +210,9 @@ class FaceAnalyzer:
             x1, y1 = min(row[0] + row[2], width), min(row[1] + row[3], height)
             if min(x1 - x0, y1 - y0) < self.min_size:
                 continue
-            results.append(
-                Detection(
-                    box=(float(x0), float(y0), float(x1 - x0), float(y1 - y0)),
-                    score=float(row[14]),
-                    landmarks=row[4:14].reshape(5, 2).astype(np.float32),
-                )
-            )
+            box = (float(x0), float(y0), float(x1 - x0), float(y1 - y0))
+            landmarks = row[4:14].reshape(5, 2).astype(np.float32)
+            results.append(Detection(box, float(row[14]), landmarks))
         return results
 
     def _detect_at(self, bgr: np.ndarray, scale: float) -> np.ndarray:
@@ -328,7 +300,7 @@ def face_quality(score: float, size: float, sharpness: float, pose: float) -> fl
     return float(np.prod(components) ** (1 / len(components)))
 
 
-def load_face_embedder(settings: Settings, models: ModelStore) -> FaceEmbedder:
+def embedder(pipeline: Pipeline) -> FaceEmbedder:
     """The configured face embedder on this machine's best engine.
 
     SFace runs in OpenCV's dnn module on CPUs (faster here than onnxruntime, and on every
@@ -336,13 +308,14 @@ def load_face_embedder(settings: Settings, models: ModelStore) -> FaceEmbedder:
     dlib's network runs as our ONNX port where onnxruntime runs, else in dlib's own code
     (the same embeddings, slower).
     """
+    settings, models = pipeline.settings, pipeline.models
     onnx = resolve_engine(settings.inference.engine) == "onnx"
     threads = settings.inference.threads
     if settings.faces.embedder == SFACE:
+        session = None
         if onnx and onnx_providers()[0] != "CPUExecutionProvider":
             session = OnnxSession(models.path("face_recognition_sface_float32"), threads)
-            return SFaceEmbedder(models.path("face_recognition_sface"), session=session)
-        return SFaceEmbedder(models.path("face_recognition_sface"))
+        return SFaceEmbedder(models.path("face_recognition_sface"), session=session)
     return DlibEmbedder(
         models.path("dlib_face_landmarks_5"),
         models.path("dlib_face_embedder_onnx" if onnx else "dlib_face_embedder"),
@@ -350,20 +323,11 @@ def load_face_embedder(settings: Settings, models: ModelStore) -> FaceEmbedder:
     )
 
 
-def embedder(pipeline: Pipeline) -> FaceEmbedder:
-    return load_face_embedder(pipeline.settings, pipeline.models)
-
-
 def face_analyzer(pipeline: Pipeline) -> FaceAnalyzer:
     """The pipeline's face analyzer (shared with the video analyzer)."""
     s = pipeline.settings
-    return FaceAnalyzer(
-        detector_path=pipeline.models.path("face_detection_yunet"),
-        embedder=pipeline.part(embedder),
-        min_score=s.faces.min_score,
-        min_size=s.faces.min_size,
-        threads=s.inference.threads,
-    )
+    return FaceAnalyzer(pipeline.models.path("face_detection_yunet"), pipeline.part(embedder),
+                        s.faces.min_score, s.faces.min_size, s.inference.threads)
 
 
 def to_original_pixels(face: Face, scale: float) -> Face:
@@ -396,11 +360,8 @@ def embed_again(media: Media, stored: Sequence[StoredFace]) -> tuple[dict[int, n
         return {}, embed.name
     image = media.image
     detections = [
-        Detection(
-            box=tuple(float(v) * image.scale for v in face.box),
-            score=face.score,
-            landmarks=np.asarray(face.landmarks, dtype=np.float32) * image.scale,
-        )
+        Detection(tuple(float(v) * image.scale for v in face.box), face.score,
+                  np.asarray(face.landmarks, dtype=np.float32) * image.scale)
         for face in stored
     ]
     vectors = embed.embed(np.ascontiguousarray(image.pixels), detections)

@@ -71,19 +71,13 @@ def regions_for(
     return tuple(region for region in table[country_code] if region in enabled)
 
 
-def worth_a_look(categories: Iterable[str]) -> bool:
-    """Whether a photo's object categories suggest a landmark."""
-    return any(category in LANDMARK_CATEGORIES for category in categories)
-
-
 class LandmarkClassifier:
     """One region's model and its landmark names."""
 
     def __init__(self, region: str, model_path: Path, labels: list[str], threads: int = 1):
         from ai_edge_litert.interpreter import Interpreter
 
-        self.region = region
-        self.labels = labels
+        self.region, self.labels = region, labels
         self._interpreter = Interpreter(model_path=str(model_path), num_threads=threads)
         self._interpreter.allocate_tensors()
         inputs = self._interpreter.get_input_details()
@@ -117,11 +111,8 @@ class LandmarkClassifier:
     def classify(self, pixels: np.ndarray, top_k: int, min_score: float) -> list[Label]:
         scores = self.scores(pixels)
         best = np.argsort(scores)[::-1][:top_k]
-        return [
-            Label(id=f"{self.region}:{i}", name=self.labels[i], score=float(scores[i]))
-            for i in best
-            if scores[i] >= min_score
-        ]
+        return [Label(f"{self.region}:{i}", self.labels[i], float(scores[i]))
+                for i in best if scores[i] >= min_score]
 
 
 def find_landmarks(
@@ -149,7 +140,8 @@ def build(pipeline: Pipeline) -> Callable:
     def analyze(media: Media, result) -> list[str]:
         """Names of the landmarks in a photo whose object labels suggest one, else nothing."""
         labels = media.once(objects.labels)
-        if not worth_a_look(rules.categories_for((label.id, label.score) for label in labels)):
+        categories = rules.categories_for((label.id, label.score) for label in labels)
+        if not any(category in LANDMARK_CATEGORIES for category in categories):
             return []
         place = media.once(places.place)
         regions = regions_for(place.country_code if place else None, classifiers, country_regions)

@@ -97,8 +97,7 @@ class MusicTagger:
     """Every musicnn tag of a song with its score, best first."""
 
     def __init__(self, models: list[MusicnnModel], max_patches: int = 16):
-        self.models = models
-        self.max_patches = max_patches
+        self.models, self.max_patches = models, max_patches
 
     def tag(self, samples: np.ndarray) -> list[Label]:
         """Labels (id "msd:blues", name "blues", mean sigmoid score) of mono 16 kHz samples."""
@@ -112,10 +111,8 @@ class MusicTagger:
                 [model.session.run({name: features[i : i + 1]})[0] for i in range(len(features))]
             )
             mean = np.asarray(scores, dtype=np.float32).mean(axis=0)
-            labels += [
-                Label(id=f"{model.dataset}:{tag}", name=tag, score=float(score))
-                for tag, score in zip(model.tags, mean, strict=True)
-            ]
+            labels += [Label(f"{model.dataset}:{tag}", tag, float(score))
+                       for tag, score in zip(model.tags, mean, strict=True)]
         return sorted(labels, key=lambda label: -label.score)
 
 

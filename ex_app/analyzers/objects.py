@@ -24,7 +24,6 @@ CROP_SIDE = 224
 MEAN, STD = 0.498, 0.502
 
 
-
 def load_imagenet_labels(path: Path) -> list[tuple[str, str]]:
     """(WordNet id, name) per class index from a two-column TSV (imagenet.labels.tsv)."""
     labels = []
@@ -50,18 +49,10 @@ def preprocess(rgb: np.ndarray) -> np.ndarray:
 class ObjectClassifier:
     """The top ImageNet classes of photos, best first."""
 
-    def __init__(
-        self,
-        session: InferenceSession,
-        labels: list[tuple[str, str]],
-        top_k: int = 5,
-        min_score: float = 0.05,
-    ):
-        self._session = session
-        self._input = session.input_names[0]
-        self.labels = labels
-        self.top_k = top_k
-        self.min_score = min_score
+    def __init__(self, session: InferenceSession, labels: list[tuple[str, str]], top_k: int = 5,
+                 min_score: float = 0.05):
+        self._session, self._input = session, session.input_names[0]
+        self.labels, self.top_k, self.min_score = labels, top_k, min_score
 
     def classify(self, rgb: np.ndarray) -> list[Label]:
         """Up to top_k labels scoring at least min_score, best first."""
@@ -77,24 +68,17 @@ class ObjectClassifier:
 
     def _top_labels(self, probabilities: np.ndarray) -> list[Label]:
         best = np.argsort(probabilities)[::-1][: self.top_k]
-        return [
-            Label(id=self.labels[i][0], name=self.labels[i][1], score=float(probabilities[i]))
-            for i in best
-            if probabilities[i] >= self.min_score
-        ]
+        return [Label(*self.labels[i], float(probabilities[i]))
+                for i in best if probabilities[i] >= self.min_score]
 
 
 def classifier(pipeline: Pipeline) -> ObjectClassifier:
     """The pipeline's object classifier (shared with the video and landmark analyzers)."""
-    s = pipeline.settings
-    return ObjectClassifier(
-        session=open_session(
-            pipeline.models.path("efficientnet_lite0"), s.inference.threads, s.inference.engine
-        ),
-        labels=load_imagenet_labels(pipeline.models.path("imagenet_labels")),
-        top_k=s.objects.top_k,
-        min_score=s.objects.min_score,
-    )
+    s, models = pipeline.settings, pipeline.models
+    inference = s.inference
+    session = open_session(models.path("efficientnet_lite0"), inference.threads, inference.engine)
+    labels = load_imagenet_labels(models.path("imagenet_labels"))
+    return ObjectClassifier(session, labels, s.objects.top_k, s.objects.min_score)
 
 
 def tag_rules(pipeline: Pipeline) -> TagRules:

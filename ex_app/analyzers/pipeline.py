@@ -14,14 +14,8 @@ from importlib import import_module
 from pathlib import Path
 from typing import Any, TypeVar
 
-
-from ex_app.analyzers.registry import (
-    ANALYZERS,
-    BY_NAME,
-    EMBEDDINGS,
-    embedder_models,
-    models_version,
-)
+from ex_app.analyzers.registry import (ANALYZERS, BY_NAME, EMBEDDINGS, embedder_models,
+                                       models_version)
 from ex_app.analyzers.results import FileAnalysis, StoredFace
 from ex_app.config import Settings
 from ex_app.media.gps import read_gps
@@ -71,8 +65,7 @@ class Pipeline:
     """Turns a file on disk into a :class:`FileAnalysis`, for the analyzers asked for."""
 
     def __init__(self, settings: Settings, models: ModelStore):
-        self.settings = settings
-        self.models = models
+        self.settings, self.models = settings, models
         self._available: dict[str, bool] = {}
         self._parts: dict[Callable, Any] = {}
 

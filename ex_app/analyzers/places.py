@@ -37,34 +37,14 @@ KM_PER_SQRT_INHABITANT = 0.004
 # Common English names for the countries whose names in the package's table are outdated or in
 # the "Name, qualifier" form of ISO lists; the others are kept as they are.
 COMMON_COUNTRY_NAMES = {
-    "AX": "Åland Islands",
-    "BL": "Saint Barthélemy",
-    "BN": "Brunei",
-    "CD": "DR Congo",
-    "CG": "Republic of the Congo",
-    "CI": "Côte d'Ivoire",
-    "CW": "Curaçao",
-    "CZ": "Czechia",
-    "FK": "Falkland Islands",
-    "FM": "Micronesia",
-    "IR": "Iran",
-    "KP": "North Korea",
-    "KR": "South Korea",
-    "LA": "Laos",
-    "LY": "Libya",
-    "MD": "Moldova",
-    "MK": "North Macedonia",
-    "PS": "Palestine",
-    "RE": "Réunion",
-    "RU": "Russia",
-    "SY": "Syria",
-    "SZ": "Eswatini",
-    "TZ": "Tanzania",
-    "VA": "Vatican City",
-    "VG": "British Virgin Islands",
+    "AX": "Åland Islands", "BL": "Saint Barthélemy", "BN": "Brunei", "CD": "DR Congo",
+    "CG": "Republic of the Congo", "CI": "Côte d'Ivoire", "CW": "Curaçao", "CZ": "Czechia",
+    "FK": "Falkland Islands", "FM": "Micronesia", "IR": "Iran", "KP": "North Korea",
+    "KR": "South Korea", "LA": "Laos", "LY": "Libya", "MD": "Moldova", "MK": "North Macedonia",
+    "PS": "Palestine", "RE": "Réunion", "RU": "Russia", "SY": "Syria", "SZ": "Eswatini",
+    "TZ": "Tanzania", "VA": "Vatican City", "VG": "British Virgin Islands",
     "VI": "U.S. Virgin Islands",
-}
-
+}  # fmt: skip
 
 
 def place_tags(place: Place) -> list[str]:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from importlib import import_module
 from typing import TYPE_CHECKING
 
-from ex_app.config import AnalyzerSection, Settings
+from ex_app.config import Settings
 from ex_app.media.kinds import MediaKind
 
 if TYPE_CHECKING:
@@ -94,8 +94,7 @@ class Analyzer:
     labels: bool = False  # its results are rows of the labels table
 
     def enabled(self, settings: Settings) -> bool:
-        section: AnalyzerSection = getattr(settings, self.name)
-        return section.enabled
+        return getattr(settings, self.name).enabled
 
     def build(self, pipeline) -> Callable:
         """Its ``analyze(media, result) -> tags``, models loaded (``pipeline`` shares them)."""
@@ -166,7 +165,7 @@ def needed_models(
     """The models these analyzers (default: the enabled ones) need, each once, in a stable
     order: those required, and those only optional analyzers need (they wait while missing)."""
     if analyzers is None:
-        analyzers = [analyzer for analyzer in ANALYZERS if analyzer.enabled(settings)]
+        analyzers = [a for a in ANALYZERS if a.enabled(settings)]
     analyzers = list(analyzers)
     names = dict.fromkeys(n for a in analyzers for n in a.models(settings))
     required = {n for a in analyzers if not a.optional for n in a.models(settings)}

@@ -52,7 +52,6 @@ class StoredFace:
     landmarks: np.ndarray  # 5×2 float32
 
 
-
 @dataclass
 class FileAnalysis:
     """What the analyzers found in one file, in the file's own pixel coordinates."""

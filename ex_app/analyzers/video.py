@@ -85,7 +85,7 @@ def agreed_labels(frames: list[list[Label]], min_frames: int, min_share: float) 
             scores[label.id].append(label.score)
             names[label.id] = label.name
     agreed = [
-        Label(id=label_id, name=names[label_id], score=float(np.mean(values)))
+        Label(label_id, names[label_id], float(np.mean(values)))
         for label_id, values in scores.items()
         if len(values) >= min_frames or len(values) >= min_share * len(frames)
     ]

@@ -398,8 +398,10 @@ class _Value:
     shape: tuple[int, int, int]
 
 
-def _output_size(size: int, window: int, stride: int, padding: int) -> int:
-    return 1 + (size + 2 * padding - window) // stride
+def _plane(shape: tuple[int, int, int], window: tuple[int, int], stride: tuple[int, int],
+           padding: tuple[int, int]) -> tuple[int, int]:
+    """Rows and columns of a convolution's or pooling's output."""
+    return tuple(1 + (shape[i + 1] + 2 * padding[i] - window[i]) // stride[i] for i in (0, 1))
 
 
 class _GraphBuilder:
@@ -431,41 +433,26 @@ class _GraphBuilder:
         weights = conv.weights.astype(np.float64) * input_scale * scale[:, None, None, None]
         bias = conv.bias.astype(np.float64) * scale + affine.shift
         (sy, sx), (py, px) = conv.stride, conv.padding
-        inputs = [
-            x.name,
-            self.constant("weights", weights.astype(np.float32)),
-            self.constant("bias", bias.astype(np.float32)),
-        ]
+        inputs = [x.name, self.constant("weights", weights.astype(np.float32)),
+                  self.constant("bias", bias.astype(np.float32))]
         out = self.op(
             "Conv", inputs, kernel_shape=[rows, cols], strides=[sy, sx], pads=[py, px, py, px]
         )
-        shape = (
-            out_channels,
-            _output_size(x.shape[1], rows, sy, py),
-            _output_size(x.shape[2], cols, sx, px),
-        )
-        return _Value(out, shape)
+        plane = _plane(x.shape, (rows, cols), conv.stride, conv.padding)
+        return _Value(out, (out_channels, *plane))
 
     def pool(self, x: _Value, pool: Pool) -> _Value:
         (rows, cols), (sy, sx), (py, px) = pool.window, pool.stride, pool.padding
         if (rows, cols) == (0, 0):
             op_type = "GlobalAveragePool" if pool.kind == "avg_pool" else "GlobalMaxPool"
             return _Value(self.op(op_type, [x.name]), (x.shape[0], 1, 1))
-        attrs: dict[str, Any] = {
-            "kernel_shape": [rows, cols],
-            "strides": [sy, sx],
-            "pads": [py, px, py, px],
-        }
+        attrs: dict[str, Any] = {"kernel_shape": [rows, cols], "strides": [sy, sx],
+                                 "pads": [py, px, py, px]}
         if pool.kind == "avg_pool":  # dlib averages only the part of a window inside the plane
             out = self.op("AveragePool", [x.name], count_include_pad=0, **attrs)
         else:
             out = self.op("MaxPool", [x.name], **attrs)
-        shape = (
-            x.shape[0],
-            _output_size(x.shape[1], rows, sy, py),
-            _output_size(x.shape[2], cols, sx, px),
-        )
-        return _Value(out, shape)
+        return _Value(out, (x.shape[0], *_plane(x.shape, pool.window, pool.stride, pool.padding)))
 
     def _zero_extend(self, x: _Value, shape: tuple[int, int, int]) -> str:
         grow = [want - have for want, have in zip(shape, x.shape, strict=True)]
@@ -528,13 +515,8 @@ def build_onnx(network: DlibNetwork) -> onnx.ModelProto:
     chips = helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, ["batch", 3, rows, cols])
     embeddings = helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, ["batch", outputs])
     model = helper.make_model(
-        helper.make_graph(
-            graph.nodes,
-            "dlib_face_recognition_resnet_model_v1",
-            [chips],
-            [embeddings],
-            graph.initializers,
-        ),
+        helper.make_graph(graph.nodes, "dlib_face_recognition_resnet_model_v1", [chips],
+                          [embeddings], graph.initializers),
         producer_name=PRODUCER,
         opset_imports=[helper.make_opsetid("", OPSET)],
         doc_string=(

@@ -6,15 +6,8 @@ from pathlib import Path
 from typing import Annotated
 
 import yaml
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    StringConstraints,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from pydantic import (BaseModel, ConfigDict, Field, StringConstraints, ValidationError,
+                      field_validator, model_validator)
 
 from ex_app.config import MANIFEST_PATH
 
@@ -68,6 +61,9 @@ class DerivedSource(BaseModel):
         return (value,) if isinstance(value, str) else value
 
 
+ModelSource = UrlSource | PackageSource | DerivedSource
+
+
 class ModelSpec(BaseModel):
     """One model file: what it is for, its exact bytes (sha256, size), and its sources in order.
 
@@ -87,7 +83,7 @@ class ModelSpec(BaseModel):
     pin_on_first_download: bool = False
     licence: str
     inputs: str
-    sources: tuple[UrlSource | PackageSource | DerivedSource, ...] = Field(min_length=1)
+    sources: tuple[ModelSource, ...] = Field(min_length=1)
     # Another entry with the same inputs and outputs, used (with a warning) when no source
     # gives this one: a lesser model that a fresh machine can always have.
     fallback: str | None = Field(default=None, pattern=r"^[a-z0-9_]+$")
@@ -102,9 +98,7 @@ class ModelSpec(BaseModel):
 
     @field_validator("sources")
     @classmethod
-    def _one_package_at_most(
-        cls, sources: tuple[UrlSource | PackageSource | DerivedSource, ...]
-    ) -> tuple[UrlSource | PackageSource | DerivedSource, ...]:
+    def _one_package_at_most(cls, sources: tuple[ModelSource, ...]) -> tuple[ModelSource, ...]:
         if sum(isinstance(s, PackageSource) for s in sources) > 1:
             raise ValueError("at most one python_package source")
         if sum(isinstance(s, DerivedSource) for s in sources) > 1:

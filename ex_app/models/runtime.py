@@ -20,12 +20,8 @@ import numpy as np
 EngineName = Literal["onnx", "tflite"]
 
 # Tried in this order; the first that onnxruntime reports as available wins.
-ONNX_PROVIDER_PREFERENCE = (
-    "CUDAExecutionProvider",
-    "ROCMExecutionProvider",
-    "OpenVINOExecutionProvider",
-    "CPUExecutionProvider",
-)
+ONNX_PROVIDER_PREFERENCE = ("CUDAExecutionProvider", "ROCMExecutionProvider",
+                            "OpenVINOExecutionProvider", "CPUExecutionProvider")
 
 
 class InferenceSession(Protocol):
@@ -90,11 +86,8 @@ class TFLiteSession:
             if tuple(value.shape) == tuple(detail["shape"]):
                 continue
             signature = detail.get("shape_signature", detail["shape"])
-            fixed = [
-                (want, got)
-                for want, got in zip(signature, value.shape, strict=False)
-                if want != -1 and want != got
-            ]
+            fixed = [(want, got) for want, got in zip(signature, value.shape, strict=False)
+                     if want != -1 and want != got]
             if fixed or len(signature) != value.ndim:
                 raise ValueError(
                     f"input {detail['name']!r} takes shape {list(signature)} (-1: any), "

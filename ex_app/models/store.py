@@ -40,6 +40,7 @@ PIN_FILE = "pinned.sha256"
 UNPINNED_SIZE_FACTOR = 4  # an unpinned download may be this many times its published size
 USER_AGENT = "Nextcloud-Recognize-ExApp"
 
+
 @contextmanager
 def host_lock(path: Path) -> Iterator[None]:
     """Hold an exclusive lock shared by the processes of this host (released at death too)."""
@@ -118,6 +119,14 @@ def package_file(spec: ModelSpec) -> Path | None:
     return Path(next(iter(found.submodule_search_locations))) / spec.package.path
 
 
+def _write_atomic(path: Path, text: str) -> None:
+    """Write a small file whole or not at all (readers in other processes never see half)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(text, encoding="utf-8")
+    os.replace(temporary, path)
+
+
 def _content_range_start(header: str | None) -> int | None:
     match = re.fullmatch(r"bytes (\d+)-\d+/(\d+|\*)", (header or "").strip())
     return int(match.group(1)) if match else None
@@ -144,13 +153,8 @@ def _kept(part: Path) -> str:
 class ModelStore:
     """Verified model files under ``models_dir``, fetched on first use."""
 
-    def __init__(
-        self,
-        models_dir: Path,
-        manifest: dict[str, ModelSpec],
-        mirror: Path | None = None,
-        timeout: float = 30,
-    ):
+    def __init__(self, models_dir: Path, manifest: dict[str, ModelSpec],
+                 mirror: Path | None = None, timeout: float = 30):
         self.models_dir = Path(models_dir)
         self.manifest = manifest
         self.mirror = Path(mirror) if mirror is not None else None
@@ -195,18 +199,12 @@ class ModelStore:
             return present
         attempts: list[tuple[str, Callable[[], Path]]] = []
         if spec.package is not None:
-            attempts.append(
-                (f"python package {spec.package.python_package}", lambda: self._from_package(spec))
-            )
+            source = f"python package {spec.package.python_package}"
+            attempts.append((source, lambda: self._from_package(spec)))
         if spec.derivation is not None:
-            attempts.append(
-                (
-                    f"conversion of {', '.join(spec.derivation.derived_from)}",
-                    lambda: self._from_derivation(spec),
-                )
-            )
-        if self.mirror is not None:
-            mirror = self.mirror
+            source = f"conversion of {', '.join(spec.derivation.derived_from)}"
+            attempts.append((source, lambda: self._from_derivation(spec)))
+        if (mirror := self.mirror) is not None:
             attempts.append((f"mirror {mirror}", lambda: self._from_mirror(spec, mirror, progress)))
         for url in spec.urls:
             attempts.append((url, lambda url=url: self._from_url(spec, url, progress)))
@@ -237,12 +235,9 @@ class ModelStore:
         """The hash of the file a model name stands for here: its own, or its fallback's
         while only the fallback is on this machine (results say which model made them)."""
         spec = self._spec(name)
-        if (
-            spec.fallback is not None
-            and self._present(spec) is None
-            and self._present(self._spec(spec.fallback)) is not None
-        ):
-            return self.expected_sha256(spec.fallback)
+        fallback = spec.fallback
+        if fallback and self._present(spec) is None and self._present(self._spec(fallback)):
+            return self.expected_sha256(fallback)
         return self.expected_sha256(name)
 
     def status(self) -> list[ModelStatus]:
@@ -250,16 +245,8 @@ class ModelStore:
         rows = []
         for spec in self.manifest.values():
             present = self._present(spec)
-            rows.append(
-                ModelStatus(
-                    name=spec.name,
-                    task=spec.task,
-                    file=spec.file,
-                    size=spec.size,
-                    present=present is not None,
-                    path=present,
-                )
-            )
+            rows.append(ModelStatus(spec.name, spec.task, spec.file, spec.size,
+                                    present is not None, present))
         return rows
 
     def stored_path(self, name: str) -> Path:
@@ -312,10 +299,7 @@ class ModelStore:
             return
         digest = file_sha256(path)
         pin = self._pin_path(spec)
-        pin.parent.mkdir(parents=True, exist_ok=True)
-        temporary = pin.with_name(pin.name + ".tmp")
-        temporary.write_text(digest + "\n", encoding="utf-8")
-        os.replace(temporary, pin)
+        _write_atomic(pin, digest + "\n")
         log.warning(
             "model %s: the manifest has no sha256 for %s; pinned %s from this first copy "
             "(%d bytes) in %s: later copies must match it. Check it and write it into "
@@ -325,11 +309,7 @@ class ModelStore:
 
     def _remember_verified(self, spec: ModelSpec, path: Path) -> None:
         self._pin_first_copy(spec, path)
-        stamp_path = self._stamp_path(spec)
-        stamp_path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = stamp_path.with_name(stamp_path.name + ".tmp")
-        temporary.write_text(json.dumps(self._stamp(spec, path)), encoding="utf-8")
-        os.replace(temporary, stamp_path)
+        _write_atomic(self._stamp_path(spec), json.dumps(self._stamp(spec, path)))
 
     def _stamped(self, spec: ModelSpec) -> Path | None:
         """The file the sidecar vouches for, if it has not changed since it was hashed."""
