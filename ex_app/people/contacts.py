@@ -13,17 +13,20 @@ with a name, hidden ones and persons of another owner are never offered one.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from sqlalchemy.orm import Session
 
-from ex_app.analyzers.faces import FaceAnalyzer
 from ex_app.media.errors import MediaError
 from ex_app.media.images import decode_image
 from ex_app.people import operations
 from ex_app.people.clustering import QualityGate, passes_quality_gate
 from ex_app.people.operations import NotFound, Owner
 from ex_app.store import contacts as store
+
+if TYPE_CHECKING:
+    from ex_app.analyzers.faces import FaceAnalyzer
 
 # The largest distance between a contact's face and a person's nearest prototype at which
 # the contact's name is offered, per embedder; and the least ratio by which a contact of

@@ -21,7 +21,6 @@ from fastapi import Path as FastApiPath
 from nc_py_api import AsyncNextcloudApp, NextcloudException
 from pydantic import BaseModel, Field
 
-from ex_app.analyzers.faces import face_analyzer
 from ex_app.engine import Engine
 from ex_app.models.store import ModelUnavailable
 from ex_app.people import contacts
@@ -54,6 +53,8 @@ class ContactsReader:
                 return
             s = engine.settings
             gate = QualityGate.from_settings(s)
+
+            from ex_app.analyzers.faces import face_analyzer  # OpenCV and dlib: on first use
 
             def embed(photo: bytes):
                 with self.analyzer_lock:
