@@ -60,16 +60,12 @@ def measure_progress(session: Session, now: datetime | None = None) -> list[Anal
     return _measure(session, now, by_user=False).get(None, [])
 
 
-def measure_user_progress(
-    session: Session, now: datetime | None = None
-) -> dict[str, list[AnalyzerProgress]]:
+def measure_user_progress(session: Session, now: datetime | None = None) -> dict[str, list[AnalyzerProgress]]:
     """Progress of each analyzer for each user (a Nextcloud user id, or ``local:<folder>``)."""
     return _measure(session, now, by_user=True)
 
 
-def _measure(
-    session: Session, now: datetime | None, by_user: bool
-) -> dict[str | None, list[AnalyzerProgress]]:
+def _measure(session: Session, now: datetime | None, by_user: bool) -> dict[str | None, list[AnalyzerProgress]]:
     now = now or datetime.now(UTC)
     finished = and_(schema.Task.status != TaskStatus.PENDING, schema.Task.updated_at >= now - THROUGHPUT_WINDOW)
     retrying = and_(schema.Task.status == TaskStatus.PENDING, schema.Task.error.is_not(None))
