@@ -82,9 +82,7 @@ class UserChoice:
 
 def _flag(value: str | None, default: bool) -> bool:
     """A saved checkbox value ("1"/"0", "true"/"false"; "" is PHP's false); default when unset."""
-    if value is None:
-        return default
-    return value.strip().lower() in TRUE_VALUES
+    return default if value is None else value.strip().lower() in TRUE_VALUES
 
 
 async def user_choice(nc: AsyncNextcloudApp, enabled_by_default: bool) -> UserChoice:

@@ -20,6 +20,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -43,7 +44,7 @@ from ex_app.store.files import (
     withdraw_pending,
     work_left,
 )
-from ex_app.store.progress import AnalyzerProgress, measure_progress
+from ex_app.store.progress import measure_progress
 from ex_app.store.results import delete_face_data
 from ex_app.work.queue import BACKLOG, NEW, REQUEST
 from ex_app.work.schedule import in_quiet_hours
@@ -68,13 +69,6 @@ class CycleReport:
     processed: int = 0
     persons: int = 0
     opted_out: int = 0  # users whose files were left alone
-
-
-def progress_text(progress: list[AnalyzerProgress]) -> str:
-    """The work's state, for the admin form's description."""
-    if not progress:
-        return "Progress: nothing analyzed yet."
-    return "Progress: " + "; ".join(p.line() for p in progress) + "."
 
 
 class RecognizeService:
@@ -221,17 +215,15 @@ class RecognizeService:
                     outbox.mark(session, outbox.TAGS, outbox.person_tags(session))
                 self._names_as_tags = settings.nextcloud.person_names_as_tags
             await self._drain(engine)
-            with engine.sessions() as session:
-                progress = measure_progress(session)
-            form = self.admin_form(self.base, progress_text(progress))
+            with engine.sessions() as session:  # the admin form tells the work's state
+                progress = "; ".join(p.line() for p in measure_progress(session)) or "nothing analyzed yet"
+            form = self.admin_form(self.base, f"Progress: {progress}.")
             await AsyncNextcloudApp().ui.settings.register_form(form)
             return CycleReport(
                 sync=synced, processed=processed, persons=persons, opted_out=len(everyone) - len(users)
             )
 
-    async def _follow_workers(
-        self, engine: Engine, users: list[str], crawling: asyncio.Task | None = None
-    ) -> int:
+    async def _follow_workers(self, engine: Engine, users: list[str], crawling: asyncio.Task | None) -> int:
         """Until the crawl (if any) is done and the workers have no work left for these
         users: drain the outbox. Returns how many files' tags were drained."""
         drained = 0
@@ -244,11 +236,9 @@ class RecognizeService:
                 crawling.result()  # a failed crawl fails the cycle
             if not working and not walking:
                 return drained
-            try:
+            with suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), DRAIN_SECONDS)
                 self._wake.clear()
-            except TimeoutError:
-                pass
 
     async def _drain(self, engine: Engine) -> int:
         """Tag the files marked for it, tell the users whose requests are done; returns how
@@ -276,19 +266,14 @@ class RecognizeService:
         if request and recorded.ids:
             with engine.sessions.begin() as session:
                 outbox.mark_request(session, user, recorded.ids)
-        await asyncio.to_thread(
-            engine.queue.enqueue_files,
-            engine.sessions,
-            recorded.ids if request else recorded.fresh,
-            REQUEST if request else NEW,
-        )
+        ids, priority = (recorded.ids, REQUEST) if request else (recorded.fresh, NEW)
+        await asyncio.to_thread(engine.queue.enqueue_files, engine.sessions, ids, priority)
         self.wake()
         return len(recorded.remote_ids)
 
     async def moved(self, user: str, old: str, new: str) -> None:
         """A file or folder of user's was moved within their files: its results follow it."""
-        engine = await self.engine()
-        move_files(engine.sessions, user, old.strip("/"), new.strip("/"))
+        move_files((await self.engine()).sessions, user, old.strip("/"), new.strip("/"))
 
     async def deleted(self, user: str, path: str, remote_id: int) -> int:
         """A file or folder of user's was deleted: its faces and results go now; returns how
@@ -323,7 +308,5 @@ class RecognizeService:
             if crawl:
                 interval = self._engine.settings.nextcloud.crawl_interval_seconds if self._engine else 60
                 next_crawl = time.monotonic() + interval
-            try:
+            with suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), max(0.0, next_crawl - time.monotonic()))
-            except TimeoutError:
-                pass

@@ -38,11 +38,8 @@ class WorkerPool:
             self.stop()
         self._processes = [p for p in self._processes if p.poll() is None]
         while len(self._processes) < settings.nextcloud.jobs:
-            self._processes.append(
-                subprocess.Popen(
-                    [sys.executable, "-m", "ex_app", "worker"], env=worker_environment(settings)
-                )
-            )
+            worker = [sys.executable, "-m", "ex_app", "worker"]
+            self._processes.append(subprocess.Popen(worker, env=worker_environment(settings)))
         self.settings = settings
 
     def stop(self) -> None:

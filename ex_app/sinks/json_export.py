@@ -25,12 +25,6 @@ def overall_status(task_statuses: set[str]) -> str:
     return "skipped"
 
 
-def file_status(tasks: list[schema.Task]) -> tuple[str, str | None]:
-    """A file's overall status and the first error message of its tasks."""
-    errors = [t.error for t in tasks if t.status == TaskStatus.ERROR]
-    return overall_status({t.status for t in tasks}), errors[0] if errors else None
-
-
 def export_results(session: Session, gate: QualityGate, root_id: int | None = None) -> dict:
     """Files (paths relative to their root) with status, tags, labels and faces; and persons.
 
@@ -51,14 +45,14 @@ def export_results(session: Session, gate: QualityGate, root_id: int | None = No
         query = query.where(schema.File.root_id == root_id)
     files = []
     for file in session.scalars(query):
-        status, error = file_status(file.tasks)
+        errors = [t.error for t in file.tasks if t.status == TaskStatus.ERROR]
         files.append(
             {
                 "path": file.path,
                 "root": file.root.location,
                 "kind": file.kind,
-                "status": status,
-                "error": error,
+                "status": overall_status({t.status for t in file.tasks}),
+                "error": errors[0] if errors else None,
                 "width": file.width,
                 "height": file.height,
                 "tags": sorted({t.tag for t in file.tags}),

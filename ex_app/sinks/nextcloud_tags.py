@@ -50,17 +50,11 @@ class NextcloudTagSink:
     def assigned(self, remote_id: int) -> set[str]:
         """The tags this app assigned to the Nextcloud file and has not taken off."""
         with self.sessions() as session:
-            return set(
-                session.scalars(
-                    select(schema.SinkTag.tag).where(schema.SinkTag.remote_id == remote_id)
-                )
-            )
+            return set(session.scalars(select(schema.SinkTag.tag).where(schema.SinkTag.remote_id == remote_id)))
 
     async def apply(self, nc: AsyncNextcloudApp, remote_id: int, tags: Iterable[str]) -> None:
-        """Assign the missing tags and remove the ones this app set that no longer apply.
-
-        ``nc`` acts as a user who can see the file.
-        """
+        """Assign the missing tags and remove the ones this app set that no longer apply;
+        ``nc`` acts as a user who can see the file."""
         wanted = set(tags)
         ours = self.assigned(remote_id)
         if wanted == ours:
@@ -84,11 +78,8 @@ class NextcloudTagSink:
             if name in present:
                 await nc.files.unassign_tag(remote_id, await self.tag_id(nc, name))
             with self.sessions.begin() as session:
-                session.execute(
-                    delete(schema.SinkTag).where(
-                        schema.SinkTag.remote_id == remote_id, schema.SinkTag.tag == name
-                    )
-                )
+                session.execute(delete(schema.SinkTag).where(schema.SinkTag.remote_id == remote_id,
+                                                             schema.SinkTag.tag == name))
 
     async def drain(
         self, client: Callable[[str], AsyncNextcloudApp], person_names: bool, retry_delay: float
@@ -108,9 +99,8 @@ class NextcloudTagSink:
             for held in marks:
                 by_file.setdefault(held.file_id, []).append(held)
             for file_id, held in by_file.items():
-                file = due.get(file_id)
                 try:
-                    if file is not None:
+                    if file := due.get(file_id):
                         await self.apply(client(file.user), file.remote_id, file.tags)
                 except Exception as error:  # noqa: BLE001 (Nextcloud away: a later drain tries again)
                     log.warning("tagging %s of %s failed: %s", file.path, file.user, error)

@@ -82,9 +82,8 @@ def _free(now: datetime):
     return or_(schema.SinkOutbox.lease_until.is_(None), schema.SinkOutbox.lease_until < now)
 
 
-def _claim(session: Session, where, now: datetime | None) -> list[schema.SinkOutbox]:
+def _claim(session: Session, where, now: datetime) -> list[schema.SinkOutbox]:
     """Claim the free marks matching where for a new drainer; the marks it got."""
-    now = now or datetime.now(UTC)
     drainer = uuid.uuid4().hex
     session.execute(
         update(schema.SinkOutbox)
@@ -122,9 +121,7 @@ def take_finished_requests(session: Session, now: datetime | None = None) -> lis
         .where(schema.Task.status == TaskStatus.PENDING)
         .distinct()
     ))  # fmt: skip
-    if not waiting:
-        return []
-    return _claim(session, schema.SinkOutbox.request.in_(waiting), now)
+    return _claim(session, schema.SinkOutbox.request.in_(waiting), now) if waiting else []
 
 
 def _held(marks: Iterable[schema.SinkOutbox]):

@@ -60,68 +60,55 @@ def measure_progress(session: Session, now: datetime | None = None) -> list[Anal
     return _measure(session, now, by_user=False).get(None, [])
 
 
-def measure_user_progress(
-    session: Session, now: datetime | None = None
-) -> dict[str, list[AnalyzerProgress]]:
+def measure_user_progress(session: Session, now: datetime | None = None) -> dict[str, list[AnalyzerProgress]]:
     """Progress of each analyzer for each user (a Nextcloud user id, or ``local:<folder>``)."""
     return _measure(session, now, by_user=True)
 
 
-def _measure(
-    session: Session, now: datetime | None, by_user: bool
-) -> dict[str | None, list[AnalyzerProgress]]:
+def _measure(session: Session, now: datetime | None, by_user: bool) -> dict[str | None, list[AnalyzerProgress]]:
     now = now or datetime.now(UTC)
-    since = now - THROUGHPUT_WINDOW
-    finished = and_(schema.Task.status != TaskStatus.PENDING, schema.Task.updated_at >= since)
+    finished = and_(schema.Task.status != TaskStatus.PENDING, schema.Task.updated_at >= now - THROUGHPUT_WINDOW)
     retrying = and_(schema.Task.status == TaskStatus.PENDING, schema.Task.error.is_not(None))
     owner = (schema.Root.source, schema.Root.location) if by_user else ()
+
+    def count(condition):
+        return func.sum(case((condition, 1), else_=0))
+
     rows = session.execute(
         select(
             *owner,
             schema.Task.analyzer,
-            schema.Task.status,
-            func.count(),
-            func.sum(case((retrying, 1), else_=0)),
-            func.sum(case((finished, 1), else_=0)),
+            count(schema.Task.status == TaskStatus.DONE),
+            count(schema.Task.status == TaskStatus.PENDING),
+            count(schema.Task.status == TaskStatus.ERROR),
+            count(retrying),
+            count(finished),
             func.min(case((finished, schema.Task.updated_at))),
         )
         .select_from(schema.Task)
         .join(schema.File)
         .join(schema.Root)
-        .group_by(*owner, schema.Task.analyzer, schema.Task.status)
+        .group_by(*owner, schema.Task.analyzer)
     )
-    counts: dict[tuple[str | None, str], dict] = defaultdict(
-        lambda: {"statuses": {}, "retrying": 0, "recent": 0, "oldest": None}
-    )
-    for row in rows:
-        user = _user(row[0], row[1]) if by_user else None
-        analyzer, status, count, retry_count, recent, oldest = row[-6:]
-        entry = counts[(user, analyzer)]
-        entry["statuses"][status] = count
-        entry["retrying"] += retry_count or 0
-        entry["recent"] += recent or 0
-        if oldest is not None:
-            oldest = _as_utc(oldest)
-            entry["oldest"] = oldest if entry["oldest"] is None else min(entry["oldest"], oldest)
     result: dict[str | None, list[AnalyzerProgress]] = defaultdict(list)
-    for (user, analyzer), entry in sorted(counts.items(), key=lambda item: (item[0][0] or "", item[0][1])):
+    for row in sorted(rows, key=lambda row: row[-7]):
+        analyzer, done, pending, failed, retry_count, recent, oldest = row[-7:]
         per_minute = 0.0
-        if entry["recent"]:
-            span = max((now - entry["oldest"]).total_seconds(), MIN_SPAN.total_seconds())
-            per_minute = entry["recent"] / span * 60
-        pending = entry["statuses"].get(TaskStatus.PENDING, 0)
-        result[user].append(
+        if recent:
+            span = max((now - _as_utc(oldest)).total_seconds(), MIN_SPAN.total_seconds())
+            per_minute = recent / span * 60
+        result[_user(row[0], row[1]) if by_user else None].append(
             AnalyzerProgress(
                 analyzer=analyzer,
-                done=entry["statuses"].get(TaskStatus.DONE, 0),
+                done=done,
                 pending=pending,
-                failed=entry["statuses"].get(TaskStatus.ERROR, 0),
+                failed=failed,
                 per_minute=round(per_minute, 2),
                 eta_seconds=round(pending / per_minute * 60, 1) if per_minute else None,
-                retrying=entry["retrying"],
+                retrying=retry_count,
             )
         )
-    return dict(result)
+    return dict(sorted(result.items(), key=lambda item: item[0] or ""))
 
 
 def _user(source: str, location: str) -> str:

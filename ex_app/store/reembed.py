@@ -9,10 +9,12 @@ persons, "not the same") stays. A video's faces cannot be found again without th
 its video task runs again instead.
 
 While an owner has faces waiting to be embedded again, grouping leaves that owner's persons
-as they are (:func:`owners_waiting`); once all are done, the next grouping re-forms them.
+as they are (:func:`waiting_files`); once all are done, the next grouping re-forms them.
 """
 
 from __future__ import annotations
+
+from contextlib import suppress
 
 import numpy as np
 from sqlalchemy import select
@@ -27,18 +29,6 @@ from ex_app.store import schema
 from ex_app.store.schema import TaskStatus
 
 
-def files_to_reembed(session: Session, embedder: str) -> list[tuple[int, str]]:
-    """(file id, kind) of every file holding a face of another embedder."""
-    rows = session.execute(
-        select(schema.File.id, schema.File.kind)
-        .where(
-            schema.File.id.in_(select(schema.Face.file_id).where(schema.Face.embedder != embedder))
-        )
-        .order_by(schema.File.id)
-    )
-    return [(file_id, kind) for file_id, kind in rows]
-
-
 def plan_reembedding(session: Session, pipeline: Pipeline, embedder: str) -> list[int]:
     """Pending work for every file with faces of another embedder; returns those file ids.
 
@@ -48,7 +38,10 @@ def plan_reembedding(session: Session, pipeline: Pipeline, embedder: str) -> lis
     """
     version = pipeline.model_version(EMBEDDINGS)
     planned = []
-    for file_id, kind in files_to_reembed(session, embedder):
+    others = select(schema.Face.file_id).where(schema.Face.embedder != embedder)
+    for file_id, kind in session.execute(
+        select(schema.File.id, schema.File.kind).where(schema.File.id.in_(others)).order_by(schema.File.id)
+    ).all():
         tasks = {
             task.analyzer: task
             for task in session.scalars(select(schema.Task).where(schema.Task.file_id == file_id))
@@ -64,13 +57,8 @@ def plan_reembedding(session: Session, pipeline: Pipeline, embedder: str) -> lis
             continue
         task = tasks.get(EMBEDDINGS)
         if task is None:
-            try:
-                with session.begin_nested():
-                    session.add(
-                        schema.Task(file_id=file_id, analyzer=EMBEDDINGS, model_version=version)
-                    )
-            except IntegrityError:  # another worker planned it meanwhile
-                pass
+            with suppress(IntegrityError), session.begin_nested():  # or another worker did meanwhile
+                session.add(schema.Task(file_id=file_id, analyzer=EMBEDDINGS, model_version=version))
         elif task.status == TaskStatus.DONE or task.model_version != version:
             task.status, task.model_version, task.error, task.attempts = (
                 TaskStatus.PENDING, version, None, 0,
