@@ -29,6 +29,7 @@ from ex_app.service.recognize import RecognizeService
 from ex_app.web import personal_settings
 from ex_app.web.access import AppApiAccess
 from ex_app.web.admin_settings import FORM_ID, settings_form
+from ex_app.web.contacts import ContactsReader
 from ex_app.web.contacts import router as contacts_router
 from ex_app.web.people import mount_assets, register_page, unregister_page
 from ex_app.web.people import router as people_router
@@ -133,6 +134,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.service = service  # for the routes' dependencies (ex_app.web.dependencies)
         app.state.people_undo = {}
+        app.state.contacts_reader = ContactsReader()
         try:  # after a restart, resume the work when AppAPI has the app enabled
             if await AsyncNextcloudApp().enabled_state:
                 service.start()

@@ -47,11 +47,10 @@ class ContactsReader:
 
     async def refresh(self, engine: Engine, nc: AsyncNextcloudApp, user: str) -> None:
         """Read user's changed address books (nc acts as user) unless read lately."""
-        lock = self.locks.setdefault(user, asyncio.Lock())
-        async with lock:
-            if time.monotonic() - self.read_at.get(user, -1e18) < engine.settings.contacts.refresh_seconds:
+        s = engine.settings
+        async with self.locks.setdefault(user, asyncio.Lock()):
+            if time.monotonic() - self.read_at.get(user, -1e18) < s.contacts.refresh_seconds:
                 return
-            s = engine.settings
             gate = QualityGate.from_settings(s)
 
             def embed(photo: bytes):
@@ -69,11 +68,8 @@ class ContactsReader:
 
 
 def contacts_reader(request: Request) -> ContactsReader:
-    """The app's one reader of address books (made at the first use)."""
-    state = request.app.state
-    if not hasattr(state, "contacts_reader"):
-        state.contacts_reader = ContactsReader()
-    return state.contacts_reader
+    """The app's one reader of address books (made in :func:`ex_app.main.create_app`)."""
+    return request.app.state.contacts_reader
 
 
 Reader = Annotated[ContactsReader, Depends(contacts_reader)]
