@@ -14,7 +14,8 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import BackgroundTasks, FastAPI
+from fastapi import BackgroundTasks, FastAPI, Request
+from fastapi.responses import JSONResponse
 from nc_py_api import AsyncNextcloudApp, NextcloudExceptionNotFound
 from nc_py_api.ex_app import run_app, set_handlers
 
@@ -23,10 +24,12 @@ from ex_app.config import Settings
 from ex_app.engine import Engine
 from ex_app.models.runtime import Processor, resolve_engine
 from ex_app.models.store import ModelUnavailable
+from ex_app.people.operations import NotFound
 from ex_app.service.recognize import RecognizeService
 from ex_app.web import personal_settings
 from ex_app.web.access import AppApiAccess
 from ex_app.web.admin_settings import FORM_ID, settings_form
+from ex_app.web.contacts import ContactsReader
 from ex_app.web.contacts import router as contacts_router
 from ex_app.web.people import mount_assets, register_page, unregister_page
 from ex_app.web.people import router as people_router
@@ -122,15 +125,6 @@ async def unregister_ui(nc: AsyncNextcloudApp) -> None:
         await nc.webhooks.unregister_all()
 
 
-async def _start_if_enabled(service: RecognizeService) -> None:
-    """After a restart, resume the work when AppAPI has the app enabled."""
-    try:
-        if await AsyncNextcloudApp().enabled_state:
-            service.start()
-    except Exception:  # Nextcloud not reachable yet: /enabled will start the work
-        log.warning("could not ask Nextcloud whether Recognize is enabled", exc_info=True)
-
-
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The ExApp, working with these settings (default: from the environment)."""
     settings = settings or Settings()
@@ -140,7 +134,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.service = service  # for the routes' dependencies (ex_app.web.dependencies)
         app.state.people_undo = {}
-        await _start_if_enabled(service)
+        app.state.contacts_reader = ContactsReader()
+        try:  # after a restart, resume the work when AppAPI has the app enabled
+            if await AsyncNextcloudApp().enabled_state:
+                service.start()
+        except Exception:  # Nextcloud not reachable yet: /enabled will start the work
+            log.warning("could not ask Nextcloud whether Recognize is enabled", exc_info=True)
         yield
         await service.stop()
 
@@ -162,6 +161,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.add_middleware(AppApiAccess)  # AppAPI's signature and each route's access level
     set_handlers(app, enabled_handler, default_init=False, map_app_static=False)
+
+    @app.exception_handler(NotFound)
+    async def not_found(_request: Request, error: NotFound) -> JSONResponse:
+        """Another user's person, face or file answers as if it did not exist."""
+        return JSONResponse({"detail": str(error)}, status_code=404)
 
     @app.post("/init")
     async def init(tasks: BackgroundTasks) -> dict:

@@ -4,7 +4,8 @@ user's persons, and the user's answer to each ("Is this Ann Smith?": yes or no).
 Asking for the offers first reads the user's own address books over CardDAV, as that user
 (:mod:`ex_app.work.contacts`: at most every ``contacts.refresh_seconds``, and only books
 whose sync token changed), unless the user opted out of analysis; when Nextcloud cannot be
-read, the offers come from what was read before. Another user's person ids answer 404.
+read, the offers come from what was read before. Another user's person ids raise NotFound
+(answered 404).
 """
 
 from __future__ import annotations
@@ -16,8 +17,7 @@ import time
 from dataclasses import asdict
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Request
-from fastapi import Path as FastApiPath
+from fastapi import APIRouter, Depends, Request
 from nc_py_api import AsyncNextcloudApp, NextcloudException
 from pydantic import BaseModel, Field
 
@@ -25,15 +25,14 @@ from ex_app.engine import Engine
 from ex_app.models.store import ModelUnavailable
 from ex_app.people import contacts
 from ex_app.people.clustering import QualityGate
-from ex_app.people.operations import NotFound
 from ex_app.sources.contacts import ContactsError
 from ex_app.service.nextcloud_settings import user_choice
 from ex_app.web.dependencies import CurrentEngine, User, UserClient
+from ex_app.web.people import PathId
 from ex_app.work.contacts import read_nextcloud_contacts
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/people/contacts")
-PathId = Annotated[int, FastApiPath(ge=1, le=2**63 - 1)]
 
 
 class ContactsReader:
@@ -47,11 +46,10 @@ class ContactsReader:
 
     async def refresh(self, engine: Engine, nc: AsyncNextcloudApp, user: str) -> None:
         """Read user's changed address books (nc acts as user) unless read lately."""
-        lock = self.locks.setdefault(user, asyncio.Lock())
-        async with lock:
-            if time.monotonic() - self.read_at.get(user, -1e18) < engine.settings.contacts.refresh_seconds:
+        s = engine.settings
+        async with self.locks.setdefault(user, asyncio.Lock()):
+            if time.monotonic() - self.read_at.get(user, -1e18) < s.contacts.refresh_seconds:
                 return
-            s = engine.settings
             gate = QualityGate.from_settings(s)
 
             from ex_app.analyzers.faces import face_analyzer  # OpenCV and dlib: on first use
@@ -71,11 +69,8 @@ class ContactsReader:
 
 
 def contacts_reader(request: Request) -> ContactsReader:
-    """The app's one reader of address books (made at the first use)."""
-    state = request.app.state
-    if not hasattr(state, "contacts_reader"):
-        state.contacts_reader = ContactsReader()
-    return state.contacts_reader
+    """The app's one reader of address books (made in :func:`ex_app.main.create_app`)."""
+    return request.app.state.contacts_reader
 
 
 Reader = Annotated[ContactsReader, Depends(contacts_reader)]
@@ -85,9 +80,9 @@ Reader = Annotated[ContactsReader, Depends(contacts_reader)]
 async def suggestions(owner: User, nc: UserClient, engine: CurrentEngine, reader: Reader) -> dict:
     """The contact name offered to each of the user's unnamed persons, nearest first."""
     settings = engine.settings
-    if not settings.contacts.enabled:
-        return {"suggestions": []}
-    if not (await user_choice(nc, settings.nextcloud.users_enabled_by_default)).enabled:
+    if not settings.contacts.enabled or not (
+        await user_choice(nc, settings.nextcloud.users_enabled_by_default)
+    ).enabled:
         return {"suggestions": []}
     await reader.refresh(engine, nc, owner)
     with engine.sessions() as session:
@@ -102,21 +97,15 @@ class AnswerBody(BaseModel):
 @router.post("/suggestions/{person_id}/accept")
 def accept(owner: User, engine: CurrentEngine, person_id: PathId, body: AnswerBody) -> dict:
     """Name the person with the name offered to it (404 when it is not offered that name)."""
-    try:
-        with engine.sessions.begin() as session:
-            contacts.accept(session, person_id, body.name, owner, engine.settings.faces.embedder,
-                            engine.settings.contacts.distance)
-    except NotFound as error:
-        raise HTTPException(status_code=404, detail=str(error)) from None
+    with engine.sessions.begin() as session:
+        contacts.accept(session, person_id, body.name, owner, engine.settings.faces.embedder,
+                        engine.settings.contacts.distance)
     return {"person_id": person_id, "name": body.name}
 
 
 @router.post("/suggestions/{person_id}/reject")
 def reject(owner: User, engine: CurrentEngine, person_id: PathId, body: AnswerBody) -> dict:
     """The person is not that contact: the name is never offered to it again."""
-    try:
-        with engine.sessions.begin() as session:
-            contacts.reject(session, person_id, body.name, owner)
-    except NotFound as error:
-        raise HTTPException(status_code=404, detail=str(error)) from None
+    with engine.sessions.begin() as session:
+        contacts.reject(session, person_id, body.name, owner)
     return {}

@@ -1,6 +1,6 @@
 """What routes are given through FastAPI's ``Depends``: the signed-in user, a Nextcloud client
-acting as that user, whether that user is an admin, the service, its engine, the store's
-sessions and the People page's undo log.
+acting as that user, whether that user is an admin, the service, its engine and the People
+page's undo log.
 
 :func:`ex_app.main.create_app`'s lifespan puts the service and the undo log on ``app.state``;
 :class:`ex_app.web.access.AppApiAccess` leaves the user AppAPI signed for in the request's
@@ -13,7 +13,6 @@ from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
 from nc_py_api import AsyncNextcloudApp, NextcloudException
-from sqlalchemy.orm import Session, sessionmaker
 
 from ex_app.engine import Engine
 from ex_app.people.undo import Snapshot
@@ -65,14 +64,6 @@ def current_engine(service: Service) -> Engine:
 
 
 CurrentEngine = Annotated[Engine, Depends(current_engine)]
-
-
-def store_sessions(engine: CurrentEngine) -> sessionmaker[Session]:
-    """Sessions of the store."""
-    return engine.sessions
-
-
-Sessions = Annotated[sessionmaker[Session], Depends(store_sessions)]
 
 
 def undo_log(request: Request) -> dict[str, Snapshot]:

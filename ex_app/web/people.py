@@ -2,9 +2,9 @@
 
 Each route acts for the signed-in user (:mod:`ex_app.web.access` lets no request without
 one through), on that user's persons and faces only (:mod:`ex_app.people.operations` with
-``owner``): another user's ids answer 404 as if they
-did not exist. Every correction can be undone once: the state before the user's last
-action is kept in memory per user (lost when the ExApp restarts).
+``owner``): another user's ids raise NotFound, which :func:`ex_app.main.create_app` answers
+with 404 as if they did not exist. Every correction can be undone once: the state before the
+user's last action is kept in memory per user (lost when the ExApp restarts).
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query
 from fastapi import Path as FastApiPath
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
-from starlette.types import Scope
 from nc_py_api import AsyncNextcloudApp
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session, sessionmaker
@@ -30,7 +29,6 @@ from ex_app.media.errors import MediaError
 from ex_app.people import operations, thumbnails
 from ex_app.people.clustering import QualityGate
 from ex_app.people.distances import face_distances
-from ex_app.people.operations import NotFound
 from ex_app.people.undo import Snapshot
 from ex_app.service.nextcloud_settings import save_choice, user_choice
 from ex_app.sources.fetch import FileGone, TransientError
@@ -38,14 +36,13 @@ from ex_app.sources.nextcloud import NextcloudFetcher
 from ex_app.store import schema
 from ex_app.store.outbox import person_tag_changes
 from ex_app.store.progress import measure_user_progress
-from ex_app.web.access import has_dot_segment
-from ex_app.web.dependencies import CurrentEngine, Service, Sessions, UndoLog, User, UserClient
+from ex_app.web.dependencies import CurrentEngine, Service, UndoLog, User, UserClient
 
 router = APIRouter(prefix="/api/people")
 
 MAX_ID = 2**63 - 1  # SQLite's integers are 64-bit: a larger id is refused, not a server error
 RowId = Annotated[int, Field(ge=1, le=MAX_ID)]  # a database id in a request body
-PathId = Annotated[int, FastApiPath(ge=1, le=MAX_ID)]  # a database id in the route
+PathId = Annotated[int, FastApiPath(ge=1, le=MAX_ID)]  # a database id in the route (also contacts)
 
 PAGE = "people"  # the top menu entry: /index.php/apps/app_api/embedded/<appid>/people
 SCRIPT = "js/recognize_ex-main"  # AppAPI adds ".js" / ".css"; built by `make ui`
@@ -71,19 +68,13 @@ async def unregister_page(nc: AsyncNextcloudApp) -> None:
 
 
 class Assets(StaticFiles):
-    """Regular files inside one folder: a path with a dot segment (raw or percent-encoded)
-    answers 404, and so does a link leading out of the folder (Starlette's own check) and
-    any file of a folder not built yet."""
+    """Regular files inside one folder; any file of a folder not built yet answers 404. A link
+    leading out of the folder answers 404 too (Starlette's own check); a path with a dot
+    segment never gets here (:mod:`ex_app.web.access` refuses it for every route)."""
 
     async def check_config(self) -> None:
         if self.directory is not None and Path(self.directory).is_dir():
             await super().check_config()
-
-    def get_path(self, scope: Scope) -> str:
-        raw = scope.get("raw_path", b"").decode("latin-1")
-        if has_dot_segment(scope["path"]) or has_dot_segment(raw):
-            raise HTTPException(status_code=404)
-        return super().get_path(scope)
 
 
 def mount_assets(app: FastAPI) -> None:
@@ -106,15 +97,12 @@ class Corrections:
         self, label: str, persons: set[int], faces: set[int], action: Callable[[Session, str], Any]
     ) -> Any:
         """Run one correction, keeping what it changes for undo (files whose person names
-        change are marked for the tag sink); 404 for ids that are not the user's."""
-        try:
-            with self.sessions.begin() as session, person_tag_changes(session, self.owner):
-                snapshot = Snapshot.take(session, label, persons, faces)
-                result = action(session, self.owner)
-                if isinstance(result, int) and result not in persons:
-                    snapshot.created.add(result)
-        except NotFound as error:
-            raise HTTPException(status_code=404, detail=str(error)) from None
+        change are marked for the tag sink); ids that are not the user's raise NotFound."""
+        with self.sessions.begin() as session, person_tag_changes(session, self.owner):
+            snapshot = Snapshot.take(session, label, persons, faces)
+            result = action(session, self.owner)
+            if isinstance(result, int) and result not in persons:
+                snapshot.created.add(result)
         self.undo_log[self.owner] = snapshot
         return result
 
@@ -125,8 +113,8 @@ class Corrections:
         return {found[0].person_id} if found and found[0].person_id is not None else set()
 
 
-def corrections(owner: User, sessions: Sessions, undo_log: UndoLog) -> Corrections:
-    return Corrections(owner, sessions, undo_log)
+def corrections(owner: User, engine: CurrentEngine, undo_log: UndoLog) -> Corrections:
+    return Corrections(owner, engine.sessions, undo_log)
 
 
 Correct = Annotated[Corrections, Depends(corrections)]
@@ -137,10 +125,10 @@ def _faces_json(faces: list[operations.FaceView]) -> list[dict]:
 
 
 @router.get("/persons")
-def persons(owner: User, sessions: Sessions, undo_log: UndoLog, hidden: bool = False) -> dict:
+def persons(owner: User, engine: CurrentEngine, undo_log: UndoLog, hidden: bool = False) -> dict:
     """The user's persons (named first, then by size; hidden ones too when asked), the
     names in use and the action undo would take back."""
-    with sessions() as session:
+    with engine.sessions() as session:
         everyone = operations.list_persons(session, include_hidden=True, owner=owner)
     listing = everyone if hidden else [p for p in everyone if not p.hidden]
     undo = undo_log.get(owner)
@@ -155,12 +143,9 @@ def persons(owner: User, sessions: Sessions, undo_log: UndoLog, hidden: bool = F
 def person_faces(person_id: PathId, owner: User, engine: CurrentEngine) -> dict:
     """A person's faces with their boxes, grouped by photo by the page."""
     with engine.sessions() as session:
-        try:
-            faces = operations.person_faces(
-                session, person_id, QualityGate.from_settings(engine.settings), owner=owner
-            )
-        except NotFound as error:
-            raise HTTPException(status_code=404, detail=str(error)) from None
+        faces = operations.person_faces(
+            session, person_id, QualityGate.from_settings(engine.settings), owner=owner
+        )
         person = session.get(schema.Person, person_id)
         summary = {"id": person.id, "name": person.name, "hidden": person.hidden}
     return {"person": summary, "faces": _faces_json(faces)}
@@ -189,9 +174,9 @@ def unsure_faces(owner: User, engine: CurrentEngine, limit: int = Query(500, ge=
 
 
 @router.get("/progress")
-def progress(owner: User, service: Service, sessions: Sessions) -> dict:
+def progress(owner: User, service: Service, engine: CurrentEngine) -> dict:
     """What is analyzed and still to do in the user's files, per analyzer, with the time left."""
-    with sessions() as session:
+    with engine.sessions() as session:
         mine = measure_user_progress(session).get(owner, [])
     return {"running": service.running, "analyzers": [p.as_dict() for p in mine]}
 
@@ -346,10 +331,7 @@ async def photo_preview(
     if size not in PREVIEW_SIDES:
         raise HTTPException(status_code=422, detail=f"size is one of {PREVIEW_SIDES}")
     with engine.sessions() as session:
-        try:
-            row = operations.check_file(session, file_id, owner)
-        except NotFound as error:
-            raise HTTPException(status_code=404, detail=str(error)) from None
+        row = operations.check_file(session, file_id, owner)
         cached = thumbnails.preview_path(row, engine.settings.cache_dir, size)
         file = row.path, row.size
 

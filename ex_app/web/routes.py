@@ -8,6 +8,7 @@ with no user or the user who enabled the app), never reachable through AppAPI's 
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
 
 from fastapi import APIRouter, HTTPException
@@ -16,7 +17,7 @@ from pydantic import BaseModel
 
 from ex_app.service.recognize import OptedOut
 from ex_app.store.progress import measure_progress, measure_user_progress
-from ex_app.web.dependencies import IsAdmin, Service, Sessions, User
+from ex_app.web.dependencies import CurrentEngine, IsAdmin, Service, User
 
 router = APIRouter(prefix="/api")
 
@@ -89,28 +90,21 @@ def _owner_path(path: str) -> tuple[str, str] | None:
 
 
 @router.get("/progress")
-def progress(user: User, admin: IsAdmin, service: Service, sessions: Sessions) -> dict:
+def progress(user: User, admin: IsAdmin, service: Service, engine: CurrentEngine) -> dict:
     """Per analyzer: done, pending, failed, throughput and time left, and the loop's state.
 
     An admin (as Nextcloud says) gets the instance's figures and each user's; any other user
     their own only.
     """
-    with sessions() as session:
+    with engine.sessions() as session:
         per_user = measure_user_progress(session)
         instance = measure_progress(session) if admin else per_user.get(user, [])
     users = per_user if admin else {user: per_user.get(user, [])}
-    cycle = service.last_cycle
     return {
         "running": service.running,
         "cycles": service.cycles,
         "last_error": service.last_error if admin else None,
-        "last_cycle": None if cycle is None or not admin else {
-            "quiet": cycle.quiet,
-            "processed": cycle.processed,
-            "persons": cycle.persons,
-            "opted_out": cycle.opted_out,
-            "sync": None if cycle.sync is None else vars(cycle.sync),
-        },
+        "last_cycle": asdict(service.last_cycle) if admin and service.last_cycle else None,
         "analyzers": [p.as_dict() for p in instance],
         "users": {name: [p.as_dict() for p in rows] for name, rows in users.items()},
     }
