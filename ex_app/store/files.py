@@ -139,8 +139,19 @@ def record_files(
     One query finds the chunk's stored files (by Nextcloud id, else by path) with their
     tasks; the database is written only for what differs (a new file, a new fingerprint, a
     missing or outdated task), so recording files that did not change writes nothing. A file
-    id recorded already (a share seen by another user first) keeps its user and path.
+    id recorded already (a share seen by another user first) keeps its user and path. A file
+    that another transaction (a crawl beside a webhook) recorded first is found the second time.
     """
+    files = list(files)
+    try:
+        return _record_files(sessions, source, files, pipeline)
+    except IntegrityError:
+        return _record_files(sessions, source, files, pipeline)
+
+
+def _record_files(
+    sessions: sessionmaker[Session], source: Recording, files: list[FoundFile], pipeline: Pipeline
+) -> Recorded:
     recorded = Recorded()
     report = recorded.report
     items: dict[object, FoundFile] = {}
