@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ex_app.analyzers.faces import FaceAnalyzer, load_face_embedder
+from ex_app.analyzers.faces import FaceAnalyzer, embedder
+from ex_app.analyzers.pipeline import Pipeline
 from ex_app.analyzers.objects import ObjectClassifier, load_imagenet_labels
 from ex_app.config import Settings
 from ex_app.models.manifest import load_manifest
@@ -59,7 +60,7 @@ def main() -> None:
     store = ModelStore(STORE, load_manifest(), mirror=MODELS)
     settings = Settings(threads=args.threads)
     analyzer = FaceAnalyzer(
-        store.path("face_detection_yunet"), load_face_embedder(settings, store), threads=args.threads
+        store.path("face_detection_yunet"), embedder(Pipeline(settings, store)), threads=args.threads
     )
     face_photos = [load_rgb(path) for path in labelled_face_photos(args.faces)]
     faces_found: list[int] = []

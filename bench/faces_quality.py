@@ -84,7 +84,9 @@ from scipy.sparse.csgraph import minimum_spanning_tree
 from scipy.spatial.distance import cdist, pdist, squareform
 from sklearn.cluster import DBSCAN, HDBSCAN
 
-from ex_app.analyzers.faces import EMBEDDERS, FaceAnalyzer, load_face_embedder
+from ex_app.analyzers.faces import EMBEDDERS, FaceAnalyzer
+from ex_app.analyzers.faces import embedder as face_embedder
+from ex_app.analyzers.pipeline import Pipeline
 from ex_app.analyzers.results import Face
 from ex_app.config import Settings
 from ex_app.models.manifest import load_manifest
@@ -168,7 +170,7 @@ def make_analyzer(embedder: str) -> FaceAnalyzer:
     settings = Settings(face_embedder=embedder, inference_engine="onnx")
     return FaceAnalyzer(
         model_store().path("face_detection_yunet"),
-        load_face_embedder(settings, model_store()),
+        face_embedder(Pipeline(settings, model_store())),
         min_score=ANALYZER_MIN_SCORE,
         min_size=ANALYZER_MIN_SIZE,
     )

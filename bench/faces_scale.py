@@ -52,7 +52,8 @@ def _embed_shared_faces() -> tuple[np.ndarray, np.ndarray]:
 
     from PIL import Image
 
-    from ex_app.analyzers.faces import FaceAnalyzer, load_face_embedder
+    from ex_app.analyzers.faces import FaceAnalyzer, embedder
+    from ex_app.analyzers.pipeline import Pipeline
     from ex_app.config import Settings
     from ex_app.models.manifest import load_manifest
     from ex_app.models.store import ModelStore
@@ -60,7 +61,7 @@ def _embed_shared_faces() -> tuple[np.ndarray, np.ndarray]:
     shared = ROOT.parent / "shared"
     store = ModelStore(ROOT / "build" / "bench-models", load_manifest(), mirror=shared / "models")
     analyzer = FaceAnalyzer(
-        store.path("face_detection_yunet"), load_face_embedder(Settings(), store)
+        store.path("face_detection_yunet"), embedder(Pipeline(Settings(), store))
     )
     embeddings, identities = [], []
     with open(shared / "data" / "faces" / "labels.csv", newline="") as handle:

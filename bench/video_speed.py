@@ -18,7 +18,8 @@ import time
 from pathlib import Path
 
 from ex_app.analyzers.actions import prepare_frame
-from ex_app.analyzers.faces import FaceAnalyzer, load_face_embedder
+from ex_app.analyzers.faces import FaceAnalyzer, embedder
+from ex_app.analyzers.pipeline import Pipeline
 from ex_app.analyzers.objects import ObjectClassifier, load_imagenet_labels
 from ex_app.analyzers.video import agreed_labels, appearance_distance, distinct_faces
 from ex_app.config import Settings
@@ -63,7 +64,7 @@ def main() -> None:
         store = ModelStore(Path(tmp) / "models", load_manifest(), mirror=MODELS)
         faces = FaceAnalyzer(
             detector_path=store.path("face_detection_yunet"),
-            embedder=load_face_embedder(s, store),
+            embedder=embedder(Pipeline(s, store)),
             min_score=s.faces.min_score, min_size=s.faces.min_size, threads=threads,
         )
         objects = ObjectClassifier(
