@@ -263,11 +263,7 @@ def box_sharpness(grey: np.ndarray, box: tuple[float, float, float, float]) -> f
 
 
 def frontality(landmarks: np.ndarray) -> float:
-    """1 for a frontal face, towards 0 as it turns: symmetry of the nose between eyes and mouth.
-
-    The nose tip's distance to each eye and to each mouth corner; for each pair, the shorter
-    divided by the longer; the product of both ratios.
-    """
+    """1 for a frontal face, towards 0 as it turns: symmetry of the nose between eyes and mouth."""
     right_eye, left_eye, nose, right_mouth, left_mouth = landmarks.astype(np.float64)
 
     def ratio(a: np.ndarray, b: np.ndarray) -> float:
