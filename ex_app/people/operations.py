@@ -114,11 +114,11 @@ def face_owner_of(session: Session, face_id: int) -> tuple[schema.Face, str | No
     return None if row is None else (row[0], row[1])
 
 
-def _face(session: Session, face_id: int, owner: Owner = ANYONE) -> schema.Face:
+def _face(session: Session, face_id: int, owner: Owner = ANYONE) -> tuple[schema.Face, str | None]:
     found = face_owner_of(session, face_id)
     if found is None or not owns(owner, found[1]):
         raise NotFound(f"no face {face_id}")
-    return found[0]
+    return found
 
 
 def check_file(session: Session, file_id: int, owner: Owner) -> schema.File:
@@ -242,8 +242,7 @@ def move_face(
 
     The face is pinned there, the person it left rejects it, and both persons become confirmed.
     """
-    face = _face(session, face_id, owner)
-    _, face_owner_name = face_owner_of(session, face_id)
+    face, face_owner_name = _face(session, face_id, owner)
     if person_id is None:
         target = schema.Person(confirmed=True, owner=face_owner_name)
         session.add(target)
@@ -269,7 +268,7 @@ def move_face(
 
 def remove_face(session: Session, face_id: int, *, owner: Owner = ANYONE) -> None:
     """Take a face out of its person; it never joins that person again."""
-    face = _face(session, face_id, owner)
+    face, _ = _face(session, face_id, owner)
     if face.person_id is None:
         return
     left = face.person_id
