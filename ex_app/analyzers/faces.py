@@ -113,11 +113,7 @@ def align_sface(rgb: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
 
 
 class SFaceEmbedder:
-    """SFace on aligned 112×112 faces; L2-normalised vectors.
-
-    ``.onnx`` files run in OpenCV's dnn module unless ``session`` (an onnxruntime session of
-    the float32 graph, for GPUs) is given.
-    """
+    """SFace on aligned 112×112 faces, in OpenCV's dnn unless given an onnxruntime session."""
 
     name = SFACE
 
@@ -267,11 +263,7 @@ def box_sharpness(grey: np.ndarray, box: tuple[float, float, float, float]) -> f
 
 
 def frontality(landmarks: np.ndarray) -> float:
-    """1 for a frontal face, towards 0 as it turns: symmetry of the nose between eyes and mouth.
-
-    The nose tip's distance to each eye and to each mouth corner; for each pair, the shorter
-    divided by the longer; the product of both ratios.
-    """
+    """1 for a frontal face, towards 0 as it turns: symmetry of the nose between eyes and mouth."""
     right_eye, left_eye, nose, right_mouth, left_mouth = landmarks.astype(np.float64)
 
     def ratio(a: np.ndarray, b: np.ndarray) -> float:
@@ -301,13 +293,7 @@ def face_quality(score: float, size: float, sharpness: float, pose: float) -> fl
 
 
 def embedder(pipeline: Pipeline) -> FaceEmbedder:
-    """The configured face embedder on this machine's best engine.
-
-    SFace runs in OpenCV's dnn module on CPUs (faster here than onnxruntime, and on every
-    processor) and through onnxruntime on its float32 graph where onnxruntime has a GPU.
-    dlib's network runs as our ONNX port where onnxruntime runs, else in dlib's own code
-    (the same embeddings, slower).
-    """
+    """The configured face embedder on this machine's best engine (see the module text)."""
     settings, models = pipeline.settings, pipeline.models
     onnx = resolve_engine(settings.inference.engine) == "onnx"
     threads = settings.inference.threads

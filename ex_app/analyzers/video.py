@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import numpy as np
+from scipy.sparse.csgraph import connected_components
 
 from ex_app.analyzers import music, objects
 from ex_app.analyzers.faces import PEOPLE_TAG, face_analyzer, to_original_pixels
@@ -40,7 +41,7 @@ class Appearance:
 def distinct_faces(frames: list[tuple[float, list[Face]]], max_distance: float) -> list[Appearance]:
     """Faces of all frames grouped into appearances, in order of first sighting.
 
-    Faces within max_distance of each other (Euclidean, dlib embeddings) are one appearance,
+    Faces within max_distance of each other (Euclidean, face vectors) are one appearance,
     and so, transitively, are their neighbours (single linkage: the order of frames is moot).
     """
     sightings = [(at, face) for at, faces in sorted(frames, key=lambda f: f[0]) for face in faces]
@@ -48,19 +49,9 @@ def distinct_faces(frames: list[tuple[float, list[Face]]], max_distance: float) 
         return []
     embeddings = np.stack([face.embedding for _, face in sightings]).astype(np.float32)
     near = np.linalg.norm(embeddings[:, None] - embeddings[None], axis=2) <= max_distance
-    group = list(range(len(sightings)))  # union-find over the "near" graph
-
-    def root(i: int) -> int:
-        while group[i] != i:
-            group[i] = group[group[i]]
-            i = group[i]
-        return i
-
-    for i, j in zip(*np.nonzero(np.triu(near, k=1))):
-        group[root(int(j))] = root(int(i))
+    _, components = connected_components(near, directed=False)
     appearances: dict[int, Appearance] = {}
-    for index, (at, face) in enumerate(sightings):
-        key = root(index)
+    for key, (at, face) in zip(components.tolist(), sightings):
         appearance = appearances.get(key)
         if appearance is None:
             appearances[key] = Appearance(face, at, 1)
@@ -72,10 +63,7 @@ def distinct_faces(frames: list[tuple[float, list[Face]]], max_distance: float) 
 
 
 def agreed_labels(frames: list[list[Label]], min_frames: int, min_share: float) -> list[Label]:
-    """Labels in at least min_frames frames' lists or min_share of them, best average first.
-
-    The score is the label's mean over the frames that gave it.
-    """
+    """Labels in at least min_frames frames' lists or min_share of them, best average first."""
     if not frames:
         return []
     scores: dict[str, list[float]] = defaultdict(list)

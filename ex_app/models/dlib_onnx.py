@@ -123,9 +123,6 @@ class DlibReader:
         self.version(1)
         return tuple(self.integer() for _ in range(4))
 
-    def at_end(self) -> bool:
-        return self.pos == len(self._data)
-
 
 # Topology -----------------------------------------------------------------------------------
 
@@ -382,7 +379,7 @@ def read_face_resnet(data: bytes) -> DlibNetwork:
             _skip_training_state(reader, versions[index], over_input=index == over_input)
         else:
             steps.append(node)
-    if not reader.at_end():
+    if reader.pos != len(data):
         raise DlibFormatError(f"{len(data) - reader.pos} bytes left after the network")
     return DlibNetwork(means, size, tuple(steps))
 

@@ -171,8 +171,7 @@ def _regroup_owner(
         forbidden=_rejections(session, mine.ids),
         cannot_link=mine.same_photo_pairs(),
     )
-    reusable = {p for p, (o, c) in persons.items() if not c and o == owner} - claimed
-    return _write_labels(session, mine, labels, fixed, reusable, owner, claimed)
+    return _write_labels(session, mine, labels, fixed, persons, owner, claimed)
 
 
 def update_persons(
@@ -219,9 +218,8 @@ def update_persons(
             forbidden=rejections + np.array([pseudo, 0]),
             cannot_link=loose.same_photo_pairs(offset=pseudo),
         )[pseudo:]
-        reusable = {p for p, (o, c) in persons.items() if not c and o == owner} - claimed
         touched = _write_labels(
-            session, loose, labels, set(person_ids.tolist()), reusable, owner, claimed
+            session, loose, labels, set(person_ids.tolist()), persons, owner, claimed
         )
         refresh_centroids(session, touched)
     return session.scalar(select(func.count(schema.Person.id)))
@@ -301,7 +299,7 @@ def _write_labels(
     faces: StoredFaces,
     labels: np.ndarray,
     fixed: set[int],
-    reusable: set[int],
+    persons: dict[int, tuple[str | None, bool]],
     owner: str | None,
     claimed: set[int],
 ) -> set[int]:
@@ -309,17 +307,16 @@ def _write_labels(
     changed.
 
     Labels that are fixed person ids stay as they are; every other label becomes a person
-    of owner, reusing the unconfirmed person of owner (in ``reusable``) most of its faces
-    were in when that one is free. Persons used are added to ``claimed``.
+    of owner, reusing the unfixed person of owner (of ``persons``) most of its faces were in
+    when no other label claimed it. Persons used are added to ``claimed``.
     """
+    reusable = {p for p, (o, c) in persons.items() if not c and o == owner}
     persons_of_label: dict[int, int] = {}
     for label in _in_order_of_first_face(labels):
         if label in fixed:
             persons_of_label[label] = label
             continue
-        previous = Counter(
-            int(p) for p in faces.person_ids[labels == label] if p != UNASSIGNED and p in reusable
-        )
+        previous = Counter(int(p) for p in faces.person_ids[labels == label] if p in reusable)
         reuse = next((p for p, _ in previous.most_common() if p not in claimed), None)
         if reuse is None:
             person = schema.Person(owner=owner)

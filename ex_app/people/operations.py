@@ -80,13 +80,9 @@ class FaceView:
 def viewer_link(remote_id: int | None) -> str | None:
     """The URL, relative to Nextcloud's web root, that opens a Nextcloud file in Files' Viewer.
 
-    Nextcloud 30 to 35 (nextcloud/server, apps/files/appinfo/routes.php: ``View#showFile``,
-    url ``/f/{fileid}``, root ``''``; apps/files/lib/Controller/ViewController.php:
-    ``showFile`` → ``redirectToFile``) answer ``/index.php/f/FILEID`` with a redirect to
-    ``/index.php/apps/files/files/FILEID?dir=PARENT&openfile=true`` for the signed-in user,
-    which opens the file in the Viewer; the folder is looked up by Nextcloud, so the link
-    stays right after the file is moved. The Viewer plays a video from its beginning
-    (nextcloud/viewer src/components/Videos.vue gives the player the file's DAV URL alone).
+    Nextcloud 30 to 35 (apps/files ``View#showFile``) redirect ``/index.php/f/FILEID`` to the
+    file in its current folder with ``openfile=true``, so the link survives moves. The Viewer
+    plays a video from its beginning (it gives the player the file's DAV URL alone).
     """
     return None if remote_id is None else f"/index.php/f/{remote_id}"
 
@@ -97,9 +93,7 @@ def owns(owner: Owner, actual: str | None) -> bool:
 
 def _owned_by(column, owner: Owner):
     """A WHERE clause keeping rows whose owner column is owner (no clause for ANYONE)."""
-    if owner is ANYONE:
-        return true()
-    return column == owner  # SQLAlchemy makes "== None" IS NULL
+    return true() if owner is ANYONE else column == owner  # "== None" is IS NULL
 
 
 def _person(session: Session, person_id: int, owner: Owner = ANYONE) -> schema.Person:
@@ -120,11 +114,11 @@ def face_owner_of(session: Session, face_id: int) -> tuple[schema.Face, str | No
     return None if row is None else (row[0], row[1])
 
 
-def _face(session: Session, face_id: int, owner: Owner = ANYONE) -> schema.Face:
+def _face(session: Session, face_id: int, owner: Owner = ANYONE) -> tuple[schema.Face, str | None]:
     found = face_owner_of(session, face_id)
     if found is None or not owns(owner, found[1]):
         raise NotFound(f"no face {face_id}")
-    return found[0]
+    return found
 
 
 def check_file(session: Session, file_id: int, owner: Owner) -> schema.File:
@@ -248,8 +242,7 @@ def move_face(
 
     The face is pinned there, the person it left rejects it, and both persons become confirmed.
     """
-    face = _face(session, face_id, owner)
-    _, face_owner_name = face_owner_of(session, face_id)
+    face, face_owner_name = _face(session, face_id, owner)
     if person_id is None:
         target = schema.Person(confirmed=True, owner=face_owner_name)
         session.add(target)
@@ -275,7 +268,7 @@ def move_face(
 
 def remove_face(session: Session, face_id: int, *, owner: Owner = ANYONE) -> None:
     """Take a face out of its person; it never joins that person again."""
-    face = _face(session, face_id, owner)
+    face, _ = _face(session, face_id, owner)
     if face.person_id is None:
         return
     left = face.person_id

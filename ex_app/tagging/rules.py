@@ -20,7 +20,6 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
-
 @dataclass(frozen=True)
 class LabelIdFormat:
     """What a rules file's label ids must look like, and how to say so in an error."""
@@ -82,23 +81,14 @@ class TagRules:
         """Read and check a rules file; raises :class:`RulesError` naming each problem."""
         try:
             data = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
+            parsed = _RulesFile.model_validate(data)
         except yaml.YAMLError as error:
             raise RulesError(f"{path}: not valid YAML: {error}") from error
-        try:
-            return cls.from_data(data, label_ids)
-        except RulesError as error:
-            raise RulesError(f"{path}: {error}") from error
-
-    @classmethod
-    def from_data(cls, data: Any, label_ids: LabelIdFormat = WORDNET_IDS) -> TagRules:
-        """Build rules from already-parsed YAML, checking it as :meth:`load` does."""
-        try:
-            parsed = _RulesFile.model_validate(data)
         except ValidationError as error:
-            raise RulesError(_describe(error)) from error
+            raise RulesError(f"{path}: {_describe(error)}") from error
         problems = _cross_reference_problems(parsed, label_ids)
         if problems:
-            raise RulesError("\n".join(problems))
+            raise RulesError(f"{path}: " + "\n".join(problems))
         tags = {
             name: Tag(name, tuple(entry.parents), tuple(entry.aliases))
             for name, entry in parsed.tags.items()
