@@ -1,17 +1,9 @@
-"""The ExApp's background work: crawl all users, send what is new to the workers, tag what
-they finish, group faces; repeat.
-
-Analysis is done by worker processes, ``jobs`` of them, on the work queue
-(:mod:`ex_app.service.worker_pool`). One cycle runs at a time: it reads the admin settings
-and the users' choices (opted in or out; read again every few minutes), crawls every opted-in
-user's files (at start and after each interval) sending the new and changed files to the
-queue as it goes, and until the crawl is done and the workers have no work left for those
-users, drains the outbox (:mod:`ex_app.store.outbox`, marked wherever the results were
-written): tags each finished file in Nextcloud and tells each user whose Files menu request
-is done what was found. Then faces are regrouped, and the files whose persons' names
-changed are tagged again. Files queued by the Files menu
-(first) or by webhooks (ahead of the backlog) start a cycle at once that does not crawl.
-Quiet hours skip the cycle (and hold the workers back).
+"""The ExApp's background work, one cycle at a time: crawl the opted-in users' files (at
+start and after each interval) sending what is new to the workers
+(:mod:`ex_app.service.worker_pool`), drain the outbox (:mod:`ex_app.store.outbox`: tags,
+Files menu notifications) while they work, regroup faces. Files queued by the Files menu or
+by webhooks start a cycle at once that does not crawl. Quiet hours skip the cycle (and hold
+the workers back).
 """
 
 from __future__ import annotations

@@ -40,19 +40,6 @@ def walk_local(root: Path) -> Iterator[SourceFile]:
     yield from _walk(root, root, frozenset())
 
 
-def one_local_file(root: Path, path: str) -> SourceFile | None:
-    """The media file at root/path (a relative path, '/' separators) as the walk gives it;
-    None when it is no media file or is not there."""
-    kind = media_kind(path)
-    try:
-        stat = (root / path).stat()
-    except OSError:
-        return None
-    if kind is None or not (root / path).is_file():
-        return None
-    return SourceFile(str(root), path, kind, stat.st_size, stat.st_mtime_ns)
-
-
 def _walk(root: Path, folder: Path, inherited: frozenset[MediaKind]) -> Iterator[SourceFile]:
     try:
         entries = sorted(os.scandir(folder), key=lambda entry: entry.name)
@@ -100,12 +87,16 @@ class LocalSource:
 
     async def walk(self) -> AsyncIterator[SourceFile]:
         if self.only is None:
-            found: Iterator[SourceFile] = walk_local(self.folder)
-        else:
-            one = one_local_file(self.folder, self.only)
-            found = iter([one] if one is not None else [])
-        for item in found:
-            yield item
+            for item in walk_local(self.folder):
+                yield item
+            return
+        path, kind = self.folder / self.only, media_kind(self.only)
+        try:
+            stat = path.stat()
+        except OSError:
+            return  # not there
+        if kind is not None and path.is_file():  # as the walk gives it
+            yield SourceFile(self.location, self.only, kind, stat.st_size, stat.st_mtime_ns)
 
     def fingerprint(self, item: SourceFile, stored: StoredFile | None) -> str | None:
         if stored is not None and (stored.size, stored.mtime_ns) == (item.size, item.mtime_ns):
@@ -137,4 +128,4 @@ class LocalFetcher:
         yield path
 
     def close(self) -> None:
-        pass  # holds nothing
+        """Holds nothing."""

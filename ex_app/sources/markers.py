@@ -16,7 +16,4 @@ MARKERS: dict[str, frozenset[MediaKind]] = {
 
 def excluded_kinds(file_names: Iterable[str]) -> frozenset[MediaKind]:
     """The media kinds that the marker files among these names exclude."""
-    excluded: set[MediaKind] = set()
-    for name in file_names:
-        excluded |= MARKERS.get(name, frozenset())
-    return frozenset(excluded)
+    return frozenset().union(*(MARKERS.get(name, ()) for name in file_names))

@@ -249,8 +249,7 @@ class NextcloudFetcher:
         self._runner: asyncio.Runner | None = None  # a worker's thread drives its own loop
 
     async def download(self, user: str, path: str, folder: Path, size: int = 0) -> Path:
-        """user's file at path, streamed into a new temporary file in folder (``size``: the
-        stored size, refused at once when over the cap)."""
+        """:meth:`NextcloudSource.download`, its failures sorted as the class says."""
         try:
             return await self.source.download(user, path, folder, size)
         except TooLarge as error:

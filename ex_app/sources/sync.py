@@ -25,9 +25,7 @@ CHUNK = 200  # files recorded (and sent to the workers) at a time while walking
 
 
 class Source(Recording, Protocol):
-    """Where media files come from: ``name`` (the roots' source), :meth:`walk`,
-    :meth:`fingerprint` (sha256 of a local file, "etag:..." of a Nextcloud one) and the roots
-    walked."""
+    """Where media files come from: a local folder, some Nextcloud users' files."""
 
     def walk(self) -> AsyncIterator[FoundFile]:
         """The media files, each once, honouring marker files."""

@@ -30,7 +30,7 @@ def book_state(session: Session, owner: str | None, location: str) -> tuple[str,
             _owned(schema.ContactBook.owner, owner), schema.ContactBook.location == location
         )
     ).first()
-    return None if row is None else (row[0], row[1])
+    return None if row is None else tuple(row)
 
 
 def replace_book(

@@ -9,6 +9,7 @@ transactions, so a scan killed at any moment is finished by the next one.
 
 from __future__ import annotations
 
+import functools
 from array import array
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
@@ -159,12 +160,7 @@ def _record_files(
         items.setdefault(item.remote_id if item.remote_id is not None else (item.root, item.path), item)
     if not items:
         return recorded
-    versions: dict[str, str] = {}
-
-    def version(analyzer: str) -> str:
-        if analyzer not in versions:
-            versions[analyzer] = pipeline.model_version(analyzer)
-        return versions[analyzer]
+    version = functools.cache(pipeline.model_version)
 
     with sessions.begin() as session:
         by_remote: dict[int, StoredFile] = {}
