@@ -22,6 +22,7 @@ if TYPE_CHECKING:  # the heavy libraries load in the commands that use them: --h
     from ex_app.sources.fetch import FileFetcher
 
 DISK_ERRORS = ("disk I/O error", "database or disk is full", "No space left")
+TASK_WIDTH = 44  # the task column of `models list`; a longer description is cut
 STOP_REQUEST = "recognize.stop"  # ctx.meta key: a SIGTERM that came while a worker started
 
 
@@ -555,18 +556,10 @@ def models_list(engine: Engine) -> None:
     used_width = max((len(",".join(names)) for names in users.values()), default=0)
     for status in statuses:
         where = str(status.path) if status.present else "missing"
-        task = _shortened(status.task, TASK_WIDTH)
+        task = status.task if len(status.task) <= TASK_WIDTH else status.task[: TASK_WIDTH - 1] + "…"
         used = ",".join(users.get(status.name, ["-"]))
         click.echo(f"{status.name:<{name_width}}  {task:<{TASK_WIDTH}}  {used:<{used_width}}  "
                    f"{status.size / 1e6:>7.1f} MB  {where}")
-
-
-TASK_WIDTH = 44  # the task column of `models list`; a longer description is cut
-
-
-def _shortened(text: str, width: int) -> str:
-    """``text``, cut to ``width`` characters with an ellipsis when longer."""
-    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 @models.command("fetch")
