@@ -383,11 +383,7 @@ def face_thumbnail(engine: Engine, face_id: int, size: int) -> None:
     with engine.sessions() as session:
         try:
             path = thumbnails.face_thumbnail(
-                session,
-                face_id,
-                engine.settings.cache_dir,
-                local_file,
-                size=size,
+                session, face_id, engine.settings.cache_dir, local_file, size=size,
                 max_pixels=engine.settings.images.max_pixels,
                 video_timeout=engine.settings.video.decode_timeout_seconds,
             )
