@@ -22,6 +22,7 @@ if TYPE_CHECKING:  # the heavy libraries load in the commands that use them: --h
     from ex_app.sources.fetch import FileFetcher
 
 DISK_ERRORS = ("disk I/O error", "database or disk is full", "No space left")
+TASK_WIDTH = 44  # the task column of `models list`; a longer description is cut
 STOP_REQUEST = "recognize.stop"  # ctx.meta key: a SIGTERM that came while a worker started
 
 
@@ -382,11 +383,7 @@ def face_thumbnail(engine: Engine, face_id: int, size: int) -> None:
     with engine.sessions() as session:
         try:
             path = thumbnails.face_thumbnail(
-                session,
-                face_id,
-                engine.settings.cache_dir,
-                local_file,
-                size=size,
+                session, face_id, engine.settings.cache_dir, local_file, size=size,
                 max_pixels=engine.settings.images.max_pixels,
                 video_timeout=engine.settings.video.decode_timeout_seconds,
             )
@@ -555,18 +552,10 @@ def models_list(engine: Engine) -> None:
     used_width = max((len(",".join(names)) for names in users.values()), default=0)
     for status in statuses:
         where = str(status.path) if status.present else "missing"
-        task = _shortened(status.task, TASK_WIDTH)
+        task = status.task if len(status.task) <= TASK_WIDTH else status.task[: TASK_WIDTH - 1] + "…"
         used = ",".join(users.get(status.name, ["-"]))
         click.echo(f"{status.name:<{name_width}}  {task:<{TASK_WIDTH}}  {used:<{used_width}}  "
                    f"{status.size / 1e6:>7.1f} MB  {where}")
-
-
-TASK_WIDTH = 44  # the task column of `models list`; a longer description is cut
-
-
-def _shortened(text: str, width: int) -> str:
-    """``text``, cut to ``width`` characters with an ellipsis when longer."""
-    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 @models.command("fetch")

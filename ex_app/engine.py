@@ -1,7 +1,5 @@
-"""The engine: settings, database, model store and pipeline wired together.
-
-The CLI and the ExApp both drive Recognize through this one object.
-"""
+"""The engine: settings, database, model store and pipeline wired together; the CLI and the
+ExApp both drive Recognize through this one object."""
 
 from __future__ import annotations
 
@@ -120,6 +118,7 @@ class Engine:
         then faces are regrouped. ``on_planned`` gets the number of files sent so far.
         ``only``: one file's path in the folder, scanned alone.
         """
+        from ex_app.store.files import work_left
         from ex_app.work.queue import BACKLOG
 
         sent: set[int] = set()
@@ -148,7 +147,13 @@ class Engine:
         walker = threading.Thread(target=walk, name="recognize-walk", daemon=True)
         walker.start()
         worker = self.worker(obey_schedule=False, on_file_done=on_file_done)
-        worker.run(until=lambda: not walker.is_alive() and self._settled(crawl))
+
+        def settled() -> bool:  # the walk is over, and failed or left no pending task in its root
+            return not walker.is_alive() and (
+                "root_id" not in crawl or not work_left(self.sessions, root_id=crawl["root_id"])
+            )
+
+        worker.run(until=settled)
         walker.join()
         if "error" in crawl:
             raise crawl["error"]
@@ -172,12 +177,6 @@ class Engine:
         report = asyncio.run(sync(self.sessions, source, self.pipeline, on_chunk))
         with self.sessions.begin() as session:
             return find_or_create_root(session, source.name, source.location), report
-
-    def _settled(self, crawl: dict) -> bool:
-        """Whether the walk failed or left no pending task in its root."""
-        from ex_app.store.files import work_left
-
-        return "root_id" not in crawl or not work_left(self.sessions, root_id=crawl["root_id"])
 
     def regroup(self, full: bool | None = None) -> int:
         """Group faces into persons; returns the number of persons.

@@ -97,10 +97,7 @@ async def register_ui(nc: AsyncNextcloudApp, settings: Settings) -> None:
     """The Files menu action (v2: the whole selection in one call), the admin and personal
     forms and the file event listeners."""
     await nc.ui.files_dropdown_menu.register_ex(
-        FILES_ACTION_NAME,
-        "Analyze with Recognize",
-        FILES_ACTION_ROUTE,
-        mime=FILES_ACTION_MIMES,
+        FILES_ACTION_NAME, "Analyze with Recognize", FILES_ACTION_ROUTE, mime=FILES_ACTION_MIMES
     )
     await nc.ui.settings.register_form(settings_form(settings))
     await nc.ui.settings.register_form(

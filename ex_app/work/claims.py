@@ -21,10 +21,9 @@ from sqlalchemy.orm import Session
 from ex_app.analyzers.pipeline import Pipeline
 from ex_app.analyzers.results import FileAnalysis
 from ex_app.store import schema
+from ex_app.store.outbox import MAX_RETRY_DELAY
 from ex_app.store.results import record_analysis
 from ex_app.store.schema import TaskStatus, utcnow
-
-MAX_RETRY_DELAY = 3600.0  # seconds: the backoff stops doubling here
 
 
 def worker_name() -> str:

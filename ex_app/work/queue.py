@@ -42,14 +42,9 @@ Handler = Callable[[list[int], int], None]
 def open_huey(url: str, idle_seconds: float) -> Huey:
     """A huey instance on the backend the URL names; Redis waits for messages, not polls."""
     if url.startswith("sqlite:///"):
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        return Huey(
-            QUEUE_NAME,
-            results=False,
-            storage_class=SqliteStorage,
-            filename=url.removeprefix("sqlite:///"),
-            timeout=30,
-        )
+        path = Path(url.removeprefix("sqlite:///"))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return Huey(QUEUE_NAME, results=False, storage_class=SqliteStorage, filename=str(path), timeout=30)
     if url.startswith(("redis://", "rediss://", "unix://")):
         return Huey(
             QUEUE_NAME,
@@ -79,7 +74,7 @@ class WorkQueue:
         self._handler(file_ids, priority)
 
     def serve(self, handler: Handler) -> None:
-        """Route the messages :meth:`execute` runs to handler(file_ids, priority)."""
+        """Route the messages ``huey.execute`` runs to handler(file_ids, priority)."""
         self._handler = handler
 
     # Sending.
@@ -198,10 +193,6 @@ class WorkQueue:
         """The next message, or None (the Redis backend waits up to idle_poll_seconds)."""
         return self.huey.dequeue()
 
-    def execute(self, message) -> None:
-        """Run a message taken off the queue (through the handler given to :meth:`serve`)."""
-        self.huey.execute(message)
-
     def waiting_priority(self) -> int | None:
         """The priority of the first message waiting, or None when none waits."""
         first = self.huey.storage.enqueued_items(1)
@@ -224,7 +215,6 @@ class WorkQueue:
     @property
     def paused(self) -> bool:
         return bool(self.huey.get(PAUSED_KEY, peek=True))
-
 
 
 def _as_utc(moment: datetime) -> datetime:

@@ -21,9 +21,8 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -57,39 +56,23 @@ class Processed:
     failed: bool = False  # recorded with a permanent error (a bad file, the time limit)
 
 
+@dataclass
 class FileProcessor:
     """One file from claim to recorded outcome; the same for a queue worker and a direct run."""
 
-    def __init__(
-        self,
-        sessions: sessionmaker[Session],
-        pipeline: Pipeline,
-        fetcher: FileFetcher,
-        *,
-        name: str | None = None,
-        lease: timedelta = timedelta(hours=1),
-        time_limit_seconds: float | None = None,
-        max_attempts: int = 1,
-        retry_delay: float = 30.0,
-        cpu: CpuBudget | None = None,
-    ):
-        self.sessions = sessions
-        self.pipeline = pipeline
-        self.fetcher = fetcher
-        self.name = name or claims.worker_name()
-        self.lease = lease
-        self.time_limit_seconds = time_limit_seconds
-        self.max_attempts = max_attempts
-        self.retry_delay = retry_delay
-        self.cpu = cpu
+    sessions: sessionmaker[Session]
+    pipeline: Pipeline
+    fetcher: FileFetcher
+    lease: timedelta
+    time_limit_seconds: float
+    max_attempts: int
+    retry_delay: float
+    cpu: CpuBudget
+    name: str = field(default_factory=claims.worker_name)
 
     @classmethod
     def from_settings(
-        cls,
-        settings: Settings,
-        sessions: sessionmaker[Session],
-        pipeline: Pipeline,
-        fetcher: FileFetcher,
+        cls, settings: Settings, sessions: sessionmaker[Session], pipeline: Pipeline, fetcher: FileFetcher
     ) -> FileProcessor:
         return cls(
             sessions,
@@ -136,10 +119,8 @@ class FileProcessor:
     ) -> FileAnalysis | str:
         """The analysis, or the permanent error to record (time limit, memory, a bug);
         ``stored``: the file's faces, for embedding them again."""
-        cpu = self.cpu.slot() if self.cpu is not None else _nothing()
-        limit = time_limit(self.time_limit_seconds) if self.time_limit_seconds else _nothing()
         try:
-            with cpu, limit:
+            with self.cpu.slot(), time_limit(self.time_limit_seconds):
                 return self.pipeline.analyze(path, analyzers, stored)
         except (FileTimeLimit, MemoryError) as error:
             return f"{type(error).__name__}: {error}"
@@ -154,11 +135,6 @@ class FileProcessor:
             claims.release(session, claimed, self.name)
 
 
-@contextmanager
-def _nothing() -> Iterator[None]:
-    yield
-
-
 def _reason(error: Exception) -> str:
     return str(error) if isinstance(error, TransientError) else f"{type(error).__name__}: {error}"
 
@@ -168,9 +144,7 @@ def worker_fetcher(settings: Settings) -> FileFetcher:
     AppAPI's credentials (the ExApp's container, or a machine given the same variables)."""
     fetchers: list[FileFetcher] = [LocalFetcher()]
     if os.environ.get("NEXTCLOUD_URL") and os.environ.get("APP_SECRET"):
-        from ex_app.sources.nextcloud import (
-            NextcloudFetcher,  # nc_py_api: only where used
-        )
+        from ex_app.sources.nextcloud import NextcloudFetcher  # nc_py_api: only where used
 
         fetchers.append(NextcloudFetcher(settings.nextcloud.max_download_bytes))
     return SourcesFetcher(*fetchers)
@@ -255,7 +229,7 @@ class Worker:
         message = self.queue.take()
         if message is not None:
             self._idle = 0.1
-            self.queue.execute(message)
+            self.queue.huey.execute(message)
             return False
         if until is not None and until():
             return True
