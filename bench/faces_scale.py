@@ -1,7 +1,8 @@
 """Face grouping at scale: add 10,000 faces to a store of 1,000,000, and re-group 100,000.
 
 Synthetic embeddings drawn around real identity statistics: the mean and spread of identity
-centres and the spread of faces around their centre are measured on real dlib embeddings of
+centres and the spread of faces around their centre are measured on real embeddings (the
+default embedder's) of
 ``../shared/data/faces`` (computed once, cached in ``build/``), then identities and faces
 are drawn from those Gaussians.
 
@@ -25,6 +26,7 @@ from sqlalchemy import insert, select
 ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / "build" / "faces-scale"
 FACES_PER_IDENTITY = 20
+EMBEDDER = "sface"  # the default's: the statistics are measured on its embeddings
 
 
 def identity_statistics() -> tuple[np.ndarray, np.ndarray, float]:
@@ -126,7 +128,7 @@ def _insert_faces(session, faces: np.ndarray, persons: np.ndarray | None) -> Non
                     "x": 0.0, "y": 0.0, "w": 120.0, "h": 120.0,
                     "score": 0.95, "quality": 0.9, "sharpness": 200.0, "pose": 1.0,
                     "landmarks": b"",
-                    "embedding": faces[i].tobytes(),
+                    "embedding": faces[i].tobytes(), "embedder": EMBEDDER,
                     "person_id": None if persons is None else int(persons[i]),
                     "pinned": False,
                 }
@@ -147,7 +149,8 @@ def build_store(size: int, seed: int) -> dict:
         session.flush()
         session.execute(
             insert(schema.Person),
-            [{"id": i + 1, "hidden": False, "confirmed": False, "centroid": centres[i].tobytes()} for i in range(identities)],
+            [{"id": i + 1, "hidden": False, "confirmed": False, "centroid": centres[i].tobytes(),
+              "embedder": EMBEDDER} for i in range(identities)],
         )
         _insert_faces(session, faces, owner + 1)
     return {"faces": size, "persons": identities}
@@ -166,7 +169,8 @@ def add_faces(count: int, seed: int, identities: int) -> dict:
         _insert_faces(session, faces, None)
     start = time.perf_counter()
     with engine.sessions.begin() as session:
-        update_persons(session, ClusterParams.from_settings(engine.settings), QualityGate.from_settings(engine.settings))
+        update_persons(session, ClusterParams.from_settings(engine.settings),
+                       QualityGate.from_settings(engine.settings), EMBEDDER)
     seconds = time.perf_counter() - start
     with engine.sessions() as session:
         placed = session.execute(
