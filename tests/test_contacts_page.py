@@ -5,15 +5,11 @@ proxy calls them. Contact photos are other photos of the identities than alice's
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
-import contextlib
 import shutil
 from collections.abc import Iterator
 
 import pytest
 from conftest import SHARED_DATA, SHARED_MODELS
-from nc_py_api import AsyncNextcloudApp
 from nextcloud_standin.auth import new_secret
 from nextcloud_standin.carddav import vcard
 from nextcloud_standin.releases import MAINTAINED, RELEASES
@@ -21,19 +17,13 @@ from nextcloud_standin.server import BackgroundServer, build_app
 from nextcloud_standin.state import NextcloudState
 from playwright.sync_api import expect
 from test_people_page import (  # noqa: F401 - browser: the fixture
-    APP_ID, FACES_ONLY, Library, _environment, _stack, browser, card, errors_of, identity_person,
-    open_page, shot,
+    APP_ID, FACES_ONLY, Library, _environment, _stack, browser, card, errors_of, exapp_environment,
+    identity_person, open_page, scan_through_nextcloud, shot,
 )
 
 from ex_app.config import Settings
-from ex_app.engine import Engine
-from ex_app.sources.nextcloud import NextcloudSource, NextcloudUsers
-from ex_app.sources.sync import sync
 from ex_app.store import schema
-from ex_app.web import people
 from ex_app.service.nextcloud_settings import ANALYZE
-from ex_app.store.files import work_left
-from ex_app.work.worker import worker_fetcher
 
 FACES = SHARED_DATA / "faces"
 NAMES = {"Vladimir_Putin": "Ann Smith", "Tom_Ridge": "Bob Jones", "Silvio_Berlusconi": "Carl Diaz"}
@@ -61,31 +51,9 @@ def library(tmp_path_factory) -> Iterator[Library]:
     server = BackgroundServer(build_app(state))
     server.start()
     root = tmp_path_factory.mktemp("contacts-page")
-    env = {
-        "NEXTCLOUD_URL": server.url, "APP_ID": APP_ID, "APP_SECRET": state.app.secret,
-        "APP_VERSION": "0.1.0", "APP_HOST": "127.0.0.1", "APP_PORT": "23000",
-        "AA_VERSION": state.aa_version, "APP_PERSISTENT_STORAGE": str(root / "storage"),
-        "APP_DISPLAY_NAME": "Recognize", "COMPUTE_DEVICE": "CPU",
-    }
+    env = exapp_environment(state, server.url, root)
     settings = Settings(data_dir=root / "pristine", model_mirror=SHARED_MODELS, **FACES_ONLY)
-    engine = Engine(settings)
-
-    async def crawl() -> None:
-        source = NextcloudSource(settings.nextcloud.max_download_bytes)
-        await sync(engine.sessions, NextcloudUsers(source, ["alice"]), engine.pipeline)
-
-    def analyze() -> None:
-        engine.queue.enqueue_pending(engine.sessions)
-        with contextlib.closing(worker_fetcher(settings)) as fetcher:
-            worker = engine.worker(fetcher, obey_schedule=False)
-            worker.run(until=lambda: not work_left(engine.sessions, users=["alice"], ready_only=True))
-
-    with _environment(env), concurrent.futures.ThreadPoolExecutor(1) as thread:
-        thread.submit(asyncio.run, crawl()).result()
-        thread.submit(analyze).result()
-        thread.submit(asyncio.run, people.register_page(AsyncNextcloudApp())).result()
-    engine.regroup(full=True)
-    engine.sessions.kw["bind"].dispose()
+    scan_through_nextcloud(settings, env, ["alice"]).sessions.kw["bind"].dispose()
     try:
         yield Library(state, server.url, settings.data_dir, env)
     finally:

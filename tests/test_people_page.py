@@ -203,6 +203,39 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+def exapp_environment(state: NextcloudState, url: str, root: Path) -> dict[str, str]:
+    """The variables AppAPI gives the ExApp's container, for the stand-in at url."""
+    return {
+        "NEXTCLOUD_URL": url, "APP_ID": APP_ID, "APP_SECRET": state.app.secret,
+        "APP_VERSION": "0.1.0", "APP_HOST": "127.0.0.1", "APP_PORT": "23000",
+        "AA_VERSION": state.aa_version, "APP_PERSISTENT_STORAGE": str(root / "storage"),
+        "APP_DISPLAY_NAME": "Recognize", "COMPUTE_DEVICE": "CPU",
+    }
+
+
+def scan_through_nextcloud(settings: Settings, env: dict[str, str], users: list[str]) -> Engine:
+    """The users' files crawled, analyzed as a worker of the ExApp does (in this process), the
+    page registered and the faces grouped: the engine that did it."""
+    engine = Engine(settings)
+
+    async def crawl() -> None:
+        source = NextcloudSource(settings.nextcloud.max_download_bytes)
+        await sync(engine.sessions, NextcloudUsers(source, users), engine.pipeline)
+
+    def analyze() -> None:
+        engine.queue.enqueue_pending(engine.sessions)
+        with contextlib.closing(worker_fetcher(settings)) as fetcher:
+            worker = engine.worker(fetcher, obey_schedule=False)
+            worker.run(until=lambda: not work_left(engine.sessions, users=users, ready_only=True))
+
+    with _environment(env), concurrent.futures.ThreadPoolExecutor(1) as thread:
+        thread.submit(asyncio.run, crawl()).result()  # Playwright's loop may own this thread
+        thread.submit(analyze).result()
+        thread.submit(asyncio.run, people.register_page(AsyncNextcloudApp())).result()
+    engine.regroup(full=True)
+    return engine
+
+
 @contextmanager
 def _environment(values: dict[str, str]) -> Iterator[None]:
     saved = {name: os.environ.get(name) for name in values}
@@ -235,31 +268,9 @@ def library(tmp_path_factory) -> Iterator[Library]:
     server = BackgroundServer(build_app(state))
     server.start()
     root = tmp_path_factory.mktemp("people-page")
-    env = {
-        "NEXTCLOUD_URL": server.url, "APP_ID": APP_ID, "APP_SECRET": state.app.secret,
-        "APP_VERSION": "0.1.0", "APP_HOST": "127.0.0.1", "APP_PORT": "23000",
-        "AA_VERSION": state.aa_version, "APP_PERSISTENT_STORAGE": str(root / "storage"),
-        "APP_DISPLAY_NAME": "Recognize", "COMPUTE_DEVICE": "CPU",
-    }
+    env = exapp_environment(state, server.url, root)
     settings = Settings(data_dir=root / "pristine", model_mirror=SHARED_MODELS, **FACES_ONLY)
-    engine = Engine(settings)
-
-    async def crawl() -> None:
-        source = NextcloudSource(settings.nextcloud.max_download_bytes)
-        await sync(engine.sessions, NextcloudUsers(source, ["alice", "bob"]), engine.pipeline)
-
-    def analyze() -> None:  # as a worker of the ExApp does, in this process
-        engine.queue.enqueue_pending(engine.sessions)
-        with contextlib.closing(worker_fetcher(settings)) as fetcher:
-            worker = engine.worker(fetcher, obey_schedule=False)
-            worker.run(until=lambda: not work_left(engine.sessions, users=["alice", "bob"], ready_only=True))
-
-    with _environment(env), concurrent.futures.ThreadPoolExecutor(1) as thread:
-        thread.submit(asyncio.run, crawl()).result()  # Playwright's loop may own this thread
-        thread.submit(analyze).result()
-        thread.submit(asyncio.run, people.register_page(AsyncNextcloudApp())).result()
-    engine.regroup(full=True)
-    engine.sessions.kw["bind"].dispose()
+    scan_through_nextcloud(settings, env, ["alice", "bob"]).sessions.kw["bind"].dispose()
     try:
         yield Library(state, server.url, settings.data_dir, env)
     finally:

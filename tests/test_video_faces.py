@@ -10,9 +10,6 @@ front and browser).
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
-import contextlib
 import io
 import shutil
 from collections.abc import Iterator
@@ -24,7 +21,6 @@ import httpx
 import numpy as np
 import pytest
 from conftest import REPO, SHARED_DATA, SHARED_MODELS, export_json, run_cli
-from nc_py_api import AsyncNextcloudApp
 from nextcloud_standin.auth import headers_to_exapp, new_secret
 from nextcloud_standin.releases import MAINTAINED, RELEASES
 from nextcloud_standin.server import BackgroundServer, build_app
@@ -43,8 +39,10 @@ from test_people_page import (  # noqa: F401  (browser: the module's Chromium fi
     _serve,
     browser,
     errors_of,
+    exapp_environment,
     new_page,
     open_page,
+    scan_through_nextcloud,
     shot,
 )
 from test_video import slideshow
@@ -57,12 +55,8 @@ from ex_app.media.errors import MediaError
 from ex_app.people import thumbnails
 from ex_app.analyzers.video import appearance_distance
 from ex_app.people.distances import face_distances
-from ex_app.sources.nextcloud import NextcloudSource, NextcloudUsers
-from ex_app.sources.sync import sync
 from ex_app.store import schema
 from ex_app.web import people
-from ex_app.store.files import work_left
-from ex_app.work.worker import worker_fetcher
 
 FACES = SHARED_DATA / "faces"
 POWELL = sorted((FACES / "Colin_Powell").glob("*.jpg"))
@@ -209,31 +203,10 @@ def video_stack(tmp_path_factory) -> Iterator[VideoStack]:
     state.app.enabled = True
     server = BackgroundServer(build_app(state))
     server.start()
-    env = {
-        "NEXTCLOUD_URL": server.url, "APP_ID": APP_ID, "APP_SECRET": state.app.secret,
-        "APP_VERSION": "0.1.0", "APP_HOST": "127.0.0.1", "APP_PORT": "23000",
-        "AA_VERSION": state.aa_version, "APP_PERSISTENT_STORAGE": str(root / "storage"),
-        "APP_DISPLAY_NAME": "Recognize", "COMPUTE_DEVICE": "CPU",
-    }
+    env = exapp_environment(state, server.url, root)
     settings = Settings(data_dir=root / "data", model_mirror=SHARED_MODELS, **VIDEO_FACES)
-    engine = Engine(settings)
-
-    async def crawl() -> None:
-        source = NextcloudSource(settings.nextcloud.max_download_bytes)
-        await sync(engine.sessions, NextcloudUsers(source, ["alice", "bob"]), engine.pipeline)
-
-    def analyze() -> None:
-        engine.queue.enqueue_pending(engine.sessions)
-        with contextlib.closing(worker_fetcher(settings)) as fetcher:
-            worker = engine.worker(fetcher, obey_schedule=False)
-            worker.run(until=lambda: not work_left(engine.sessions, users=["alice", "bob"], ready_only=True))
-
+    engine = scan_through_nextcloud(settings, env, ["alice", "bob"])
     try:
-        with _environment(env), concurrent.futures.ThreadPoolExecutor(1) as thread:
-            thread.submit(asyncio.run, crawl()).result()
-            thread.submit(analyze).result()
-            thread.submit(asyncio.run, people.register_page(AsyncNextcloudApp())).result()
-        engine.regroup(full=True)
         front = FilesFront(state, server.url)
         exapp_port, front_port = _free_port(), _free_port()
         with _environment(env), _serve(create_app(settings), exapp_port):
