@@ -32,7 +32,7 @@ from starlette.routing import Route
 from .addressbooks import AddressBook
 from .davxml import DavError, PropValue, href, multistatus, parse, requested_props, split_props
 from .state import NextcloudState
-from .webdav import dav_user
+from .webdav import dav_endpoint
 
 CARDDAV = "urn:ietf:params:xml:ns:carddav"
 SYNC_PREFIX = "http://sabre.io/ns/sync/"
@@ -72,12 +72,7 @@ class CardDav:
                 Route(path, self._guard(self.report), methods=["REPORT"])]
 
     def _guard(self, handler):
-        async def endpoint(request: Request) -> Response:
-            try:
-                return await handler(request, dav_user(self.state, request))
-            except DavError as e:
-                return e.response()
-        return endpoint
+        return dav_endpoint(self.state, handler)
 
     def _target(self, request: Request, user: str) -> tuple[str, AddressBook | None]:
         """(the book's name or "" for the home, the book); 404 for another user's home."""

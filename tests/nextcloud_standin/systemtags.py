@@ -19,7 +19,7 @@ from .davxml import (
     split_props,
 )
 from .state import NextcloudState, Tag, User
-from .webdav import dav_user
+from .webdav import dav_endpoint
 
 
 def can_assign(tag: Tag, account: User) -> bool:
@@ -74,12 +74,7 @@ class SystemTagsDav:
         ]
 
     def _guard(self, handler):
-        async def endpoint(request: Request) -> Response:
-            try:
-                return await handler(request, dav_user(self.state, request))
-            except DavError as e:
-                return e.response()
-        return endpoint
+        return dav_endpoint(self.state, handler)
 
     def _visible_tag(self, tag_id: int, user: str) -> Tag:
         tag = self.state.tags.get(tag_id)

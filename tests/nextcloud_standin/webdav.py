@@ -53,6 +53,18 @@ def dav_user(state: NextcloudState, request: Request) -> str:
     return user
 
 
+def dav_endpoint(state: NextcloudState, handler):
+    """A route's endpoint: handler(request, the DAV user), a DavError answered as sabre does."""
+
+    async def endpoint(request: Request) -> Response:
+        try:
+            return await handler(request, dav_user(state, request))
+        except DavError as e:
+            return e.response()
+
+    return endpoint
+
+
 def file_props(state: NextcloudState, entry: Entry) -> dict[str, PropValue]:
     """Every property Nextcloud's FilesPlugin and friends give this node, as its viewer sees it."""
     node = entry.node
@@ -145,12 +157,7 @@ class FilesDav:
         ]
 
     def _guard(self, handler):
-        async def endpoint(request: Request) -> Response:
-            try:
-                return await handler(request, dav_user(self.state, request))
-            except DavError as e:
-                return e.response()
-        return endpoint
+        return dav_endpoint(self.state, handler)
 
     def _entry(self, request: Request, user: str) -> tuple[str, Entry | None]:
         if request.path_params["user_id"] != user:
