@@ -308,7 +308,7 @@ def test_the_admins_toggle_and_tag_name_over_real_http(nextcloud, tmp_path, monk
     state.users["alice"].groups.append("family")
     settings = Settings(
         data_dir=tmp_path / "data", model_mirror=SHARED_MODELS, crawl_interval_seconds=3600,
-        user_choice_refresh_seconds=0, faces_enabled=False, places_enabled=False,
+        user_choice_refresh_seconds=0, retry_delay_seconds=1, faces_enabled=False, places_enabled=False,
         music_enabled=False, video_enabled=False, sensitive_min_score=0.5,
     )  # fmt: skip
     with serve(nextcloud, settings, monkeypatch) as exapp:
