@@ -394,6 +394,21 @@ def test_a_file_over_the_time_limit_is_recorded_with_that_reason(tmp_path, share
     assert all("per-file time limit" in t["error"] for t in rows)
 
 
+def test_the_time_limit_passes_through_code_that_catches_every_exception(shared_data):
+    """Decoders turn any exception into "a damaged file"; the limit must not become one."""
+    from ex_app.media.images import decode_image
+    from ex_app.work.neighbour import FileTimeLimit, time_limit
+
+    photo = next((shared_data / "images").glob("*.JPEG"))
+    deadline = time.monotonic() + 10
+    with pytest.raises(FileTimeLimit), time_limit(0.0005):
+        while time.monotonic() < deadline:
+            try:
+                decode_image(photo, max_side=1024, max_pixels=50_000_000)
+            except Exception:  # noqa: BLE001  what a decoder does with the errors it meets
+                pass
+
+
 def test_a_claim_of_another_host_goes_back_to_the_queue_only_when_its_lease_ran_out(
     tmp_path, shared_data
 ):

@@ -23,8 +23,12 @@ from ex_app.config import Settings
 log = logging.getLogger(__name__)
 
 
-class FileTimeLimit(Exception):
-    """A file's analysis ran past the per-file time limit."""
+class FileTimeLimit(BaseException):
+    """A file's analysis ran past the per-file time limit.
+
+    Not an :class:`Exception`: decoders that turn any exception into "a damaged file" must
+    not hide it (like :class:`KeyboardInterrupt`, it interrupts whatever code runs).
+    """
 
 
 class CpuBudget:
