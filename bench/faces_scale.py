@@ -6,7 +6,7 @@ default embedder's) of
 ``../shared/data/faces`` (computed once, cached in ``build/``), then identities and faces
 are drawn from those Gaussians.
 
-Each phase runs in its own process, so its peak memory (ru_maxrss) is its own:
+Each phase runs in its own process, so its peak memory (VmHWM) is its own:
     .venv/bin/python bench/faces_scale.py [--store 1000000] [--add 10000] [--regroup 100000]
 """
 
@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from peak_memory import own_peak_mb
 from sqlalchemy import insert, select
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -222,7 +222,7 @@ def main() -> None:
     if args.phase:
         name, *values = args.phase
         result = {"build": build_store, "add": add_faces, "regroup": regroup}[name](*map(int, values))
-        result["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        result["peak_mb"] = own_peak_mb()
         print(json.dumps(result))
         return
 

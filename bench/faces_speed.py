@@ -49,6 +49,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
+from peak_memory import run_measured
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 FACES = PROJECT_ROOT.parent / "shared" / "data" / "faces"
 FACEAPI_DIR = Path(__file__).resolve().parent / "faceapi"
@@ -263,24 +265,22 @@ def ensure_faceapi() -> None:
 
 
 def measure(command: list[str], threads: int, work: Path) -> Result:
-    """Runs one pipeline's process; its own JSON lines plus its peak RSS (from wait4)."""
+    """Runs one pipeline's process; its own JSON lines plus its own peak RSS."""
     env = dict(os.environ)
     for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         env[name] = str(threads)
     output = work / "output.jsonl"
     with output.open("w") as stdout:
-        process = subprocess.Popen(command, stdout=stdout, env=env, cwd=PROJECT_ROOT)
-        _, status, usage = os.wait4(process.pid, 0)  # the rusage of this child alone
-    process.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
-    if process.returncode != 0:
-        raise SystemExit(f"{' '.join(command)} failed with exit code {process.returncode}")
+        returncode, peak_mb = run_measured(command, work / "peak.json", stdout=stdout, env=env, cwd=PROJECT_ROOT)
+    if returncode != 0:
+        raise SystemExit(f"{' '.join(command)} failed with exit code {returncode}")
     lines = [json.loads(line) for line in output.read_text().splitlines()]
     images, about = lines[:-1], lines[-1]
     return Result(
         faces=[line["faces"] for line in images],
         seconds=sum(line["seconds"] for line in images),
         cpu_seconds=sum(line["cpu_seconds"] for line in images),
-        peak_rss_mb=usage.ru_maxrss / 1024,  # kilobytes on Linux
+        peak_rss_mb=peak_mb,
         about=about["about"],
         embed_ms_per_face=about.get("embed_ms_per_face"),
     )

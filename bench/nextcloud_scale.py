@@ -53,6 +53,7 @@ from nextcloud_standin.proxy import AppApiProxy  # noqa: E402
 from nextcloud_standin.releases import DEFAULT, RELEASES  # noqa: E402
 from nextcloud_standin.server import BackgroundServer, build_app  # noqa: E402
 from nextcloud_standin.webhook_events import NODE_CREATED, node_event_calls  # noqa: E402
+from peak_memory import own_peak_mb  # noqa: E402
 
 # Seconds per file of each analyzer on this machine, from bench/README.md: the soak (objects
 # 25.0 files/s; faces and objects 8.4 files/s), music (about 1 s per minute of audio, songs of
@@ -230,7 +231,7 @@ def crawl_child(send: bool) -> None:
         "statements": dict(counts),
         "writes": sum(counts[w] for w in ("INSERT", "UPDATE", "DELETE")),
         "report": vars(report),
-        "peak_rss_mb": after.ru_maxrss / 1024,
+        "peak_rss_mb": own_peak_mb(),
     }))
 
 
