@@ -44,6 +44,7 @@ from ex_app.work.schedule import in_quiet_hours
 log = logging.getLogger(__name__)
 
 DRAIN_SECONDS = 1.0  # how often a cycle drains the outbox while the workers have work
+RETRY_SECONDS = 60.0  # when a cycle that could not read the settings is tried again
 
 AdminForm = Callable[[Settings, str | None], SettingsForm]  # (defaults, progress line)
 
@@ -169,9 +170,14 @@ class RecognizeService:
             await self._read_choice(engine, user)
         return [user for user in users if self._choices[user].enabled]
 
-    async def run_cycle(self, crawl: bool = True) -> CycleReport:
+    async def run_cycle(self, crawl: bool = True, follow_until: float | None = None) -> CycleReport:
         """Crawl (unless told not to), have the workers analyze the pending files, drain the
-        outbox while they do, regroup faces, drain what that marked."""
+        outbox while they do, regroup faces, drain what that marked.
+
+        The workers are followed until they have nothing left or, once the crawl is done,
+        until ``follow_until`` (a ``time.monotonic()`` time): a backlog of hours is taken in
+        turns, each ending with a regrouping and the admin form's progress, and the next
+        crawl comes at its interval."""
         async with self._cycle_lock:
             engine = await self.engine()
             settings = engine.settings
@@ -194,7 +200,7 @@ class RecognizeService:
                     engine.pipeline, on_chunk=send,
                 ))  # fmt: skip
             try:  # what the workers finish is tagged while the walk goes on
-                processed = await self._follow_workers(engine, users, crawling)
+                processed = await self._follow_workers(engine, users, crawling, follow_until)
             finally:
                 if crawling is not None and not crawling.done():
                     crawling.cancel()
@@ -215,9 +221,11 @@ class RecognizeService:
                 sync=synced, processed=processed, persons=persons, opted_out=len(everyone) - len(users)
             )
 
-    async def _follow_workers(self, engine: Engine, users: list[str], crawling: asyncio.Task | None) -> int:
+    async def _follow_workers(
+        self, engine: Engine, users: list[str], crawling: asyncio.Task | None, until: float | None
+    ) -> int:
         """Until the crawl (if any) is done and the workers have no work left for these
-        users: drain the outbox. Returns how many files' tags were drained."""
+        users, or it is ``until``: drain the outbox. Returns how many files' tags were drained."""
         drained = 0
         while True:
             walking = crawling is not None and not crawling.done()
@@ -226,7 +234,7 @@ class RecognizeService:
             drained += await self._drain(engine)
             if crawling is not None and crawling.done():
                 crawling.result()  # a failed crawl fails the cycle
-            if not working and not walking:
+            if not walking and (not working or (until is not None and time.monotonic() >= until)):
                 return drained
             with suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), DRAIN_SECONDS)
@@ -278,16 +286,21 @@ class RecognizeService:
         return count
 
     async def _loop(self) -> None:
-        """A crawl at start and an interval after each one; in between, cycles that only
-        follow what the Files action and webhooks queued. A wake runs such a cycle at once and
-        leaves the time of the next crawl as it was."""
+        """A crawl at start and then one an interval after each crawl began; in between,
+        cycles that follow what the crawl, the Files action and webhooks queued. A cycle ends
+        when the next crawl is due even if the workers are still busy, so a long backlog does
+        not hold back crawls (files deleted or added without an event), regroupings and the
+        progress. A wake runs a cycle at once and leaves the time of the next crawl as it was."""
         crawl_due = True  # a crawl that failed or met quiet hours is due until one is done
         next_crawl = time.monotonic()
         while True:
             self._wake.clear()
-            crawl = crawl_due or time.monotonic() >= next_crawl
+            started = time.monotonic()
+            crawl = crawl_due or started >= next_crawl
             try:
-                self.last_cycle = await self.run_cycle(crawl=crawl)
+                if crawl:
+                    next_crawl = started + (await self.engine()).settings.nextcloud.crawl_interval_seconds
+                self.last_cycle = await self.run_cycle(crawl=crawl, follow_until=next_crawl)
                 crawl_due = crawl and self.last_cycle.sync is None
                 self.last_error = None
                 self.cycles += 1
@@ -297,8 +310,7 @@ class RecognizeService:
                 log.exception("recognize cycle failed")
                 self.last_error = f"{type(error).__name__}: {error}"
                 crawl_due = crawl
-            if crawl:
-                interval = self._engine.settings.nextcloud.crawl_interval_seconds if self._engine else 60
-                next_crawl = time.monotonic() + interval
+                if next_crawl <= started:  # failed before the settings said the interval
+                    next_crawl = started + RETRY_SECONDS
             with suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), max(0.0, next_crawl - time.monotonic()))
