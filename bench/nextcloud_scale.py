@@ -170,17 +170,16 @@ def wait_for(condition, seconds: float, what: str, every: float = 0.1):
         time.sleep(every)
 
 
-def files_with_tasks(database_url: str, pending: bool) -> int:
-    """Nextcloud files with a pending task (pending), or with an analysis ended (not pending),
-    from the store."""
+def files_with_tasks(database_url: str, status: str, negate: bool = False) -> int:
+    """Nextcloud files with a task of this status (or, negated, of another), from the store."""
     from sqlalchemy import create_engine, text
 
     engine = create_engine(database_url)
     try:
         with engine.connect() as connection:
             return connection.execute(text(
-                "SELECT count(DISTINCT file_id) FROM tasks WHERE (status = 'pending') = :pending"),
-                {"pending": pending}).scalar()
+                "SELECT count(DISTINCT file_id) FROM tasks WHERE (status = :status) <> :negate"),
+                {"status": status, "negate": negate}).scalar()
     finally:
         engine.dispose()
 
@@ -294,14 +293,15 @@ def run_one(database: str, args, sources: list[Path], workdir: Path) -> dict:
               flush=True)
 
         service = psutil.Process(exapp.pid)
-        before, started, cpu = files_with_tasks(database_url, pending=False), time.monotonic(), service.cpu_times()
+        before, started, cpu = files_with_tasks(database_url, 'pending', negate=True), time.monotonic(), service.cpu_times()
         time.sleep(args.window)
-        rate = (files_with_tasks(database_url, pending=False) - before) / (time.monotonic() - started) * 60
+        rate = (files_with_tasks(database_url, 'pending', negate=True) - before) / (time.monotonic() - started) * 60
         cpu_after = service.cpu_times()
         busy = (cpu_after.user + cpu_after.system - cpu.user - cpu.system) / (time.monotonic() - started)
+        failed = files_with_tasks(database_url, "error")
         figures["per_minute"], figures["service_cpu"] = rate, busy * 100
-        print(f"[{database}] backlog, objects: {rate:.0f} files/min; the service's own process "
-              f"used {busy * 100:.0f} % of a core meanwhile", flush=True)
+        print(f"[{database}] backlog, objects: {rate:.0f} files/min ({failed} files failed so far); "
+              f"the service's own process used {busy * 100:.0f} % of a core meanwhile", flush=True)
 
         for how in ("webhook", "files menu"):
             node = state.put_file("u02", f"Uploads/new-{how.replace(' ', '-')}.jpg",
@@ -330,7 +330,7 @@ def run_one(database: str, args, sources: list[Path], workdir: Path) -> dict:
 
         state.put_file("u03", "Uploads/found-by-crawl.jpg", sources[9].read_bytes())
         found = crawl_in_child(child_env, send=True)
-        waiting = files_with_tasks(database_url, pending=True)
+        waiting = files_with_tasks(database_url, 'pending')
         figures["crawl_new"] = (found["seconds"], waiting)
         print(f"[{database}] new photo without a webhook: recorded and queued by a crawl of "
               f"{found['seconds']:.1f} s, then behind {waiting} pending files "
