@@ -293,9 +293,9 @@ def run_one(database: str, args, sources: list[Path], workdir: Path) -> dict:
               flush=True)
 
         service = psutil.Process(exapp.pid)
-        before, started, cpu = files_with_tasks(database_url, 'pending', negate=True), time.monotonic(), service.cpu_times()
+        before, started, cpu = files_with_tasks(database_url, "pending", negate=True), time.monotonic(), service.cpu_times()
         time.sleep(args.window)
-        rate = (files_with_tasks(database_url, 'pending', negate=True) - before) / (time.monotonic() - started) * 60
+        rate = (files_with_tasks(database_url, "pending", negate=True) - before) / (time.monotonic() - started) * 60
         cpu_after = service.cpu_times()
         busy = (cpu_after.user + cpu_after.system - cpu.user - cpu.system) / (time.monotonic() - started)
         failed = files_with_tasks(database_url, "error")
@@ -330,7 +330,7 @@ def run_one(database: str, args, sources: list[Path], workdir: Path) -> dict:
 
         state.put_file("u03", "Uploads/found-by-crawl.jpg", sources[9].read_bytes())
         found = crawl_in_child(child_env, send=True)
-        waiting = files_with_tasks(database_url, 'pending')
+        waiting = files_with_tasks(database_url, "pending")
         figures["crawl_new"] = (found["seconds"], waiting)
         print(f"[{database}] new photo without a webhook: recorded and queued by a crawl of "
               f"{found['seconds']:.1f} s, then behind {waiting} pending files "

@@ -44,7 +44,7 @@ from ex_app.work.schedule import in_quiet_hours
 log = logging.getLogger(__name__)
 
 DRAIN_SECONDS = 1.0  # how often a cycle drains the outbox while the workers have work
-RETRY_SECONDS = 60.0  # when a cycle that could not read the settings is tried again
+RETRY_SECONDS = 60.0  # when a first cycle that never reached Nextcloud is tried again
 
 AdminForm = Callable[[Settings, str | None], SettingsForm]  # (defaults, progress line)
 
@@ -297,9 +297,9 @@ class RecognizeService:
             self._wake.clear()
             started = time.monotonic()
             crawl = crawl_due or started >= next_crawl
+            if crawl:  # the interval is not an admin-form setting: the base settings hold it
+                next_crawl = started + self.base.nextcloud.crawl_interval_seconds
             try:
-                if crawl:
-                    next_crawl = started + (await self.engine()).settings.nextcloud.crawl_interval_seconds
                 self.last_cycle = await self.run_cycle(crawl=crawl, follow_until=next_crawl)
                 crawl_due = crawl and self.last_cycle.sync is None
                 self.last_error = None
@@ -310,7 +310,7 @@ class RecognizeService:
                 log.exception("recognize cycle failed")
                 self.last_error = f"{type(error).__name__}: {error}"
                 crawl_due = crawl
-                if next_crawl <= started:  # failed before the settings said the interval
+                if crawl and self._engine is None:  # Nextcloud never reached: sooner
                     next_crawl = started + RETRY_SECONDS
             with suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), max(0.0, next_crawl - time.monotonic()))
