@@ -20,7 +20,7 @@ import ffmpeg
 import numpy as np
 
 from ex_app.media.errors import MediaError
-from ex_app.media.ffmpeg_io import file_url, probe, run_to_pipe, seconds
+from ex_app.media.ffmpeg_io import check_not_empty, file_url, probe, run_to_pipe, seconds
 
 # Missing frames up to this share of those asked for are tolerated (seeks near damaged spots);
 # more means the file is truncated or corrupt.
@@ -100,7 +100,7 @@ def read_video(
     """
     path = Path(path)
     deadline = time.monotonic() + timeout
-    _check_not_empty(path)
+    check_not_empty(path)
     info = probe_video(path, timeout)
     width, height = _decoded_size(info, max_side)
     times = sample_times(info.duration, max_frames, interval)
@@ -126,7 +126,7 @@ def read_frame(path: Path, at: float, max_side: int, timeout: float) -> VideoFra
     (the same frame for the same time), downscaled to max_side. Raises MediaError."""
     path = Path(path)
     deadline = time.monotonic() + timeout
-    _check_not_empty(path)
+    check_not_empty(path)
     info = probe_video(path, timeout)
     width, height = _decoded_size(info, max_side)
     pixels = _frame_at(path, min(max(at, 0.0), info.duration), width, height, deadline, timeout)
@@ -201,15 +201,6 @@ def parse_iso6709(value: str) -> tuple[float, float] | None:
     if abs(latitude) > 90 or abs(longitude) > 180 or (latitude, longitude) == (0.0, 0.0):
         return None
     return latitude, longitude
-
-
-def _check_not_empty(path: Path) -> None:
-    try:
-        size = path.stat().st_size
-    except OSError as error:
-        raise MediaError(f"cannot read the file: {error.strerror or error}") from error
-    if size == 0:
-        raise MediaError("empty file (0 bytes)")
 
 
 def _decoded_size(info: VideoInfo, max_side: int) -> tuple[int, int]:
