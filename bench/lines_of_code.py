@@ -2,8 +2,9 @@
 features built beside the redesign, and now.
 
 Lines of code are counted as cloc counts Python: lines holding code, not comments, docstrings
-or blank lines (the same figures as `cloc --include-lang=Python ex_app`); plain lines
-(`wc -l`) are printed too.
+or blank lines (the same figures as `cloc --include-lang=Python ex_app`); then the same after
+one formatter (`ruff format`, 100 columns) has wrapped every tree alike, so that how the code
+was wrapped by hand does not count; plain lines (`wc -l`) are printed too.
 
 The redesign (issue 14) was made from BEFORE; three features (issue 16: sensitive photos,
 video faces, names from contacts) were built at the same time on branches from BEFORE and
@@ -17,7 +18,9 @@ from __future__ import annotations
 import argparse
 import ast
 import io
+import shutil
 import subprocess
+import sys
 import tempfile
 import tokenize
 from pathlib import Path
@@ -49,10 +52,19 @@ def code_lines(source: str) -> int:
     return len(lines)
 
 
-def count(folder: Path) -> tuple[int, int, int]:
-    """(files, lines of code, plain lines) of the Python files under folder/ex_app."""
-    sources = [path.read_text(encoding="utf-8") for path in sorted(folder.glob("ex_app/**/*.py"))]
-    return len(sources), sum(map(code_lines, sources)), sum(s.count("\n") for s in sources)
+def sources(folder: Path) -> list[str]:
+    return [path.read_text(encoding="utf-8") for path in sorted(folder.glob("ex_app/**/*.py"))]
+
+
+def count(folder: Path) -> tuple[int, int, int, int]:
+    """(files, lines of code, lines of code once formatted, plain lines) of folder/ex_app."""
+    texts = sources(folder)
+    formatted = folder / "formatted"
+    shutil.copytree(folder / "ex_app", formatted / "ex_app")
+    subprocess.run([sys.executable, "-m", "ruff", "format", "--quiet", "--isolated",
+                    "--line-length", "100", str(formatted)], check=True)  # fmt: skip
+    return (len(texts), sum(map(code_lines, texts)), sum(map(code_lines, sources(formatted))),
+            sum(text.count("\n") for text in texts))
 
 
 def git(*args: str, cwd: Path) -> str:
@@ -97,11 +109,13 @@ def main() -> None:
                 rows.append((label, *count(checkout(repo, tree, commit, merged))))
             finally:
                 git("worktree", "remove", "--force", str(tree), cwd=repo)
-    _, _, base_code, base_plain = rows[1]
-    print(f"{'ex_app/':<22} {'files':>5} {'code':>6} {'plain':>6} {'code ×':>7} {'plain ×':>7}")
-    for label, files, code, plain in rows:
-        print(f"{label:<22} {files:>5} {code:>6} {plain:>6} {code / base_code:>7.3f} "
-              f"{plain / base_plain:>7.3f}")
+    base = rows[1][2:]
+    print(f"{'ex_app/':<22} {'files':>5} {'code':>6} {'formatted':>9} {'plain':>6}   "
+          f"{'code ×':>7} {'formatted ×':>11} {'plain ×':>7}")
+    for label, files, *figures in rows:
+        code, formatted, plain = (f / b for f, b in zip(figures, base, strict=True))
+        print(f"{label:<22} {files:>5} {figures[0]:>6} {figures[1]:>9} {figures[2]:>6}   "
+              f"{code:>7.3f} {formatted:>11.3f} {plain:>7.3f}")
     print("(× : against 'before + features', the same behaviour on the old design)")
 
 
