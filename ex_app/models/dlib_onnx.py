@@ -32,12 +32,11 @@ from typing import Any
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+
+from ex_app.models.onnx_graph import GraphBuilder, checked_model, float_tensor, save_model
 
 INPUT_NAME = "chips"
 OUTPUT_NAME = "embeddings"
-OPSET = 17
-IR_VERSION = 8  # with opset 17: loads in onnxruntime 1.13 and later
 PRODUCER = "recognize.dlib_onnx"
 
 # float_details marks infinities and NaN with these exponents.
@@ -85,6 +84,10 @@ class DlibReader:
         if exponent in _SPECIAL_EXPONENTS:
             return _SPECIAL_EXPONENTS[exponent]
         return math.ldexp(mantissa, exponent)
+
+    def pair(self) -> tuple[int, int]:
+        """Two integers: a window's, stride's or padding's rows and columns."""
+        return self.integer(), self.integer()
 
     def flag(self) -> bool:
         """A bool, written as the character '1' or '0'."""
@@ -257,8 +260,7 @@ def _read_con(reader: DlibReader) -> Conv:
     version = reader.name("con_4", "con_5", "con_6")
     params = reader.tensor().ravel()
     count, rows, cols = reader.integer(), reader.integer(), reader.integer()
-    stride = (reader.integer(), reader.integer())
-    padding = (reader.integer(), reader.integer())
+    stride, padding = reader.pair(), reader.pair()
     filters = reader.alias_tensor()
     reader.alias_tensor()  # the biases' shape
     for _ in range(4):  # learning-rate and weight-decay multipliers
@@ -297,10 +299,7 @@ def _read_relu(reader: DlibReader) -> Relu:
 
 def _read_pool(reader: DlibReader, kind: str) -> Pool:
     reader.name(f"{kind}_2")
-    window = (reader.integer(), reader.integer())
-    stride = (reader.integer(), reader.integer())
-    padding = (reader.integer(), reader.integer())
-    return Pool(kind, window, stride, padding)
+    return Pool(kind, window=reader.pair(), stride=reader.pair(), padding=reader.pair())
 
 
 def _read_fc(reader: DlibReader) -> FullyConnected:
@@ -320,17 +319,14 @@ def _read_fc(reader: DlibReader) -> FullyConnected:
     return FullyConnected(params.reshape(inputs, outputs))
 
 
+_READERS = {"con": _read_con, "affine": _read_affine, "relu": _read_relu, "fc": _read_fc}
+
+
 def _read_params(reader: DlibReader, layer: Layer) -> Params:
-    if layer.kind == "con":
-        return _read_con(reader)
-    if layer.kind == "affine":
-        return _read_affine(reader)
-    if layer.kind == "relu":
-        return _read_relu(reader)
+    if layer.kind in _READERS:
+        return _READERS[layer.kind](reader)
     if layer.kind in ("max_pool", "avg_pool"):
         return _read_pool(reader, layer.kind)
-    if layer.kind == "fc":
-        return _read_fc(reader)
     reader.name("add_prev_")
     return AddPrev(layer.tag)
 
@@ -401,25 +397,17 @@ def _plane(shape: tuple[int, int, int], window: tuple[int, int], stride: tuple[i
     return tuple(1 + (shape[i + 1] + 2 * padding[i] - window[i]) // stride[i] for i in (0, 1))
 
 
-class _GraphBuilder:
-    """ONNX nodes and initializers under deterministic names."""
-
-    def __init__(self) -> None:
-        self.nodes: list[onnx.NodeProto] = []
-        self.initializers: list[onnx.TensorProto] = []
+class _GraphBuilder(GraphBuilder):
+    """ONNX nodes and initializers under deterministic names: a stem and a running number."""
 
     def _name(self, stem: str) -> str:
         return f"{stem}_{len(self.nodes) + len(self.initializers)}"
 
     def constant(self, stem: str, value: np.ndarray) -> str:
-        name = self._name(stem)
-        self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(value), name))
-        return name
+        return super().constant(self._name(stem), value)
 
     def op(self, op_type: str, inputs: list[str], output: str = "", **attrs: Any) -> str:
-        output = output or self._name(op_type.lower())
-        self.nodes.append(helper.make_node(op_type, inputs, [output], name=output, **attrs))
-        return output
+        return super().op(op_type, inputs, output or self._name(op_type.lower()), **attrs)
 
     def conv(self, x: _Value, conv: Conv, affine: Affine, input_scale: float) -> _Value:
         """``affine(conv(x * input_scale))`` as one Conv node."""
@@ -460,8 +448,7 @@ class _GraphBuilder:
 
     def add(self, x: _Value, y: _Value) -> _Value:
         """dlib's add_prev: the larger shape, the smaller operand zero-extended at the ends."""
-        channels, rows, cols = (max(a, b) for a, b in zip(x.shape, y.shape, strict=True))
-        shape = (channels, rows, cols)
+        shape = tuple(max(a, b) for a, b in zip(x.shape, y.shape, strict=True))
         out = self.op("Add", [self._zero_extend(x, shape), self._zero_extend(y, shape)])
         return _Value(out, shape)
 
@@ -472,7 +459,7 @@ def build_onnx(network: DlibNetwork) -> onnx.ModelProto:
     if not isinstance(head, FullyConnected):
         raise _unsupported(f"a network ending in {type(head).__name__}")
     outputs = head.weights.shape[1]
-    graph = _GraphBuilder()
+    graph = _GraphBuilder({})
     rows, cols = network.input_size
     means = graph.constant(
         "channel_means", np.array(network.channel_means, np.float32).reshape(1, 3, 1, 1)
@@ -509,29 +496,22 @@ def build_onnx(network: DlibNetwork) -> onnx.ModelProto:
             flat = graph.op("Flatten", [x.name], axis=1)
             graph.op("MatMul", [flat, graph.constant("fc_weights", step.weights)], OUTPUT_NAME)
 
-    chips = helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, ["batch", 3, rows, cols])
-    embeddings = helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, ["batch", outputs])
-    model = helper.make_model(
-        helper.make_graph(graph.nodes, "dlib_face_recognition_resnet_model_v1", [chips],
-                          [embeddings], graph.initializers),
-        producer_name=PRODUCER,
-        opset_imports=[helper.make_opsetid("", OPSET)],
-        doc_string=(
-            "dlib's face-recognition ResNet v1 (CC0-1.0), converted from its .dat file. "
-            f"Input {INPUT_NAME}: float32 [batch, 3, {rows}, {cols}], RGB 0..255, chips made "
-            "by dlib.get_face_chip(image, landmarks, size=150, padding=0.25). "
-            f"Output {OUTPUT_NAME}: float32 [batch, {outputs}], as compute_face_descriptor."
-        ),
+    chips = float_tensor(INPUT_NAME, ["batch", 3, rows, cols])
+    embeddings = float_tensor(OUTPUT_NAME, ["batch", outputs])
+    return checked_model(
+        onnx.helper.make_graph(graph.nodes, "dlib_face_recognition_resnet_model_v1", [chips],
+                               [embeddings], graph.initializers),
+        PRODUCER,
+        "dlib's face-recognition ResNet v1 (CC0-1.0), converted from its .dat file. "
+        f"Input {INPUT_NAME}: float32 [batch, 3, {rows}, {cols}], RGB 0..255, chips made "
+        "by dlib.get_face_chip(image, landmarks, size=150, padding=0.25). "
+        f"Output {OUTPUT_NAME}: float32 [batch, {outputs}], as compute_face_descriptor.",
     )
-    model.ir_version = IR_VERSION
-    onnx.checker.check_model(model)
-    return model
 
 
 def convert_dlib_face_embedder(dat_path: Path, onnx_path: Path) -> None:
     """Write the ONNX equivalent of ``dlib_face_recognition_resnet_model_v1.dat``."""
-    model = build_onnx(read_face_resnet(Path(dat_path).read_bytes()))
-    Path(onnx_path).write_bytes(model.SerializeToString(deterministic=True))
+    save_model(build_onnx(read_face_resnet(Path(dat_path).read_bytes())), onnx_path)
 
 
 def chips_to_batch(chips: Sequence[np.ndarray]) -> np.ndarray:

@@ -18,17 +18,14 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper
 
-from ex_app.models.onnx_graph import GraphBuilder
+from ex_app.models.onnx_graph import GraphBuilder, checked_model, float_tensor, save_model
 from ex_app.models.torch_pickle import read_state_dict
 
 INPUT_NAME = "x"
 OUTPUT_NAME = "logits"
 IMAGE_SIZE = 224
 BN_EPSILON = 1e-3
-OPSET = 17
-IR_VERSION = 8
 PRODUCER = "recognize.efficientnet_onnx"
 # Blocks per stage and each stage's first stride (EfficientNet-B0's, which Lite0 keeps).
 STAGES = ((1, 1), (2, 2), (2, 2), (3, 2), (3, 1), (4, 2), (1, 1))
@@ -115,26 +112,17 @@ def build_onnx(weights: dict[str, np.ndarray]) -> onnx.ModelProto:
     graph.op("Gemm", [x, fc_weight, fc_bias], OUTPUT_NAME, transB=1)
     classes = graph.get("_fc.bias").shape[0]
 
-    model = helper.make_model(
-        helper.make_graph(
-            graph.nodes,
-            "efficientnet_lite0",
-            [helper.make_tensor_value_info(
-                INPUT_NAME, TensorProto.FLOAT, ["batch", 3, IMAGE_SIZE, IMAGE_SIZE]
-            )],
-            [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, ["batch", classes])],
-            graph.initializers,
+    inputs = [float_tensor(INPUT_NAME, ["batch", 3, IMAGE_SIZE, IMAGE_SIZE])]
+    outputs = [float_tensor(OUTPUT_NAME, ["batch", classes])]
+    return checked_model(
+        onnx.helper.make_graph(
+            graph.nodes, "efficientnet_lite0", inputs, outputs, graph.initializers
         ),
-        producer_name=PRODUCER,
-        opset_imports=[helper.make_opsetid("", OPSET)],
-        doc_string="EfficientNet-Lite0 (Apache-2.0), ImageNet-1k, from its PyTorch weights.",
+        PRODUCER,
+        "EfficientNet-Lite0 (Apache-2.0), ImageNet-1k, from its PyTorch weights.",
     )
-    model.ir_version = IR_VERSION
-    onnx.checker.check_model(model)
-    return model
 
 
 def convert_efficientnet_lite0(pth_path: Path, onnx_path: Path) -> None:
     """Write the ONNX model of the ``.pth`` state dict."""
-    model = build_onnx(read_state_dict(pth_path))
-    Path(onnx_path).write_bytes(model.SerializeToString(deterministic=True))
+    save_model(build_onnx(read_state_dict(pth_path)), onnx_path)

@@ -20,9 +20,8 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper
 
-from ex_app.models.onnx_graph import GraphBuilder
+from ex_app.models.onnx_graph import GraphBuilder, checked_model, float_tensor, save_model
 from ex_app.models.tf_checkpoint import read_checkpoint
 
 INPUT_NAME = "melspec:0"
@@ -30,8 +29,6 @@ OUTPUT_NAME = "tags:0"
 FRAMES = 187
 MELS = 96
 BN_EPSILON = 1e-3
-OPSET = 17
-IR_VERSION = 8
 PRODUCER = "recognize.musicnn_onnx"
 TIMBRAL = ("conv2d", "conv2d_1")  # with batch_normalization_1, _2
 TEMPORAL = ("conv2d_2", "conv2d_3", "conv2d_4")  # with batch_normalization_3, _4, _5
@@ -115,28 +112,17 @@ def build_onnx(variables: dict[str, np.ndarray], name: str) -> onnx.ModelProto:
     g.op("Sigmoid", [x], OUTPUT_NAME)
     tags = g.get("dense_1/bias").shape[0]
 
-    model = helper.make_model(
-        helper.make_graph(
-            g.nodes,
-            name,
-            [helper.make_tensor_value_info(
-                INPUT_NAME, TensorProto.FLOAT, ["patches", FRAMES, MELS]
-            )],
-            [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, ["patches", tags])],
-            g.initializers,
-        ),
-        producer_name=PRODUCER,
-        opset_imports=[helper.make_opsetid("", OPSET)],
-        doc_string=f"musicnn {name} (ISC), converted from its TensorFlow checkpoint.",
+    inputs = [float_tensor(INPUT_NAME, ["patches", FRAMES, MELS])]
+    outputs = [float_tensor(OUTPUT_NAME, ["patches", tags])]
+    return checked_model(
+        onnx.helper.make_graph(g.nodes, name, inputs, outputs, g.initializers),
+        PRODUCER,
+        f"musicnn {name} (ISC), converted from its TensorFlow checkpoint.",
     )
-    model.ir_version = IR_VERSION
-    onnx.checker.check_model(model)
-    return model
 
 
 def _convert(index: Path, data: Path, output: Path, name: str) -> None:
-    model = build_onnx(read_checkpoint(index, data), name)
-    Path(output).write_bytes(model.SerializeToString(deterministic=True))
+    save_model(build_onnx(read_checkpoint(index, data), name), output)
 
 
 def convert_musicnn_msd(index: Path, data: Path, output: Path) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
@@ -31,3 +33,22 @@ class GraphBuilder:
     def op(self, op_type: str, inputs: list[str], name: str, **attrs) -> str:
         self.nodes.append(helper.make_node(op_type, inputs, [name], name=name, **attrs))
         return name
+
+
+def float_tensor(name: str, dims: list) -> onnx.ValueInfoProto:
+    """A float32 graph input or output of the given dimensions (a name: free)."""
+    return helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, dims)
+
+
+def checked_model(graph: onnx.GraphProto, producer: str, doc_string: str) -> onnx.ModelProto:
+    """The model of a graph at opset 17, IR version 8 (loads in onnxruntime 1.13 and later)."""
+    model = helper.make_model(graph, producer_name=producer, doc_string=doc_string,
+                              opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model
+
+
+def save_model(model: onnx.ModelProto, path: Path) -> None:
+    """Write a model's deterministic bytes (the manifest pins their sha256)."""
+    Path(path).write_bytes(model.SerializeToString(deterministic=True))

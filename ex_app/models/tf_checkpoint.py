@@ -78,22 +78,14 @@ def _fields(message: bytes) -> list[tuple[int, int | bytes]]:
 
 
 def _entry(name: str, message: bytes, data: bytes) -> np.ndarray:
-    dtype, shape, shard, offset, size = None, [], 0, 0, 0
-    for number, value in _fields(message):
-        if number == 1:
-            dtype = value
-        elif number == 2:
-            for dim_number, dim in _fields(value):
-                if dim_number == 2:
-                    shape.append(dict(_fields(dim)).get(1, 0))
-        elif number == 3:
-            shard = value
-        elif number == 4:
-            offset = value
-        elif number == 5:
-            size = value
-        elif number == 7:
-            raise CheckpointFormatError(f"{name}: sliced variables are not supported")
+    # BundleEntryProto: 1 dtype, 2 shape (its field 2: dims, their field 1: size), 3 shard,
+    # 4 offset, 5 size, 7 slices.
+    fields = dict(_fields(message))
+    dims = _fields(fields.get(2, b""))
+    shape = [dict(_fields(dim)).get(1, 0) for number, dim in dims if number == 2]
+    if 7 in fields:
+        raise CheckpointFormatError(f"{name}: sliced variables are not supported")
+    dtype, shard, offset, size = fields.get(1), fields.get(3, 0), fields.get(4, 0), fields.get(5, 0)
     if dtype != DT_FLOAT or shard != 0:
         raise CheckpointFormatError(f"{name}: only float32 variables in shard 0 are supported")
     count = int(np.prod(shape, dtype=np.int64)) if shape else 1
