@@ -60,15 +60,9 @@ class _Graph(GraphBuilder):
         bias = (beta - mean.astype(np.float64) * scale).astype(np.float32)
         kernel = weight.shape[2]
         before, after = _same_pads(size, kernel, stride)
-        return self.op(
-            "Conv",
-            [x, self.constant(f"{conv}.weight", folded), self.constant(f"{conv}.bias", bias)],
-            f"{conv}/Conv",
-            kernel_shape=[kernel, kernel],
-            strides=[stride, stride],
-            pads=[before, before, after, after],
-            group=groups,
-        )
+        inputs = [x, self.constant(f"{conv}.weight", folded), self.constant(f"{conv}.bias", bias)]
+        return self.op("Conv", inputs, f"{conv}/Conv", kernel_shape=[kernel, kernel],
+                       strides=[stride, stride], pads=[before, before, after, after], group=groups)
 
     def relu6(self, x: str) -> str:
         return self.op("Clip", [x, self.zero, self.six], f"{x}/Relu6")
@@ -91,11 +85,8 @@ def build_onnx(weights: dict[str, np.ndarray]) -> onnx.ModelProto:
             in_width = graph.get(f"{block}._expand_conv.weight").shape[1] if expands else channels
             if expands:
                 x = graph.relu6(graph.conv_bn(x, size, f"{block}._expand_conv", f"{block}._bn0", 1))
-            x = graph.relu6(
-                graph.conv_bn(
-                    x, size, f"{block}._depthwise_conv", f"{block}._bn1", stride, groups=channels
-                )
-            )
+            x = graph.relu6(graph.conv_bn(x, size, f"{block}._depthwise_conv", f"{block}._bn1",
+                                          stride, groups=channels))
             size = -(-size // stride)
             x = graph.conv_bn(x, size, f"{block}._project_conv", f"{block}._bn2", 1)
             out_width = graph.get(f"{block}._project_conv.weight").shape[0]
@@ -107,9 +98,8 @@ def build_onnx(weights: dict[str, np.ndarray]) -> onnx.ModelProto:
     x = graph.relu6(graph.conv_bn(x, size, "_conv_head", "_bn1", 1))
     x = graph.op("GlobalAveragePool", [x], "_avg_pooling")
     x = graph.op("Flatten", [x], "_flatten", axis=1)
-    fc_weight = graph.constant("_fc.weight", graph.get("_fc.weight"))
-    fc_bias = graph.constant("_fc.bias", graph.get("_fc.bias"))
-    graph.op("Gemm", [x, fc_weight, fc_bias], OUTPUT_NAME, transB=1)
+    fc = [graph.weight("_fc.weight"), graph.weight("_fc.bias")]
+    graph.op("Gemm", [x, *fc], OUTPUT_NAME, transB=1)
     classes = graph.get("_fc.bias").shape[0]
 
     inputs = [float_tensor(INPUT_NAME, ["batch", 3, IMAGE_SIZE, IMAGE_SIZE])]

@@ -44,22 +44,18 @@ class _Graph(GraphBuilder):
 
     def batch_norm(self, x: str, layer: str) -> str:
         """TensorFlow's frozen batch norm over axis 1 (channels-first)."""
-        inputs = [x] + [
-            self.constant(f"{layer}/{part}", self.get(f"{layer}/{part}"))
-            for part in ("gamma", "beta", "moving_mean", "moving_variance")
-        ]
+        parts = ("gamma", "beta", "moving_mean", "moving_variance")
+        inputs = [x] + [self.weight(f"{layer}/{part}") for part in parts]
         return self.op("BatchNormalization", inputs, f"{layer}/bn", epsilon=BN_EPSILON)
 
     def conv_relu_bn(self, x: str, conv: str, bn: str, pads: tuple[int, int]) -> str:
         """conv (TensorFlow kernel [rows, cols, in, out]) + bias, ReLU, batch norm."""
         kernel = self.get(f"{conv}/kernel")
         weights = self.constant(f"{conv}/kernel", kernel.transpose(3, 2, 0, 1))
-        bias = self.constant(f"{conv}/bias", self.get(f"{conv}/bias"))
+        bias = self.weight(f"{conv}/bias")
         rows, cols = kernel.shape[:2]
-        y = self.op(
-            "Conv", [x, weights, bias], f"{conv}/conv",
-            kernel_shape=[rows, cols], pads=[pads[0], 0, pads[1], 0],
-        )  # fmt: skip
+        y = self.op("Conv", [x, weights, bias], f"{conv}/conv", kernel_shape=[rows, cols],
+                    pads=[pads[0], 0, pads[1], 0])
         return self.batch_norm(self.op("Relu", [y], f"{conv}/relu"), bn)
 
     def axes(self, name: str, values: list[int]) -> str:
@@ -104,11 +100,9 @@ def build_onnx(variables: dict[str, np.ndarray], name: str) -> onnx.ModelProto:
     pooled = g.op("Concat", [pooled_max, pooled_mean], "pool", axis=2)  # [patches, 753, 2]
     flat = g.op("Flatten", [pooled], "flat_pool", axis=1)  # max, mean of feature 0, then 1...
     x = g.batch_norm(flat, "batch_normalization_9")
-    x = g.op("Gemm", [x, g.constant("dense/kernel", g.get("dense/kernel")),
-                      g.constant("dense/bias", g.get("dense/bias"))], "dense")  # fmt: skip
+    x = g.op("Gemm", [x, g.weight("dense/kernel"), g.weight("dense/bias")], "dense")
     x = g.batch_norm(g.op("Relu", [x], "dense/relu"), "batch_normalization_10")
-    x = g.op("Gemm", [x, g.constant("dense_1/kernel", g.get("dense_1/kernel")),
-                      g.constant("dense_1/bias", g.get("dense_1/bias"))], "logits")  # fmt: skip
+    x = g.op("Gemm", [x, g.weight("dense_1/kernel"), g.weight("dense_1/bias")], "logits")
     g.op("Sigmoid", [x], OUTPUT_NAME)
     tags = g.get("dense_1/bias").shape[0]
 

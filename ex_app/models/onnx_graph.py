@@ -30,6 +30,10 @@ class GraphBuilder:
         self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(value), name))
         return name
 
+    def weight(self, name: str) -> str:
+        """The network's weight ``name`` as an initializer of the same name."""
+        return self.constant(name, self.get(name))
+
     def op(self, op_type: str, inputs: list[str], name: str, **attrs) -> str:
         self.nodes.append(helper.make_node(op_type, inputs, [name], name=name, **attrs))
         return name
