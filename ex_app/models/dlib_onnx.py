@@ -175,17 +175,13 @@ def _residual_down() -> list[Node]:
 def face_resnet_v1_topology() -> list[Node]:
     """dlib's face-recognition ResNet, outermost node first (the order dlib writes it)."""
     return [
-        Layer("fc"),
-        Layer("avg_pool"),  # avg_pool_everything
+        Layer("fc"), Layer("avg_pool"),  # avg_pool_everything
         *_residual_down(),  # 256 channels
         *_residual(), *_residual(), *_residual_down(),  # 256
         *_residual(), *_residual(), *_residual_down(),  # 128
         *_residual(), *_residual(), *_residual(), *_residual_down(),  # 64
         *_residual(), *_residual(), *_residual(),  # 32
-        Layer("max_pool"),
-        Layer("relu"),
-        Layer("affine"),
-        Layer("con"),
+        Layer("max_pool"), Layer("relu"), Layer("affine"), Layer("con"),
     ]  # fmt: skip
 
 

@@ -54,12 +54,11 @@ def float32_graph(model: onnx.ModelProto) -> onnx.ModelProto:
             axis, block_size = attrs.get("axis", 1), attrs.get("block_size", 0)
             value = _dequantize(quantized, scales, zero_points, axis, block_size)
             folded[node.output[0]] = constants[node.output[0]] = value
-            continue
-        if node.op_type == "Reshape" and node.input[0] in folded and node.input[1] in constants:
+        elif node.op_type == "Reshape" and node.input[0] in folded and node.input[1] in constants:
             value = folded[node.input[0]].reshape(constants[node.input[1]])
             folded[node.output[0]] = constants[node.output[0]] = value
-            continue
-        kept.append(node)
+        else:
+            kept.append(node)
 
     used = {name for node in kept for name in node.input}
     initializers = [numpy_helper.from_array(constants[name], name)
@@ -67,12 +66,8 @@ def float32_graph(model: onnx.ModelProto) -> onnx.ModelProto:
     image = float_tensor(INPUT_NAME, [BATCH_DIM, 3, 112, 112])
     embedding = float_tensor(OUTPUT_NAME, [BATCH_DIM, 128])
     new_graph = helper.make_graph(kept, graph.name, [image], [embedding], initializers)
-    result = helper.make_model(
-        new_graph,
-        opset_imports=list(model.opset_import),
-        producer_name="recognize sface_onnx",
-        ir_version=model.ir_version,
-    )
+    result = helper.make_model(new_graph, opset_imports=list(model.opset_import),
+                               producer_name="recognize sface_onnx", ir_version=model.ir_version)
     onnx.checker.check_model(result)
     return result
 
