@@ -26,7 +26,7 @@ import re
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -96,8 +96,11 @@ class ModelStatus:
     task: str
     file: str
     size: int
-    present: bool
     path: Path | None
+
+    @property
+    def present(self) -> bool:
+        return self.path is not None
 
 
 def file_sha256(path: Path) -> str:
@@ -242,12 +245,8 @@ class ModelStore:
 
     def status(self) -> list[ModelStatus]:
         """Every manifest entry with its verified local path, if any."""
-        rows = []
-        for spec in self.manifest.values():
-            present = self._present(spec)
-            rows.append(ModelStatus(spec.name, spec.task, spec.file, spec.size,
-                                    present is not None, present))
-        return rows
+        return [ModelStatus(spec.name, spec.task, spec.file, spec.size, self._present(spec))
+                for spec in self.manifest.values()]
 
     def stored_path(self, name: str) -> Path:
         """Where a downloaded or copied model is kept (whether or not it is there yet)."""
@@ -330,9 +329,7 @@ class ModelStore:
         if spec.sha256 is not None and size != spec.size:
             raise SourceFailed(f"size mismatch: {path} has {size} bytes, expected {spec.size}")
         if spec.sha256 is None and size > spec.size * UNPINNED_SIZE_FACTOR:
-            raise SourceFailed(
-                f"{path} has {size} bytes, far more than the published {spec.size}"
-            )
+            raise SourceFailed(f"{path} has {size} bytes, far more than the published {spec.size}")
         expected = self.expected_sha256(spec.name)
         if expected is None:
             return
@@ -347,15 +344,16 @@ class ModelStore:
         if stamped is not None:
             return stamped
         for candidate in (self.stored_path(spec.name), package_file(spec)):
-            if candidate is None or not candidate.is_file():
-                continue
-            try:
-                self._verify(spec, candidate)
-            except SourceFailed:
-                continue
-            self._remember_verified(spec, candidate)
-            return candidate
+            if candidate is not None and candidate.is_file():
+                with suppress(SourceFailed):
+                    return self._accept(spec, candidate)
         return None
+
+    def _accept(self, spec: ModelSpec, path: Path) -> Path:
+        """``path`` once verified (else SourceFailed) and remembered as verified."""
+        self._verify(spec, path)
+        self._remember_verified(spec, path)
+        return path
 
     def _install(self, spec: ModelSpec, part: Path) -> Path:
         """Verify a complete ``.part`` file and move it into place atomically."""
@@ -382,9 +380,7 @@ class ModelStore:
             raise SourceFailed("package is not installed")
         if not path.is_file():
             raise SourceFailed(f"package has no file {path}")
-        self._verify(spec, path)
-        self._remember_verified(spec, path)
-        return path
+        return self._accept(spec, path)
 
     def _from_derivation(self, spec: ModelSpec) -> Path:
         """Convert the verified source models into ``.part``, then verify and install it."""
@@ -437,11 +433,8 @@ class ModelStore:
         try:
             request = urllib.request.Request(url, headers=headers)
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                resuming = (
-                    offset > 0
-                    and response.status == 206
-                    and _content_range_start(response.headers.get("Content-Range")) == offset
-                )
+                start = _content_range_start(response.headers.get("Content-Range"))
+                resuming = offset > 0 and response.status == 206 and start == offset
                 if offset and not resuming:
                     log.info("model %s: %s does not resume; downloading again", spec.name, url)
                     done = 0
