@@ -393,6 +393,12 @@ def _plane(shape: tuple[int, int, int], window: tuple[int, int], stride: tuple[i
     return tuple(1 + (shape[i + 1] + 2 * padding[i] - window[i]) // stride[i] for i in (0, 1))
 
 
+def _window(window: tuple[int, int], stride: tuple[int, int],
+            padding: tuple[int, int]) -> dict[str, list[int]]:
+    """A convolution's or pooling's ONNX attributes (the same padding at both ends)."""
+    return {"kernel_shape": list(window), "strides": list(stride), "pads": [*padding, *padding]}
+
+
 class _GraphBuilder(GraphBuilder):
     """ONNX nodes and initializers under deterministic names: a stem and a running number."""
 
@@ -413,22 +419,17 @@ class _GraphBuilder(GraphBuilder):
         scale = affine.scale.astype(np.float64)
         weights = conv.weights.astype(np.float64) * input_scale * scale[:, None, None, None]
         bias = conv.bias.astype(np.float64) * scale + affine.shift
-        (sy, sx), (py, px) = conv.stride, conv.padding
         inputs = [x.name, self.constant("weights", weights.astype(np.float32)),
                   self.constant("bias", bias.astype(np.float32))]
-        out = self.op(
-            "Conv", inputs, kernel_shape=[rows, cols], strides=[sy, sx], pads=[py, px, py, px]
-        )
+        out = self.op("Conv", inputs, **_window((rows, cols), conv.stride, conv.padding))
         plane = _plane(x.shape, (rows, cols), conv.stride, conv.padding)
         return _Value(out, (out_channels, *plane))
 
     def pool(self, x: _Value, pool: Pool) -> _Value:
-        (rows, cols), (sy, sx), (py, px) = pool.window, pool.stride, pool.padding
-        if (rows, cols) == (0, 0):
+        if pool.window == (0, 0):
             op_type = "GlobalAveragePool" if pool.kind == "avg_pool" else "GlobalMaxPool"
             return _Value(self.op(op_type, [x.name]), (x.shape[0], 1, 1))
-        attrs: dict[str, Any] = {"kernel_shape": [rows, cols], "strides": [sy, sx],
-                                 "pads": [py, px, py, px]}
+        attrs = _window(pool.window, pool.stride, pool.padding)
         if pool.kind == "avg_pool":  # dlib averages only the part of a window inside the plane
             out = self.op("AveragePool", [x.name], count_include_pad=0, **attrs)
         else:

@@ -87,9 +87,8 @@ class TFLiteSession:
             if tuple(value.shape) == tuple(detail["shape"]):
                 continue
             signature = detail.get("shape_signature", detail["shape"])
-            fixed = [(want, got) for want, got in zip(signature, value.shape, strict=False)
-                     if want != -1 and want != got]
-            if fixed or len(signature) != value.ndim:
+            if len(signature) != value.ndim or any(
+                    want not in (-1, got) for want, got in zip(signature, value.shape)):
                 raise ValueError(
                     f"input {detail['name']!r} takes shape {list(signature)} (-1: any), "
                     f"got {list(value.shape)}"
@@ -175,6 +174,5 @@ def open_session(path: Path, threads: int = 1, engine: str = "auto") -> Inferenc
                 f"({Processor.this().describe()}) cannot run, and has no .tflite twin"
             )
         path, suffix = twin, ".tflite"
-    if suffix == ".onnx":
-        return OnnxSession(path, threads=threads)
-    return TFLiteSession(path, threads=threads)
+    session = OnnxSession if suffix == ".onnx" else TFLiteSession
+    return session(path, threads=threads)

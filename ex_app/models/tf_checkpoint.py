@@ -35,6 +35,15 @@ def _varint(data: bytes, pos: int) -> tuple[int, int]:
             return value, pos
 
 
+def _varints(data: bytes, pos: int, count: int) -> tuple[list[int], int]:
+    """``count`` varints from ``pos`` on, and the position after them."""
+    values = []
+    for _ in range(count):
+        value, pos = _varint(data, pos)
+        values.append(value)
+    return values, pos
+
+
 def _block(table: bytes, offset: int, size: int) -> list[tuple[bytes, bytes]]:
     """The key/value pairs of one table block (keys are prefix-compressed)."""
     if offset + size + BLOCK_TRAILER_SIZE > len(table):
@@ -46,9 +55,7 @@ def _block(table: bytes, offset: int, size: int) -> list[tuple[bytes, bytes]]:
     end = len(block) - 4 - 4 * restarts
     pos, key, entries = 0, b"", []
     while pos < end:
-        shared, pos = _varint(block, pos)
-        unshared, pos = _varint(block, pos)
-        length, pos = _varint(block, pos)
+        (shared, unshared, length), pos = _varints(block, pos, 3)
         key = key[:shared] + block[pos : pos + unshared]
         pos += unshared
         entries.append((key, block[pos : pos + length]))
@@ -100,15 +107,11 @@ def read_checkpoint(index_path: Path, data_path: Path) -> dict[str, np.ndarray]:
     data = Path(data_path).read_bytes()
     if len(table) < FOOTER_SIZE or int.from_bytes(table[-8:], "little") != TABLE_MAGIC:
         raise CheckpointFormatError("not a TensorFlow checkpoint index (magic number)")
-    footer = table[-FOOTER_SIZE:]
-    _, pos = _varint(footer, 0)  # metaindex block: offset,
-    _, pos = _varint(footer, pos)  # size
-    index_offset, pos = _varint(footer, pos)
-    index_size, _ = _varint(footer, pos)
+    # The footer: the metaindex block's offset and size, then the index block's.
+    (_, _, index_offset, index_size), _ = _varints(table[-FOOTER_SIZE:], 0, 4)
     variables: dict[str, np.ndarray] = {}
     for _, handle in _block(table, index_offset, index_size):
-        offset, pos = _varint(handle, 0)
-        size, _ = _varint(handle, pos)
+        (offset, size), _ = _varints(handle, 0, 2)
         for key, message in _block(table, offset, size):
             if key:  # the empty key holds the bundle's header
                 name = key.decode("utf-8")
