@@ -458,10 +458,9 @@ def build_onnx(network: DlibNetwork) -> onnx.ModelProto:
     outputs = head.weights.shape[1]
     graph = _GraphBuilder({})
     rows, cols = network.input_size
-    means = graph.constant(
-        "channel_means", np.array(network.channel_means, np.float32).reshape(1, 3, 1, 1)
-    )
-    x = _Value(graph.op("Sub", [INPUT_NAME, means]), (3, rows, cols))
+    means = np.array(network.channel_means, np.float32).reshape(1, 3, 1, 1)
+    centred = graph.op("Sub", [INPUT_NAME, graph.constant("channel_means", means)])
+    x = _Value(centred, (3, rows, cols))
     input_scale = 1 / 256  # dlib's input layer divides by 256; the first con does it here
 
     tags: dict[int, _Value] = {}

@@ -120,10 +120,8 @@ class ModelSpec(_Entry):
 
 
 def _describe(error: ValidationError) -> str:
-    return "; ".join(
-        f"{'.'.join(str(part) for part in e['loc']) or 'entry'}: {e['msg']}"
-        for e in error.errors()
-    )
+    errors = error.errors()
+    return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'entry'}: {e['msg']}" for e in errors)
 
 
 def load_manifest(path: Path = MANIFEST_PATH) -> dict[str, ModelSpec]:

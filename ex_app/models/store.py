@@ -77,10 +77,8 @@ def remedy(spec: ModelSpec) -> str:
         ways.append(f"make {made_from} available (it is made from them)")
     if spec.urls:
         ways.append("let this machine reach the URLs above")
-    ways.append(
-        f"or put {spec.file} (sha256 {spec.sha256 or 'as pinned'}) in a folder and pass it with "
-        "--model-mirror (RECOGNIZE_MODEL_MIRROR)"
-    )
+    ways.append(f"or put {spec.file} (sha256 {spec.sha256 or 'as pinned'}) in a folder and pass "
+                "it with --model-mirror (RECOGNIZE_MODEL_MIRROR)")
     return "To fix: " + "; ".join(ways) + "."
 
 
@@ -189,16 +187,12 @@ class ModelStore:
                 raise ModelUnavailable(name, reasons, remedy(spec)) from lesser
             if name not in self._fallen_back:  # once per store, not per use
                 self._fallen_back.add(name)
-                log.warning(
-                    "model %s is not available here (%s); using its fallback %s: %s",
-                    name, "; ".join(error.reasons), spec.fallback, path,
-                )
+                log.warning("model %s is not available here (%s); using its fallback %s: %s",
+                            name, "; ".join(error.reasons), spec.fallback, path)
             return path
 
     def _fetch(self, spec: ModelSpec, progress: Progress | None) -> Path:
-        name = spec.name
-        present = self._present(spec)
-        if present is not None:
+        if (present := self._present(spec)) is not None:
             return present
         attempts: list[tuple[str, Callable[[], Path]]] = []
         if spec.package is not None:
@@ -219,12 +213,12 @@ class ModelStore:
             except SourceFailed as failure:
                 # With a fallback, the one warning that says it is used lists these reasons.
                 level = logging.INFO if spec.fallback else logging.WARNING
-                log.log(level, "model %s: %s: %s", name, source, failure)
+                log.log(level, "model %s: %s: %s", spec.name, source, failure)
                 reasons.append(f"{source}: {failure}")
                 continue
-            log.info("model %s: verified %s (from %s)", name, found, source)
+            log.info("model %s: verified %s (from %s)", spec.name, found, source)
             return found
-        raise ModelUnavailable(name, reasons, remedy(spec))
+        raise ModelUnavailable(spec.name, reasons, remedy(spec))
 
     def local_path(self, name: str) -> Path | None:
         """The verified copy on this machine (or its fallback's), or None; never fetches."""
@@ -272,14 +266,9 @@ class ModelStore:
 
     def _stamp(self, spec: ModelSpec, path: Path) -> dict[str, object]:
         stat = path.stat()
-        return {
-            "path": str(path),
-            "sha256": self.expected_sha256(spec.name),
-            "size": stat.st_size,
-            "mtime_ns": stat.st_mtime_ns,
-            "ctime_ns": stat.st_ctime_ns,  # a rewrite with its mtime put back still shows here
-            "inode": stat.st_ino,
-        }
+        # ctime_ns: a rewrite with its mtime put back still shows there.
+        return {"path": str(path), "sha256": self.expected_sha256(spec.name), "size": stat.st_size,
+                "mtime_ns": stat.st_mtime_ns, "ctime_ns": stat.st_ctime_ns, "inode": stat.st_ino}
 
     def _pin_path(self, spec: ModelSpec) -> Path:
         return self.stored_path(spec.name).with_name(PIN_FILE)
@@ -299,12 +288,9 @@ class ModelStore:
         digest = file_sha256(path)
         pin = self._pin_path(spec)
         _write_atomic(pin, digest + "\n")
-        log.warning(
-            "model %s: the manifest has no sha256 for %s; pinned %s from this first copy "
-            "(%d bytes) in %s: later copies must match it. Check it and write it into "
-            "models/manifest.yml.",
-            spec.name, spec.file, digest, path.stat().st_size, pin,
-        )
+        log.warning("model %s: the manifest has no sha256 for %s; pinned %s from this first copy "
+                    "(%d bytes) in %s: later copies must match it. Check it and write it into "
+                    "models/manifest.yml.", spec.name, spec.file, digest, path.stat().st_size, pin)
 
     def _remember_verified(self, spec: ModelSpec, path: Path) -> None:
         self._pin_first_copy(spec, path)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import collections
 import io
 import pickle
-import struct
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -100,7 +99,7 @@ def read_state_dict(path: Path) -> dict[str, np.ndarray]:
         header = stream.read(8)
         if len(header) != 8:
             raise TorchFormatError(f"the file ends before storage {key}")
-        (count,) = struct.unpack("<q", header)
+        count = int.from_bytes(header, "little", signed=True)
         dtype = storage.dtype if storage else np.dtype("<f4")
         raw = stream.read(count * dtype.itemsize)
         if storage is None or count != storage.count or len(raw) != count * dtype.itemsize:
