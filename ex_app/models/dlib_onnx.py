@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from ex_app.models.onnx_graph import GraphBuilder, checked_model, float_tensor, save_model
+from ex_app.models.onnx_graph import GraphBuilder, save_model
 
 INPUT_NAME = "chips"
 OUTPUT_NAME = "embeddings"
@@ -58,9 +58,8 @@ class DlibReader:
         end = self.pos + count
         if end > len(self._data):
             raise DlibFormatError(f"the data ends at byte {len(self._data)}, {end} needed")
-        chunk = self._data[self.pos : end]
         self.pos = end
-        return chunk
+        return self._data[end - count : end]
 
     def integer(self) -> int:
         """A signed integer: a control byte (byte count; 0x80 if negative), little-endian bytes."""
@@ -492,12 +491,9 @@ def build_onnx(network: DlibNetwork) -> onnx.ModelProto:
             flat = graph.op("Flatten", [x.name], axis=1)
             graph.op("MatMul", [flat, graph.constant("fc_weights", step.weights)], OUTPUT_NAME)
 
-    chips = float_tensor(INPUT_NAME, ["batch", 3, rows, cols])
-    embeddings = float_tensor(OUTPUT_NAME, ["batch", outputs])
-    return checked_model(
-        onnx.helper.make_graph(graph.nodes, "dlib_face_recognition_resnet_model_v1", [chips],
-                               [embeddings], graph.initializers),
-        PRODUCER,
+    return graph.model(
+        "dlib_face_recognition_resnet_model_v1", {INPUT_NAME: ["batch", 3, rows, cols]},
+        {OUTPUT_NAME: ["batch", outputs]}, PRODUCER,
         "dlib's face-recognition ResNet v1 (CC0-1.0), converted from its .dat file. "
         f"Input {INPUT_NAME}: float32 [batch, 3, {rows}, {cols}], RGB 0..255, chips made "
         "by dlib.get_face_chip(image, landmarks, size=150, padding=0.25). "

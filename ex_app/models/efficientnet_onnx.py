@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from ex_app.models.onnx_graph import GraphBuilder, checked_model, float_tensor, save_model
+from ex_app.models.onnx_graph import GraphBuilder, save_model
 from ex_app.models.torch_pickle import read_state_dict
 
 INPUT_NAME = "x"
@@ -102,15 +102,9 @@ def build_onnx(weights: dict[str, np.ndarray]) -> onnx.ModelProto:
     graph.op("Gemm", [x, *fc], OUTPUT_NAME, transB=1)
     classes = graph.get("_fc.bias").shape[0]
 
-    inputs = [float_tensor(INPUT_NAME, ["batch", 3, IMAGE_SIZE, IMAGE_SIZE])]
-    outputs = [float_tensor(OUTPUT_NAME, ["batch", classes])]
-    return checked_model(
-        onnx.helper.make_graph(
-            graph.nodes, "efficientnet_lite0", inputs, outputs, graph.initializers
-        ),
-        PRODUCER,
-        "EfficientNet-Lite0 (Apache-2.0), ImageNet-1k, from its PyTorch weights.",
-    )
+    return graph.model("efficientnet_lite0", {INPUT_NAME: ["batch", 3, IMAGE_SIZE, IMAGE_SIZE]},
+                       {OUTPUT_NAME: ["batch", classes]}, PRODUCER,
+                       "EfficientNet-Lite0 (Apache-2.0), ImageNet-1k, from its PyTorch weights.")
 
 
 def convert_efficientnet_lite0(pth_path: Path, onnx_path: Path) -> None:

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from ex_app.models.onnx_graph import GraphBuilder, checked_model, float_tensor, save_model
+from ex_app.models.onnx_graph import GraphBuilder, save_model
 from ex_app.models.tf_checkpoint import read_checkpoint
 
 INPUT_NAME = "melspec:0"
@@ -106,13 +106,8 @@ def build_onnx(variables: dict[str, np.ndarray], name: str) -> onnx.ModelProto:
     g.op("Sigmoid", [x], OUTPUT_NAME)
     tags = g.get("dense_1/bias").shape[0]
 
-    inputs = [float_tensor(INPUT_NAME, ["patches", FRAMES, MELS])]
-    outputs = [float_tensor(OUTPUT_NAME, ["patches", tags])]
-    return checked_model(
-        onnx.helper.make_graph(g.nodes, name, inputs, outputs, g.initializers),
-        PRODUCER,
-        f"musicnn {name} (ISC), converted from its TensorFlow checkpoint.",
-    )
+    return g.model(name, {INPUT_NAME: ["patches", FRAMES, MELS]}, {OUTPUT_NAME: ["patches", tags]},
+                   PRODUCER, f"musicnn {name} (ISC), converted from its TensorFlow checkpoint.")
 
 
 def _convert(index: Path, data: Path, output: Path, name: str) -> None:

@@ -38,19 +38,23 @@ class GraphBuilder:
         self.nodes.append(helper.make_node(op_type, inputs, [name], name=name, **attrs))
         return name
 
+    def model(self, name: str, inputs: dict[str, list], outputs: dict[str, list], producer: str,
+              doc_string: str) -> onnx.ModelProto:
+        """The checked model of this graph, its float32 inputs and outputs given as name: dims,
+        at opset 17, IR version 8 (loads in onnxruntime 1.13 and later)."""
+        graph = helper.make_graph(self.nodes, name, [float_tensor(n, d) for n, d in inputs.items()],
+                                  [float_tensor(n, d) for n, d in outputs.items()],
+                                  self.initializers)
+        model = helper.make_model(graph, producer_name=producer, doc_string=doc_string,
+                                  opset_imports=[helper.make_opsetid("", 17)])
+        model.ir_version = 8
+        onnx.checker.check_model(model)
+        return model
+
 
 def float_tensor(name: str, dims: list) -> onnx.ValueInfoProto:
     """A float32 graph input or output of the given dimensions (a name: free)."""
     return helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, dims)
-
-
-def checked_model(graph: onnx.GraphProto, producer: str, doc_string: str) -> onnx.ModelProto:
-    """The model of a graph at opset 17, IR version 8 (loads in onnxruntime 1.13 and later)."""
-    model = helper.make_model(graph, producer_name=producer, doc_string=doc_string,
-                              opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    return model
 
 
 def save_model(model: onnx.ModelProto, path: Path) -> None:

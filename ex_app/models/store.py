@@ -317,17 +317,13 @@ class ModelStore:
         if spec.sha256 is None and size > spec.size * UNPINNED_SIZE_FACTOR:
             raise SourceFailed(f"{path} has {size} bytes, far more than the published {spec.size}")
         expected = self.expected_sha256(spec.name)
-        if expected is None:
-            return
-        actual = file_sha256(path)
-        if actual != expected:
+        if expected is not None and (actual := file_sha256(path)) != expected:
             where = "expected" if spec.sha256 is not None else "pinned on first download"
             raise SourceFailed(f"sha256 mismatch: {path} has {actual}, {where} {expected}")
 
     def _present(self, spec: ModelSpec) -> Path | None:
         """A verified copy on this machine: the stamped one, else the stored or package file."""
-        stamped = self._stamped(spec)
-        if stamped is not None:
+        if (stamped := self._stamped(spec)) is not None:
             return stamped
         for candidate in (self.stored_path(spec.name), package_file(spec)):
             if candidate is not None and candidate.is_file():

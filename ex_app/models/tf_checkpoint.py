@@ -74,10 +74,9 @@ def _fields(message: bytes) -> list[tuple[int, int | bytes]]:
         elif wire == 2:
             length, pos = _varint(message, pos)
             value, pos = message[pos : pos + length], pos + length
-        elif wire == 5:
-            value, pos = int.from_bytes(message[pos : pos + 4], "little"), pos + 4
-        elif wire == 1:
-            value, pos = int.from_bytes(message[pos : pos + 8], "little"), pos + 8
+        elif wire in (1, 5):  # fixed 64 or 32 bits
+            size = 8 if wire == 1 else 4
+            value, pos = int.from_bytes(message[pos : pos + size], "little"), pos + size
         else:
             raise CheckpointFormatError(f"unsupported protobuf wire type {wire}")
         fields.append((number, value))

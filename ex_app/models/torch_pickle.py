@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from numpy.lib.stride_tricks import as_strided
 
 MAGIC_NUMBER = 0x1950A86A20F9469CFC6C
 PROTOCOL_VERSION = 1001
@@ -90,9 +91,7 @@ def read_state_dict(path: Path) -> dict[str, np.ndarray]:
     if not isinstance(state, dict) or not isinstance(keys, list):
         raise TorchFormatError("the file does not hold a state dict")
 
-    storages: dict[str, _Storage] = {
-        ref.storage.key: ref.storage for ref in state.values() if isinstance(ref, _TensorRef)
-    }
+    storages = {r.storage.key: r.storage for r in state.values() if isinstance(r, _TensorRef)}
     data: dict[str, np.ndarray] = {}
     for key in keys:
         storage = storages.get(key)
@@ -115,8 +114,6 @@ def read_state_dict(path: Path) -> dict[str, np.ndarray]:
         needed = ref.offset + sum((n - 1) * s for n, s in zip(ref.shape, ref.stride)) + 1
         if ref.shape and (min(ref.shape) == 0 or needed > flat.size):
             raise TorchFormatError(f"{name} reaches outside its storage")
-        view = np.lib.stride_tricks.as_strided(
-            flat[ref.offset :], shape=ref.shape, strides=strides, writeable=False
-        )
+        view = as_strided(flat[ref.offset :], shape=ref.shape, strides=strides, writeable=False)
         tensors[str(name)] = np.ascontiguousarray(view)
     return tensors
