@@ -146,11 +146,8 @@ def load_manifest(path: Path = MANIFEST_PATH) -> dict[str, ModelSpec]:
             raise ManifestError(f"{path}: model {name!r}: sources must be https: {insecure}")
         manifest[name] = spec
     for spec in manifest.values():
-        if spec.fallback is not None and (
-            spec.fallback not in manifest
-            or spec.fallback == spec.name
-            or manifest[spec.fallback].fallback is not None
-        ):
+        lesser = manifest.get(spec.fallback) if spec.fallback is not None else None
+        if spec.fallback is not None and (lesser is None or lesser is spec or lesser.fallback):
             raise ManifestError(
                 f"{path}: model {spec.name!r}: fallback {spec.fallback!r} must be another "
                 "entry without a fallback of its own"

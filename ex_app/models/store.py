@@ -406,9 +406,7 @@ class ModelStore:
         if offset >= limit:  # cannot be a prefix of the file: start over
             part.unlink()
             offset = 0
-        headers = {"User-Agent": USER_AGENT}
-        if offset:
-            headers["Range"] = f"bytes={offset}-"
+        headers = {"User-Agent": USER_AGENT} | ({"Range": f"bytes={offset}-"} if offset else {})
 
         done = offset
         total: int | None = spec.size if spec.sha256 is not None else None
