@@ -39,6 +39,7 @@ def onnx_providers(available: list[str] | None = None) -> list[str]:
         import onnxruntime
 
         available = onnxruntime.get_available_providers()
+    # The preference ends in CPUExecutionProvider, which is always used, even if not reported.
     return [p for p in ONNX_PROVIDER_PREFERENCE[:-1] if p in available] + ["CPUExecutionProvider"]
 
 
