@@ -32,12 +32,11 @@ from typing import Any
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+
+from ex_app.models.onnx_graph import GraphBuilder, save_model
 
 INPUT_NAME = "chips"
 OUTPUT_NAME = "embeddings"
-OPSET = 17
-IR_VERSION = 8  # with opset 17: loads in onnxruntime 1.13 and later
 PRODUCER = "recognize.dlib_onnx"
 
 # float_details marks infinities and NaN with these exponents.
@@ -59,9 +58,8 @@ class DlibReader:
         end = self.pos + count
         if end > len(self._data):
             raise DlibFormatError(f"the data ends at byte {len(self._data)}, {end} needed")
-        chunk = self._data[self.pos : end]
         self.pos = end
-        return chunk
+        return self._data[end - count : end]
 
     def integer(self) -> int:
         """A signed integer: a control byte (byte count; 0x80 if negative), little-endian bytes."""
@@ -85,6 +83,10 @@ class DlibReader:
         if exponent in _SPECIAL_EXPONENTS:
             return _SPECIAL_EXPONENTS[exponent]
         return math.ldexp(mantissa, exponent)
+
+    def pair(self) -> tuple[int, int]:
+        """Two integers: a window's, stride's or padding's rows and columns."""
+        return self.integer(), self.integer()
 
     def flag(self) -> bool:
         """A bool, written as the character '1' or '0'."""
@@ -172,17 +174,13 @@ def _residual_down() -> list[Node]:
 def face_resnet_v1_topology() -> list[Node]:
     """dlib's face-recognition ResNet, outermost node first (the order dlib writes it)."""
     return [
-        Layer("fc"),
-        Layer("avg_pool"),  # avg_pool_everything
+        Layer("fc"), Layer("avg_pool"),  # avg_pool_everything
         *_residual_down(),  # 256 channels
         *_residual(), *_residual(), *_residual_down(),  # 256
         *_residual(), *_residual(), *_residual_down(),  # 128
         *_residual(), *_residual(), *_residual(), *_residual_down(),  # 64
         *_residual(), *_residual(), *_residual(),  # 32
-        Layer("max_pool"),
-        Layer("relu"),
-        Layer("affine"),
-        Layer("con"),
+        Layer("max_pool"), Layer("relu"), Layer("affine"), Layer("con"),
     ]  # fmt: skip
 
 
@@ -257,8 +255,7 @@ def _read_con(reader: DlibReader) -> Conv:
     version = reader.name("con_4", "con_5", "con_6")
     params = reader.tensor().ravel()
     count, rows, cols = reader.integer(), reader.integer(), reader.integer()
-    stride = (reader.integer(), reader.integer())
-    padding = (reader.integer(), reader.integer())
+    stride, padding = reader.pair(), reader.pair()
     filters = reader.alias_tensor()
     reader.alias_tensor()  # the biases' shape
     for _ in range(4):  # learning-rate and weight-decay multipliers
@@ -297,10 +294,7 @@ def _read_relu(reader: DlibReader) -> Relu:
 
 def _read_pool(reader: DlibReader, kind: str) -> Pool:
     reader.name(f"{kind}_2")
-    window = (reader.integer(), reader.integer())
-    stride = (reader.integer(), reader.integer())
-    padding = (reader.integer(), reader.integer())
-    return Pool(kind, window, stride, padding)
+    return Pool(kind, window=reader.pair(), stride=reader.pair(), padding=reader.pair())
 
 
 def _read_fc(reader: DlibReader) -> FullyConnected:
@@ -320,17 +314,14 @@ def _read_fc(reader: DlibReader) -> FullyConnected:
     return FullyConnected(params.reshape(inputs, outputs))
 
 
+_READERS = {"con": _read_con, "affine": _read_affine, "relu": _read_relu, "fc": _read_fc}
+
+
 def _read_params(reader: DlibReader, layer: Layer) -> Params:
-    if layer.kind == "con":
-        return _read_con(reader)
-    if layer.kind == "affine":
-        return _read_affine(reader)
-    if layer.kind == "relu":
-        return _read_relu(reader)
+    if layer.kind in _READERS:
+        return _READERS[layer.kind](reader)
     if layer.kind in ("max_pool", "avg_pool"):
         return _read_pool(reader, layer.kind)
-    if layer.kind == "fc":
-        return _read_fc(reader)
     reader.name("add_prev_")
     return AddPrev(layer.tag)
 
@@ -401,25 +392,23 @@ def _plane(shape: tuple[int, int, int], window: tuple[int, int], stride: tuple[i
     return tuple(1 + (shape[i + 1] + 2 * padding[i] - window[i]) // stride[i] for i in (0, 1))
 
 
-class _GraphBuilder:
-    """ONNX nodes and initializers under deterministic names."""
+def _window(window: tuple[int, int], stride: tuple[int, int],
+            padding: tuple[int, int]) -> dict[str, list[int]]:
+    """A convolution's or pooling's ONNX attributes (the same padding at both ends)."""
+    return {"kernel_shape": list(window), "strides": list(stride), "pads": [*padding, *padding]}
 
-    def __init__(self) -> None:
-        self.nodes: list[onnx.NodeProto] = []
-        self.initializers: list[onnx.TensorProto] = []
+
+class _GraphBuilder(GraphBuilder):
+    """ONNX nodes and initializers under deterministic names: a stem and a running number."""
 
     def _name(self, stem: str) -> str:
         return f"{stem}_{len(self.nodes) + len(self.initializers)}"
 
     def constant(self, stem: str, value: np.ndarray) -> str:
-        name = self._name(stem)
-        self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(value), name))
-        return name
+        return super().constant(self._name(stem), value)
 
     def op(self, op_type: str, inputs: list[str], output: str = "", **attrs: Any) -> str:
-        output = output or self._name(op_type.lower())
-        self.nodes.append(helper.make_node(op_type, inputs, [output], name=output, **attrs))
-        return output
+        return super().op(op_type, inputs, output or self._name(op_type.lower()), **attrs)
 
     def conv(self, x: _Value, conv: Conv, affine: Affine, input_scale: float) -> _Value:
         """``affine(conv(x * input_scale))`` as one Conv node."""
@@ -429,22 +418,17 @@ class _GraphBuilder:
         scale = affine.scale.astype(np.float64)
         weights = conv.weights.astype(np.float64) * input_scale * scale[:, None, None, None]
         bias = conv.bias.astype(np.float64) * scale + affine.shift
-        (sy, sx), (py, px) = conv.stride, conv.padding
         inputs = [x.name, self.constant("weights", weights.astype(np.float32)),
                   self.constant("bias", bias.astype(np.float32))]
-        out = self.op(
-            "Conv", inputs, kernel_shape=[rows, cols], strides=[sy, sx], pads=[py, px, py, px]
-        )
+        out = self.op("Conv", inputs, **_window((rows, cols), conv.stride, conv.padding))
         plane = _plane(x.shape, (rows, cols), conv.stride, conv.padding)
         return _Value(out, (out_channels, *plane))
 
     def pool(self, x: _Value, pool: Pool) -> _Value:
-        (rows, cols), (sy, sx), (py, px) = pool.window, pool.stride, pool.padding
-        if (rows, cols) == (0, 0):
+        if pool.window == (0, 0):
             op_type = "GlobalAveragePool" if pool.kind == "avg_pool" else "GlobalMaxPool"
             return _Value(self.op(op_type, [x.name]), (x.shape[0], 1, 1))
-        attrs: dict[str, Any] = {"kernel_shape": [rows, cols], "strides": [sy, sx],
-                                 "pads": [py, px, py, px]}
+        attrs = _window(pool.window, pool.stride, pool.padding)
         if pool.kind == "avg_pool":  # dlib averages only the part of a window inside the plane
             out = self.op("AveragePool", [x.name], count_include_pad=0, **attrs)
         else:
@@ -460,8 +444,7 @@ class _GraphBuilder:
 
     def add(self, x: _Value, y: _Value) -> _Value:
         """dlib's add_prev: the larger shape, the smaller operand zero-extended at the ends."""
-        channels, rows, cols = (max(a, b) for a, b in zip(x.shape, y.shape, strict=True))
-        shape = (channels, rows, cols)
+        shape = tuple(max(a, b) for a, b in zip(x.shape, y.shape, strict=True))
         out = self.op("Add", [self._zero_extend(x, shape), self._zero_extend(y, shape)])
         return _Value(out, shape)
 
@@ -472,12 +455,11 @@ def build_onnx(network: DlibNetwork) -> onnx.ModelProto:
     if not isinstance(head, FullyConnected):
         raise _unsupported(f"a network ending in {type(head).__name__}")
     outputs = head.weights.shape[1]
-    graph = _GraphBuilder()
+    graph = _GraphBuilder({})
     rows, cols = network.input_size
-    means = graph.constant(
-        "channel_means", np.array(network.channel_means, np.float32).reshape(1, 3, 1, 1)
-    )
-    x = _Value(graph.op("Sub", [INPUT_NAME, means]), (3, rows, cols))
+    means = np.array(network.channel_means, np.float32).reshape(1, 3, 1, 1)
+    centred = graph.op("Sub", [INPUT_NAME, graph.constant("channel_means", means)])
+    x = _Value(centred, (3, rows, cols))
     input_scale = 1 / 256  # dlib's input layer divides by 256; the first con does it here
 
     tags: dict[int, _Value] = {}
@@ -509,29 +491,19 @@ def build_onnx(network: DlibNetwork) -> onnx.ModelProto:
             flat = graph.op("Flatten", [x.name], axis=1)
             graph.op("MatMul", [flat, graph.constant("fc_weights", step.weights)], OUTPUT_NAME)
 
-    chips = helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, ["batch", 3, rows, cols])
-    embeddings = helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, ["batch", outputs])
-    model = helper.make_model(
-        helper.make_graph(graph.nodes, "dlib_face_recognition_resnet_model_v1", [chips],
-                          [embeddings], graph.initializers),
-        producer_name=PRODUCER,
-        opset_imports=[helper.make_opsetid("", OPSET)],
-        doc_string=(
-            "dlib's face-recognition ResNet v1 (CC0-1.0), converted from its .dat file. "
-            f"Input {INPUT_NAME}: float32 [batch, 3, {rows}, {cols}], RGB 0..255, chips made "
-            "by dlib.get_face_chip(image, landmarks, size=150, padding=0.25). "
-            f"Output {OUTPUT_NAME}: float32 [batch, {outputs}], as compute_face_descriptor."
-        ),
+    return graph.model(
+        "dlib_face_recognition_resnet_model_v1", {INPUT_NAME: ["batch", 3, rows, cols]},
+        {OUTPUT_NAME: ["batch", outputs]}, PRODUCER,
+        "dlib's face-recognition ResNet v1 (CC0-1.0), converted from its .dat file. "
+        f"Input {INPUT_NAME}: float32 [batch, 3, {rows}, {cols}], RGB 0..255, chips made "
+        "by dlib.get_face_chip(image, landmarks, size=150, padding=0.25). "
+        f"Output {OUTPUT_NAME}: float32 [batch, {outputs}], as compute_face_descriptor.",
     )
-    model.ir_version = IR_VERSION
-    onnx.checker.check_model(model)
-    return model
 
 
 def convert_dlib_face_embedder(dat_path: Path, onnx_path: Path) -> None:
     """Write the ONNX equivalent of ``dlib_face_recognition_resnet_model_v1.dat``."""
-    model = build_onnx(read_face_resnet(Path(dat_path).read_bytes()))
-    Path(onnx_path).write_bytes(model.SerializeToString(deterministic=True))
+    save_model(build_onnx(read_face_resnet(Path(dat_path).read_bytes())), onnx_path)
 
 
 def chips_to_batch(chips: Sequence[np.ndarray]) -> np.ndarray:

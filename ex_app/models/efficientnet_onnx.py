@@ -18,17 +18,14 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper
 
-from ex_app.models.onnx_graph import GraphBuilder
+from ex_app.models.onnx_graph import GraphBuilder, save_model
 from ex_app.models.torch_pickle import read_state_dict
 
 INPUT_NAME = "x"
 OUTPUT_NAME = "logits"
 IMAGE_SIZE = 224
 BN_EPSILON = 1e-3
-OPSET = 17
-IR_VERSION = 8
 PRODUCER = "recognize.efficientnet_onnx"
 # Blocks per stage and each stage's first stride (EfficientNet-B0's, which Lite0 keeps).
 STAGES = ((1, 1), (2, 2), (2, 2), (3, 2), (3, 1), (4, 2), (1, 1))
@@ -63,15 +60,9 @@ class _Graph(GraphBuilder):
         bias = (beta - mean.astype(np.float64) * scale).astype(np.float32)
         kernel = weight.shape[2]
         before, after = _same_pads(size, kernel, stride)
-        return self.op(
-            "Conv",
-            [x, self.constant(f"{conv}.weight", folded), self.constant(f"{conv}.bias", bias)],
-            f"{conv}/Conv",
-            kernel_shape=[kernel, kernel],
-            strides=[stride, stride],
-            pads=[before, before, after, after],
-            group=groups,
-        )
+        inputs = [x, self.constant(f"{conv}.weight", folded), self.constant(f"{conv}.bias", bias)]
+        return self.op("Conv", inputs, f"{conv}/Conv", kernel_shape=[kernel, kernel],
+                       strides=[stride, stride], pads=[before, before, after, after], group=groups)
 
     def relu6(self, x: str) -> str:
         return self.op("Clip", [x, self.zero, self.six], f"{x}/Relu6")
@@ -94,11 +85,8 @@ def build_onnx(weights: dict[str, np.ndarray]) -> onnx.ModelProto:
             in_width = graph.get(f"{block}._expand_conv.weight").shape[1] if expands else channels
             if expands:
                 x = graph.relu6(graph.conv_bn(x, size, f"{block}._expand_conv", f"{block}._bn0", 1))
-            x = graph.relu6(
-                graph.conv_bn(
-                    x, size, f"{block}._depthwise_conv", f"{block}._bn1", stride, groups=channels
-                )
-            )
+            x = graph.relu6(graph.conv_bn(x, size, f"{block}._depthwise_conv", f"{block}._bn1",
+                                          stride, groups=channels))
             size = -(-size // stride)
             x = graph.conv_bn(x, size, f"{block}._project_conv", f"{block}._bn2", 1)
             out_width = graph.get(f"{block}._project_conv.weight").shape[0]
@@ -110,31 +98,15 @@ def build_onnx(weights: dict[str, np.ndarray]) -> onnx.ModelProto:
     x = graph.relu6(graph.conv_bn(x, size, "_conv_head", "_bn1", 1))
     x = graph.op("GlobalAveragePool", [x], "_avg_pooling")
     x = graph.op("Flatten", [x], "_flatten", axis=1)
-    fc_weight = graph.constant("_fc.weight", graph.get("_fc.weight"))
-    fc_bias = graph.constant("_fc.bias", graph.get("_fc.bias"))
-    graph.op("Gemm", [x, fc_weight, fc_bias], OUTPUT_NAME, transB=1)
+    fc = [graph.weight("_fc.weight"), graph.weight("_fc.bias")]
+    graph.op("Gemm", [x, *fc], OUTPUT_NAME, transB=1)
     classes = graph.get("_fc.bias").shape[0]
 
-    model = helper.make_model(
-        helper.make_graph(
-            graph.nodes,
-            "efficientnet_lite0",
-            [helper.make_tensor_value_info(
-                INPUT_NAME, TensorProto.FLOAT, ["batch", 3, IMAGE_SIZE, IMAGE_SIZE]
-            )],
-            [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, ["batch", classes])],
-            graph.initializers,
-        ),
-        producer_name=PRODUCER,
-        opset_imports=[helper.make_opsetid("", OPSET)],
-        doc_string="EfficientNet-Lite0 (Apache-2.0), ImageNet-1k, from its PyTorch weights.",
-    )
-    model.ir_version = IR_VERSION
-    onnx.checker.check_model(model)
-    return model
+    return graph.model("efficientnet_lite0", {INPUT_NAME: ["batch", 3, IMAGE_SIZE, IMAGE_SIZE]},
+                       {OUTPUT_NAME: ["batch", classes]}, PRODUCER,
+                       "EfficientNet-Lite0 (Apache-2.0), ImageNet-1k, from its PyTorch weights.")
 
 
 def convert_efficientnet_lite0(pth_path: Path, onnx_path: Path) -> None:
     """Write the ONNX model of the ``.pth`` state dict."""
-    model = build_onnx(read_state_dict(pth_path))
-    Path(onnx_path).write_bytes(model.SerializeToString(deterministic=True))
+    save_model(build_onnx(read_state_dict(pth_path)), onnx_path)

@@ -12,22 +12,27 @@ from pydantic import (BaseModel, ConfigDict, Field, StringConstraints, Validatio
 from ex_app.config import MANIFEST_PATH
 
 
+ModelName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9_]+$")]
+
+
 class ManifestError(ValueError):
     """The manifest file is unreadable or an entry in it is invalid."""
 
 
-class UrlSource(BaseModel):
-    """An HTTP(S) download of the model file."""
+class _Entry(BaseModel):
+    """Immutable; a field it does not know is an error."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class UrlSource(_Entry):
+    """An HTTP(S) download of the model file."""
 
     url: str = Field(pattern=r"^https?://\S+$")
 
 
-class PackageSource(BaseModel):
+class PackageSource(_Entry):
     """A model file shipped inside an installed Python package, used in place."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     python_package: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     path: str = Field(min_length=1)
@@ -40,7 +45,7 @@ class PackageSource(BaseModel):
         return value
 
 
-class DerivedSource(BaseModel):
+class DerivedSource(_Entry):
     """A model file made here from other models by a converter ("module:function").
 
     The converter is called as ``convert(*source_paths, output_path)``, the sources in the
@@ -48,11 +53,7 @@ class DerivedSource(BaseModel):
     the manifest pins its sha256 like any other file's.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    derived_from: tuple[Annotated[str, StringConstraints(pattern=r"^[a-z0-9_]+$")], ...] = Field(
-        min_length=1
-    )
+    derived_from: tuple[ModelName, ...] = Field(min_length=1)
     converter: str = Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
     @field_validator("derived_from", mode="before")
@@ -64,7 +65,7 @@ class DerivedSource(BaseModel):
 ModelSource = UrlSource | PackageSource | DerivedSource
 
 
-class ModelSpec(BaseModel):
+class ModelSpec(_Entry):
     """One model file: what it is for, its exact bytes (sha256, size), and its sources in order.
 
     ``sha256: null`` says the hash of the published file could not be learned when the entry
@@ -73,9 +74,7 @@ class ModelSpec(BaseModel):
     and ``size`` is the published size, used for progress and as a bound, not verified.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    name: str = Field(pattern=r"^[a-z0-9_]+$")
+    name: ModelName
     task: str
     file: str = Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
     sha256: str | None = Field(pattern=r"^[0-9a-f]{64}$")
@@ -86,7 +85,7 @@ class ModelSpec(BaseModel):
     sources: tuple[ModelSource, ...] = Field(min_length=1)
     # Another entry with the same inputs and outputs, used (with a warning) when no source
     # gives this one: a lesser model that a fresh machine can always have.
-    fallback: str | None = Field(default=None, pattern=r"^[a-z0-9_]+$")
+    fallback: ModelName | None = None
 
     @model_validator(mode="after")
     def _hash_or_pin(self) -> ModelSpec:
@@ -99,10 +98,9 @@ class ModelSpec(BaseModel):
     @field_validator("sources")
     @classmethod
     def _one_package_at_most(cls, sources: tuple[ModelSource, ...]) -> tuple[ModelSource, ...]:
-        if sum(isinstance(s, PackageSource) for s in sources) > 1:
-            raise ValueError("at most one python_package source")
-        if sum(isinstance(s, DerivedSource) for s in sources) > 1:
-            raise ValueError("at most one derived_from source")
+        for kind, field in ((PackageSource, "python_package"), (DerivedSource, "derived_from")):
+            if sum(isinstance(s, kind) for s in sources) > 1:
+                raise ValueError(f"at most one {field} source")
         return sources
 
     @property
@@ -122,10 +120,8 @@ class ModelSpec(BaseModel):
 
 
 def _describe(error: ValidationError) -> str:
-    return "; ".join(
-        f"{'.'.join(str(part) for part in e['loc']) or 'entry'}: {e['msg']}"
-        for e in error.errors()
-    )
+    errors = error.errors()
+    return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'entry'}: {e['msg']}" for e in errors)
 
 
 def load_manifest(path: Path = MANIFEST_PATH) -> dict[str, ModelSpec]:
@@ -146,23 +142,18 @@ def load_manifest(path: Path = MANIFEST_PATH) -> dict[str, ModelSpec]:
             spec = ModelSpec.model_validate({**entry, "name": name})
         except ValidationError as error:
             raise ManifestError(f"{path}: model {name!r}: {_describe(error)}") from error
-        insecure = [url for url in spec.urls if not url.startswith("https://")]
-        if insecure:
+        if insecure := [url for url in spec.urls if not url.startswith("https://")]:
             raise ManifestError(f"{path}: model {name!r}: sources must be https: {insecure}")
         manifest[name] = spec
     for spec in manifest.values():
-        if spec.fallback is not None and (
-            spec.fallback not in manifest
-            or spec.fallback == spec.name
-            or manifest[spec.fallback].fallback is not None
-        ):
+        lesser = manifest.get(spec.fallback) if spec.fallback is not None else None
+        if spec.fallback is not None and (lesser is None or lesser is spec or lesser.fallback):
             raise ManifestError(
                 f"{path}: model {spec.name!r}: fallback {spec.fallback!r} must be another "
                 "entry without a fallback of its own"
             )
         sources = spec.derivation.derived_from if spec.derivation else ()
-        unknown = [name for name in sources if name not in manifest]
-        if unknown:
+        if unknown := [name for name in sources if name not in manifest]:
             raise ManifestError(
                 f"{path}: model {spec.name!r}: derived from unknown model(s) {unknown}"
             )

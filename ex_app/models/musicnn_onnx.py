@@ -20,9 +20,8 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper
 
-from ex_app.models.onnx_graph import GraphBuilder
+from ex_app.models.onnx_graph import GraphBuilder, save_model
 from ex_app.models.tf_checkpoint import read_checkpoint
 
 INPUT_NAME = "melspec:0"
@@ -30,8 +29,6 @@ OUTPUT_NAME = "tags:0"
 FRAMES = 187
 MELS = 96
 BN_EPSILON = 1e-3
-OPSET = 17
-IR_VERSION = 8
 PRODUCER = "recognize.musicnn_onnx"
 TIMBRAL = ("conv2d", "conv2d_1")  # with batch_normalization_1, _2
 TEMPORAL = ("conv2d_2", "conv2d_3", "conv2d_4")  # with batch_normalization_3, _4, _5
@@ -47,22 +44,18 @@ class _Graph(GraphBuilder):
 
     def batch_norm(self, x: str, layer: str) -> str:
         """TensorFlow's frozen batch norm over axis 1 (channels-first)."""
-        inputs = [x] + [
-            self.constant(f"{layer}/{part}", self.get(f"{layer}/{part}"))
-            for part in ("gamma", "beta", "moving_mean", "moving_variance")
-        ]
+        parts = ("gamma", "beta", "moving_mean", "moving_variance")
+        inputs = [x] + [self.weight(f"{layer}/{part}") for part in parts]
         return self.op("BatchNormalization", inputs, f"{layer}/bn", epsilon=BN_EPSILON)
 
     def conv_relu_bn(self, x: str, conv: str, bn: str, pads: tuple[int, int]) -> str:
         """conv (TensorFlow kernel [rows, cols, in, out]) + bias, ReLU, batch norm."""
         kernel = self.get(f"{conv}/kernel")
         weights = self.constant(f"{conv}/kernel", kernel.transpose(3, 2, 0, 1))
-        bias = self.constant(f"{conv}/bias", self.get(f"{conv}/bias"))
+        bias = self.weight(f"{conv}/bias")
         rows, cols = kernel.shape[:2]
-        y = self.op(
-            "Conv", [x, weights, bias], f"{conv}/conv",
-            kernel_shape=[rows, cols], pads=[pads[0], 0, pads[1], 0],
-        )  # fmt: skip
+        y = self.op("Conv", [x, weights, bias], f"{conv}/conv", kernel_shape=[rows, cols],
+                    pads=[pads[0], 0, pads[1], 0])
         return self.batch_norm(self.op("Relu", [y], f"{conv}/relu"), bn)
 
     def axes(self, name: str, values: list[int]) -> str:
@@ -107,36 +100,18 @@ def build_onnx(variables: dict[str, np.ndarray], name: str) -> onnx.ModelProto:
     pooled = g.op("Concat", [pooled_max, pooled_mean], "pool", axis=2)  # [patches, 753, 2]
     flat = g.op("Flatten", [pooled], "flat_pool", axis=1)  # max, mean of feature 0, then 1...
     x = g.batch_norm(flat, "batch_normalization_9")
-    x = g.op("Gemm", [x, g.constant("dense/kernel", g.get("dense/kernel")),
-                      g.constant("dense/bias", g.get("dense/bias"))], "dense")  # fmt: skip
+    x = g.op("Gemm", [x, g.weight("dense/kernel"), g.weight("dense/bias")], "dense")
     x = g.batch_norm(g.op("Relu", [x], "dense/relu"), "batch_normalization_10")
-    x = g.op("Gemm", [x, g.constant("dense_1/kernel", g.get("dense_1/kernel")),
-                      g.constant("dense_1/bias", g.get("dense_1/bias"))], "logits")  # fmt: skip
+    x = g.op("Gemm", [x, g.weight("dense_1/kernel"), g.weight("dense_1/bias")], "logits")
     g.op("Sigmoid", [x], OUTPUT_NAME)
     tags = g.get("dense_1/bias").shape[0]
 
-    model = helper.make_model(
-        helper.make_graph(
-            g.nodes,
-            name,
-            [helper.make_tensor_value_info(
-                INPUT_NAME, TensorProto.FLOAT, ["patches", FRAMES, MELS]
-            )],
-            [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, ["patches", tags])],
-            g.initializers,
-        ),
-        producer_name=PRODUCER,
-        opset_imports=[helper.make_opsetid("", OPSET)],
-        doc_string=f"musicnn {name} (ISC), converted from its TensorFlow checkpoint.",
-    )
-    model.ir_version = IR_VERSION
-    onnx.checker.check_model(model)
-    return model
+    return g.model(name, {INPUT_NAME: ["patches", FRAMES, MELS]}, {OUTPUT_NAME: ["patches", tags]},
+                   PRODUCER, f"musicnn {name} (ISC), converted from its TensorFlow checkpoint.")
 
 
 def _convert(index: Path, data: Path, output: Path, name: str) -> None:
-    model = build_onnx(read_checkpoint(index, data), name)
-    Path(output).write_bytes(model.SerializeToString(deterministic=True))
+    save_model(build_onnx(read_checkpoint(index, data), name), output)
 
 
 def convert_musicnn_msd(index: Path, data: Path, output: Path) -> None:

@@ -39,10 +39,8 @@ def onnx_providers(available: list[str] | None = None) -> list[str]:
         import onnxruntime
 
         available = onnxruntime.get_available_providers()
-    chosen = [p for p in ONNX_PROVIDER_PREFERENCE if p in available]
-    if "CPUExecutionProvider" not in chosen:
-        chosen.append("CPUExecutionProvider")
-    return chosen
+    # The preference ends in CPUExecutionProvider, which is always used, even if not reported.
+    return [p for p in ONNX_PROVIDER_PREFERENCE[:-1] if p in available] + ["CPUExecutionProvider"]
 
 
 class OnnxSession:
@@ -73,11 +71,15 @@ class TFLiteSession:
         from ai_edge_litert.interpreter import Interpreter
 
         self._interpreter = Interpreter(model_path=str(path), num_threads=threads)
+        self._allocate()
+        self.input_names = [d["name"] for d in self._inputs]
+        self.output_names = [d["name"] for d in self._outputs]
+
+    def _allocate(self) -> None:
+        """Allocate the tensors for the current input shapes and read their details."""
         self._interpreter.allocate_tensors()
         self._inputs = self._interpreter.get_input_details()
         self._outputs = self._interpreter.get_output_details()
-        self.input_names = [d["name"] for d in self._inputs]
-        self.output_names = [d["name"] for d in self._outputs]
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         resized = False
@@ -86,9 +88,8 @@ class TFLiteSession:
             if tuple(value.shape) == tuple(detail["shape"]):
                 continue
             signature = detail.get("shape_signature", detail["shape"])
-            fixed = [(want, got) for want, got in zip(signature, value.shape, strict=False)
-                     if want != -1 and want != got]
-            if fixed or len(signature) != value.ndim:
+            if len(signature) != value.ndim or any(
+                    want not in (-1, got) for want, got in zip(signature, value.shape)):
                 raise ValueError(
                     f"input {detail['name']!r} takes shape {list(signature)} (-1: any), "
                     f"got {list(value.shape)}"
@@ -96,9 +97,7 @@ class TFLiteSession:
             self._interpreter.resize_tensor_input(detail["index"], value.shape)
             resized = True
         if resized:
-            self._interpreter.allocate_tensors()
-            self._inputs = self._interpreter.get_input_details()
-            self._outputs = self._interpreter.get_output_details()
+            self._allocate()
         for detail in self._inputs:
             value = np.asarray(feeds[detail["name"]], dtype=detail["dtype"])
             self._interpreter.set_tensor(detail["index"], value)
@@ -148,13 +147,10 @@ def preferred_engine(cpu: Processor) -> EngineName:
 
 
 @functools.cache
-def this_processors_engine() -> EngineName:
-    return preferred_engine(Processor.this())
-
-
 def resolve_engine(choice: str) -> EngineName:
     """The engine for a setting: "auto" (by this processor), "onnx" or "tflite"."""
-    return this_processors_engine() if choice == "auto" else choice  # type: ignore[return-value]
+    auto = choice == "auto"  # this processor's engine, found once
+    return preferred_engine(Processor.this()) if auto else choice  # type: ignore[return-value]
 
 
 class EngineUnavailable(RuntimeError):
@@ -179,6 +175,5 @@ def open_session(path: Path, threads: int = 1, engine: str = "auto") -> Inferenc
                 f"({Processor.this().describe()}) cannot run, and has no .tflite twin"
             )
         path, suffix = twin, ".tflite"
-    if suffix == ".onnx":
-        return OnnxSession(path, threads=threads)
-    return TFLiteSession(path, threads=threads)
+    session = OnnxSession if suffix == ".onnx" else TFLiteSession
+    return session(path, threads=threads)

@@ -19,6 +19,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from ex_app.models.onnx_graph import float_tensor, save_model
+
 INPUT_NAME = "data"
 OUTPUT_NAME = "fc1"
 BATCH_DIM = "batch"
@@ -49,42 +51,30 @@ def float32_graph(model: onnx.ModelProto) -> onnx.ModelProto:
         if node.op_type == "DequantizeLinear" and all(name in constants for name in node.input):
             attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
             quantized, scales, zero_points = (constants[name] for name in node.input)
-            value = _dequantize(
-                quantized, scales, zero_points, attrs.get("axis", 1), attrs.get("block_size", 0)
-            )
+            axis, block_size = attrs.get("axis", 1), attrs.get("block_size", 0)
+            value = _dequantize(quantized, scales, zero_points, axis, block_size)
             folded[node.output[0]] = constants[node.output[0]] = value
-            continue
-        if node.op_type == "Reshape" and node.input[0] in folded and node.input[1] in constants:
+        elif node.op_type == "Reshape" and node.input[0] in folded and node.input[1] in constants:
             value = folded[node.input[0]].reshape(constants[node.input[1]])
             folded[node.output[0]] = constants[node.output[0]] = value
-            continue
-        kept.append(node)
+        else:
+            kept.append(node)
 
     used = {name for node in kept for name in node.input}
-    initializers = [
-        numpy_helper.from_array(constants[name], name)
-        for name in sorted(used)
-        if name in constants
-    ]
-    image = helper.make_tensor_value_info(
-        INPUT_NAME, onnx.TensorProto.FLOAT, [BATCH_DIM, 3, 112, 112]
-    )
-    embedding = helper.make_tensor_value_info(OUTPUT_NAME, onnx.TensorProto.FLOAT, [BATCH_DIM, 128])
+    initializers = [numpy_helper.from_array(constants[name], name)
+                    for name in sorted(used) if name in constants]
+    image = float_tensor(INPUT_NAME, [BATCH_DIM, 3, 112, 112])
+    embedding = float_tensor(OUTPUT_NAME, [BATCH_DIM, 128])
     new_graph = helper.make_graph(kept, graph.name, [image], [embedding], initializers)
-    result = helper.make_model(
-        new_graph,
-        opset_imports=list(model.opset_import),
-        producer_name="recognize sface_onnx",
-        ir_version=model.ir_version,
-    )
+    result = helper.make_model(new_graph, opset_imports=list(model.opset_import),
+                               producer_name="recognize sface_onnx", ir_version=model.ir_version)
     onnx.checker.check_model(result)
     return result
 
 
 def convert_sface(source: Path, target: Path) -> None:
     """Write the float32, batched SFace graph made from the published int8 file."""
-    model = float32_graph(onnx.load(str(source)))
-    Path(target).write_bytes(model.SerializeToString(deterministic=True))
+    save_model(float32_graph(onnx.load(str(source))), target)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -26,7 +26,7 @@ import re
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,10 +77,8 @@ def remedy(spec: ModelSpec) -> str:
         ways.append(f"make {made_from} available (it is made from them)")
     if spec.urls:
         ways.append("let this machine reach the URLs above")
-    ways.append(
-        f"or put {spec.file} (sha256 {spec.sha256 or 'as pinned'}) in a folder and pass it with "
-        "--model-mirror (RECOGNIZE_MODEL_MIRROR)"
-    )
+    ways.append(f"or put {spec.file} (sha256 {spec.sha256 or 'as pinned'}) in a folder and pass "
+                "it with --model-mirror (RECOGNIZE_MODEL_MIRROR)")
     return "To fix: " + "; ".join(ways) + "."
 
 
@@ -96,8 +94,11 @@ class ModelStatus:
     task: str
     file: str
     size: int
-    present: bool
     path: Path | None
+
+    @property
+    def present(self) -> bool:
+        return self.path is not None
 
 
 def file_sha256(path: Path) -> str:
@@ -186,16 +187,12 @@ class ModelStore:
                 raise ModelUnavailable(name, reasons, remedy(spec)) from lesser
             if name not in self._fallen_back:  # once per store, not per use
                 self._fallen_back.add(name)
-                log.warning(
-                    "model %s is not available here (%s); using its fallback %s: %s",
-                    name, "; ".join(error.reasons), spec.fallback, path,
-                )
+                log.warning("model %s is not available here (%s); using its fallback %s: %s",
+                            name, "; ".join(error.reasons), spec.fallback, path)
             return path
 
     def _fetch(self, spec: ModelSpec, progress: Progress | None) -> Path:
-        name = spec.name
-        present = self._present(spec)
-        if present is not None:
+        if (present := self._present(spec)) is not None:
             return present
         attempts: list[tuple[str, Callable[[], Path]]] = []
         if spec.package is not None:
@@ -216,12 +213,12 @@ class ModelStore:
             except SourceFailed as failure:
                 # With a fallback, the one warning that says it is used lists these reasons.
                 level = logging.INFO if spec.fallback else logging.WARNING
-                log.log(level, "model %s: %s: %s", name, source, failure)
+                log.log(level, "model %s: %s: %s", spec.name, source, failure)
                 reasons.append(f"{source}: {failure}")
                 continue
-            log.info("model %s: verified %s (from %s)", name, found, source)
+            log.info("model %s: verified %s (from %s)", spec.name, found, source)
             return found
-        raise ModelUnavailable(name, reasons, remedy(spec))
+        raise ModelUnavailable(spec.name, reasons, remedy(spec))
 
     def local_path(self, name: str) -> Path | None:
         """The verified copy on this machine (or its fallback's), or None; never fetches."""
@@ -242,12 +239,8 @@ class ModelStore:
 
     def status(self) -> list[ModelStatus]:
         """Every manifest entry with its verified local path, if any."""
-        rows = []
-        for spec in self.manifest.values():
-            present = self._present(spec)
-            rows.append(ModelStatus(spec.name, spec.task, spec.file, spec.size,
-                                    present is not None, present))
-        return rows
+        return [ModelStatus(spec.name, spec.task, spec.file, spec.size, self._present(spec))
+                for spec in self.manifest.values()]
 
     def stored_path(self, name: str) -> Path:
         """Where a downloaded or copied model is kept (whether or not it is there yet)."""
@@ -273,14 +266,9 @@ class ModelStore:
 
     def _stamp(self, spec: ModelSpec, path: Path) -> dict[str, object]:
         stat = path.stat()
-        return {
-            "path": str(path),
-            "sha256": self.expected_sha256(spec.name),
-            "size": stat.st_size,
-            "mtime_ns": stat.st_mtime_ns,
-            "ctime_ns": stat.st_ctime_ns,  # a rewrite with its mtime put back still shows here
-            "inode": stat.st_ino,
-        }
+        # ctime_ns: a rewrite with its mtime put back still shows there.
+        return {"path": str(path), "sha256": self.expected_sha256(spec.name), "size": stat.st_size,
+                "mtime_ns": stat.st_mtime_ns, "ctime_ns": stat.st_ctime_ns, "inode": stat.st_ino}
 
     def _pin_path(self, spec: ModelSpec) -> Path:
         return self.stored_path(spec.name).with_name(PIN_FILE)
@@ -300,12 +288,9 @@ class ModelStore:
         digest = file_sha256(path)
         pin = self._pin_path(spec)
         _write_atomic(pin, digest + "\n")
-        log.warning(
-            "model %s: the manifest has no sha256 for %s; pinned %s from this first copy "
-            "(%d bytes) in %s: later copies must match it. Check it and write it into "
-            "models/manifest.yml.",
-            spec.name, spec.file, digest, path.stat().st_size, pin,
-        )
+        log.warning("model %s: the manifest has no sha256 for %s; pinned %s from this first copy "
+                    "(%d bytes) in %s: later copies must match it. Check it and write it into "
+                    "models/manifest.yml.", spec.name, spec.file, digest, path.stat().st_size, pin)
 
     def _remember_verified(self, spec: ModelSpec, path: Path) -> None:
         self._pin_first_copy(spec, path)
@@ -330,32 +315,27 @@ class ModelStore:
         if spec.sha256 is not None and size != spec.size:
             raise SourceFailed(f"size mismatch: {path} has {size} bytes, expected {spec.size}")
         if spec.sha256 is None and size > spec.size * UNPINNED_SIZE_FACTOR:
-            raise SourceFailed(
-                f"{path} has {size} bytes, far more than the published {spec.size}"
-            )
+            raise SourceFailed(f"{path} has {size} bytes, far more than the published {spec.size}")
         expected = self.expected_sha256(spec.name)
-        if expected is None:
-            return
-        actual = file_sha256(path)
-        if actual != expected:
+        if expected is not None and (actual := file_sha256(path)) != expected:
             where = "expected" if spec.sha256 is not None else "pinned on first download"
             raise SourceFailed(f"sha256 mismatch: {path} has {actual}, {where} {expected}")
 
     def _present(self, spec: ModelSpec) -> Path | None:
         """A verified copy on this machine: the stamped one, else the stored or package file."""
-        stamped = self._stamped(spec)
-        if stamped is not None:
+        if (stamped := self._stamped(spec)) is not None:
             return stamped
         for candidate in (self.stored_path(spec.name), package_file(spec)):
-            if candidate is None or not candidate.is_file():
-                continue
-            try:
-                self._verify(spec, candidate)
-            except SourceFailed:
-                continue
-            self._remember_verified(spec, candidate)
-            return candidate
+            if candidate is not None and candidate.is_file():
+                with suppress(SourceFailed):
+                    return self._accept(spec, candidate)
         return None
+
+    def _accept(self, spec: ModelSpec, path: Path) -> Path:
+        """``path`` once verified (else SourceFailed) and remembered as verified."""
+        self._verify(spec, path)
+        self._remember_verified(spec, path)
+        return path
 
     def _install(self, spec: ModelSpec, part: Path) -> Path:
         """Verify a complete ``.part`` file and move it into place atomically."""
@@ -382,9 +362,7 @@ class ModelStore:
             raise SourceFailed("package is not installed")
         if not path.is_file():
             raise SourceFailed(f"package has no file {path}")
-        self._verify(spec, path)
-        self._remember_verified(spec, path)
-        return path
+        return self._accept(spec, path)
 
     def _from_derivation(self, spec: ModelSpec) -> Path:
         """Convert the verified source models into ``.part``, then verify and install it."""
@@ -428,20 +406,15 @@ class ModelStore:
         if offset >= limit:  # cannot be a prefix of the file: start over
             part.unlink()
             offset = 0
-        headers = {"User-Agent": USER_AGENT}
-        if offset:
-            headers["Range"] = f"bytes={offset}-"
+        headers = {"User-Agent": USER_AGENT} | ({"Range": f"bytes={offset}-"} if offset else {})
 
         done = offset
         total: int | None = spec.size if spec.sha256 is not None else None
         try:
             request = urllib.request.Request(url, headers=headers)
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                resuming = (
-                    offset > 0
-                    and response.status == 206
-                    and _content_range_start(response.headers.get("Content-Range")) == offset
-                )
+                start = _content_range_start(response.headers.get("Content-Range"))
+                resuming = offset > 0 and response.status == 206 and start == offset
                 if offset and not resuming:
                     log.info("model %s: %s does not resume; downloading again", spec.name, url)
                     done = 0

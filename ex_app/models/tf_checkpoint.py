@@ -35,6 +35,15 @@ def _varint(data: bytes, pos: int) -> tuple[int, int]:
             return value, pos
 
 
+def _varints(data: bytes, pos: int, count: int) -> tuple[list[int], int]:
+    """``count`` varints from ``pos`` on, and the position after them."""
+    values = []
+    for _ in range(count):
+        value, pos = _varint(data, pos)
+        values.append(value)
+    return values, pos
+
+
 def _block(table: bytes, offset: int, size: int) -> list[tuple[bytes, bytes]]:
     """The key/value pairs of one table block (keys are prefix-compressed)."""
     if offset + size + BLOCK_TRAILER_SIZE > len(table):
@@ -46,9 +55,7 @@ def _block(table: bytes, offset: int, size: int) -> list[tuple[bytes, bytes]]:
     end = len(block) - 4 - 4 * restarts
     pos, key, entries = 0, b"", []
     while pos < end:
-        shared, pos = _varint(block, pos)
-        unshared, pos = _varint(block, pos)
-        length, pos = _varint(block, pos)
+        (shared, unshared, length), pos = _varints(block, pos, 3)
         key = key[:shared] + block[pos : pos + unshared]
         pos += unshared
         entries.append((key, block[pos : pos + length]))
@@ -67,10 +74,9 @@ def _fields(message: bytes) -> list[tuple[int, int | bytes]]:
         elif wire == 2:
             length, pos = _varint(message, pos)
             value, pos = message[pos : pos + length], pos + length
-        elif wire == 5:
-            value, pos = int.from_bytes(message[pos : pos + 4], "little"), pos + 4
-        elif wire == 1:
-            value, pos = int.from_bytes(message[pos : pos + 8], "little"), pos + 8
+        elif wire in (1, 5):  # fixed 64 or 32 bits
+            size = 8 if wire == 1 else 4
+            value, pos = int.from_bytes(message[pos : pos + size], "little"), pos + size
         else:
             raise CheckpointFormatError(f"unsupported protobuf wire type {wire}")
         fields.append((number, value))
@@ -78,22 +84,14 @@ def _fields(message: bytes) -> list[tuple[int, int | bytes]]:
 
 
 def _entry(name: str, message: bytes, data: bytes) -> np.ndarray:
-    dtype, shape, shard, offset, size = None, [], 0, 0, 0
-    for number, value in _fields(message):
-        if number == 1:
-            dtype = value
-        elif number == 2:
-            for dim_number, dim in _fields(value):
-                if dim_number == 2:
-                    shape.append(dict(_fields(dim)).get(1, 0))
-        elif number == 3:
-            shard = value
-        elif number == 4:
-            offset = value
-        elif number == 5:
-            size = value
-        elif number == 7:
-            raise CheckpointFormatError(f"{name}: sliced variables are not supported")
+    # BundleEntryProto: 1 dtype, 2 shape (its field 2: dims, their field 1: size), 3 shard,
+    # 4 offset, 5 size, 7 slices.
+    fields = dict(_fields(message))
+    dims = _fields(fields.get(2, b""))
+    shape = [dict(_fields(dim)).get(1, 0) for number, dim in dims if number == 2]
+    if 7 in fields:
+        raise CheckpointFormatError(f"{name}: sliced variables are not supported")
+    dtype, shard, offset, size = fields.get(1), fields.get(3, 0), fields.get(4, 0), fields.get(5, 0)
     if dtype != DT_FLOAT or shard != 0:
         raise CheckpointFormatError(f"{name}: only float32 variables in shard 0 are supported")
     count = int(np.prod(shape, dtype=np.int64)) if shape else 1
@@ -108,15 +106,11 @@ def read_checkpoint(index_path: Path, data_path: Path) -> dict[str, np.ndarray]:
     data = Path(data_path).read_bytes()
     if len(table) < FOOTER_SIZE or int.from_bytes(table[-8:], "little") != TABLE_MAGIC:
         raise CheckpointFormatError("not a TensorFlow checkpoint index (magic number)")
-    footer = table[-FOOTER_SIZE:]
-    _, pos = _varint(footer, 0)  # metaindex block: offset,
-    _, pos = _varint(footer, pos)  # size
-    index_offset, pos = _varint(footer, pos)
-    index_size, _ = _varint(footer, pos)
+    # The footer: the metaindex block's offset and size, then the index block's.
+    (_, _, index_offset, index_size), _ = _varints(table[-FOOTER_SIZE:], 0, 4)
     variables: dict[str, np.ndarray] = {}
     for _, handle in _block(table, index_offset, index_size):
-        offset, pos = _varint(handle, 0)
-        size, _ = _varint(handle, pos)
+        (offset, size), _ = _varints(handle, 0, 2)
         for key, message in _block(table, offset, size):
             if key:  # the empty key holds the bundle's header
                 name = key.decode("utf-8")

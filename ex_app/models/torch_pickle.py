@@ -12,11 +12,11 @@ from __future__ import annotations
 import collections
 import io
 import pickle
-import struct
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from numpy.lib.stride_tricks import as_strided
 
 MAGIC_NUMBER = 0x1950A86A20F9469CFC6C
 PROTOCOL_VERSION = 1001
@@ -91,16 +91,14 @@ def read_state_dict(path: Path) -> dict[str, np.ndarray]:
     if not isinstance(state, dict) or not isinstance(keys, list):
         raise TorchFormatError("the file does not hold a state dict")
 
-    storages: dict[str, _Storage] = {
-        ref.storage.key: ref.storage for ref in state.values() if isinstance(ref, _TensorRef)
-    }
+    storages = {r.storage.key: r.storage for r in state.values() if isinstance(r, _TensorRef)}
     data: dict[str, np.ndarray] = {}
     for key in keys:
         storage = storages.get(key)
         header = stream.read(8)
         if len(header) != 8:
             raise TorchFormatError(f"the file ends before storage {key}")
-        (count,) = struct.unpack("<q", header)
+        count = int.from_bytes(header, "little", signed=True)
         dtype = storage.dtype if storage else np.dtype("<f4")
         raw = stream.read(count * dtype.itemsize)
         if storage is None or count != storage.count or len(raw) != count * dtype.itemsize:
@@ -116,8 +114,6 @@ def read_state_dict(path: Path) -> dict[str, np.ndarray]:
         needed = ref.offset + sum((n - 1) * s for n, s in zip(ref.shape, ref.stride)) + 1
         if ref.shape and (min(ref.shape) == 0 or needed > flat.size):
             raise TorchFormatError(f"{name} reaches outside its storage")
-        view = np.lib.stride_tricks.as_strided(
-            flat[ref.offset :], shape=ref.shape, strides=strides, writeable=False
-        )
+        view = as_strided(flat[ref.offset :], shape=ref.shape, strides=strides, writeable=False)
         tensors[str(name)] = np.ascontiguousarray(view)
     return tensors
