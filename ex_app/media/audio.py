@@ -15,7 +15,8 @@ import ffmpeg
 import numpy as np
 
 from ex_app.media.errors import MediaError
-from ex_app.media.ffmpeg_io import file_url, message_lines, probe, run_to_pipe, seconds
+from ex_app.media.ffmpeg_io import (check_not_empty, file_url, message_lines, probe, run_to_pipe,
+                                    seconds)
 
 # A file whose container states its duration but that decodes to less than this share of it
 # (less a second) was cut short. Lenient: formats only estimate some durations.
@@ -44,12 +45,7 @@ def decode_audio(path: Path, rate: int, max_seconds: float, timeout: float) -> D
     stream, and one that is truncated or corrupt; FFmpeg gets at most timeout seconds.
     """
     path = Path(path)
-    try:
-        size = path.stat().st_size
-    except OSError as error:
-        raise MediaError(f"cannot read the file: {error.strerror or error}") from error
-    if size == 0:
-        raise MediaError("empty file (0 bytes)")
+    check_not_empty(path)
     stream, duration = _probe(path, timeout)
     samples, errors = _decode(path, rate, max_seconds, timeout)
     if samples.size == 0:
@@ -82,15 +78,8 @@ def _decode(
     """Samples of the first audio stream, and FFmpeg's error lines (damage it decoded past)."""
     process = (
         ffmpeg.input(file_url(path), t=max_seconds)
-        .output(
-            "pipe:",
-            map="0:a:0",
-            format="f32le",
-            acodec="pcm_f32le",
-            ac=1,
-            ar=rate,
-            af="aresample=resampler=soxr:precision=28",  # close to librosa's resampling
-        )
+        .output("pipe:", map="0:a:0", format="f32le", acodec="pcm_f32le", ac=1, ar=rate,
+                af="aresample=resampler=soxr:precision=28")  # close to librosa's resampling
         .global_args("-nostdin", "-hide_banner", "-v", "error")
     )
     raw, stderr, returncode = run_to_pipe(process, timeout, "audio")

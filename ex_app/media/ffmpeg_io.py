@@ -21,6 +21,16 @@ INPUT_LIMITS = ("-protocol_whitelist", "file", "-format_whitelist", ",".join(DEM
 _REFUSED = "not on whitelist"  # FFmpeg's words when a demuxer or protocol is not allowed
 
 
+def check_not_empty(path: Path) -> None:
+    """MediaError for a file that cannot be read or holds no bytes."""
+    try:
+        size = path.stat().st_size
+    except OSError as error:
+        raise MediaError(f"cannot read the file: {error.strerror or error}") from error
+    if size == 0:
+        raise MediaError("empty file (0 bytes)")
+
+
 def limit_inputs(command: list[str]) -> list[str]:
     """The FFmpeg command with INPUT_LIMITS before each of its inputs."""
     limited = []
