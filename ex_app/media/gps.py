@@ -82,9 +82,8 @@ def _position(gps: dict[int, Any]) -> GpsPosition | None:
         _LONGITUDE_SIGNS,
         180,
     )
-    if latitude is None or longitude is None:
-        return None
-    if latitude == 0 and longitude == 0:  # what cameras without a fix write
+    # 0, 0 is what cameras without a fix write
+    if latitude is None or longitude is None or (latitude == 0 and longitude == 0):
         return None
     return GpsPosition(latitude, longitude)
 
@@ -110,9 +109,7 @@ def _degrees(value: Any) -> float | None:
     Signed degrees (SRATIONAL, written by some tools instead of a reference) keep their sign.
     """
     parts = value if isinstance(value, tuple) else (value,)
-    if not 1 <= len(parts) <= 3:
-        return None
-    if not all(isinstance(part, numbers.Real) for part in parts):
+    if not (1 <= len(parts) <= 3 and all(isinstance(part, numbers.Real) for part in parts)):
         return None
     values = [float(part) for part in parts]  # a rational with a zero denominator gives NaN
     if not all(math.isfinite(v) for v in values):

@@ -28,15 +28,11 @@ FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "TIFF", "BMP", "HEIF")
 _FORMATS_IN_WORDS = "JPEG, PNG, WebP, GIF, TIFF, BMP or HEIC/HEIF"
 
 # The transpose that turns the stored pixels upright, for each EXIF orientation but 1.
-_UPRIGHT = {
-    2: Image.Transpose.FLIP_LEFT_RIGHT,
-    3: Image.Transpose.ROTATE_180,
-    4: Image.Transpose.FLIP_TOP_BOTTOM,
-    5: Image.Transpose.TRANSPOSE,
-    6: Image.Transpose.ROTATE_270,
-    7: Image.Transpose.TRANSVERSE,
-    8: Image.Transpose.ROTATE_90,
-}
+_UPRIGHT = dict(zip(range(2, 9), (
+    Image.Transpose.FLIP_LEFT_RIGHT, Image.Transpose.ROTATE_180, Image.Transpose.FLIP_TOP_BOTTOM,
+    Image.Transpose.TRANSPOSE, Image.Transpose.ROTATE_270, Image.Transpose.TRANSVERSE,
+    Image.Transpose.ROTATE_90,
+)))
 _SWAPS_SIDES = frozenset({5, 6, 7, 8})
 # Modes that Pillow resamples as they are (RGBA with premultiplied alpha), so downscaling can
 # come before the conversion to RGB.
@@ -86,9 +82,8 @@ def _decode(stream: BinaryIO, max_side: int, max_pixels: int) -> DecodedImage:
     with _open_header(stream) as image:
         width, height = image.size
         if width * height > max_pixels:
-            raise MediaError(
-                f"image too large: {width}×{height} pixels exceeds the limit of {max_pixels:,}"
-            )
+            raise MediaError(f"image too large: {width}×{height} pixels exceeds the limit of "
+                             f"{max_pixels:,}")
         try:
             return _upright_rgb(image, max_side)
         except Exception as error:  # Pillow's decoders raise many types on damaged data
