@@ -184,8 +184,7 @@ class FaceAnalyzer:
         for detection, embedding in zip(detections, embeddings):
             sharpness = box_sharpness(grey, detection.box)
             pose = frontality(detection.landmarks)
-            size = min(detection.box[2], detection.box[3])
-            quality = face_quality(detection.score, size, sharpness, pose)
+            quality = face_quality(detection.score, min(detection.box[2:]), sharpness, pose)
             faces.append(Face(detection.box, detection.score, detection.landmarks, quality,
                               sharpness, pose, np.asarray(embedding, dtype=np.float32)))
         return faces

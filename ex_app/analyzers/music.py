@@ -21,7 +21,7 @@ from ex_app.analyzers.pipeline import Media, Pipeline
 from ex_app.analyzers.results import Label
 from ex_app.config import GENRES_PATH
 from ex_app.media.audio import decode_audio
-from ex_app.models.runtime import InferenceSession, open_session
+from ex_app.models.runtime import InferenceSession
 from ex_app.tagging.rules import LabelIdFormat, TagRules
 
 SAMPLE_RATE = 16_000
@@ -59,9 +59,8 @@ def patch_starts(samples: int, max_patches: int) -> list[int]:
     """
     frames = 1 + samples // HOP  # librosa's centred frame count
     whole = max(1, frames // PATCH_FRAMES)
-    if whole <= max_patches:
-        chosen = range(whole)
-    else:
+    chosen = range(whole)
+    if whole > max_patches:
         chosen = np.linspace(0, whole - 1, max_patches).round().astype(int)
     return [int(index) * PATCH_FRAMES for index in chosen]
 
@@ -118,18 +117,12 @@ class MusicTagger:
 
 def tagger(pipeline: Pipeline) -> MusicTagger:
     """The pipeline's musicnn tagger (shared with the video analyzer)."""
-    s, models = pipeline.settings, pipeline.models
-    return MusicTagger(
-        [
-            MusicnnModel(
-                dataset,
-                open_session(models.path(f"musicnn_{dataset}"), s.inference.threads, s.inference.engine),
-                load_musicnn_tags(models.path(f"musicnn_{dataset}_labels")),
-            )
-            for dataset in CHECKPOINTS
-        ],
-        max_patches=s.music.max_patches,
-    )
+    models = [
+        MusicnnModel(dataset, pipeline.session(f"musicnn_{dataset}"),
+                     load_musicnn_tags(pipeline.models.path(f"musicnn_{dataset}_labels")))
+        for dataset in CHECKPOINTS
+    ]
+    return MusicTagger(models, max_patches=pipeline.settings.music.max_patches)
 
 
 def genre_rules(pipeline: Pipeline) -> TagRules:

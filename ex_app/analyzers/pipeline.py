@@ -22,6 +22,7 @@ from ex_app.media.gps import read_gps
 from ex_app.media.images import DecodedImage, decode_image
 from ex_app.media.kinds import MediaKind, media_kind
 from ex_app.media.video import VideoInfo, probe_video
+from ex_app.models.runtime import InferenceSession, open_session
 from ex_app.models.store import ModelStore
 
 log = logging.getLogger(__name__)
@@ -74,6 +75,11 @@ class Pipeline:
         if make not in self._parts:
             self._parts[make] = make(self)
         return self._parts[make]
+
+    def session(self, model: str) -> InferenceSession:
+        """An inference session of the model, with the settings' threads and engine."""
+        inference = self.settings.inference
+        return open_session(self.models.path(model), inference.threads, inference.engine)
 
     def load(self) -> None:
         """Load the models of every enabled analyzer that can run here (a worker does so

@@ -53,11 +53,7 @@ def place_tags(place: Place) -> list[str]:
     Plain names, as people search for them; a name repeated at a wider level (Tokyo, Tokyo,
     Japan) is given once.
     """
-    tags: list[str] = []
-    for name in (place.city, place.region, place.country):
-        if name and name not in tags:
-            tags.append(name)
-    return tags
+    return list(dict.fromkeys(name for name in (place.city, place.region, place.country) if name))
 
 
 def gazetteer_file(name: str) -> Path:
@@ -94,9 +90,8 @@ class _Gazetteer:
         self.regions: list[str | None] = [p.get("state") or None for p in places]
         self.country_codes: list[str] = [p["country_code"] for p in places]
         self.countries = countries
-        populations = np.array([p["population"] for p in places], dtype=np.float64)
-        self.populations = populations
-        self.cover_km = KM_PER_SQRT_INHABITANT * np.sqrt(populations)
+        self.populations = np.array([p["population"] for p in places], dtype=np.float64)
+        self.cover_km = KM_PER_SQRT_INHABITANT * np.sqrt(self.populations)
         self.widest_cover_chord = _chord(float(self.cover_km.max()))
         latitudes = np.array([p["latitude"] for p in places], dtype=np.float64)
         longitudes = np.array([p["longitude"] for p in places], dtype=np.float64)

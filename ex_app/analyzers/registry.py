@@ -159,9 +159,8 @@ def face_finder(kind: MediaKind) -> str:
     return next(a.name for a in ANALYZERS if a.finds_faces and kind in a.kinds)
 
 
-def needed_models(
-    settings: Settings, analyzers: Iterable[Analyzer] | None = None
-) -> tuple[list[str], list[str]]:
+def needed_models(settings: Settings,
+                  analyzers: Iterable[Analyzer] | None = None) -> tuple[list[str], list[str]]:
     """The models these analyzers (default: the enabled ones) need, each once, in a stable
     order: those required, and those only optional analyzers need (they wait while missing)."""
     if analyzers is None:
