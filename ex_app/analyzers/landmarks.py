@@ -85,10 +85,8 @@ class LandmarkClassifier:
             raise ValueError(f"{region}: expected one image input [1, H, W, 3]")
         self._input = inputs[0]
         self.height, self.width = int(self._input["shape"][1]), int(self._input["shape"][2])
-        scores = [
-            d for d in self._interpreter.get_output_details()
-            if int(np.prod(d["shape"])) == len(labels)
-        ]
+        scores = [d for d in self._interpreter.get_output_details()
+                  if int(np.prod(d["shape"])) == len(labels)]
         if len(scores) != 1:
             raise ValueError(f"{region}: no output has one score per label ({len(labels)})")
         self._output = scores[0]
@@ -132,8 +130,7 @@ def build(pipeline: Pipeline) -> Callable:
         if models.local_path(model) and models.local_path(labels):
             classifiers[region] = LandmarkClassifier(
                 region, models.path(model), load_landmark_labels(models.path(labels)),
-                threads=s.inference.threads,
-            )
+                threads=s.inference.threads)
     country_regions = load_country_regions(LANDMARK_REGIONS_PATH)
     rules = pipeline.part(objects.tag_rules)
 
@@ -145,10 +142,8 @@ def build(pipeline: Pipeline) -> Callable:
             return []
         place = media.once(places.place)
         regions = regions_for(place.country_code if place else None, classifiers, country_regions)
-        found = find_landmarks(
-            [classifiers[region] for region in regions], media.image.pixels,
-            s.landmarks.top_k, s.landmarks.min_score,
-        )
+        found = find_landmarks([classifiers[region] for region in regions], media.image.pixels,
+                               s.landmarks.top_k, s.landmarks.min_score)
         return list(dict.fromkeys(label.name for label in found))
 
     return analyze

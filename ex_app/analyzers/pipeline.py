@@ -91,8 +91,7 @@ class Pipeline:
     def enabled_analyzers(self, kind: MediaKind) -> tuple[str, ...]:
         return tuple(
             a.name for a in ANALYZERS
-            if kind in a.kinds and a.enabled(self.settings) and self.available(a.name)
-        )
+            if kind in a.kinds and a.enabled(self.settings) and self.available(a.name))
 
     def available(self, analyzer: str) -> bool:
         """Whether an analyzer can run here: optional ones need their model files present
@@ -124,8 +123,7 @@ class Pipeline:
         entries = [entry for entry in ANALYZERS if entry.name in analyzers]  # the registry's order
         # A name without a known suffix: the analyzers say what it is.
         kind = media_kind(path) or next(
-            (k for k in MediaKind if all(k in entry.kinds for entry in entries)), MediaKind.IMAGE
-        )
+            (k for k in MediaKind if all(k in entry.kinds for entry in entries)), MediaKind.IMAGE)
         media = Media(path, kind, self)
         result = FileAnalysis()
         for entry in entries:

@@ -143,8 +143,7 @@ class ReverseGeocoder:
             region=gazetteer.regions[index],
             country=gazetteer.countries.get(code, code),
             country_code=code,
-            distance_km=distance_km,
-        )
+            distance_km=distance_km)
 
 
 def _great_circle_km(point: np.ndarray, others: np.ndarray) -> np.ndarray:

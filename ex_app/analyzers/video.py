@@ -75,8 +75,7 @@ def agreed_labels(frames: list[list[Label]], min_frames: int, min_share: float) 
     agreed = [
         Label(label_id, names[label_id], float(np.mean(values)))
         for label_id, values in scores.items()
-        if len(values) >= min_frames or len(values) >= min_share * len(frames)
-    ]
+        if len(values) >= min_frames or len(values) >= min_share * len(frames)]
     return sorted(agreed, key=lambda label: label.score, reverse=True)
 
 
@@ -90,8 +89,7 @@ def frames(media: Media) -> list[VideoFrame]:
     s = media.settings.video
     media.video_info, found = read_video(
         media.path, s.max_frames, s.frame_interval, s.max_side, s.decode_timeout_seconds,
-        s.scene_threshold, s.scene_frames,
-    )
+        s.scene_threshold, s.scene_frames)
     return found
 
 
@@ -104,10 +102,8 @@ def build(pipeline: Pipeline) -> Callable:
 
     def analyze(media: Media, result) -> list[str]:
         sampled = media.once(frames)
-        per_frame = [
-            (frame.time, [to_original_pixels(f, frame.scale) for f in faces.analyze(frame.pixels)])
-            for frame in sampled
-        ]
+        per_frame = [(frame.time, [to_original_pixels(f, frame.scale)
+                                   for f in faces.analyze(frame.pixels)]) for frame in sampled]
         result.faces = [replace(appearance.face, frame_time=appearance.time)
                         for appearance in distinct_faces(per_frame, distance)]
         result.embedder = faces.embedder.name
@@ -115,8 +111,7 @@ def build(pipeline: Pipeline) -> Callable:
         labels = agreed_labels(found, s.video.label_min_frames, s.video.label_min_share)
         result.labels = labels[: s.objects.top_k]
         tags = ([PEOPLE_TAG] if result.faces else []) + rules.tags_for(
-            (label.id, label.score) for label in result.labels
-        )
+            (label.id, label.score) for label in result.labels)
         if s.music.enabled and has_music_track(media.video_info, s.video.music_min_seconds):
             sound = media.once(music.song_labels)
             result.labels += sound[: s.music.top_k]

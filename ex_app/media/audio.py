@@ -55,10 +55,8 @@ def decode_audio(path: Path, rate: int, max_seconds: float, timeout: float) -> D
     if duration is not None:
         expected = min(duration, max_seconds)
         if decoded.seconds < TRUNCATED_SHARE * expected - 1.0:
-            raise MediaError(
-                f"truncated or corrupt audio: decoded {decoded.seconds:.1f} s "
-                f"of the {duration:.1f} s the file declares"
-            )
+            raise MediaError(f"truncated or corrupt audio: decoded {decoded.seconds:.1f} s "
+                             f"of the {duration:.1f} s the file declares")
     return decoded
 
 
@@ -80,8 +78,7 @@ def _decode(
         ffmpeg.input(file_url(path), t=max_seconds)
         .output("pipe:", map="0:a:0", format="f32le", acodec="pcm_f32le", ac=1, ar=rate,
                 af="aresample=resampler=soxr:precision=28")  # close to librosa's resampling
-        .global_args("-nostdin", "-hide_banner", "-v", "error")
-    )
+        .global_args("-nostdin", "-hide_banner", "-v", "error"))
     raw, stderr, returncode = run_to_pipe(process, timeout, "audio")
     errors = message_lines(stderr, path)
     if returncode != 0:

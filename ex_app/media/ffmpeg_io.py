@@ -98,8 +98,7 @@ def run_to_pipe(process, timeout: float, kind: str) -> tuple[bytes, bytes, int]:
     command = limit_inputs(process.compile())
     try:
         running = subprocess.Popen(
-            command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-        )
+            command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     except FileNotFoundError as error:
         raise RuntimeError(f"ffmpeg is not installed; {kind} cannot be decoded") from error
     try:

@@ -76,12 +76,8 @@ def _position(gps: dict[int, Any]) -> GpsPosition | None:
     latitude = _coordinate(
         gps.get(ExifTags.GPS.GPSLatitude), gps.get(ExifTags.GPS.GPSLatitudeRef), _LATITUDE_SIGNS, 90
     )
-    longitude = _coordinate(
-        gps.get(ExifTags.GPS.GPSLongitude),
-        gps.get(ExifTags.GPS.GPSLongitudeRef),
-        _LONGITUDE_SIGNS,
-        180,
-    )
+    longitude = _coordinate(gps.get(ExifTags.GPS.GPSLongitude),
+                            gps.get(ExifTags.GPS.GPSLongitudeRef), _LONGITUDE_SIGNS, 180)
     # 0, 0 is what cameras without a fix write
     if latitude is None or longitude is None or (latitude == 0 and longitude == 0):
         return None

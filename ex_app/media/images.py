@@ -31,8 +31,7 @@ _FORMATS_IN_WORDS = "JPEG, PNG, WebP, GIF, TIFF, BMP or HEIC/HEIF"
 _UPRIGHT = dict(zip(range(2, 9), (
     Image.Transpose.FLIP_LEFT_RIGHT, Image.Transpose.ROTATE_180, Image.Transpose.FLIP_TOP_BOTTOM,
     Image.Transpose.TRANSPOSE, Image.Transpose.ROTATE_270, Image.Transpose.TRANSVERSE,
-    Image.Transpose.ROTATE_90,
-)))
+    Image.Transpose.ROTATE_90)))
 _SWAPS_SIDES = frozenset({5, 6, 7, 8})
 # Modes that Pillow resamples as they are (RGBA with premultiplied alpha), so downscaling can
 # come before the conversion to RGB.
@@ -131,8 +130,7 @@ def _upright_rgb(image: ImageFile.ImageFile, max_side: int) -> DecodedImage:
         pixels=np.array(rgb),  # a writable, C-contiguous copy
         original_size=(height, width) if orientation in _SWAPS_SIDES else (width, height),
         scale=scale,
-        format=image.format or "unknown",
-    )
+        format=image.format or "unknown")
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:

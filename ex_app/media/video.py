@@ -105,10 +105,8 @@ def read_video(
             frames.append(VideoFrame(at, pixels, width / info.width))
     missing = len(times) - len(frames)
     if not frames or missing > MAX_MISSING_SHARE * len(times):
-        raise MediaError(
-            f"truncated or corrupt video: {missing} of {len(times)} sampled frames "
-            f"of the {info.duration:.1f} s it declares could not be decoded"
-        )
+        raise MediaError(f"truncated or corrupt video: {missing} of {len(times)} sampled frames "
+                         f"of the {info.duration:.1f} s it declares could not be decoded")
     return info, frames
 
 
@@ -136,8 +134,7 @@ def scene_changes(path: Path, threshold: float, deadline: float, timeout: float)
         .filter("format", "gray")
         .filter("showinfo")
         .output("pipe:", format="rawvideo", pix_fmt="gray", fps_mode="passthrough")
-        .global_args("-nostdin", "-hide_banner", "-v", "info")
-    )
+        .global_args("-nostdin", "-hide_banner", "-v", "info"))
     raw, messages, _ = run_to_pipe(process, _remaining(deadline, timeout), "video")
     times = [float(found) for found in re.findall(
         r"Parsed_showinfo.*?pts_time:\s*(-?[0-9.]+)", messages.decode("utf-8", "replace"))]
@@ -148,10 +145,8 @@ def scene_changes(path: Path, threshold: float, deadline: float, timeout: float)
     return [times[i + 1] for i in np.nonzero(differences > threshold)[0]]
 
 
-def read_clip(
-    path: Path, info: VideoInfo, start: float, seconds: float, fps: float, max_side: int,
-    timeout: float,
-) -> list[VideoFrame]:
+def read_clip(path: Path, info: VideoInfo, start: float, seconds: float, fps: float,
+              max_side: int, timeout: float) -> list[VideoFrame]:
     """Consecutive frames at fps from start for seconds (a clip for an action model), as RGB
     downscaled to max_side; fewer when the video ends sooner."""
     width, height = _decoded_size(info, max_side)
@@ -160,8 +155,7 @@ def read_clip(
         .filter("fps", fps=fps)
         .filter("scale", width, height, flags="area")
         .output("pipe:", format="rawvideo", pix_fmt="rgb24")
-        .global_args("-nostdin", "-hide_banner", "-v", "error")
-    )
+        .global_args("-nostdin", "-hide_banner", "-v", "error"))
     raw, _, _ = run_to_pipe(process, timeout, "video")
     count = len(raw) // (width * height * 3)
     pixels = np.frombuffer(raw[: count * width * height * 3], dtype=np.uint8)
@@ -248,8 +242,7 @@ def _frame_at(
         ffmpeg.input(file_url(path), ss=f"{at:.3f}")
         .output("pipe:", map="0:v:0", vframes=1, format="rawvideo", pix_fmt="rgb24",
                 s=f"{width}x{height}", sws_flags="area")
-        .global_args("-nostdin", "-hide_banner", "-v", "error")
-    )
+        .global_args("-nostdin", "-hide_banner", "-v", "error"))
     raw, _, _ = run_to_pipe(process, _remaining(deadline, timeout), "video")
     expected = width * height * 3
     if len(raw) < expected:

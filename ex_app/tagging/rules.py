@@ -87,8 +87,7 @@ class TagRules:
             raise RulesError(f"{path}: " + "\n".join(problems))
         tags = {
             name: Tag(name, tuple(entry.parents), tuple(entry.aliases))
-            for name, entry in parsed.tags.items()
-        }
+            for name, entry in parsed.tags.items()}
         labels = {
             label_id: LabelRule(
                 label_id=label_id,
@@ -99,8 +98,7 @@ class TagRules:
                 categories=tuple(entry.categories),
                 ignore_reason=entry.reason if entry.ignore else None,
             )
-            for label_id, entry in parsed.labels.items()
-        }
+            for label_id, entry in parsed.labels.items()}
         return cls(tags, labels, parsed.categories)
 
     def covered_label_ids(self) -> set[str]:
@@ -124,8 +122,7 @@ class TagRules:
         specific tag comes before the tags it implies.
         """
         ranked = self._rank(
-            labels, lambda rule: (implied for tag in rule.tags for implied in self._implied[tag])
-        )
+            labels, lambda rule: (implied for tag in rule.tags for implied in self._implied[tag]))
         return sorted(ranked, key=lambda tag: (*ranked[tag], -self._depth[tag]))
 
     def categories_for(self, labels: Iterable[tuple[str, float]]) -> list[str]:
@@ -259,10 +256,8 @@ def _cyclic_tags(tags: Mapping[str, _TagEntry]) -> list[str]:
 
 def _describe(error: ValidationError) -> str:
     """One line per schema error, located like ``labels.n01440764.tags``."""
-    return "\n".join(
-        f"{'.'.join(str(part) for part in problem['loc']) or 'file'}: {problem['msg']}"
-        for problem in error.errors()
-    )
+    return "\n".join(f"{'.'.join(str(part) for part in problem['loc']) or 'file'}: {problem['msg']}"
+                     for problem in error.errors())
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -283,5 +278,4 @@ def _construct_unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode) 
 
 
 _UniqueKeyLoader.add_constructor(
-    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping
-)
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping)
