@@ -61,9 +61,8 @@ def load_country_regions(path: Path) -> dict[str, tuple[str, ...]]:
     return regions
 
 
-def regions_for(
-    country_code: str | None, enabled: Iterable[str], table: Mapping[str, tuple[str, ...]]
-) -> tuple[str, ...]:
+def regions_for(country_code: str | None, enabled: Iterable[str],
+                table: Mapping[str, tuple[str, ...]]) -> tuple[str, ...]:
     """The enabled regions to search: the country's when it is known, else all of them."""
     enabled = tuple(enabled)
     if country_code is None or country_code not in table:
@@ -113,9 +112,8 @@ class LandmarkClassifier:
                 for i in best if scores[i] >= min_score]
 
 
-def find_landmarks(
-    classifiers: Iterable[LandmarkClassifier], pixels: np.ndarray, top_k: int, min_score: float
-) -> list[Label]:
+def find_landmarks(classifiers: Iterable[LandmarkClassifier], pixels: np.ndarray, top_k: int,
+                   min_score: float) -> list[Label]:
     """The best landmarks over the regions' models, best first."""
     found = [label for c in classifiers for label in c.classify(pixels, top_k, min_score)]
     return sorted(found, key=lambda label: label.score, reverse=True)[:top_k]

@@ -138,12 +138,10 @@ class ReverseGeocoder:
         index = gazetteer.covering(point, nearest=int(index))
         distance_km = float(_great_circle_km(point, gazetteer.tree.data[[index]])[0])
         code = gazetteer.country_codes[index]
-        return Place(
-            city=gazetteer.cities[index] if distance_km <= self.city_max_km else None,
-            region=gazetteer.regions[index],
-            country=gazetteer.countries.get(code, code),
-            country_code=code,
-            distance_km=distance_km)
+        city = gazetteer.cities[index] if distance_km <= self.city_max_km else None
+        return Place(city=city, region=gazetteer.regions[index],
+                     country=gazetteer.countries.get(code, code), country_code=code,
+                     distance_km=distance_km)
 
 
 def _great_circle_km(point: np.ndarray, others: np.ndarray) -> np.ndarray:

@@ -84,9 +84,7 @@ def _position(gps: dict[int, Any]) -> GpsPosition | None:
     return GpsPosition(latitude, longitude)
 
 
-def _coordinate(
-    value: Any, reference: Any, signs: dict[str, float], limit: float
-) -> float | None:
+def _coordinate(value: Any, reference: Any, signs: dict[str, float], limit: float) -> float | None:
     """Signed decimal degrees from EXIF (degrees, minutes, seconds) and a hemisphere letter."""
     degrees = _degrees(value)
     if degrees is None or abs(degrees) > limit:

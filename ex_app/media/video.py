@@ -58,9 +58,8 @@ def sample_times(duration: float, max_frames: int, interval: float) -> list[floa
     return [duration * (i + 0.5) / count for i in range(count)]
 
 
-def merge_times(
-    spread: list[float], scenes: list[float], max_frames: int, max_scenes: int, min_gap: float
-) -> list[float]:
+def merge_times(spread: list[float], scenes: list[float], max_frames: int, max_scenes: int,
+                min_gap: float) -> list[float]:
     """Scene-change times (at most max_scenes, evenly chosen) and the spread times not within
     min_gap of one of them, at most max_frames in all, in order."""
     chosen = _evenly(sorted(scenes), min(max_scenes, max_frames))

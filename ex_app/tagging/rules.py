@@ -90,14 +90,11 @@ class TagRules:
             for name, entry in parsed.tags.items()}
         labels = {
             label_id: LabelRule(
-                label_id=label_id,
-                name=entry.name,
-                tags=tuple(entry.tags),
+                label_id=label_id, name=entry.name, tags=tuple(entry.tags),
                 threshold=parsed.defaults.threshold if entry.threshold is None else entry.threshold,
                 priority=parsed.defaults.priority if entry.priority is None else entry.priority,
                 categories=tuple(entry.categories),
-                ignore_reason=entry.reason if entry.ignore else None,
-            )
+                ignore_reason=entry.reason if entry.ignore else None)
             for label_id, entry in parsed.labels.items()}
         return cls(tags, labels, parsed.categories)
 
