@@ -253,8 +253,7 @@ def box_sharpness(grey: np.ndarray, box: tuple[float, float, float, float]) -> f
     """
     x, y, w, h = (round(v) for v in box)
     crop = grey[y : y + max(h, 1), x : x + max(w, 1)]
-    shrink = crop.shape[1] > SHARPNESS_SIDE
-    interpolation = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
+    interpolation = cv2.INTER_AREA if crop.shape[1] > SHARPNESS_SIDE else cv2.INTER_LINEAR
     square = cv2.resize(crop, (SHARPNESS_SIDE, SHARPNESS_SIDE), interpolation=interpolation)
     return float(cv2.Laplacian(square, cv2.CV_64F).var())
 

@@ -94,8 +94,7 @@ class LandmarkClassifier:
         """An RGB uint8 photo as the model's input tensor."""
         image = Image.fromarray(pixels).resize((self.width, self.height), Image.BILINEAR,
                                                reducing_gap=2.0)
-        values = np.asarray(image, dtype=np.float32)[None] / 255.0
-        return quantize(values, self._input)
+        return quantize(np.asarray(image, dtype=np.float32)[None] / 255.0, self._input)
 
     def scores(self, pixels: np.ndarray) -> np.ndarray:
         """One score in [0, 1] per landmark."""

@@ -26,12 +26,9 @@ MEAN, STD = 0.498, 0.502
 
 def load_imagenet_labels(path: Path) -> list[tuple[str, str]]:
     """(WordNet id, name) per class index from a two-column TSV (imagenet.labels.tsv)."""
-    labels = []
-    for line in Path(path).read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            wnid, name = line.split("\t", 1)
-            labels.append((wnid, name.strip()))
-    return labels
+    rows = (line.split("\t", 1) for line in Path(path).read_text(encoding="utf-8").splitlines()
+            if line.strip())
+    return [(wnid, name.strip()) for wnid, name in rows]
 
 
 def preprocess(rgb: np.ndarray) -> np.ndarray:

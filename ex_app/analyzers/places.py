@@ -84,12 +84,10 @@ class _Gazetteer:
     def __init__(self) -> None:
         places = json.loads(gzip.decompress(gazetteer_file("geocode.gz").read_bytes()))
         with gazetteer_file("countries.csv").open(encoding="utf-8", newline="") as handle:
-            countries = {code: name for code, name in csv.reader(handle)}
-        countries.update(COMMON_COUNTRY_NAMES)
+            self.countries = dict(csv.reader(handle)) | COMMON_COUNTRY_NAMES
         self.cities: list[str] = [p["city"] for p in places]
         self.regions: list[str | None] = [p.get("state") or None for p in places]
         self.country_codes: list[str] = [p["country_code"] for p in places]
-        self.countries = countries
         self.populations = np.array([p["population"] for p in places], dtype=np.float64)
         self.cover_km = KM_PER_SQRT_INHABITANT * np.sqrt(self.populations)
         self.widest_cover_chord = _chord(float(self.cover_km.max()))

@@ -52,10 +52,7 @@ def distinct_faces(frames: list[tuple[float, list[Face]]], max_distance: float) 
     _, components = connected_components(near, directed=False)
     appearances: dict[int, Appearance] = {}
     for key, (at, face) in zip(components.tolist(), sightings):
-        appearance = appearances.get(key)
-        if appearance is None:
-            appearances[key] = Appearance(face, at, 1)
-            continue
+        appearance = appearances.setdefault(key, Appearance(face, at, 0))
         appearance.frames += 1
         if face.quality > appearance.face.quality:
             appearance.face, appearance.time = face, at
@@ -64,18 +61,15 @@ def distinct_faces(frames: list[tuple[float, list[Face]]], max_distance: float) 
 
 def agreed_labels(frames: list[list[Label]], min_frames: int, min_share: float) -> list[Label]:
     """Labels in at least min_frames frames' lists or min_share of them, best average first."""
-    if not frames:
-        return []
     scores: dict[str, list[float]] = defaultdict(list)
     names: dict[str, str] = {}
     for labels in frames:
         for label in labels:
             scores[label.id].append(label.score)
             names[label.id] = label.name
-    agreed = [
-        Label(label_id, names[label_id], float(np.mean(values)))
-        for label_id, values in scores.items()
-        if len(values) >= min_frames or len(values) >= min_share * len(frames)]
+    agreed = [Label(label_id, names[label_id], float(np.mean(values)))
+              for label_id, values in scores.items()
+              if len(values) >= min_frames or len(values) >= min_share * len(frames)]
     return sorted(agreed, key=lambda label: label.score, reverse=True)
 
 

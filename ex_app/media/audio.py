@@ -52,11 +52,9 @@ def decode_audio(path: Path, rate: int, max_seconds: float, timeout: float) -> D
         detail = f": {errors[-1]}" if errors else ""
         raise MediaError(f"corrupt audio, no sound could be decoded{detail}")
     decoded = DecodedAudio(samples, rate, duration, stream.get("codec_name", "unknown"))
-    if duration is not None:
-        expected = min(duration, max_seconds)
-        if decoded.seconds < TRUNCATED_SHARE * expected - 1.0:
-            raise MediaError(f"truncated or corrupt audio: decoded {decoded.seconds:.1f} s "
-                             f"of the {duration:.1f} s the file declares")
+    if duration is not None and decoded.seconds < TRUNCATED_SHARE * min(duration, max_seconds) - 1:
+        raise MediaError(f"truncated or corrupt audio: decoded {decoded.seconds:.1f} s "
+                         f"of the {duration:.1f} s the file declares")
     return decoded
 
 

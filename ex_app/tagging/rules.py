@@ -85,9 +85,8 @@ class TagRules:
         problems = _cross_reference_problems(parsed, label_ids)
         if problems:
             raise RulesError(f"{path}: " + "\n".join(problems))
-        tags = {
-            name: Tag(name, tuple(entry.parents), tuple(entry.aliases))
-            for name, entry in parsed.tags.items()}
+        tags = {name: Tag(name, tuple(entry.parents), tuple(entry.aliases))
+                for name, entry in parsed.tags.items()}
         labels = {
             label_id: LabelRule(
                 label_id=label_id, name=entry.name, tags=tuple(entry.tags),
