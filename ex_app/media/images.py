@@ -28,10 +28,10 @@ FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "TIFF", "BMP", "HEIF")
 _FORMATS_IN_WORDS = "JPEG, PNG, WebP, GIF, TIFF, BMP or HEIC/HEIF"
 
 # The transpose that turns the stored pixels upright, for each EXIF orientation but 1.
-_UPRIGHT = dict(zip(range(2, 9), (
-    Image.Transpose.FLIP_LEFT_RIGHT, Image.Transpose.ROTATE_180, Image.Transpose.FLIP_TOP_BOTTOM,
-    Image.Transpose.TRANSPOSE, Image.Transpose.ROTATE_270, Image.Transpose.TRANSVERSE,
-    Image.Transpose.ROTATE_90)))
+_UPRIGHT = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
+            4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE,
+            6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+            8: Image.Transpose.ROTATE_90}
 _SWAPS_SIDES = frozenset({5, 6, 7, 8})
 # Modes that Pillow resamples as they are (RGBA with premultiplied alpha), so downscaling can
 # come before the conversion to RGB.
