@@ -27,8 +27,7 @@ from ex_app.models.quantization import dequantize, quantize, softmax
 from ex_app.tagging.rules import LabelIdFormat, TagRules
 
 KINETICS_LABEL_IDS = LabelIdFormat(
-    re.compile(r"k600:\S.*"), "a Kinetics-600 class with its prefix, like k600:playing guitar"
-)
+    re.compile(r"k600:\S.*"), "a Kinetics-600 class with its prefix, like k600:playing guitar")
 IMAGE_INPUT = "image"  # the signature's frame input; every other input is a state
 LOGITS_OUTPUT = "logits"
 
@@ -66,10 +65,9 @@ class ActionRecognizer:
         inputs = self._run.get_input_details()
         outputs = self._run.get_output_details()
         if IMAGE_INPUT not in inputs or LOGITS_OUTPUT not in outputs:
-            raise ValueError(
-                f"{Path(model_path).name}: expected inputs with {IMAGE_INPUT!r} and outputs with "
-                f"{LOGITS_OUTPUT!r}, got {sorted(inputs)} and {sorted(outputs)}"
-            )
+            raise ValueError(f"{Path(model_path).name}: expected inputs with {IMAGE_INPUT!r} and "
+                             f"outputs with {LOGITS_OUTPUT!r}, got {sorted(inputs)} and "
+                             f"{sorted(outputs)}")
         self._image = inputs[IMAGE_INPUT]
         shape = [int(side) for side in self._image["shape"]]
         if len(shape) != 5 or shape[0] != 1 or shape[4] != 3:
@@ -97,10 +95,8 @@ class ActionRecognizer:
             pick = np.linspace(0, len(prepared) - 1, self.frames_per_call).round().astype(int)
             prepared = prepared[pick]
         step = self.frames_per_call
-        return [
-            quantize(prepared[start:start + step][None], self._image)
-            for start in range(0, len(prepared) - step + 1, step)
-        ]
+        return [quantize(prepared[start:start + step][None], self._image)
+                for start in range(0, len(prepared) - step + 1, step)]
 
     def clip_probabilities(self, frames: list[np.ndarray]) -> np.ndarray:
         """Softmax over the classes after streaming the clip's frames through the model."""
@@ -127,22 +123,17 @@ class ActionRecognizer:
 
 def build(pipeline: Pipeline) -> Callable:
     s = pipeline.settings.actions
-    recognizer = ActionRecognizer(
-        pipeline.models.path("movinet_a0_stream"),
-        load_kinetics_labels(pipeline.models.path("kinetics600_labels")),
-        threads=pipeline.settings.inference.threads, top_k=s.top_k, min_score=s.min_score,
-    )
+    labels = load_kinetics_labels(pipeline.models.path("kinetics600_labels"))
+    recognizer = ActionRecognizer(pipeline.models.path("movinet_a0_stream"), labels,
+                                  pipeline.settings.inference.threads, s.top_k, s.min_score)
     rules = TagRules.load(ACTIONS_PATH, KINETICS_LABEL_IDS)
     timeout = pipeline.settings.video.decode_timeout_seconds
 
     def analyze(media: Media, result) -> list[str]:
         info = media.video_info
-        clips = [
-            [frame.pixels for frame in read_clip(
-                media.path, info, start, s.clip_seconds, s.fps, s.max_side, timeout
-            )]
-            for start in clip_starts(info.duration, s.clips, s.clip_seconds)
-        ]
+        clips = [[frame.pixels for frame in read_clip(media.path, info, start, s.clip_seconds,
+                                                      s.fps, s.max_side, timeout)]
+                 for start in clip_starts(info.duration, s.clips, s.clip_seconds)]
         return rules.tags_for((label.id, label.score) for label in recognizer.recognize(clips))
 
     return analyze

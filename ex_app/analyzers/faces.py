@@ -64,8 +64,7 @@ SHARPNESS_HALF = 100.0  # box_sharpness that maps to 0.5
 ARCFACE_TEMPLATE = np.array(
     [[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655],
      [70.7299, 92.2041]],
-    dtype=np.float64,
-)
+    dtype=np.float64)
 SFACE_SIZE = 112
 SFACE_BATCH = 16  # faces per network call: more faces in one photo go in several calls
 
@@ -169,8 +168,7 @@ class FaceAnalyzer:
         cv2.setNumThreads(threads)
         cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
         self._detector = cv2.FaceDetectorYN.create(
-            str(detector_path), "", (320, 320), min_score, NMS_IOU, 5000
-        )
+            str(detector_path), "", (320, 320), min_score, NMS_IOU, 5000)
 
     def analyze(self, rgb: np.ndarray) -> list[Face]:
         """All faces of at least min_score and min_size in an H×W×3 uint8 RGB image."""
@@ -184,8 +182,7 @@ class FaceAnalyzer:
         for detection, embedding in zip(detections, embeddings):
             sharpness = box_sharpness(grey, detection.box)
             pose = frontality(detection.landmarks)
-            size = min(detection.box[2], detection.box[3])
-            quality = face_quality(detection.score, size, sharpness, pose)
+            quality = face_quality(detection.score, min(detection.box[2:]), sharpness, pose)
             faces.append(Face(detection.box, detection.score, detection.landmarks, quality,
                               sharpness, pose, np.asarray(embedding, dtype=np.float32)))
         return faces
@@ -256,8 +253,7 @@ def box_sharpness(grey: np.ndarray, box: tuple[float, float, float, float]) -> f
     """
     x, y, w, h = (round(v) for v in box)
     crop = grey[y : y + max(h, 1), x : x + max(w, 1)]
-    shrink = crop.shape[1] > SHARPNESS_SIDE
-    interpolation = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
+    interpolation = cv2.INTER_AREA if crop.shape[1] > SHARPNESS_SIDE else cv2.INTER_LINEAR
     square = cv2.resize(crop, (SHARPNESS_SIDE, SHARPNESS_SIDE), interpolation=interpolation)
     return float(cv2.Laplacian(square, cv2.CV_64F).var())
 
@@ -287,8 +283,7 @@ def face_quality(score: float, size: float, sharpness: float, pose: float) -> fl
         np.clip((score - SCORE_FLOOR) / (SCORE_FULL - SCORE_FLOOR), 0.0, 1.0),
         np.clip(size / SIZE_FULL, 0.0, 1.0),
         sharpness / (sharpness + SHARPNESS_HALF),
-        np.clip(pose, 0.0, 1.0),
-    )
+        np.clip(pose, 0.0, 1.0))
     return float(np.prod(components) ** (1 / len(components)))
 
 
@@ -302,11 +297,9 @@ def embedder(pipeline: Pipeline) -> FaceEmbedder:
         if onnx and onnx_providers()[0] != "CPUExecutionProvider":
             session = OnnxSession(models.path("face_recognition_sface_float32"), threads)
         return SFaceEmbedder(models.path("face_recognition_sface"), session=session)
-    return DlibEmbedder(
-        models.path("dlib_face_landmarks_5"),
-        models.path("dlib_face_embedder_onnx" if onnx else "dlib_face_embedder"),
-        threads,
-    )
+    return DlibEmbedder(models.path("dlib_face_landmarks_5"),
+                        models.path("dlib_face_embedder_onnx" if onnx else "dlib_face_embedder"),
+                        threads)
 
 
 def face_analyzer(pipeline: Pipeline) -> FaceAnalyzer:
@@ -345,10 +338,8 @@ def embed_again(media: Media, stored: Sequence[StoredFace]) -> tuple[dict[int, n
     if not stored:
         return {}, embed.name
     image = media.image
-    detections = [
-        Detection(tuple(float(v) * image.scale for v in face.box), face.score,
-                  np.asarray(face.landmarks, dtype=np.float32) * image.scale)
-        for face in stored
-    ]
+    detections = [Detection(tuple(float(v) * image.scale for v in face.box), face.score,
+                            np.asarray(face.landmarks, dtype=np.float32) * image.scale)
+                  for face in stored]
     vectors = embed.embed(np.ascontiguousarray(image.pixels), detections)
     return {face.id: vector for face, vector in zip(stored, vectors)}, embed.name

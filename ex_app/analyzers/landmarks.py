@@ -61,9 +61,8 @@ def load_country_regions(path: Path) -> dict[str, tuple[str, ...]]:
     return regions
 
 
-def regions_for(
-    country_code: str | None, enabled: Iterable[str], table: Mapping[str, tuple[str, ...]]
-) -> tuple[str, ...]:
+def regions_for(country_code: str | None, enabled: Iterable[str],
+                table: Mapping[str, tuple[str, ...]]) -> tuple[str, ...]:
     """The enabled regions to search: the country's when it is known, else all of them."""
     enabled = tuple(enabled)
     if country_code is None or country_code not in table:
@@ -85,10 +84,8 @@ class LandmarkClassifier:
             raise ValueError(f"{region}: expected one image input [1, H, W, 3]")
         self._input = inputs[0]
         self.height, self.width = int(self._input["shape"][1]), int(self._input["shape"][2])
-        scores = [
-            d for d in self._interpreter.get_output_details()
-            if int(np.prod(d["shape"])) == len(labels)
-        ]
+        scores = [d for d in self._interpreter.get_output_details()
+                  if int(np.prod(d["shape"])) == len(labels)]
         if len(scores) != 1:
             raise ValueError(f"{region}: no output has one score per label ({len(labels)})")
         self._output = scores[0]
@@ -97,8 +94,7 @@ class LandmarkClassifier:
         """An RGB uint8 photo as the model's input tensor."""
         image = Image.fromarray(pixels).resize((self.width, self.height), Image.BILINEAR,
                                                reducing_gap=2.0)
-        values = np.asarray(image, dtype=np.float32)[None] / 255.0
-        return quantize(values, self._input)
+        return quantize(np.asarray(image, dtype=np.float32)[None] / 255.0, self._input)
 
     def scores(self, pixels: np.ndarray) -> np.ndarray:
         """One score in [0, 1] per landmark."""
@@ -115,9 +111,8 @@ class LandmarkClassifier:
                 for i in best if scores[i] >= min_score]
 
 
-def find_landmarks(
-    classifiers: Iterable[LandmarkClassifier], pixels: np.ndarray, top_k: int, min_score: float
-) -> list[Label]:
+def find_landmarks(classifiers: Iterable[LandmarkClassifier], pixels: np.ndarray, top_k: int,
+                   min_score: float) -> list[Label]:
     """The best landmarks over the regions' models, best first."""
     found = [label for c in classifiers for label in c.classify(pixels, top_k, min_score)]
     return sorted(found, key=lambda label: label.score, reverse=True)[:top_k]
@@ -132,8 +127,7 @@ def build(pipeline: Pipeline) -> Callable:
         if models.local_path(model) and models.local_path(labels):
             classifiers[region] = LandmarkClassifier(
                 region, models.path(model), load_landmark_labels(models.path(labels)),
-                threads=s.inference.threads,
-            )
+                threads=s.inference.threads)
     country_regions = load_country_regions(LANDMARK_REGIONS_PATH)
     rules = pipeline.part(objects.tag_rules)
 
@@ -145,10 +139,8 @@ def build(pipeline: Pipeline) -> Callable:
             return []
         place = media.once(places.place)
         regions = regions_for(place.country_code if place else None, classifiers, country_regions)
-        found = find_landmarks(
-            [classifiers[region] for region in regions], media.image.pixels,
-            s.landmarks.top_k, s.landmarks.min_score,
-        )
+        found = find_landmarks([classifiers[region] for region in regions], media.image.pixels,
+                               s.landmarks.top_k, s.landmarks.min_score)
         return list(dict.fromkeys(label.name for label in found))
 
     return analyze

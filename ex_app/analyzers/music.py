@@ -21,7 +21,7 @@ from ex_app.analyzers.pipeline import Media, Pipeline
 from ex_app.analyzers.results import Label
 from ex_app.config import GENRES_PATH
 from ex_app.media.audio import decode_audio
-from ex_app.models.runtime import InferenceSession, open_session
+from ex_app.models.runtime import InferenceSession
 from ex_app.tagging.rules import LabelIdFormat, TagRules
 
 SAMPLE_RATE = 16_000
@@ -33,8 +33,7 @@ CHECKPOINTS = ("msd", "mtt")  # both: MSD knows blues, MTT new age, world, class
 
 # Label ids name the checkpoint and its tag, "msd:blues", "mtt:new age": both have "rock".
 MUSICNN_LABEL_IDS = LabelIdFormat(
-    re.compile(r"(msd|mtt):\S.*"), "a musicnn tag with its checkpoint, like msd:blues"
-)
+    re.compile(r"(msd|mtt):\S.*"), "a musicnn tag with its checkpoint, like msd:blues")
 
 
 @dataclass(frozen=True)
@@ -59,9 +58,8 @@ def patch_starts(samples: int, max_patches: int) -> list[int]:
     """
     frames = 1 + samples // HOP  # librosa's centred frame count
     whole = max(1, frames // PATCH_FRAMES)
-    if whole <= max_patches:
-        chosen = range(whole)
-    else:
+    chosen = range(whole)
+    if whole > max_patches:
         chosen = np.linspace(0, whole - 1, max_patches).round().astype(int)
     return [int(index) * PATCH_FRAMES for index in chosen]
 
@@ -79,8 +77,7 @@ def log_mel_patches(samples: np.ndarray, starts: list[int]) -> np.ndarray:
         piece = padded[start * HOP : start * HOP + length]
         segments[row, : len(piece)] = piece
     mel = librosa.feature.melspectrogram(
-        y=segments, sr=SAMPLE_RATE, n_fft=N_FFT, hop_length=HOP, n_mels=N_MELS, center=False
-    )
+        y=segments, sr=SAMPLE_RATE, n_fft=N_FFT, hop_length=HOP, n_mels=N_MELS, center=False)
     features = np.log10(np.float32(10_000) * mel.astype(np.float32) + np.float32(1))
     return _fill_short_song(features.transpose(0, 2, 1), len(samples))
 
@@ -108,8 +105,7 @@ class MusicTagger:
             # no faster (bench/music_speed.py); one at a time stays near 110 MB.
             name = model.session.input_names[0]
             scores = np.concatenate(
-                [model.session.run({name: features[i : i + 1]})[0] for i in range(len(features))]
-            )
+                [model.session.run({name: features[i : i + 1]})[0] for i in range(len(features))])
             mean = np.asarray(scores, dtype=np.float32).mean(axis=0)
             labels += [Label(f"{model.dataset}:{tag}", tag, float(score))
                        for tag, score in zip(model.tags, mean, strict=True)]
@@ -118,18 +114,11 @@ class MusicTagger:
 
 def tagger(pipeline: Pipeline) -> MusicTagger:
     """The pipeline's musicnn tagger (shared with the video analyzer)."""
-    s, models = pipeline.settings, pipeline.models
-    return MusicTagger(
-        [
-            MusicnnModel(
-                dataset,
-                open_session(models.path(f"musicnn_{dataset}"), s.inference.threads, s.inference.engine),
-                load_musicnn_tags(models.path(f"musicnn_{dataset}_labels")),
-            )
-            for dataset in CHECKPOINTS
-        ],
-        max_patches=s.music.max_patches,
-    )
+    models = [
+        MusicnnModel(dataset, pipeline.session(f"musicnn_{dataset}"),
+                     load_musicnn_tags(pipeline.models.path(f"musicnn_{dataset}_labels")))
+        for dataset in CHECKPOINTS]
+    return MusicTagger(models, max_patches=pipeline.settings.music.max_patches)
 
 
 def genre_rules(pipeline: Pipeline) -> TagRules:

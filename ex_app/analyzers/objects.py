@@ -15,7 +15,7 @@ from ex_app.analyzers.pipeline import Media, Pipeline
 from ex_app.analyzers.results import Label
 from ex_app.config import RULES_PATH
 from ex_app.models.quantization import softmax
-from ex_app.models.runtime import InferenceSession, open_session
+from ex_app.models.runtime import InferenceSession
 from ex_app.tagging.rules import TagRules
 
 RESIZE_SHORTER_SIDE = 256
@@ -26,12 +26,9 @@ MEAN, STD = 0.498, 0.502
 
 def load_imagenet_labels(path: Path) -> list[tuple[str, str]]:
     """(WordNet id, name) per class index from a two-column TSV (imagenet.labels.tsv)."""
-    labels = []
-    for line in Path(path).read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            wnid, name = line.split("\t", 1)
-            labels.append((wnid, name.strip()))
-    return labels
+    rows = (line.split("\t", 1) for line in Path(path).read_text(encoding="utf-8").splitlines()
+            if line.strip())
+    return [(wnid, name.strip()) for wnid, name in rows]
 
 
 def preprocess(rgb: np.ndarray) -> np.ndarray:
@@ -74,11 +71,9 @@ class ObjectClassifier:
 
 def classifier(pipeline: Pipeline) -> ObjectClassifier:
     """The pipeline's object classifier (shared with the video and landmark analyzers)."""
-    s, models = pipeline.settings, pipeline.models
-    inference = s.inference
-    session = open_session(models.path("efficientnet_lite0"), inference.threads, inference.engine)
-    labels = load_imagenet_labels(models.path("imagenet_labels"))
-    return ObjectClassifier(session, labels, s.objects.top_k, s.objects.min_score)
+    s = pipeline.settings.objects
+    labels = load_imagenet_labels(pipeline.models.path("imagenet_labels"))
+    return ObjectClassifier(pipeline.session("efficientnet_lite0"), labels, s.top_k, s.min_score)
 
 
 def tag_rules(pipeline: Pipeline) -> TagRules:

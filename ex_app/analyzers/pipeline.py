@@ -22,6 +22,7 @@ from ex_app.media.gps import read_gps
 from ex_app.media.images import DecodedImage, decode_image
 from ex_app.media.kinds import MediaKind, media_kind
 from ex_app.media.video import VideoInfo, probe_video
+from ex_app.models.runtime import InferenceSession, open_session
 from ex_app.models.store import ModelStore
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,11 @@ class Pipeline:
             self._parts[make] = make(self)
         return self._parts[make]
 
+    def session(self, model: str) -> InferenceSession:
+        """An inference session of the model, with the settings' threads and engine."""
+        inference = self.settings.inference
+        return open_session(self.models.path(model), inference.threads, inference.engine)
+
     def load(self) -> None:
         """Load the models of every enabled analyzer that can run here (a worker does so
         before its first file, so that too little memory shows at once)."""
@@ -85,8 +91,7 @@ class Pipeline:
     def enabled_analyzers(self, kind: MediaKind) -> tuple[str, ...]:
         return tuple(
             a.name for a in ANALYZERS
-            if kind in a.kinds and a.enabled(self.settings) and self.available(a.name)
-        )
+            if kind in a.kinds and a.enabled(self.settings) and self.available(a.name))
 
     def available(self, analyzer: str) -> bool:
         """Whether an analyzer can run here: optional ones need their model files present
@@ -118,8 +123,7 @@ class Pipeline:
         entries = [entry for entry in ANALYZERS if entry.name in analyzers]  # the registry's order
         # A name without a known suffix: the analyzers say what it is.
         kind = media_kind(path) or next(
-            (k for k in MediaKind if all(k in entry.kinds for entry in entries)), MediaKind.IMAGE
-        )
+            (k for k in MediaKind if all(k in entry.kinds for entry in entries)), MediaKind.IMAGE)
         media = Media(path, kind, self)
         result = FileAnalysis()
         for entry in entries:

@@ -53,11 +53,7 @@ def place_tags(place: Place) -> list[str]:
     Plain names, as people search for them; a name repeated at a wider level (Tokyo, Tokyo,
     Japan) is given once.
     """
-    tags: list[str] = []
-    for name in (place.city, place.region, place.country):
-        if name and name not in tags:
-            tags.append(name)
-    return tags
+    return list(dict.fromkeys(name for name in (place.city, place.region, place.country) if name))
 
 
 def gazetteer_file(name: str) -> Path:
@@ -88,15 +84,12 @@ class _Gazetteer:
     def __init__(self) -> None:
         places = json.loads(gzip.decompress(gazetteer_file("geocode.gz").read_bytes()))
         with gazetteer_file("countries.csv").open(encoding="utf-8", newline="") as handle:
-            countries = {code: name for code, name in csv.reader(handle)}
-        countries.update(COMMON_COUNTRY_NAMES)
+            self.countries = dict(csv.reader(handle)) | COMMON_COUNTRY_NAMES
         self.cities: list[str] = [p["city"] for p in places]
         self.regions: list[str | None] = [p.get("state") or None for p in places]
         self.country_codes: list[str] = [p["country_code"] for p in places]
-        self.countries = countries
-        populations = np.array([p["population"] for p in places], dtype=np.float64)
-        self.populations = populations
-        self.cover_km = KM_PER_SQRT_INHABITANT * np.sqrt(populations)
+        self.populations = np.array([p["population"] for p in places], dtype=np.float64)
+        self.cover_km = KM_PER_SQRT_INHABITANT * np.sqrt(self.populations)
         self.widest_cover_chord = _chord(float(self.cover_km.max()))
         latitudes = np.array([p["latitude"] for p in places], dtype=np.float64)
         longitudes = np.array([p["longitude"] for p in places], dtype=np.float64)
@@ -143,13 +136,10 @@ class ReverseGeocoder:
         index = gazetteer.covering(point, nearest=int(index))
         distance_km = float(_great_circle_km(point, gazetteer.tree.data[[index]])[0])
         code = gazetteer.country_codes[index]
-        return Place(
-            city=gazetteer.cities[index] if distance_km <= self.city_max_km else None,
-            region=gazetteer.regions[index],
-            country=gazetteer.countries.get(code, code),
-            country_code=code,
-            distance_km=distance_km,
-        )
+        city = gazetteer.cities[index] if distance_km <= self.city_max_km else None
+        return Place(city=city, region=gazetteer.regions[index],
+                     country=gazetteer.countries.get(code, code), country_code=code,
+                     distance_km=distance_km)
 
 
 def _great_circle_km(point: np.ndarray, others: np.ndarray) -> np.ndarray:

@@ -146,8 +146,7 @@ ANALYZERS: tuple[Analyzer, ...] = (
              optional=True, missing_here=landmarks_missing),
     Analyzer("sensitive", (IMAGE,), "Sensitive photos",
              "Tag photos showing nudity, with a tag users cannot assign (NudeNet)",
-             fixed("nudenet_320n")),
-)
+             fixed("nudenet_320n")))
 BY_NAME = {analyzer.name: analyzer for analyzer in ANALYZERS}
 FACES = "faces"  # its only tag is People: it goes with a user's face data
 FACE_FINDING_ANALYZERS = tuple(a.name for a in ANALYZERS if a.finds_faces)
@@ -159,9 +158,8 @@ def face_finder(kind: MediaKind) -> str:
     return next(a.name for a in ANALYZERS if a.finds_faces and kind in a.kinds)
 
 
-def needed_models(
-    settings: Settings, analyzers: Iterable[Analyzer] | None = None
-) -> tuple[list[str], list[str]]:
+def needed_models(settings: Settings,
+                  analyzers: Iterable[Analyzer] | None = None) -> tuple[list[str], list[str]]:
     """The models these analyzers (default: the enabled ones) need, each once, in a stable
     order: those required, and those only optional analyzers need (they wait while missing)."""
     if analyzers is None:

@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 
 from ex_app.analyzers.pipeline import Media, Pipeline
-from ex_app.models.runtime import InferenceSession, open_session
+from ex_app.models.runtime import InferenceSession
 
 INPUT_SIDE = 320
 # The detector's classes, in its output order (after the four box values).
@@ -88,13 +88,9 @@ def decode(output: np.ndarray, scale: float, min_score: float = CANDIDATE_SCORE)
     boxes = np.concatenate([centres - sizes / 2, sizes], axis=1) / scale
     kept_scores = best_score[keep]
     chosen = cv2.dnn.NMSBoxes(boxes.tolist(), kept_scores.tolist(), min_score, NMS_IOU)
-    return sorted(
-        (
-            BodyPart(CLASSES[best[keep][i]], float(kept_scores[i]), tuple(map(float, boxes[i])))
-            for i in np.asarray(chosen, dtype=int).reshape(-1)
-        ),
-        key=lambda part: -part.score,
-    )
+    parts = [BodyPart(CLASSES[best[keep][i]], float(kept_scores[i]), tuple(map(float, boxes[i])))
+             for i in np.asarray(chosen, dtype=int).reshape(-1)]
+    return sorted(parts, key=lambda part: -part.score)
 
 
 class SensitiveDetector:
@@ -103,15 +99,12 @@ class SensitiveDetector:
     def __init__(self, session: InferenceSession, threshold: float = DEFAULT_MIN_SCORE):
         if not 0 < threshold <= 1:
             raise ValueError(f"threshold must be in (0, 1], got {threshold}")
-        self._session = session
-        self._input = session.input_names[0]
-        self.threshold = threshold
+        self._session, self._input, self.threshold = session, session.input_names[0], threshold
 
     def detect(self, rgb: np.ndarray) -> list[BodyPart]:
         """Every body part the detector finds (covered ones and faces too), best first."""
         blob, scale = letterbox(rgb)
-        output = self._session.run({self._input: blob})[0]
-        return decode(output[0], scale)
+        return decode(self._session.run({self._input: blob})[0][0], scale)
 
     def judge(self, rgb: np.ndarray) -> SensitiveResult:
         """Whether the photo is sensitive, with the score that decided it."""
@@ -123,8 +116,7 @@ class SensitiveDetector:
 def build(pipeline: Pipeline) -> Callable:
     """The registry's analyzer: the admin-named tag on a sensitive photo, else none."""
     s = pipeline.settings
-    session = open_session(pipeline.models.path("nudenet_320n"), s.inference.threads, s.inference.engine)
-    detector = SensitiveDetector(session, s.sensitive.min_score)
+    detector = SensitiveDetector(pipeline.session("nudenet_320n"), s.sensitive.min_score)
 
     def analyze(media: Media, result) -> list[str]:
         return [s.sensitive.tag] if detector.judge(media.image.pixels).sensitive else []

@@ -52,10 +52,7 @@ def distinct_faces(frames: list[tuple[float, list[Face]]], max_distance: float) 
     _, components = connected_components(near, directed=False)
     appearances: dict[int, Appearance] = {}
     for key, (at, face) in zip(components.tolist(), sightings):
-        appearance = appearances.get(key)
-        if appearance is None:
-            appearances[key] = Appearance(face, at, 1)
-            continue
+        appearance = appearances.setdefault(key, Appearance(face, at, 0))
         appearance.frames += 1
         if face.quality > appearance.face.quality:
             appearance.face, appearance.time = face, at
@@ -64,19 +61,15 @@ def distinct_faces(frames: list[tuple[float, list[Face]]], max_distance: float) 
 
 def agreed_labels(frames: list[list[Label]], min_frames: int, min_share: float) -> list[Label]:
     """Labels in at least min_frames frames' lists or min_share of them, best average first."""
-    if not frames:
-        return []
     scores: dict[str, list[float]] = defaultdict(list)
     names: dict[str, str] = {}
     for labels in frames:
         for label in labels:
             scores[label.id].append(label.score)
             names[label.id] = label.name
-    agreed = [
-        Label(label_id, names[label_id], float(np.mean(values)))
-        for label_id, values in scores.items()
-        if len(values) >= min_frames or len(values) >= min_share * len(frames)
-    ]
+    agreed = [Label(label_id, names[label_id], float(np.mean(values)))
+              for label_id, values in scores.items()
+              if len(values) >= min_frames or len(values) >= min_share * len(frames)]
     return sorted(agreed, key=lambda label: label.score, reverse=True)
 
 
@@ -90,8 +83,7 @@ def frames(media: Media) -> list[VideoFrame]:
     s = media.settings.video
     media.video_info, found = read_video(
         media.path, s.max_frames, s.frame_interval, s.max_side, s.decode_timeout_seconds,
-        s.scene_threshold, s.scene_frames,
-    )
+        s.scene_threshold, s.scene_frames)
     return found
 
 
@@ -104,10 +96,8 @@ def build(pipeline: Pipeline) -> Callable:
 
     def analyze(media: Media, result) -> list[str]:
         sampled = media.once(frames)
-        per_frame = [
-            (frame.time, [to_original_pixels(f, frame.scale) for f in faces.analyze(frame.pixels)])
-            for frame in sampled
-        ]
+        per_frame = [(frame.time, [to_original_pixels(f, frame.scale)
+                                   for f in faces.analyze(frame.pixels)]) for frame in sampled]
         result.faces = [replace(appearance.face, frame_time=appearance.time)
                         for appearance in distinct_faces(per_frame, distance)]
         result.embedder = faces.embedder.name
@@ -115,8 +105,7 @@ def build(pipeline: Pipeline) -> Callable:
         labels = agreed_labels(found, s.video.label_min_frames, s.video.label_min_share)
         result.labels = labels[: s.objects.top_k]
         tags = ([PEOPLE_TAG] if result.faces else []) + rules.tags_for(
-            (label.id, label.score) for label in result.labels
-        )
+            (label.id, label.score) for label in result.labels)
         if s.music.enabled and has_music_track(media.video_info, s.video.music_min_seconds):
             sound = media.once(music.song_labels)
             result.labels += sound[: s.music.top_k]

@@ -15,9 +15,8 @@ import ffmpeg
 import numpy as np
 
 from ex_app.media.errors import MediaError
-from ex_app.media.ffmpeg_io import (
-    check_not_empty, file_url, message_lines, probe, run_to_pipe, seconds,
-)
+from ex_app.media.ffmpeg_io import (check_not_empty, file_url, message_lines, probe, run_to_pipe,
+                                    seconds)
 
 # A file whose container states its duration but that decodes to less than this share of it
 # (less a second) was cut short. Lenient: formats only estimate some durations.
@@ -53,13 +52,9 @@ def decode_audio(path: Path, rate: int, max_seconds: float, timeout: float) -> D
         detail = f": {errors[-1]}" if errors else ""
         raise MediaError(f"corrupt audio, no sound could be decoded{detail}")
     decoded = DecodedAudio(samples, rate, duration, stream.get("codec_name", "unknown"))
-    if duration is not None:
-        expected = min(duration, max_seconds)
-        if decoded.seconds < TRUNCATED_SHARE * expected - 1.0:
-            raise MediaError(
-                f"truncated or corrupt audio: decoded {decoded.seconds:.1f} s "
-                f"of the {duration:.1f} s the file declares"
-            )
+    if duration is not None and decoded.seconds < TRUNCATED_SHARE * min(duration, max_seconds) - 1:
+        raise MediaError(f"truncated or corrupt audio: decoded {decoded.seconds:.1f} s "
+                         f"of the {duration:.1f} s the file declares")
     return decoded
 
 
@@ -79,17 +74,9 @@ def _decode(
     """Samples of the first audio stream, and FFmpeg's error lines (damage it decoded past)."""
     process = (
         ffmpeg.input(file_url(path), t=max_seconds)
-        .output(
-            "pipe:",
-            map="0:a:0",
-            format="f32le",
-            acodec="pcm_f32le",
-            ac=1,
-            ar=rate,
-            af="aresample=resampler=soxr:precision=28",  # close to librosa's resampling
-        )
-        .global_args("-nostdin", "-hide_banner", "-v", "error")
-    )
+        .output("pipe:", map="0:a:0", format="f32le", acodec="pcm_f32le", ac=1, ar=rate,
+                af="aresample=resampler=soxr:precision=28")  # close to librosa's resampling
+        .global_args("-nostdin", "-hide_banner", "-v", "error"))
     raw, stderr, returncode = run_to_pipe(process, timeout, "audio")
     errors = message_lines(stderr, path)
     if returncode != 0:

@@ -21,6 +21,16 @@ INPUT_LIMITS = ("-protocol_whitelist", "file", "-format_whitelist", ",".join(DEM
 _REFUSED = "not on whitelist"  # FFmpeg's words when a demuxer or protocol is not allowed
 
 
+def check_not_empty(path: Path) -> None:
+    """MediaError for a file that cannot be read or holds no bytes."""
+    try:
+        size = path.stat().st_size
+    except OSError as error:
+        raise MediaError(f"cannot read the file: {error.strerror or error}") from error
+    if size == 0:
+        raise MediaError("empty file (0 bytes)")
+
+
 def limit_inputs(command: list[str]) -> list[str]:
     """The FFmpeg command with INPUT_LIMITS before each of its inputs."""
     limited = []
@@ -78,10 +88,9 @@ def probe(path: Path, timeout: float, kind: str) -> dict:
     except FileNotFoundError as error:
         raise RuntimeError(f"ffprobe (FFmpeg) is not installed; {kind} cannot be decoded") from error
     if completed.returncode != 0:
-        if _REFUSED in completed.stderr.decode("utf-8", "replace"):
-            reason = "a playlist or another format that Recognize does not read"
-        else:
-            reason = last_message(completed.stderr, path)
+        refused = _REFUSED in completed.stderr.decode("utf-8", "replace")
+        reason = ("a playlist or another format that Recognize does not read" if refused
+                  else last_message(completed.stderr, path))
         raise MediaError(f"not a readable {kind} file ({reason})")
     try:
         return json.loads(completed.stdout.decode("utf-8", "replace") or "{}")
@@ -95,11 +104,9 @@ def run_to_pipe(process, timeout: float, kind: str) -> tuple[bytes, bytes, int]:
 
     Returns stdout, stderr and the return code; judging them is the caller's.
     """
-    command = limit_inputs(process.compile())
     try:
-        running = subprocess.Popen(
-            command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-        )
+        running = subprocess.Popen(limit_inputs(process.compile()), stdin=subprocess.DEVNULL,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     except FileNotFoundError as error:
         raise RuntimeError(f"ffmpeg is not installed; {kind} cannot be decoded") from error
     try:

@@ -76,22 +76,15 @@ def _position(gps: dict[int, Any]) -> GpsPosition | None:
     latitude = _coordinate(
         gps.get(ExifTags.GPS.GPSLatitude), gps.get(ExifTags.GPS.GPSLatitudeRef), _LATITUDE_SIGNS, 90
     )
-    longitude = _coordinate(
-        gps.get(ExifTags.GPS.GPSLongitude),
-        gps.get(ExifTags.GPS.GPSLongitudeRef),
-        _LONGITUDE_SIGNS,
-        180,
-    )
-    if latitude is None or longitude is None:
-        return None
-    if latitude == 0 and longitude == 0:  # what cameras without a fix write
+    longitude = _coordinate(gps.get(ExifTags.GPS.GPSLongitude),
+                            gps.get(ExifTags.GPS.GPSLongitudeRef), _LONGITUDE_SIGNS, 180)
+    # 0, 0 is what cameras without a fix write
+    if latitude is None or longitude is None or (latitude == 0 and longitude == 0):
         return None
     return GpsPosition(latitude, longitude)
 
 
-def _coordinate(
-    value: Any, reference: Any, signs: dict[str, float], limit: float
-) -> float | None:
+def _coordinate(value: Any, reference: Any, signs: dict[str, float], limit: float) -> float | None:
     """Signed decimal degrees from EXIF (degrees, minutes, seconds) and a hemisphere letter."""
     degrees = _degrees(value)
     if degrees is None or abs(degrees) > limit:
@@ -110,9 +103,7 @@ def _degrees(value: Any) -> float | None:
     Signed degrees (SRATIONAL, written by some tools instead of a reference) keep their sign.
     """
     parts = value if isinstance(value, tuple) else (value,)
-    if not 1 <= len(parts) <= 3:
-        return None
-    if not all(isinstance(part, numbers.Real) for part in parts):
+    if not (1 <= len(parts) <= 3 and all(isinstance(part, numbers.Real) for part in parts)):
         return None
     values = [float(part) for part in parts]  # a rational with a zero denominator gives NaN
     if not all(math.isfinite(v) for v in values):

@@ -28,15 +28,10 @@ FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "TIFF", "BMP", "HEIF")
 _FORMATS_IN_WORDS = "JPEG, PNG, WebP, GIF, TIFF, BMP or HEIC/HEIF"
 
 # The transpose that turns the stored pixels upright, for each EXIF orientation but 1.
-_UPRIGHT = {
-    2: Image.Transpose.FLIP_LEFT_RIGHT,
-    3: Image.Transpose.ROTATE_180,
-    4: Image.Transpose.FLIP_TOP_BOTTOM,
-    5: Image.Transpose.TRANSPOSE,
-    6: Image.Transpose.ROTATE_270,
-    7: Image.Transpose.TRANSVERSE,
-    8: Image.Transpose.ROTATE_90,
-}
+_UPRIGHT = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
+            4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE,
+            6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+            8: Image.Transpose.ROTATE_90}
 _SWAPS_SIDES = frozenset({5, 6, 7, 8})
 # Modes that Pillow resamples as they are (RGBA with premultiplied alpha), so downscaling can
 # come before the conversion to RGB.
@@ -86,9 +81,8 @@ def _decode(stream: BinaryIO, max_side: int, max_pixels: int) -> DecodedImage:
     with _open_header(stream) as image:
         width, height = image.size
         if width * height > max_pixels:
-            raise MediaError(
-                f"image too large: {width}×{height} pixels exceeds the limit of {max_pixels:,}"
-            )
+            raise MediaError(f"image too large: {width}×{height} pixels exceeds the limit of "
+                             f"{max_pixels:,}")
         try:
             return _upright_rgb(image, max_side)
         except Exception as error:  # Pillow's decoders raise many types on damaged data
@@ -136,8 +130,7 @@ def _upright_rgb(image: ImageFile.ImageFile, max_side: int) -> DecodedImage:
         pixels=np.array(rgb),  # a writable, C-contiguous copy
         original_size=(height, width) if orientation in _SWAPS_SIDES else (width, height),
         scale=scale,
-        format=image.format or "unknown",
-    )
+        format=image.format or "unknown")
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:

@@ -13,19 +13,16 @@ class MediaKind(StrEnum):
 
 
 IMAGE_SUFFIXES = frozenset(
-    {".jpg", ".jpeg", ".jpe", ".png", ".webp", ".gif", ".tif", ".tiff", ".heic", ".heif", ".bmp"}
-)
+    {".jpg", ".jpeg", ".jpe", ".png", ".webp", ".gif", ".tif", ".tiff", ".heic", ".heif", ".bmp"})
 AUDIO_SUFFIXES = frozenset({".mp3", ".m4a", ".aac", ".ogg", ".oga", ".opus", ".flac", ".wav"})
 VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".3gp"})
+
+
+_SUFFIXES = {MediaKind.IMAGE: IMAGE_SUFFIXES, MediaKind.AUDIO: AUDIO_SUFFIXES,
+             MediaKind.VIDEO: VIDEO_SUFFIXES}
 
 
 def media_kind(path: str | PurePath) -> MediaKind | None:
     """The kind of media a file name announces, or None for files Recognize ignores."""
     suffix = PurePath(path).suffix.lower()
-    if suffix in IMAGE_SUFFIXES:
-        return MediaKind.IMAGE
-    if suffix in AUDIO_SUFFIXES:
-        return MediaKind.AUDIO
-    if suffix in VIDEO_SUFFIXES:
-        return MediaKind.VIDEO
-    return None
+    return next((kind for kind, suffixes in _SUFFIXES.items() if suffix in suffixes), None)

@@ -58,9 +58,8 @@ def sample_times(duration: float, max_frames: int, interval: float) -> list[floa
     return [duration * (i + 0.5) / count for i in range(count)]
 
 
-def merge_times(
-    spread: list[float], scenes: list[float], max_frames: int, max_scenes: int, min_gap: float
-) -> list[float]:
+def merge_times(spread: list[float], scenes: list[float], max_frames: int, max_scenes: int,
+                min_gap: float) -> list[float]:
     """Scene-change times (at most max_scenes, evenly chosen) and the spread times not within
     min_gap of one of them, at most max_frames in all, in order."""
     chosen = _evenly(sorted(scenes), min(max_scenes, max_frames))
@@ -83,13 +82,8 @@ def clip_starts(duration: float, clips: int, seconds: float) -> list[float]:
 
 
 def read_video(
-    path: Path,
-    max_frames: int,
-    interval: float,
-    max_side: int,
-    timeout: float,
-    scene_threshold: float | None = None,
-    max_scene_frames: int = 0,
+    path: Path, max_frames: int, interval: float, max_side: int, timeout: float,
+    scene_threshold: float | None = None, max_scene_frames: int = 0,
 ) -> tuple[VideoInfo, list[VideoFrame]]:
     """Probe the video at path and decode its sampled frames, downscaled to max_side.
 
@@ -98,11 +92,7 @@ def read_video(
     file, a file that is not a video, one without a video stream, and one that is truncated or
     corrupt; FFmpeg gets at most timeout seconds in all.
     """
-    path = Path(path)
-    deadline = time.monotonic() + timeout
-    check_not_empty(path)
-    info = probe_video(path, timeout)
-    width, height = _decoded_size(info, max_side)
+    path, deadline, info, (width, height) = _open(path, max_side, timeout)
     times = sample_times(info.duration, max_frames, interval)
     if scene_threshold is not None and max_scene_frames > 0 and len(times) > 1:
         scenes = scene_changes(path, scene_threshold, deadline, timeout)
@@ -114,21 +104,15 @@ def read_video(
             frames.append(VideoFrame(at, pixels, width / info.width))
     missing = len(times) - len(frames)
     if not frames or missing > MAX_MISSING_SHARE * len(times):
-        raise MediaError(
-            f"truncated or corrupt video: {missing} of {len(times)} sampled frames "
-            f"of the {info.duration:.1f} s it declares could not be decoded"
-        )
+        raise MediaError(f"truncated or corrupt video: {missing} of {len(times)} sampled frames "
+                         f"of the {info.duration:.1f} s it declares could not be decoded")
     return info, frames
 
 
 def read_frame(path: Path, at: float, max_side: int, timeout: float) -> VideoFrame:
     """The frame shown at `at` seconds, decoded as :func:`read_video` decodes its samples
     (the same frame for the same time), downscaled to max_side. Raises MediaError."""
-    path = Path(path)
-    deadline = time.monotonic() + timeout
-    check_not_empty(path)
-    info = probe_video(path, timeout)
-    width, height = _decoded_size(info, max_side)
+    path, deadline, info, (width, height) = _open(path, max_side, timeout)
     pixels = _frame_at(path, min(max(at, 0.0), info.duration), width, height, deadline, timeout)
     if pixels is None:
         raise MediaError(f"no frame at {at:.1f} s of the {info.duration:.1f} s the video declares")
@@ -142,9 +126,6 @@ def scene_changes(path: Path, threshold: float, deadline: float, timeout: float)
     Only key frames are decoded, so this stays cheap on long videos; encoders put one at a
     cut (x264: unless the last one is very recent), and every few seconds in any case.
     """
-    remaining = deadline - time.monotonic()
-    if remaining <= 0:
-        raise MediaError(f"video could not be decoded within {timeout:g} s")
     width, height = SCENE_THUMBNAIL
     process = (
         ffmpeg.input(file_url(path), skip_frame="nokey")["v:0"]
@@ -152,9 +133,8 @@ def scene_changes(path: Path, threshold: float, deadline: float, timeout: float)
         .filter("format", "gray")
         .filter("showinfo")
         .output("pipe:", format="rawvideo", pix_fmt="gray", fps_mode="passthrough")
-        .global_args("-nostdin", "-hide_banner", "-v", "info")
-    )
-    raw, messages, _ = run_to_pipe(process, remaining, "video")
+        .global_args("-nostdin", "-hide_banner", "-v", "info"))
+    raw, messages, _ = run_to_pipe(process, _remaining(deadline, timeout), "video")
     times = [float(found) for found in re.findall(
         r"Parsed_showinfo.*?pts_time:\s*(-?[0-9.]+)", messages.decode("utf-8", "replace"))]
     count = min(len(times), len(raw) // (width * height))
@@ -164,10 +144,8 @@ def scene_changes(path: Path, threshold: float, deadline: float, timeout: float)
     return [times[i + 1] for i in np.nonzero(differences > threshold)[0]]
 
 
-def read_clip(
-    path: Path, info: VideoInfo, start: float, seconds: float, fps: float, max_side: int,
-    timeout: float,
-) -> list[VideoFrame]:
+def read_clip(path: Path, info: VideoInfo, start: float, seconds: float, fps: float,
+              max_side: int, timeout: float) -> list[VideoFrame]:
     """Consecutive frames at fps from start for seconds (a clip for an action model), as RGB
     downscaled to max_side; fewer when the video ends sooner."""
     width, height = _decoded_size(info, max_side)
@@ -176,19 +154,12 @@ def read_clip(
         .filter("fps", fps=fps)
         .filter("scale", width, height, flags="area")
         .output("pipe:", format="rawvideo", pix_fmt="rgb24")
-        .global_args("-nostdin", "-hide_banner", "-v", "error")
-    )
+        .global_args("-nostdin", "-hide_banner", "-v", "error"))
     raw, _, _ = run_to_pipe(process, timeout, "video")
-    size = width * height * 3
-    return [
-        VideoFrame(
-            start + index / fps,
-            np.frombuffer(raw[index * size:(index + 1) * size], dtype=np.uint8)
-            .reshape(height, width, 3).copy(),
-            width / info.width,
-        )
-        for index in range(len(raw) // size)
-    ]
+    count = len(raw) // (width * height * 3)
+    pixels = np.frombuffer(raw[: count * width * height * 3], dtype=np.uint8)
+    pixels = pixels.reshape(count, height, width, 3)
+    return [VideoFrame(start + i / fps, pixels[i].copy(), width / info.width) for i in range(count)]
 
 
 def parse_iso6709(value: str) -> tuple[float, float] | None:
@@ -201,6 +172,23 @@ def parse_iso6709(value: str) -> tuple[float, float] | None:
     if abs(latitude) > 90 or abs(longitude) > 180 or (latitude, longitude) == (0.0, 0.0):
         return None
     return latitude, longitude
+
+
+def _open(path: Path, max_side: int, timeout: float) -> tuple[Path, float, VideoInfo, tuple]:
+    """The path, the decoding deadline, the probe and the decoded size of a video to read."""
+    path = Path(path)
+    deadline = time.monotonic() + timeout
+    check_not_empty(path)
+    info = probe_video(path, timeout)
+    return path, deadline, info, _decoded_size(info, max_side)
+
+
+def _remaining(deadline: float, timeout: float) -> float:
+    """Seconds left before the deadline; MediaError when none are."""
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise MediaError(f"video could not be decoded within {timeout:g} s")
+    return remaining
 
 
 def _decoded_size(info: VideoInfo, max_side: int) -> tuple[int, int]:
@@ -240,29 +228,21 @@ def probe_video(path: Path, timeout: float) -> VideoInfo:
     if _rotation(video) % 180 == 90:
         width, height = height, width
     audios = [s for s in streams if s.get("codec_type") == "audio"]
-    audio_seconds = None
-    if audios:
-        audio_seconds = seconds(audios[0].get("duration")) or duration
-    return VideoInfo(
-        duration, width, height, video.get("codec_name", "unknown"), audio_seconds,
-        _location(probed),
-    )
+    audio_seconds = (seconds(audios[0].get("duration")) or duration) if audios else None
+    return VideoInfo(duration, width, height, video.get("codec_name", "unknown"), audio_seconds,
+                     _location(probed))
 
 
 def _frame_at(
     path: Path, at: float, width: int, height: int, deadline: float, timeout: float
 ) -> np.ndarray | None:
     """The frame shown at `at` seconds as RGB of width × height, or None if none decodes."""
-    remaining = deadline - time.monotonic()
-    if remaining <= 0:
-        raise MediaError(f"video could not be decoded within {timeout:g} s")
     process = (
         ffmpeg.input(file_url(path), ss=f"{at:.3f}")
         .output("pipe:", map="0:v:0", vframes=1, format="rawvideo", pix_fmt="rgb24",
                 s=f"{width}x{height}", sws_flags="area")
-        .global_args("-nostdin", "-hide_banner", "-v", "error")
-    )
-    raw, _, _ = run_to_pipe(process, remaining, "video")
+        .global_args("-nostdin", "-hide_banner", "-v", "error"))
+    raw, _, _ = run_to_pipe(process, _remaining(deadline, timeout), "video")
     expected = width * height * 3
     if len(raw) < expected:
         return None

@@ -64,17 +64,13 @@ class LabelRule:
 class TagRules:
     """The checked contents of a rules file, and the lookups the tagger needs."""
 
-    def __init__(
-        self,
-        tags: Mapping[str, Tag],
-        labels: Mapping[str, LabelRule],
-        categories: Mapping[str, str],
-    ):
-        self._tags = MappingProxyType(dict(tags))
-        self._labels = MappingProxyType(dict(labels))
-        self._categories = MappingProxyType(dict(categories))
-        self._implied = {name: _implied(name, self._tags) for name in self._tags}
-        self._depth = {name: _depth(name, self._tags) for name in self._tags}
+    def __init__(self, tags: Mapping[str, Tag], labels: Mapping[str, LabelRule],
+                 categories: Mapping[str, str]):
+        self.tags = MappingProxyType(dict(tags))  # the tag vocabulary by name
+        self.labels = MappingProxyType(dict(labels))  # every label's rule, ignored ones too
+        self.categories = MappingProxyType(dict(categories))  # declared ones, with their meaning
+        self._implied = {name: _implied(name, self.tags) for name in self.tags}
+        self._depth = {name: _depth(name, self.tags) for name in self.tags}
 
     @classmethod
     def load(cls, path: Path, label_ids: LabelIdFormat = WORDNET_IDS) -> TagRules:
@@ -89,46 +85,25 @@ class TagRules:
         problems = _cross_reference_problems(parsed, label_ids)
         if problems:
             raise RulesError(f"{path}: " + "\n".join(problems))
-        tags = {
-            name: Tag(name, tuple(entry.parents), tuple(entry.aliases))
-            for name, entry in parsed.tags.items()
-        }
+        tags = {name: Tag(name, tuple(entry.parents), tuple(entry.aliases))
+                for name, entry in parsed.tags.items()}
         labels = {
             label_id: LabelRule(
-                label_id=label_id,
-                name=entry.name,
-                tags=tuple(entry.tags),
+                label_id=label_id, name=entry.name, tags=tuple(entry.tags),
                 threshold=parsed.defaults.threshold if entry.threshold is None else entry.threshold,
                 priority=parsed.defaults.priority if entry.priority is None else entry.priority,
                 categories=tuple(entry.categories),
-                ignore_reason=entry.reason if entry.ignore else None,
-            )
-            for label_id, entry in parsed.labels.items()
-        }
+                ignore_reason=entry.reason if entry.ignore else None)
+            for label_id, entry in parsed.labels.items()}
         return cls(tags, labels, parsed.categories)
-
-    @property
-    def tags(self) -> Mapping[str, Tag]:
-        """The tag vocabulary by name."""
-        return self._tags
-
-    @property
-    def labels(self) -> Mapping[str, LabelRule]:
-        """Every label's rule by label id, ignored labels included."""
-        return self._labels
-
-    @property
-    def categories(self) -> Mapping[str, str]:
-        """Declared categories and what each means."""
-        return self._categories
 
     def covered_label_ids(self) -> set[str]:
         """Label ids the rules decide on: tagged or deliberately ignored."""
-        return set(self._labels)
+        return set(self.labels)
 
     def ignored_label_ids(self) -> set[str]:
         """Label ids that deliberately give no tag."""
-        return {label_id for label_id, rule in self._labels.items() if rule.ignored}
+        return {label_id for label_id, rule in self.labels.items() if rule.ignored}
 
     def implied_tags(self, name: str) -> tuple[str, ...]:
         """The tag itself, then every tag it implies through its parents."""
@@ -143,8 +118,7 @@ class TagRules:
         specific tag comes before the tags it implies.
         """
         ranked = self._rank(
-            labels, lambda rule: (implied for tag in rule.tags for implied in self._implied[tag])
-        )
+            labels, lambda rule: (implied for tag in rule.tags for implied in self._implied[tag]))
         return sorted(ranked, key=lambda tag: (*ranked[tag], -self._depth[tag]))
 
     def categories_for(self, labels: Iterable[tuple[str, float]]) -> list[str]:
@@ -152,13 +126,12 @@ class TagRules:
         ranked = self._rank(labels, lambda rule: rule.categories)
         return sorted(ranked, key=lambda category: ranked[category])
 
-    def _rank(
-        self, labels: Iterable[tuple[str, float]], names_of: Callable[[LabelRule], Iterable[str]]
-    ) -> dict[str, tuple[int, float]]:
+    def _rank(self, labels: Iterable[tuple[str, float]],
+              names_of: Callable[[LabelRule], Iterable[str]]) -> dict[str, tuple[int, float]]:
         """Sort key per name, (-priority, -score) of the best counted label giving it."""
         ranked: dict[str, tuple[int, float]] = {}
         for label_id, score in labels:
-            rule = self._labels.get(label_id)
+            rule = self.labels.get(label_id)
             if rule is None or rule.ignored or score < rule.threshold:
                 continue
             key = (-rule.priority, -score)
@@ -243,20 +216,14 @@ def _cross_reference_problems(rules: _RulesFile, label_ids: LabelIdFormat) -> li
     problems: list[str] = []
     tags = rules.tags
     for name, entry in tags.items():
-        problems += [
-            f"tags.{name}: unknown parent tag {parent!r}"
-            for parent in entry.parents
-            if parent not in tags
-        ]
+        problems += [f"tags.{name}: unknown parent tag {parent!r}"
+                     for parent in entry.parents if parent not in tags]
     for label_id, label in rules.labels.items():
         if not label_ids.pattern.fullmatch(label_id):
             problems.append(f"labels.{label_id}: not {label_ids.description}")
         problems += [f"labels.{label_id}: unknown tag {t!r}" for t in label.tags if t not in tags]
-        problems += [
-            f"labels.{label_id}: unknown category {c!r}"
-            for c in label.categories
-            if c not in rules.categories
-        ]
+        problems += [f"labels.{label_id}: unknown category {c!r}"
+                     for c in label.categories if c not in rules.categories]
     owners: dict[str, str] = {name.casefold(): name for name in tags}
     for name, entry in tags.items():
         for alias in entry.aliases:
@@ -285,10 +252,8 @@ def _cyclic_tags(tags: Mapping[str, _TagEntry]) -> list[str]:
 
 def _describe(error: ValidationError) -> str:
     """One line per schema error, located like ``labels.n01440764.tags``."""
-    return "\n".join(
-        f"{'.'.join(str(part) for part in problem['loc']) or 'file'}: {problem['msg']}"
-        for problem in error.errors()
-    )
+    return "\n".join(f"{'.'.join(str(part) for part in problem['loc']) or 'file'}: {problem['msg']}"
+                     for problem in error.errors())
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -302,15 +267,11 @@ def _construct_unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode) 
         if isinstance(key, Hashable):
             if key in seen:
                 raise yaml.constructor.ConstructorError(
-                    "while reading a mapping",
-                    node.start_mark,
-                    f"duplicate key {key!r}",
-                    key_node.start_mark,
-                )
+                    "while reading a mapping", node.start_mark, f"duplicate key {key!r}",
+                    key_node.start_mark)
             seen.add(key)
     return loader.construct_mapping(node)
 
 
 _UniqueKeyLoader.add_constructor(
-    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping
-)
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping)
