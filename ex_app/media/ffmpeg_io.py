@@ -46,16 +46,6 @@ def file_url(path: Path) -> str:
     return "file:" + str(path.resolve())
 
 
-def check_not_empty(path: Path) -> None:
-    """MediaError for a file that cannot be read or holds nothing (before FFmpeg is run)."""
-    try:
-        size = path.stat().st_size
-    except OSError as error:
-        raise MediaError(f"cannot read the file: {error.strerror or error}") from error
-    if size == 0:
-        raise MediaError("empty file (0 bytes)")
-
-
 def seconds(value: object) -> float | None:
     """A positive finite duration from FFprobe's JSON, or None ("N/A", missing, zero)."""
     try:
