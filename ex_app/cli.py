@@ -9,7 +9,7 @@ import signal
 import sys
 import threading
 from collections import Counter
-from contextlib import closing
+from contextlib import closing, contextmanager
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,6 +34,24 @@ def _stop_request() -> threading.Event:
     return stop
 
 
+@contextmanager
+def _clear_errors(*errors: type[Exception]):
+    """These errors end the command with their message, not a traceback."""
+    try:
+        yield
+    except errors as error:
+        raise click.ClickException(str(error)) from error
+
+
+def _echo_rows(rows: list, as_json: bool, line) -> None:
+    """Print dataclass rows as JSON, or each as ``line(row)``."""
+    if as_json:
+        click.echo(json.dumps([asdict(row) for row in rows], indent=1))
+    else:
+        for row in rows:
+            click.echo(line(row))
+
+
 class RecognizeGroup(click.Group):
     """The command group; a full or failing disk under the data folder ends a command with
     one clear line, not a traceback (what was done is kept: the next run goes on)."""
@@ -44,9 +62,11 @@ class RecognizeGroup(click.Group):
         try:
             return super().invoke(ctx)
         except (OSError, OperationalError) as error:
-            if isinstance(error, OSError) and error.errno != errno.ENOSPC:
-                raise
-            if isinstance(error, OperationalError) and not any(e in str(error) for e in DISK_ERRORS):
+            if isinstance(error, OSError):
+                disk = error.errno == errno.ENOSPC
+            else:
+                disk = any(e in str(error) for e in DISK_ERRORS)
+            if not disk:
                 raise
             raise click.ClickException(
                 f"the disk is full (or failing) under the data folder: {error}; free some "
@@ -121,18 +141,9 @@ def scan(engine: Engine, folder: Path, progress: bool | None, queue_only: bool, 
         bar.total = count
         bar.refresh()
 
-    try:
-        report = engine.scan(
-            folder,
-            on_planned=planned,
-            on_file_done=lambda _: bar.update(),
-            wait=not queue_only,
-            only=only,
-        )
-    except ModelUnavailable as error:
-        raise click.ClickException(str(error)) from error
-    finally:
-        bar.close()
+    with closing(bar), _clear_errors(ModelUnavailable):
+        report = engine.scan(folder, on_planned=planned, on_file_done=lambda _: bar.update(),
+                             wait=not queue_only, only=only)
     s = report.sync
     failed = f", {report.failed} failed" if report.failed else ""
     click.echo(
@@ -199,10 +210,8 @@ def _work(engine: Engine, fetcher: FileFetcher, exit_when_done: bool, stop: thre
     def done() -> bool:
         return not work_left(engine.sessions, sources=runner.processor.fetcher.sources)
 
-    try:
+    with _clear_errors(ModelUnavailable):
         processed = runner.run(until=done if exit_when_done else None)
-    except ModelUnavailable as error:
-        raise click.ClickException(str(error)) from error
     click.echo(f"{processed} files analyzed by worker {runner.name}")
 
 
@@ -253,11 +262,9 @@ def export(engine: Engine, as_json: bool, root: Path | None) -> None:
     with engine.sessions() as session:
         root_id = None
         if root is not None:
+            local = schema.Root.source == schema.Source.LOCAL
             root_id = session.scalar(
-                select(schema.Root.id).where(
-                    schema.Root.source == schema.Source.LOCAL,
-                    schema.Root.location == str(root.resolve()),
-                )
+                select(schema.Root.id).where(local, schema.Root.location == str(root.resolve()))
             )
             if root_id is None:
                 raise click.ClickException(f"{root} has not been scanned")
@@ -275,16 +282,15 @@ def persons(engine: Engine, include_hidden: bool, as_json: bool) -> None:
 
     with engine.sessions() as session:
         summaries = operations.list_persons(session, include_hidden=include_hidden)
-    if as_json:
-        click.echo(json.dumps([asdict(p) for p in summaries], indent=1))
-        return
-    for p in summaries:
+
+    def line(p) -> str:
         flags = ("  [hidden]" if p.hidden else "") + ("  [confirmed]" if p.confirmed else "")
-        click.echo(
-            f"{p.id:>6}  {p.faces:>5} faces  {p.photos:>5} photos  cover face {p.cover_face_id}"
-            f"  {p.name or '(unnamed)'}{flags}"
-        )
-    click.echo(f"{len(summaries)} persons")
+        return (f"{p.id:>6}  {p.faces:>5} faces  {p.photos:>5} photos  cover face "
+                f"{p.cover_face_id}  {p.name or '(unnamed)'}{flags}")
+
+    _echo_rows(summaries, as_json, line)
+    if not as_json:
+        click.echo(f"{len(summaries)} persons")
 
 
 @main.group()
@@ -340,11 +346,8 @@ def person_suggestions(engine: Engine, as_json: bool) -> None:
         found = operations.suggest_merges(
             session, face_distances(engine.settings).suggestion, embedder=engine.settings.faces.embedder
         )
-    if as_json:
-        click.echo(json.dumps([asdict(s) for s in found], indent=1))
-        return
-    for s in found:
-        click.echo(f"{s.person_id:>6} ~ {s.other_id:<6} distance {s.distance:.3f}")
+    _echo_rows(found, as_json,
+               lambda s: f"{s.person_id:>6} ~ {s.other_id:<6} distance {s.distance:.3f}")
 
 
 @main.group()
@@ -380,15 +383,12 @@ def face_thumbnail(engine: Engine, face_id: int, size: int) -> None:
     from ex_app.people import thumbnails
     from ex_app.sources.local import local_file
 
-    with engine.sessions() as session:
-        try:
-            path = thumbnails.face_thumbnail(
-                session, face_id, engine.settings.cache_dir, local_file, size=size,
-                max_pixels=engine.settings.images.max_pixels,
-                video_timeout=engine.settings.video.decode_timeout_seconds,
-            )
-        except (thumbnails.FaceMissing, MediaError) as error:
-            raise click.ClickException(str(error)) from error
+    s = engine.settings
+    with engine.sessions() as session, _clear_errors(thumbnails.FaceMissing, MediaError):
+        path = thumbnails.face_thumbnail(
+            session, face_id, s.cache_dir, local_file, size=size, max_pixels=s.images.max_pixels,
+            video_timeout=s.video.decode_timeout_seconds,
+        )
     click.echo(str(path))
 
 
@@ -406,11 +406,9 @@ def _apply(engine: Engine, operation: str, *args):
     from ex_app.people import operations
     from ex_app.store.outbox import person_tag_changes
 
-    try:
-        with engine.sessions.begin() as session, person_tag_changes(session):
+    with _clear_errors(operations.NotFound), engine.sessions.begin() as session:
+        with person_tag_changes(session):
             return getattr(operations, operation)(session, *args)
-    except operations.NotFound as error:
-        raise click.ClickException(str(error)) from error
 
 
 @main.command()
@@ -430,21 +428,15 @@ def stats(engine: Engine, as_json: bool) -> None:
         for file_id, status in session.execute(select(schema.Task.file_id, schema.Task.status)):
             task_statuses[file_id].add(status)
         statuses = Counter(overall_status(file_statuses) for file_statuses in task_statuses.values())
-        files = func.count(schema.FileTag.file_id.distinct())
-        tags = dict(
-            session.execute(
-                select(schema.FileTag.tag, files)  # a file tagged by two analyzers counts once
-                .group_by(schema.FileTag.tag)
-                .order_by(files.desc(), schema.FileTag.tag)
-            ).all()
-        )
+        files = func.count(schema.FileTag.file_id.distinct())  # tagged by two analyzers: once
+        by_tag = select(schema.FileTag.tag, files).group_by(schema.FileTag.tag)
+        tags = dict(session.execute(by_tag.order_by(files.desc(), schema.FileTag.tag)).all())
+        faces = select(func.count(schema.Face.id))
         figures = {
             "files": len(task_statuses),
             "by_status": statuses,
-            "faces": session.scalar(select(func.count(schema.Face.id))),
-            "faces_unassigned": session.scalar(
-                select(func.count(schema.Face.id)).where(schema.Face.person_id.is_(None))
-            ),
+            "faces": session.scalar(faces),
+            "faces_unassigned": session.scalar(faces.where(schema.Face.person_id.is_(None))),
             "persons": session.scalar(select(func.count(schema.Person.id))),
             "tags": tags,
         }
@@ -475,11 +467,9 @@ def progress(engine: Engine, as_json: bool, per_user: bool) -> None:
         rows.sort(key=lambda p: order.index(p.analyzer) if p.analyzer in order else len(order))
     if as_json:
         instance = [p.as_dict() for p in report]
-        if per_user:
-            by_user = {user: [p.as_dict() for p in rows] for user, rows in users.items()}
-            click.echo(json.dumps({"instance": instance, "users": by_user}, indent=1))
-        else:
-            click.echo(json.dumps(instance, indent=1))
+        by_user = {user: [p.as_dict() for p in rows] for user, rows in users.items()}
+        click.echo(json.dumps({"instance": instance, "users": by_user} if per_user else instance,
+                              indent=1))
         return
     for p in report:
         click.echo(p.line())
@@ -507,7 +497,6 @@ def reset(engine: Engine, everything: bool, faces: bool, clusters: bool, errors:
     from sqlalchemy import delete, update
 
     from ex_app.store import schema
-    from ex_app.store.schema import TaskStatus
     from ex_app.work.claims import revive_dead
     from ex_app.analyzers.registry import FACE_FINDING_ANALYZERS
 
@@ -522,7 +511,7 @@ def reset(engine: Engine, everything: bool, faces: bool, clusters: bool, errors:
             session.execute(
                 update(schema.Task)
                 .where(schema.Task.analyzer.in_(FACE_FINDING_ANALYZERS))
-                .values(status=TaskStatus.PENDING)
+                .values(status=schema.TaskStatus.PENDING)
             )
         if faces or clusters:
             session.execute(update(schema.Face).values(person_id=None))
@@ -621,12 +610,9 @@ def contacts_import(engine: Engine, file: Path, user: str | None) -> None:
     from ex_app.sources.contacts import ContactsError
     from ex_app.work.contacts import import_vcf
 
-    try:
-        report = import_vcf(
-            engine.sessions, file, user, _embed_contact_photo(engine), engine.settings.faces.embedder
-        )
-    except ContactsError as error:
-        raise click.ClickException(str(error)) from error
+    embed = _embed_contact_photo(engine)
+    with _clear_errors(ContactsError):
+        report = import_vcf(engine.sessions, file, user, embed, engine.settings.faces.embedder)
     click.echo(f"{report.contacts} contacts, {report.faces} with one clear face")
     for name, why in report.skipped.items():
         click.echo(f"  {name}: {why}")
@@ -642,11 +628,7 @@ def contacts_suggestions(engine: Engine, user: str | None, as_json: bool) -> Non
 
     with engine.sessions() as session:
         found = suggest_names(session, user, engine.settings.faces.embedder)
-    if as_json:
-        click.echo(json.dumps([asdict(s) for s in found], indent=1))
-        return
-    for s in found:
-        click.echo(f"{s.person_id:>6} is {s.name}?")
+    _echo_rows(found, as_json, lambda s: f"{s.person_id:>6} is {s.name}?")
 
 
 @contacts.command("accept")
@@ -675,12 +657,9 @@ def _decide_offer(engine: Engine, action, person_id: int, *args) -> str:
     from ex_app.people.contacts import suggestion_for
     from ex_app.people.operations import ANYONE, NotFound
 
-    try:
-        with engine.sessions.begin() as session:
-            found = suggestion_for(session, person_id, ANYONE, engine.settings.faces.embedder)
-            if found is None:
-                raise click.ClickException(f"no contact name is offered to person {person_id}")
-            action(session, person_id, found.name, ANYONE, *args)
-    except NotFound as error:
-        raise click.ClickException(str(error)) from error
+    with _clear_errors(NotFound), engine.sessions.begin() as session:
+        found = suggestion_for(session, person_id, ANYONE, engine.settings.faces.embedder)
+        if found is None:
+            raise click.ClickException(f"no contact name is offered to person {person_id}")
+        action(session, person_id, found.name, ANYONE, *args)
     return found.name
