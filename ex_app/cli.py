@@ -21,6 +21,7 @@ if TYPE_CHECKING:  # the heavy libraries load in the commands that use them: --h
     from ex_app.engine import Engine
     from ex_app.sources.fetch import FileFetcher
 
+FOLDER = click.Path(file_okay=False, path_type=Path)
 DISK_ERRORS = ("disk I/O error", "database or disk is full", "No space left")
 TASK_WIDTH = 44  # the task column of `models list`; a longer description is cut
 STOP_REQUEST = "recognize.stop"  # ctx.meta key: a SIGTERM that came while a worker started
@@ -53,8 +54,15 @@ def _echo_rows(rows: list, as_json: bool, line) -> None:
 
 
 class RecognizeGroup(click.Group):
-    """The command group; a full or failing disk under the data folder ends a command with
-    one clear line, not a traceback (what was done is kept: the next run goes on)."""
+    """The command group: each command gets the Engine (ctx.obj) as its first argument, and a
+    full or failing disk under the data folder ends a command with one clear line, not a
+    traceback (what was done is kept: the next run goes on)."""
+
+    group_class = type  # the subgroups (person, face, ...) are RecognizeGroups too
+
+    def command(self, *args, **kwargs):
+        register = super().command(*args, **kwargs)
+        return lambda function: register(click.pass_obj(function))
 
     def invoke(self, ctx: click.Context):
         from sqlalchemy.exc import OperationalError
@@ -75,17 +83,11 @@ class RecognizeGroup(click.Group):
 
 
 @click.group(cls=RecognizeGroup)
-@click.option(
-    "--data-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Folder for all state: database, models, caches. [env: RECOGNIZE_DATA_DIR; "
-    "default: APP_PERSISTENT_STORAGE, else a per-user data folder]",
-)
-@click.option(
-    "--model-mirror",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Local folder to take model files from before any download. [env: RECOGNIZE_MODEL_MIRROR]",
-)
+@click.option("--data-dir", type=FOLDER, help="Folder for all state: database, models, caches. "
+              "[env: RECOGNIZE_DATA_DIR; default: APP_PERSISTENT_STORAGE, else a per-user "
+              "data folder]")
+@click.option("--model-mirror", type=FOLDER, help="Local folder to take model files from before "
+              "any download. [env: RECOGNIZE_MODEL_MIRROR]")
 @click.option("-v", "--verbose", is_flag=True, help="Log what happens.")
 @click.pass_context
 def main(ctx: click.Context, data_dir: Path | None, model_mirror: Path | None, verbose: bool) -> None:
@@ -103,13 +105,9 @@ def main(ctx: click.Context, data_dir: Path | None, model_mirror: Path | None, v
 @main.command()
 @click.argument("folder", type=click.Path(exists=True, path_type=Path))
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a terminal).")
-@click.option(
-    "--queue-only",
-    is_flag=True,
-    help="Record the files and send them to the workers (`recognize worker`) without waiting.",
-)
+@click.option("--queue-only", is_flag=True, help="Record the files and send them to the workers "
+              "(`recognize worker`) without waiting.")
 @click.option("--urgent", is_flag=True, help="Before the backlog, as a Files-menu request is.")
-@click.pass_obj
 def scan(engine: Engine, folder: Path, progress: bool | None, queue_only: bool, urgent: bool) -> None:
     """Analyze the new and changed media files below FOLDER (or the one media file FOLDER,
     recorded under its folder).
@@ -159,12 +157,8 @@ def _plural(count: int, word: str) -> str:
 
 
 @main.command()
-@click.option(
-    "--exit-when-done",
-    is_flag=True,
-    help="Stop once no task it can do is pending (else: run until SIGTERM or Ctrl-C).",
-)
-@click.pass_obj
+@click.option("--exit-when-done", is_flag=True, help="Stop once no task it can do is pending "
+              "(else: run until SIGTERM or Ctrl-C).")
 def worker(engine: Engine, exit_when_done: bool) -> None:
     """Work through the queue: this machine or another, same queue and database URLs.
     Nextcloud's files too where AppAPI's variables are set (NEXTCLOUD_URL, APP_ID,
@@ -216,7 +210,6 @@ def _work(engine: Engine, fetcher: FileFetcher, exit_when_done: bool, stop: thre
 
 
 @main.command()
-@click.pass_obj
 def pause(engine: Engine) -> None:
     """Hold back every worker of this queue (on all machines) after its current file."""
     engine.queue.pause()
@@ -224,7 +217,6 @@ def pause(engine: Engine) -> None:
 
 
 @main.command()
-@click.pass_obj
 def resume(engine: Engine) -> None:
     """Let the workers of this queue go on."""
     engine.queue.resume()
@@ -232,7 +224,6 @@ def resume(engine: Engine) -> None:
 
 
 @main.command()
-@click.pass_obj
 def retry(engine: Engine) -> None:
     """Send the dead-lettered files (status error) to the workers again, with fresh attempts."""
     from ex_app.work.claims import revive_dead
@@ -245,12 +236,7 @@ def retry(engine: Engine) -> None:
 
 @main.command()
 @click.option("--json", "as_json", is_flag=True, required=True, help="Print JSON (the only format).")
-@click.option(
-    "--root",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Only files of this scanned folder.",
-)
-@click.pass_obj
+@click.option("--root", type=FOLDER, help="Only files of this scanned folder.")
 def export(engine: Engine, as_json: bool, root: Path | None) -> None:
     """Print all results: files with their tags, labels and faces, and persons."""
     from sqlalchemy import select
@@ -275,7 +261,6 @@ def export(engine: Engine, as_json: bool, root: Path | None) -> None:
 @main.command()
 @click.option("--all", "include_hidden", is_flag=True, help="Hidden persons too.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@click.pass_obj
 def persons(engine: Engine, include_hidden: bool, as_json: bool) -> None:
     """List persons: named first, then by number of faces."""
     from ex_app.people import operations
@@ -301,7 +286,6 @@ def person() -> None:
 @person.command("name")
 @click.argument("person_id", type=int)
 @click.argument("name")
-@click.pass_obj
 def person_name(engine: Engine, person_id: int, name: str) -> None:
     """Name a person ("" clears the name)."""
     _apply(engine, "rename", person_id, name)
@@ -310,7 +294,6 @@ def person_name(engine: Engine, person_id: int, name: str) -> None:
 @person.command("merge")
 @click.argument("into_id", type=int)
 @click.argument("other_ids", type=int, nargs=-1, required=True)
-@click.pass_obj
 def person_merge(engine: Engine, into_id: int, other_ids: tuple[int, ...]) -> None:
     """Merge OTHER_IDS into INTO_ID."""
     _apply(engine, "merge", into_id, list(other_ids))
@@ -319,7 +302,6 @@ def person_merge(engine: Engine, into_id: int, other_ids: tuple[int, ...]) -> No
 @person.command("hide")
 @click.argument("person_id", type=int)
 @click.option("--show", is_flag=True, help="Show a hidden person again.")
-@click.pass_obj
 def person_hide(engine: Engine, person_id: int, show: bool) -> None:
     """Hide a person from listings."""
     _apply(engine, "set_hidden", person_id, not show)
@@ -328,7 +310,6 @@ def person_hide(engine: Engine, person_id: int, show: bool) -> None:
 @person.command("distinct")
 @click.argument("person_id", type=int)
 @click.argument("other_id", type=int)
-@click.pass_obj
 def person_distinct(engine: Engine, person_id: int, other_id: int) -> None:
     """Say two persons are not the same (no more merge suggestions for them)."""
     _apply(engine, "mark_distinct", person_id, other_id)
@@ -336,7 +317,6 @@ def person_distinct(engine: Engine, person_id: int, other_id: int) -> None:
 
 @person.command("suggestions")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@click.pass_obj
 def person_suggestions(engine: Engine, as_json: bool) -> None:
     """Pairs of persons that may be the same human, closest first."""
     from ex_app.people import operations
@@ -358,7 +338,6 @@ def face() -> None:
 @face.command("move")
 @click.argument("face_id", type=int)
 @click.argument("person_id", type=int, required=False)
-@click.pass_obj
 def face_move(engine: Engine, face_id: int, person_id: int | None) -> None:
     """Move a face to PERSON_ID (to a new person when it is left out)."""
     person_id = _apply(engine, "move_face", face_id, person_id)
@@ -367,7 +346,6 @@ def face_move(engine: Engine, face_id: int, person_id: int | None) -> None:
 
 @face.command("remove")
 @click.argument("face_id", type=int)
-@click.pass_obj
 def face_remove(engine: Engine, face_id: int) -> None:
     """Take a face out of its person; it never returns to it."""
     _apply(engine, "remove_face", face_id)
@@ -376,7 +354,6 @@ def face_remove(engine: Engine, face_id: int) -> None:
 @face.command("thumbnail")
 @click.argument("face_id", type=int)
 @click.option("--size", type=click.IntRange(16, 1024), default=256, show_default=True)
-@click.pass_obj
 def face_thumbnail(engine: Engine, face_id: int, size: int) -> None:
     """Print the path of a cached square thumbnail of the face."""
     from ex_app.media.errors import MediaError
@@ -393,7 +370,6 @@ def face_thumbnail(engine: Engine, face_id: int, size: int) -> None:
 
 
 @main.command()
-@click.pass_obj
 def regroup(engine: Engine) -> None:
     """Group all faces again from scratch; user decisions are kept."""
     click.echo(f"{engine.regroup(full=True)} persons")
@@ -413,7 +389,6 @@ def _apply(engine: Engine, operation: str, *args):
 
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@click.pass_obj
 def stats(engine: Engine, as_json: bool) -> None:
     """Counts of files by status, faces, persons and tags."""
     from sqlalchemy import func, select
@@ -452,7 +427,6 @@ def stats(engine: Engine, as_json: bool) -> None:
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.option("--per-user", is_flag=True, help="JSON: the instance and each user.")
-@click.pass_obj
 def progress(engine: Engine, as_json: bool, per_user: bool) -> None:
     """Work done and left per analyzer, recent throughput and time left; then per user."""
     from ex_app.analyzers.registry import ANALYZERS
@@ -491,7 +465,6 @@ def progress(engine: Engine, as_json: bool, per_user: bool) -> None:
 @click.option("--faces", is_flag=True, help="Forget faces and persons; faces are found again.")
 @click.option("--clusters", is_flag=True, help="Forget persons; faces are grouped again.")
 @click.option("--errors", is_flag=True, help="Retry files that failed.")
-@click.pass_obj
 def reset(engine: Engine, everything: bool, faces: bool, clusters: bool, errors: bool) -> None:
     """Forget some state so that the next scan redoes that work."""
     from sqlalchemy import delete, update
@@ -527,7 +500,6 @@ def models() -> None:
 
 
 @models.command("list")
-@click.pass_obj
 def models_list(engine: Engine) -> None:
     """Each model with its task, the analyzers that use it, its size and whether it is present."""
     from ex_app.analyzers.registry import ANALYZERS
@@ -549,7 +521,6 @@ def models_list(engine: Engine) -> None:
 
 @models.command("fetch")
 @click.argument("names", nargs=-1)
-@click.pass_obj
 def models_fetch(engine: Engine, names: tuple[str, ...]) -> None:
     """Fetch and verify models (every model an analyzer uses when no NAMES are given; the files
     they are made from come along as needed); the ones that cannot be had are listed at the
@@ -604,7 +575,6 @@ def _embed_contact_photo(engine: Engine):
 @contacts.command("import")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--user", help="For this Nextcloud user's persons (default: the local scans').")
-@click.pass_obj
 def contacts_import(engine: Engine, file: Path, user: str | None) -> None:
     """Read a .vcf address book: each contact photo with one clear face can name a person."""
     from ex_app.sources.contacts import ContactsError
@@ -621,7 +591,6 @@ def contacts_import(engine: Engine, file: Path, user: str | None) -> None:
 @contacts.command("suggestions")
 @click.option("--user", help="This Nextcloud user's persons (default: the local scans').")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@click.pass_obj
 def contacts_suggestions(engine: Engine, user: str | None, as_json: bool) -> None:
     """Persons that may be a contact: "PERSON is NAME?"."""
     from ex_app.people.contacts import suggest_names
@@ -633,7 +602,6 @@ def contacts_suggestions(engine: Engine, user: str | None, as_json: bool) -> Non
 
 @contacts.command("accept")
 @click.argument("person_id", type=int)
-@click.pass_obj
 def contacts_accept(engine: Engine, person_id: int) -> None:
     """Name the person with the contact name offered to it."""
     from ex_app.people.contacts import accept
@@ -644,7 +612,6 @@ def contacts_accept(engine: Engine, person_id: int) -> None:
 
 @contacts.command("reject")
 @click.argument("person_id", type=int)
-@click.pass_obj
 def contacts_reject(engine: Engine, person_id: int) -> None:
     """The person is not the contact offered: that name is never offered to it again."""
     from ex_app.people.contacts import reject
