@@ -70,16 +70,13 @@ class RecognizeGroup(click.Group):
         try:
             return super().invoke(ctx)
         except (OSError, OperationalError) as error:
-            if isinstance(error, OSError):
-                disk = error.errno == errno.ENOSPC
-            else:
-                disk = any(e in str(error) for e in DISK_ERRORS)
-            if not disk:
+            if isinstance(error, OSError) and error.errno != errno.ENOSPC:
                 raise
-            raise click.ClickException(
-                f"the disk is full (or failing) under the data folder: {error}; free some "
-                "space and run the command again, it goes on where it stopped"
-            ) from error
+            if isinstance(error, OperationalError) and not any(e in str(error) for e in DISK_ERRORS):
+                raise
+            raise click.ClickException("the disk is full (or failing) under the data folder: "
+                                       f"{error}; free some space and run the command again, it "
+                                       "goes on where it stopped") from error
 
 
 @click.group(cls=RecognizeGroup)
@@ -144,11 +141,9 @@ def scan(engine: Engine, folder: Path, progress: bool | None, queue_only: bool, 
                              wait=not queue_only, only=only)
     s = report.sync
     failed = f", {report.failed} failed" if report.failed else ""
-    click.echo(
-        f"{s.added} new, {s.changed} changed, {s.removed} removed, {s.unchanged} unchanged; "
-        f"{_plural(report.processed - report.failed, 'file')} analyzed{failed}; "
-        f"{_plural(report.persons, 'person')}"
-    )
+    click.echo(f"{s.added} new, {s.changed} changed, {s.removed} removed, "
+               f"{s.unchanged} unchanged; {_plural(report.processed - report.failed, 'file')} "
+               f"analyzed{failed}; {_plural(report.persons, 'person')}")
 
 
 def _plural(count: int, word: str) -> str:
@@ -180,10 +175,8 @@ def worker(engine: Engine, exit_when_done: bool) -> None:
         if isinstance(error, ImportError) and "failed to map" not in str(error):
             raise  # not the memory cap: a library that is not installed
         lift_memory_cap()
-        raise click.ClickException(
-            f"RECOGNIZE_WORKER__MEMORY_MB={engine.settings.worker.memory_mb} is too little "
-            "to load the models"
-        ) from error
+        raise click.ClickException(f"RECOGNIZE_WORKER__MEMORY_MB={engine.settings.worker.memory_mb}"
+                                   " is too little to load the models") from error
 
 
 def _work(engine: Engine, fetcher: FileFetcher, exit_when_done: bool, stop: threading.Event) -> None:
@@ -323,9 +316,8 @@ def person_suggestions(engine: Engine, as_json: bool) -> None:
     from ex_app.people.distances import face_distances
 
     with engine.sessions() as session:
-        found = operations.suggest_merges(
-            session, face_distances(engine.settings).suggestion, embedder=engine.settings.faces.embedder
-        )
+        found = operations.suggest_merges(session, face_distances(engine.settings).suggestion,
+                                          embedder=engine.settings.faces.embedder)
     _echo_rows(found, as_json,
                lambda s: f"{s.person_id:>6} ~ {s.other_id:<6} distance {s.distance:.3f}")
 
@@ -362,10 +354,9 @@ def face_thumbnail(engine: Engine, face_id: int, size: int) -> None:
 
     s = engine.settings
     with engine.sessions() as session, _clear_errors(thumbnails.FaceMissing, MediaError):
-        path = thumbnails.face_thumbnail(
-            session, face_id, s.cache_dir, local_file, size=size, max_pixels=s.images.max_pixels,
-            video_timeout=s.video.decode_timeout_seconds,
-        )
+        path = thumbnails.face_thumbnail(session, face_id, s.cache_dir, local_file, size=size,
+                                         max_pixels=s.images.max_pixels,
+                                         video_timeout=s.video.decode_timeout_seconds)
     click.echo(str(path))
 
 
@@ -567,9 +558,8 @@ def _embed_contact_photo(engine: Engine):
     s = engine.settings
     engine.fetch_models()
     gate = QualityGate.from_settings(s)
-    return lambda photo: contact_face(
-        engine.pipeline.part(face_analyzer), gate, photo, s.images.max_side, s.images.max_pixels
-    )
+    return lambda photo: contact_face(engine.pipeline.part(face_analyzer), gate, photo,
+                                      s.images.max_side, s.images.max_pixels)
 
 
 @contacts.command("import")

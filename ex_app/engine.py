@@ -53,9 +53,8 @@ class Engine:
 
     @cached_property
     def models(self) -> ModelStore:
-        return ModelStore(
-            self.settings.models_dir, load_manifest(MANIFEST_PATH), mirror=self.settings.model_mirror
-        )
+        return ModelStore(self.settings.models_dir, load_manifest(MANIFEST_PATH),
+                          mirror=self.settings.model_mirror)
 
     @cached_property
     def pipeline(self) -> Pipeline:
@@ -79,12 +78,10 @@ class Engine:
         self.fetch_models()
         self.pipeline.load()
         self.plan_reembedding()
-        processor = FileProcessor.from_settings(
-            self.settings, self.sessions, self.pipeline, fetcher or LocalFetcher()
-        )
-        return Worker(
-            self.settings, self.queue, processor, obey_schedule=obey_schedule, on_file_done=on_file_done
-        )
+        processor = FileProcessor.from_settings(self.settings, self.sessions, self.pipeline,
+                                                fetcher or LocalFetcher())
+        return Worker(self.settings, self.queue, processor, obey_schedule=obey_schedule,
+                      on_file_done=on_file_done)
 
     def fetch_models(self) -> None:
         """Fetch the models the enabled analyzers need (the store lets one process of the host
