@@ -166,11 +166,10 @@ def worker(engine: Engine, exit_when_done: bool) -> None:
     from ex_app.work.worker import worker_fetcher  # with the libraries: loaded before the
     # memory cap, which is for the models and the files (a library mapped under it fails)
 
-    stop = click.get_current_context().meta[STOP_REQUEST]
     lower_priorities(engine.settings)
     try:
         with closing(worker_fetcher(engine.settings)) as fetcher:
-            _work(engine, fetcher, exit_when_done, stop)
+            _work(engine, fetcher, exit_when_done, click.get_current_context().meta[STOP_REQUEST])
     except (MemoryError, ImportError) as error:  # a file's is that file's error: this is start-up
         if isinstance(error, ImportError) and "failed to map" not in str(error):
             raise  # not the memory cap: a library that is not installed
@@ -242,9 +241,8 @@ def export(engine: Engine, as_json: bool, root: Path | None) -> None:
         root_id = None
         if root is not None:
             local = schema.Root.source == schema.Source.LOCAL
-            root_id = session.scalar(
-                select(schema.Root.id).where(local, schema.Root.location == str(root.resolve()))
-            )
+            at_root = schema.Root.location == str(root.resolve())
+            root_id = session.scalar(select(schema.Root.id).where(local, at_root))
             if root_id is None:
                 raise click.ClickException(f"{root} has not been scanned")
         gate = QualityGate.from_settings(engine.settings)

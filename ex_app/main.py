@@ -29,10 +29,8 @@ from ex_app.service.recognize import RecognizeService
 from ex_app.web import personal_settings
 from ex_app.web.access import AppApiAccess
 from ex_app.web.admin_settings import FORM_ID, settings_form
-from ex_app.web.contacts import ContactsReader
-from ex_app.web.contacts import router as contacts_router
-from ex_app.web.people import mount_assets, register_page, unregister_page
-from ex_app.web.people import router as people_router
+from ex_app.web.contacts import ContactsReader, router as contacts_router
+from ex_app.web.people import mount_assets, register_page, router as people_router, unregister_page
 from ex_app.web.routes import FILE_EVENTS, FILE_EVENTS_ROUTE, FILES_ACTION_ROUTE, router
 
 log = logging.getLogger(__name__)
