@@ -9,7 +9,7 @@ import signal
 import sys
 import threading
 from collections import Counter
-from contextlib import closing
+from contextlib import closing, contextmanager
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,6 +21,7 @@ if TYPE_CHECKING:  # the heavy libraries load in the commands that use them: --h
     from ex_app.engine import Engine
     from ex_app.sources.fetch import FileFetcher
 
+FOLDER = click.Path(file_okay=False, path_type=Path)
 DISK_ERRORS = ("disk I/O error", "database or disk is full", "No space left")
 TASK_WIDTH = 44  # the task column of `models list`; a longer description is cut
 STOP_REQUEST = "recognize.stop"  # ctx.meta key: a SIGTERM that came while a worker started
@@ -34,9 +35,34 @@ def _stop_request() -> threading.Event:
     return stop
 
 
+@contextmanager
+def _clear_errors(*errors: type[Exception]):
+    """These errors end the command with their message, not a traceback."""
+    try:
+        yield
+    except errors as error:
+        raise click.ClickException(str(error)) from error
+
+
+def _echo_rows(rows: list, as_json: bool, line) -> None:
+    """Print dataclass rows as JSON, or each as ``line(row)``."""
+    if as_json:
+        click.echo(json.dumps([asdict(row) for row in rows], indent=1))
+    else:
+        for row in rows:
+            click.echo(line(row))
+
+
 class RecognizeGroup(click.Group):
-    """The command group; a full or failing disk under the data folder ends a command with
-    one clear line, not a traceback (what was done is kept: the next run goes on)."""
+    """The command group: each command gets the Engine (ctx.obj) as its first argument, and a
+    full or failing disk under the data folder ends a command with one clear line, not a
+    traceback (what was done is kept: the next run goes on)."""
+
+    group_class = type  # the subgroups (person, face, ...) are RecognizeGroups too
+
+    def command(self, *args, **kwargs):
+        register = super().command(*args, **kwargs)
+        return lambda function: register(click.pass_obj(function))
 
     def invoke(self, ctx: click.Context):
         from sqlalchemy.exc import OperationalError
@@ -48,24 +74,17 @@ class RecognizeGroup(click.Group):
                 raise
             if isinstance(error, OperationalError) and not any(e in str(error) for e in DISK_ERRORS):
                 raise
-            raise click.ClickException(
-                f"the disk is full (or failing) under the data folder: {error}; free some "
-                "space and run the command again, it goes on where it stopped"
-            ) from error
+            raise click.ClickException("the disk is full (or failing) under the data folder: "
+                                       f"{error}; free some space and run the command again, it "
+                                       "goes on where it stopped") from error
 
 
 @click.group(cls=RecognizeGroup)
-@click.option(
-    "--data-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Folder for all state: database, models, caches. [env: RECOGNIZE_DATA_DIR; "
-    "default: APP_PERSISTENT_STORAGE, else a per-user data folder]",
-)
-@click.option(
-    "--model-mirror",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Local folder to take model files from before any download. [env: RECOGNIZE_MODEL_MIRROR]",
-)
+@click.option("--data-dir", type=FOLDER, help="Folder for all state: database, models, caches. "
+              "[env: RECOGNIZE_DATA_DIR; default: APP_PERSISTENT_STORAGE, else a per-user "
+              "data folder]")
+@click.option("--model-mirror", type=FOLDER, help="Local folder to take model files from before "
+              "any download. [env: RECOGNIZE_MODEL_MIRROR]")
 @click.option("-v", "--verbose", is_flag=True, help="Log what happens.")
 @click.pass_context
 def main(ctx: click.Context, data_dir: Path | None, model_mirror: Path | None, verbose: bool) -> None:
@@ -83,13 +102,9 @@ def main(ctx: click.Context, data_dir: Path | None, model_mirror: Path | None, v
 @main.command()
 @click.argument("folder", type=click.Path(exists=True, path_type=Path))
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a terminal).")
-@click.option(
-    "--queue-only",
-    is_flag=True,
-    help="Record the files and send them to the workers (`recognize worker`) without waiting.",
-)
+@click.option("--queue-only", is_flag=True, help="Record the files and send them to the workers "
+              "(`recognize worker`) without waiting.")
 @click.option("--urgent", is_flag=True, help="Before the backlog, as a Files-menu request is.")
-@click.pass_obj
 def scan(engine: Engine, folder: Path, progress: bool | None, queue_only: bool, urgent: bool) -> None:
     """Analyze the new and changed media files below FOLDER (or the one media file FOLDER,
     recorded under its folder).
@@ -121,25 +136,14 @@ def scan(engine: Engine, folder: Path, progress: bool | None, queue_only: bool, 
         bar.total = count
         bar.refresh()
 
-    try:
-        report = engine.scan(
-            folder,
-            on_planned=planned,
-            on_file_done=lambda _: bar.update(),
-            wait=not queue_only,
-            only=only,
-        )
-    except ModelUnavailable as error:
-        raise click.ClickException(str(error)) from error
-    finally:
-        bar.close()
+    with closing(bar), _clear_errors(ModelUnavailable):
+        report = engine.scan(folder, on_planned=planned, on_file_done=lambda _: bar.update(),
+                             wait=not queue_only, only=only)
     s = report.sync
     failed = f", {report.failed} failed" if report.failed else ""
-    click.echo(
-        f"{s.added} new, {s.changed} changed, {s.removed} removed, {s.unchanged} unchanged; "
-        f"{_plural(report.processed - report.failed, 'file')} analyzed{failed}; "
-        f"{_plural(report.persons, 'person')}"
-    )
+    click.echo(f"{s.added} new, {s.changed} changed, {s.removed} removed, "
+               f"{s.unchanged} unchanged; {_plural(report.processed - report.failed, 'file')} "
+               f"analyzed{failed}; {_plural(report.persons, 'person')}")
 
 
 def _plural(count: int, word: str) -> str:
@@ -148,12 +152,8 @@ def _plural(count: int, word: str) -> str:
 
 
 @main.command()
-@click.option(
-    "--exit-when-done",
-    is_flag=True,
-    help="Stop once no task it can do is pending (else: run until SIGTERM or Ctrl-C).",
-)
-@click.pass_obj
+@click.option("--exit-when-done", is_flag=True, help="Stop once no task it can do is pending "
+              "(else: run until SIGTERM or Ctrl-C).")
 def worker(engine: Engine, exit_when_done: bool) -> None:
     """Work through the queue: this machine or another, same queue and database URLs.
     Nextcloud's files too where AppAPI's variables are set (NEXTCLOUD_URL, APP_ID,
@@ -166,19 +166,16 @@ def worker(engine: Engine, exit_when_done: bool) -> None:
     from ex_app.work.worker import worker_fetcher  # with the libraries: loaded before the
     # memory cap, which is for the models and the files (a library mapped under it fails)
 
-    stop = click.get_current_context().meta[STOP_REQUEST]
     lower_priorities(engine.settings)
     try:
         with closing(worker_fetcher(engine.settings)) as fetcher:
-            _work(engine, fetcher, exit_when_done, stop)
+            _work(engine, fetcher, exit_when_done, click.get_current_context().meta[STOP_REQUEST])
     except (MemoryError, ImportError) as error:  # a file's is that file's error: this is start-up
         if isinstance(error, ImportError) and "failed to map" not in str(error):
             raise  # not the memory cap: a library that is not installed
         lift_memory_cap()
-        raise click.ClickException(
-            f"RECOGNIZE_WORKER__MEMORY_MB={engine.settings.worker.memory_mb} is too little "
-            "to load the models"
-        ) from error
+        raise click.ClickException(f"RECOGNIZE_WORKER__MEMORY_MB={engine.settings.worker.memory_mb}"
+                                   " is too little to load the models") from error
 
 
 def _work(engine: Engine, fetcher: FileFetcher, exit_when_done: bool, stop: threading.Event) -> None:
@@ -199,15 +196,12 @@ def _work(engine: Engine, fetcher: FileFetcher, exit_when_done: bool, stop: thre
     def done() -> bool:
         return not work_left(engine.sessions, sources=runner.processor.fetcher.sources)
 
-    try:
+    with _clear_errors(ModelUnavailable):
         processed = runner.run(until=done if exit_when_done else None)
-    except ModelUnavailable as error:
-        raise click.ClickException(str(error)) from error
     click.echo(f"{processed} files analyzed by worker {runner.name}")
 
 
 @main.command()
-@click.pass_obj
 def pause(engine: Engine) -> None:
     """Hold back every worker of this queue (on all machines) after its current file."""
     engine.queue.pause()
@@ -215,7 +209,6 @@ def pause(engine: Engine) -> None:
 
 
 @main.command()
-@click.pass_obj
 def resume(engine: Engine) -> None:
     """Let the workers of this queue go on."""
     engine.queue.resume()
@@ -223,7 +216,6 @@ def resume(engine: Engine) -> None:
 
 
 @main.command()
-@click.pass_obj
 def retry(engine: Engine) -> None:
     """Send the dead-lettered files (status error) to the workers again, with fresh attempts."""
     from ex_app.work.claims import revive_dead
@@ -236,12 +228,7 @@ def retry(engine: Engine) -> None:
 
 @main.command()
 @click.option("--json", "as_json", is_flag=True, required=True, help="Print JSON (the only format).")
-@click.option(
-    "--root",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Only files of this scanned folder.",
-)
-@click.pass_obj
+@click.option("--root", type=FOLDER, help="Only files of this scanned folder.")
 def export(engine: Engine, as_json: bool, root: Path | None) -> None:
     """Print all results: files with their tags, labels and faces, and persons."""
     from sqlalchemy import select
@@ -253,12 +240,9 @@ def export(engine: Engine, as_json: bool, root: Path | None) -> None:
     with engine.sessions() as session:
         root_id = None
         if root is not None:
-            root_id = session.scalar(
-                select(schema.Root.id).where(
-                    schema.Root.source == schema.Source.LOCAL,
-                    schema.Root.location == str(root.resolve()),
-                )
-            )
+            local = schema.Root.source == schema.Source.LOCAL
+            at_root = schema.Root.location == str(root.resolve())
+            root_id = session.scalar(select(schema.Root.id).where(local, at_root))
             if root_id is None:
                 raise click.ClickException(f"{root} has not been scanned")
         gate = QualityGate.from_settings(engine.settings)
@@ -268,23 +252,21 @@ def export(engine: Engine, as_json: bool, root: Path | None) -> None:
 @main.command()
 @click.option("--all", "include_hidden", is_flag=True, help="Hidden persons too.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@click.pass_obj
 def persons(engine: Engine, include_hidden: bool, as_json: bool) -> None:
     """List persons: named first, then by number of faces."""
     from ex_app.people import operations
 
     with engine.sessions() as session:
         summaries = operations.list_persons(session, include_hidden=include_hidden)
-    if as_json:
-        click.echo(json.dumps([asdict(p) for p in summaries], indent=1))
-        return
-    for p in summaries:
+
+    def line(p) -> str:
         flags = ("  [hidden]" if p.hidden else "") + ("  [confirmed]" if p.confirmed else "")
-        click.echo(
-            f"{p.id:>6}  {p.faces:>5} faces  {p.photos:>5} photos  cover face {p.cover_face_id}"
-            f"  {p.name or '(unnamed)'}{flags}"
-        )
-    click.echo(f"{len(summaries)} persons")
+        return (f"{p.id:>6}  {p.faces:>5} faces  {p.photos:>5} photos  cover face "
+                f"{p.cover_face_id}  {p.name or '(unnamed)'}{flags}")
+
+    _echo_rows(summaries, as_json, line)
+    if not as_json:
+        click.echo(f"{len(summaries)} persons")
 
 
 @main.group()
@@ -295,7 +277,6 @@ def person() -> None:
 @person.command("name")
 @click.argument("person_id", type=int)
 @click.argument("name")
-@click.pass_obj
 def person_name(engine: Engine, person_id: int, name: str) -> None:
     """Name a person ("" clears the name)."""
     _apply(engine, "rename", person_id, name)
@@ -304,7 +285,6 @@ def person_name(engine: Engine, person_id: int, name: str) -> None:
 @person.command("merge")
 @click.argument("into_id", type=int)
 @click.argument("other_ids", type=int, nargs=-1, required=True)
-@click.pass_obj
 def person_merge(engine: Engine, into_id: int, other_ids: tuple[int, ...]) -> None:
     """Merge OTHER_IDS into INTO_ID."""
     _apply(engine, "merge", into_id, list(other_ids))
@@ -313,7 +293,6 @@ def person_merge(engine: Engine, into_id: int, other_ids: tuple[int, ...]) -> No
 @person.command("hide")
 @click.argument("person_id", type=int)
 @click.option("--show", is_flag=True, help="Show a hidden person again.")
-@click.pass_obj
 def person_hide(engine: Engine, person_id: int, show: bool) -> None:
     """Hide a person from listings."""
     _apply(engine, "set_hidden", person_id, not show)
@@ -322,7 +301,6 @@ def person_hide(engine: Engine, person_id: int, show: bool) -> None:
 @person.command("distinct")
 @click.argument("person_id", type=int)
 @click.argument("other_id", type=int)
-@click.pass_obj
 def person_distinct(engine: Engine, person_id: int, other_id: int) -> None:
     """Say two persons are not the same (no more merge suggestions for them)."""
     _apply(engine, "mark_distinct", person_id, other_id)
@@ -330,21 +308,16 @@ def person_distinct(engine: Engine, person_id: int, other_id: int) -> None:
 
 @person.command("suggestions")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@click.pass_obj
 def person_suggestions(engine: Engine, as_json: bool) -> None:
     """Pairs of persons that may be the same human, closest first."""
     from ex_app.people import operations
     from ex_app.people.distances import face_distances
 
     with engine.sessions() as session:
-        found = operations.suggest_merges(
-            session, face_distances(engine.settings).suggestion, embedder=engine.settings.faces.embedder
-        )
-    if as_json:
-        click.echo(json.dumps([asdict(s) for s in found], indent=1))
-        return
-    for s in found:
-        click.echo(f"{s.person_id:>6} ~ {s.other_id:<6} distance {s.distance:.3f}")
+        found = operations.suggest_merges(session, face_distances(engine.settings).suggestion,
+                                          embedder=engine.settings.faces.embedder)
+    _echo_rows(found, as_json,
+               lambda s: f"{s.person_id:>6} ~ {s.other_id:<6} distance {s.distance:.3f}")
 
 
 @main.group()
@@ -355,7 +328,6 @@ def face() -> None:
 @face.command("move")
 @click.argument("face_id", type=int)
 @click.argument("person_id", type=int, required=False)
-@click.pass_obj
 def face_move(engine: Engine, face_id: int, person_id: int | None) -> None:
     """Move a face to PERSON_ID (to a new person when it is left out)."""
     person_id = _apply(engine, "move_face", face_id, person_id)
@@ -364,7 +336,6 @@ def face_move(engine: Engine, face_id: int, person_id: int | None) -> None:
 
 @face.command("remove")
 @click.argument("face_id", type=int)
-@click.pass_obj
 def face_remove(engine: Engine, face_id: int) -> None:
     """Take a face out of its person; it never returns to it."""
     _apply(engine, "remove_face", face_id)
@@ -373,27 +344,21 @@ def face_remove(engine: Engine, face_id: int) -> None:
 @face.command("thumbnail")
 @click.argument("face_id", type=int)
 @click.option("--size", type=click.IntRange(16, 1024), default=256, show_default=True)
-@click.pass_obj
 def face_thumbnail(engine: Engine, face_id: int, size: int) -> None:
     """Print the path of a cached square thumbnail of the face."""
     from ex_app.media.errors import MediaError
     from ex_app.people import thumbnails
     from ex_app.sources.local import local_file
 
-    with engine.sessions() as session:
-        try:
-            path = thumbnails.face_thumbnail(
-                session, face_id, engine.settings.cache_dir, local_file, size=size,
-                max_pixels=engine.settings.images.max_pixels,
-                video_timeout=engine.settings.video.decode_timeout_seconds,
-            )
-        except (thumbnails.FaceMissing, MediaError) as error:
-            raise click.ClickException(str(error)) from error
+    s = engine.settings
+    with engine.sessions() as session, _clear_errors(thumbnails.FaceMissing, MediaError):
+        path = thumbnails.face_thumbnail(session, face_id, s.cache_dir, local_file, size=size,
+                                         max_pixels=s.images.max_pixels,
+                                         video_timeout=s.video.decode_timeout_seconds)
     click.echo(str(path))
 
 
 @main.command()
-@click.pass_obj
 def regroup(engine: Engine) -> None:
     """Group all faces again from scratch; user decisions are kept."""
     click.echo(f"{engine.regroup(full=True)} persons")
@@ -406,16 +371,13 @@ def _apply(engine: Engine, operation: str, *args):
     from ex_app.people import operations
     from ex_app.store.outbox import person_tag_changes
 
-    try:
-        with engine.sessions.begin() as session, person_tag_changes(session):
+    with _clear_errors(operations.NotFound), engine.sessions.begin() as session:
+        with person_tag_changes(session):
             return getattr(operations, operation)(session, *args)
-    except operations.NotFound as error:
-        raise click.ClickException(str(error)) from error
 
 
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@click.pass_obj
 def stats(engine: Engine, as_json: bool) -> None:
     """Counts of files by status, faces, persons and tags."""
     from sqlalchemy import func, select
@@ -430,21 +392,15 @@ def stats(engine: Engine, as_json: bool) -> None:
         for file_id, status in session.execute(select(schema.Task.file_id, schema.Task.status)):
             task_statuses[file_id].add(status)
         statuses = Counter(overall_status(file_statuses) for file_statuses in task_statuses.values())
-        files = func.count(schema.FileTag.file_id.distinct())
-        tags = dict(
-            session.execute(
-                select(schema.FileTag.tag, files)  # a file tagged by two analyzers counts once
-                .group_by(schema.FileTag.tag)
-                .order_by(files.desc(), schema.FileTag.tag)
-            ).all()
-        )
+        files = func.count(schema.FileTag.file_id.distinct())  # tagged by two analyzers: once
+        by_tag = select(schema.FileTag.tag, files).group_by(schema.FileTag.tag)
+        tags = dict(session.execute(by_tag.order_by(files.desc(), schema.FileTag.tag)).all())
+        faces = select(func.count(schema.Face.id))
         figures = {
             "files": len(task_statuses),
             "by_status": statuses,
-            "faces": session.scalar(select(func.count(schema.Face.id))),
-            "faces_unassigned": session.scalar(
-                select(func.count(schema.Face.id)).where(schema.Face.person_id.is_(None))
-            ),
+            "faces": session.scalar(faces),
+            "faces_unassigned": session.scalar(faces.where(schema.Face.person_id.is_(None))),
             "persons": session.scalar(select(func.count(schema.Person.id))),
             "tags": tags,
         }
@@ -460,7 +416,6 @@ def stats(engine: Engine, as_json: bool) -> None:
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.option("--per-user", is_flag=True, help="JSON: the instance and each user.")
-@click.pass_obj
 def progress(engine: Engine, as_json: bool, per_user: bool) -> None:
     """Work done and left per analyzer, recent throughput and time left; then per user."""
     from ex_app.analyzers.registry import ANALYZERS
@@ -475,11 +430,9 @@ def progress(engine: Engine, as_json: bool, per_user: bool) -> None:
         rows.sort(key=lambda p: order.index(p.analyzer) if p.analyzer in order else len(order))
     if as_json:
         instance = [p.as_dict() for p in report]
-        if per_user:
-            by_user = {user: [p.as_dict() for p in rows] for user, rows in users.items()}
-            click.echo(json.dumps({"instance": instance, "users": by_user}, indent=1))
-        else:
-            click.echo(json.dumps(instance, indent=1))
+        by_user = {user: [p.as_dict() for p in rows] for user, rows in users.items()}
+        click.echo(json.dumps({"instance": instance, "users": by_user} if per_user else instance,
+                              indent=1))
         return
     for p in report:
         click.echo(p.line())
@@ -501,13 +454,11 @@ def progress(engine: Engine, as_json: bool, per_user: bool) -> None:
 @click.option("--faces", is_flag=True, help="Forget faces and persons; faces are found again.")
 @click.option("--clusters", is_flag=True, help="Forget persons; faces are grouped again.")
 @click.option("--errors", is_flag=True, help="Retry files that failed.")
-@click.pass_obj
 def reset(engine: Engine, everything: bool, faces: bool, clusters: bool, errors: bool) -> None:
     """Forget some state so that the next scan redoes that work."""
     from sqlalchemy import delete, update
 
     from ex_app.store import schema
-    from ex_app.store.schema import TaskStatus
     from ex_app.work.claims import revive_dead
     from ex_app.analyzers.registry import FACE_FINDING_ANALYZERS
 
@@ -522,7 +473,7 @@ def reset(engine: Engine, everything: bool, faces: bool, clusters: bool, errors:
             session.execute(
                 update(schema.Task)
                 .where(schema.Task.analyzer.in_(FACE_FINDING_ANALYZERS))
-                .values(status=TaskStatus.PENDING)
+                .values(status=schema.TaskStatus.PENDING)
             )
         if faces or clusters:
             session.execute(update(schema.Face).values(person_id=None))
@@ -538,7 +489,6 @@ def models() -> None:
 
 
 @models.command("list")
-@click.pass_obj
 def models_list(engine: Engine) -> None:
     """Each model with its task, the analyzers that use it, its size and whether it is present."""
     from ex_app.analyzers.registry import ANALYZERS
@@ -560,7 +510,6 @@ def models_list(engine: Engine) -> None:
 
 @models.command("fetch")
 @click.argument("names", nargs=-1)
-@click.pass_obj
 def models_fetch(engine: Engine, names: tuple[str, ...]) -> None:
     """Fetch and verify models (every model an analyzer uses when no NAMES are given; the files
     they are made from come along as needed); the ones that cannot be had are listed at the
@@ -607,26 +556,21 @@ def _embed_contact_photo(engine: Engine):
     s = engine.settings
     engine.fetch_models()
     gate = QualityGate.from_settings(s)
-    return lambda photo: contact_face(
-        engine.pipeline.part(face_analyzer), gate, photo, s.images.max_side, s.images.max_pixels
-    )
+    return lambda photo: contact_face(engine.pipeline.part(face_analyzer), gate, photo,
+                                      s.images.max_side, s.images.max_pixels)
 
 
 @contacts.command("import")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--user", help="For this Nextcloud user's persons (default: the local scans').")
-@click.pass_obj
 def contacts_import(engine: Engine, file: Path, user: str | None) -> None:
     """Read a .vcf address book: each contact photo with one clear face can name a person."""
     from ex_app.sources.contacts import ContactsError
     from ex_app.work.contacts import import_vcf
 
-    try:
-        report = import_vcf(
-            engine.sessions, file, user, _embed_contact_photo(engine), engine.settings.faces.embedder
-        )
-    except ContactsError as error:
-        raise click.ClickException(str(error)) from error
+    embed = _embed_contact_photo(engine)
+    with _clear_errors(ContactsError):
+        report = import_vcf(engine.sessions, file, user, embed, engine.settings.faces.embedder)
     click.echo(f"{report.contacts} contacts, {report.faces} with one clear face")
     for name, why in report.skipped.items():
         click.echo(f"  {name}: {why}")
@@ -635,23 +579,17 @@ def contacts_import(engine: Engine, file: Path, user: str | None) -> None:
 @contacts.command("suggestions")
 @click.option("--user", help="This Nextcloud user's persons (default: the local scans').")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@click.pass_obj
 def contacts_suggestions(engine: Engine, user: str | None, as_json: bool) -> None:
     """Persons that may be a contact: "PERSON is NAME?"."""
     from ex_app.people.contacts import suggest_names
 
     with engine.sessions() as session:
         found = suggest_names(session, user, engine.settings.faces.embedder)
-    if as_json:
-        click.echo(json.dumps([asdict(s) for s in found], indent=1))
-        return
-    for s in found:
-        click.echo(f"{s.person_id:>6} is {s.name}?")
+    _echo_rows(found, as_json, lambda s: f"{s.person_id:>6} is {s.name}?")
 
 
 @contacts.command("accept")
 @click.argument("person_id", type=int)
-@click.pass_obj
 def contacts_accept(engine: Engine, person_id: int) -> None:
     """Name the person with the contact name offered to it."""
     from ex_app.people.contacts import accept
@@ -662,7 +600,6 @@ def contacts_accept(engine: Engine, person_id: int) -> None:
 
 @contacts.command("reject")
 @click.argument("person_id", type=int)
-@click.pass_obj
 def contacts_reject(engine: Engine, person_id: int) -> None:
     """The person is not the contact offered: that name is never offered to it again."""
     from ex_app.people.contacts import reject
@@ -675,12 +612,9 @@ def _decide_offer(engine: Engine, action, person_id: int, *args) -> str:
     from ex_app.people.contacts import suggestion_for
     from ex_app.people.operations import ANYONE, NotFound
 
-    try:
-        with engine.sessions.begin() as session:
-            found = suggestion_for(session, person_id, ANYONE, engine.settings.faces.embedder)
-            if found is None:
-                raise click.ClickException(f"no contact name is offered to person {person_id}")
-            action(session, person_id, found.name, ANYONE, *args)
-    except NotFound as error:
-        raise click.ClickException(str(error)) from error
+    with _clear_errors(NotFound), engine.sessions.begin() as session:
+        found = suggestion_for(session, person_id, ANYONE, engine.settings.faces.embedder)
+        if found is None:
+            raise click.ClickException(f"no contact name is offered to person {person_id}")
+        action(session, person_id, found.name, ANYONE, *args)
     return found.name

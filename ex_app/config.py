@@ -243,9 +243,8 @@ _WARNED: set[str] = set()  # flat variables named in the log already
 class Settings(BaseSettings):
     """Everything a run of Recognize can be told."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="RECOGNIZE_", env_nested_delimiter="__", extra="ignore"
-    )
+    model_config = SettingsConfigDict(env_prefix="RECOGNIZE_", env_nested_delimiter="__",
+                                      extra="ignore")
 
     data_dir: Path = Field(default_factory=default_data_dir)
     model_mirror: Path | None = Field(default_factory=default_model_mirror)

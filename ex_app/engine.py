@@ -53,9 +53,8 @@ class Engine:
 
     @cached_property
     def models(self) -> ModelStore:
-        return ModelStore(
-            self.settings.models_dir, load_manifest(MANIFEST_PATH), mirror=self.settings.model_mirror
-        )
+        return ModelStore(self.settings.models_dir, load_manifest(MANIFEST_PATH),
+                          mirror=self.settings.model_mirror)
 
     @cached_property
     def pipeline(self) -> Pipeline:
@@ -69,13 +68,8 @@ class Engine:
 
         return WorkQueue(self.settings)
 
-    def worker(
-        self,
-        fetcher: FileFetcher | None = None,
-        *,
-        obey_schedule: bool = True,
-        on_file_done: Callable[[str], None] = lambda path: None,
-    ) -> Worker:
+    def worker(self, fetcher: FileFetcher | None = None, *, obey_schedule: bool = True,
+               on_file_done: Callable[[str], None] = lambda path: None) -> Worker:
         """A worker on this engine's queue and store (local files unless told how to fetch);
         the models it needs are fetched and loaded first."""
         from ex_app.sources.local import LocalFetcher
@@ -84,12 +78,10 @@ class Engine:
         self.fetch_models()
         self.pipeline.load()
         self.plan_reembedding()
-        processor = FileProcessor.from_settings(
-            self.settings, self.sessions, self.pipeline, fetcher or LocalFetcher()
-        )
-        return Worker(
-            self.settings, self.queue, processor, obey_schedule=obey_schedule, on_file_done=on_file_done
-        )
+        processor = FileProcessor.from_settings(self.settings, self.sessions, self.pipeline,
+                                                fetcher or LocalFetcher())
+        return Worker(self.settings, self.queue, processor, obey_schedule=obey_schedule,
+                      on_file_done=on_file_done)
 
     def fetch_models(self) -> None:
         """Fetch the models the enabled analyzers need (the store lets one process of the host
@@ -103,14 +95,9 @@ class Engine:
             except ModelUnavailable as error:  # an analysis that needs it stops the worker
                 log.warning("%s", error)
 
-    def scan(
-        self,
-        folder: Path,
-        on_planned: Callable[[int], None] = lambda count: None,
-        on_file_done: Callable[[str], None] = lambda path: None,
-        wait: bool = True,
-        only: str | None = None,
-    ) -> ScanReport:
+    def scan(self, folder: Path, on_planned: Callable[[int], None] = lambda count: None,
+             on_file_done: Callable[[str], None] = lambda path: None, wait: bool = True,
+             only: str | None = None) -> ScanReport:
         """Record the folder's new and changed files and send them to the workers in chunks.
 
         With ``wait``, this process works too, while the walk goes on, until the folder's
@@ -157,16 +144,12 @@ class Engine:
         walker.join()
         if "error" in crawl:
             raise crawl["error"]
-        return ScanReport(
-            sync=crawl["sync"], processed=worker.processed, persons=self.regroup(), failed=worker.failed
-        )
+        return ScanReport(sync=crawl["sync"], processed=worker.processed, persons=self.regroup(),
+                          failed=worker.failed)
 
-    def sync_local(
-        self,
-        folder: Path,
-        on_chunk: Callable[[list[int]], None] = lambda file_ids: None,
-        only: str | None = None,
-    ) -> tuple[int, SyncReport]:
+    def sync_local(self, folder: Path,
+                   on_chunk: Callable[[list[int]], None] = lambda file_ids: None,
+                   only: str | None = None) -> tuple[int, SyncReport]:
         """Bring the store in line with the folder (or its one file ``only``); returns the
         root's id and what changed. ``on_chunk``: see :func:`ex_app.sources.sync.sync`."""
         from ex_app.sources.local import LocalSource
@@ -211,9 +194,7 @@ class Engine:
         with self.sessions.begin() as session:
             file_ids = plan_reembedding(session, self.pipeline, self.settings.faces.embedder)
         if file_ids:
-            log.info(
-                "%d files hold faces of another embedder than %s: embedding them again",
-                len(file_ids), self.settings.faces.embedder,
-            )
+            log.info("%d files hold faces of another embedder than %s: embedding them again",
+                     len(file_ids), self.settings.faces.embedder)
             self.queue.enqueue_files(self.sessions, file_ids, BACKLOG)
         return len(file_ids)

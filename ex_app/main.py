@@ -29,10 +29,8 @@ from ex_app.service.recognize import RecognizeService
 from ex_app.web import personal_settings
 from ex_app.web.access import AppApiAccess
 from ex_app.web.admin_settings import FORM_ID, settings_form
-from ex_app.web.contacts import ContactsReader
-from ex_app.web.contacts import router as contacts_router
-from ex_app.web.people import mount_assets, register_page, unregister_page
-from ex_app.web.people import router as people_router
+from ex_app.web.contacts import ContactsReader, router as contacts_router
+from ex_app.web.people import mount_assets, register_page, router as people_router, unregister_page
 from ex_app.web.routes import FILE_EVENTS, FILE_EVENTS_ROUTE, FILES_ACTION_ROUTE, router
 
 log = logging.getLogger(__name__)
@@ -96,9 +94,8 @@ async def has_webhooks(nc: AsyncNextcloudApp) -> bool:
 async def register_ui(nc: AsyncNextcloudApp, settings: Settings) -> None:
     """The Files menu action (v2: the whole selection in one call), the admin and personal
     forms and the file event listeners."""
-    await nc.ui.files_dropdown_menu.register_ex(
-        FILES_ACTION_NAME, "Analyze with Recognize", FILES_ACTION_ROUTE, mime=FILES_ACTION_MIMES
-    )
+    await nc.ui.files_dropdown_menu.register_ex(FILES_ACTION_NAME, "Analyze with Recognize",
+                                                FILES_ACTION_ROUTE, mime=FILES_ACTION_MIMES)
     await nc.ui.settings.register_form(settings_form(settings))
     await nc.ui.settings.register_form(
         personal_settings.settings_form(settings.nextcloud.users_enabled_by_default)
@@ -153,9 +150,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             return f"Recognize could not be {'enabled' if enabled else 'disabled'}: {error}"
         return ""
 
-    app = FastAPI(
-        lifespan=lifespan, title="Recognize", docs_url=None, redoc_url=None, openapi_url=None
-    )
+    app = FastAPI(lifespan=lifespan, title="Recognize", docs_url=None, redoc_url=None,
+                  openapi_url=None)
     app.add_middleware(AppApiAccess)  # AppAPI's signature and each route's access level
     set_handlers(app, enabled_handler, default_init=False, map_app_static=False)
 
