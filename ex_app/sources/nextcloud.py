@@ -61,14 +61,9 @@ def fingerprint(file: NextcloudFile) -> str:
 def stored_file(user: str, row: schema.File) -> NextcloudFile:
     """The Nextcloud file a stored row of user's root stands for."""
     return NextcloudFile(
-        user=user,
-        path=row.path,
-        file_id=row.remote_id or 0,
-        kind=MediaKind(row.kind),
-        size=row.size,
-        mtime_ns=row.mtime_ns,
-        etag=row.content_hash.removeprefix(ETAG_PREFIX),
-    )
+        user=user, path=row.path, file_id=row.remote_id or 0, kind=MediaKind(row.kind),
+        size=row.size, mtime_ns=row.mtime_ns, etag=row.content_hash.removeprefix(ETAG_PREFIX),
+    )  # fmt: skip
 
 
 class TooLarge(Exception):
@@ -203,14 +198,10 @@ class NextcloudSource:
 
 def _to_file(user: str, node: FsNode, kind: MediaKind) -> NextcloudFile:
     return NextcloudFile(
-        user=user,
-        path=node.user_path.strip("/"),
-        file_id=node.info.fileid,
-        kind=kind,
-        size=node.info.size,
-        mtime_ns=int(node.info.last_modified.timestamp()) * 1_000_000_000,
+        user=user, path=node.user_path.strip("/"), file_id=node.info.fileid, kind=kind,
+        size=node.info.size, mtime_ns=int(node.info.last_modified.timestamp()) * 1_000_000_000,
         etag=node.etag,
-    )
+    )  # fmt: skip
 
 
 class NextcloudUsers:

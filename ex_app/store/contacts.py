@@ -54,13 +54,10 @@ def replace_book(
 def forget_books_except(session: Session, owner: str | None, locations: set[str], prefix: str) -> int:
     """Delete the owner's books under prefix that are not in locations (deleted in Nextcloud,
     or no longer the owner's); returns how many."""
+    query = select(schema.ContactBook.id, schema.ContactBook.location)
+    rows = session.execute(query.where(_owned(schema.ContactBook.owner, owner)))
     gone = [
-        book_id
-        for book_id, location in session.execute(
-            select(schema.ContactBook.id, schema.ContactBook.location).where(
-                _owned(schema.ContactBook.owner, owner)
-            )
-        )
+        book_id for book_id, location in rows
         if location.startswith(prefix) and location not in locations
     ]
     if gone:

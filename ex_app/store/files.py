@@ -97,9 +97,8 @@ def find_or_create_root(session: Session, source: Source, location: str) -> int:
     if root_id is None:
         try:
             with session.begin_nested():
-                root_id = session.scalar(
-                    insert(schema.Root).values(source=source, location=location).returning(schema.Root.id)
-                )
+                new = insert(schema.Root).values(source=source, location=location)
+                root_id = session.scalar(new.returning(schema.Root.id))
         except IntegrityError:
             root_id = session.scalar(query)
     return root_id

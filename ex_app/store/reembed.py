@@ -42,10 +42,8 @@ def plan_reembedding(session: Session, pipeline: Pipeline, embedder: str) -> lis
     for file_id, kind in session.execute(
         select(schema.File.id, schema.File.kind).where(schema.File.id.in_(others)).order_by(schema.File.id)
     ).all():
-        tasks = {
-            task.analyzer: task
-            for task in session.scalars(select(schema.Task).where(schema.Task.file_id == file_id))
-        }
+        query = select(schema.Task).where(schema.Task.file_id == file_id)
+        tasks = {task.analyzer: task for task in session.scalars(query)}
         finding = tasks.get(face_finder(kind))
         if finding is not None and finding.status == TaskStatus.PENDING:
             planned.append(file_id)
