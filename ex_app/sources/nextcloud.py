@@ -186,9 +186,8 @@ class NextcloudSource:
         with tempfile.NamedTemporaryFile("wb", dir=folder, suffix=suffix, delete=False) as stream:
             target = Path(stream.name)
             try:
-                await self.client(user).files.download2stream(
-                    path, _CappedWriter(stream, self.max_download_bytes)
-                )
+                capped = _CappedWriter(stream, self.max_download_bytes)
+                await self.client(user).files.download2stream(path, capped)
             except BaseException:
                 stream.close()
                 target.unlink(missing_ok=True)

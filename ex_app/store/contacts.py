@@ -79,14 +79,12 @@ def contact_faces(session: Session, owner: str | None, embedder: str) -> list[St
 def unnamed_persons(session: Session, owner: str | None, embedder: str) -> list[tuple[int, np.ndarray]]:
     """The owner's persons without a name, shown, with prototypes of the embedder: (id,
     k×128 prototypes)."""
+    person = schema.Person
     rows = session.execute(
-        select(schema.Person.id, schema.Person.centroid).where(
-            _owned(schema.Person.owner, owner),
-            schema.Person.name.is_(None),
-            schema.Person.hidden.is_(False),
-            schema.Person.centroid.is_not(None),
-            schema.Person.embedder == embedder,
-        ).order_by(schema.Person.id)
+        select(person.id, person.centroid).where(
+            _owned(person.owner, owner), person.name.is_(None), person.hidden.is_(False),
+            person.centroid.is_not(None), person.embedder == embedder,
+        ).order_by(person.id)
     ).all()
     return [(person_id, np.frombuffer(blob, dtype=np.float32).reshape(-1, 128)) for person_id, blob in rows]
 

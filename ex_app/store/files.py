@@ -242,9 +242,8 @@ def _stored_at_paths(
     if not items:
         return {}
     wanted = {(item.root, item.path) for item in items}
-    where = schema.Root.location.in_({root for root, _ in wanted}) & schema.File.path.in_(
-        {path for _, path in wanted}
-    )
+    roots, paths = {root for root, _ in wanted}, {path for _, path in wanted}
+    where = schema.Root.location.in_(roots) & schema.File.path.in_(paths)
     found = _stored_with_tasks(session, source, where)
     return {(k.location, k.path): k for k in found.values() if (k.location, k.path) in wanted}
 
@@ -270,12 +269,9 @@ def not_seen(
     # sorted, with a last id above any stored one so that every id finds its place in it
     ordered = np.append(np.sort(np.frombuffer(seen, dtype=np.int64)), np.iinfo(np.int64).max)
     gone: list[tuple[int, int | None]] = []
-    query = (
-        select(schema.File.id, schema.File.remote_id)
-        .join(schema.Root)
-        .where(schema.Root.source == source, or_(false(), *where))
-        .execution_options(yield_per=SWEEP_BATCH)
-    )
+    query = select(schema.File.id, schema.File.remote_id).join(schema.Root)
+    query = query.where(schema.Root.source == source, or_(false(), *where))
+    query = query.execution_options(yield_per=SWEEP_BATCH)
     with sessions() as session:
         for batch in session.execute(query).partitions():
             ids = np.array([file_id for file_id, _ in batch], dtype=np.int64)
@@ -346,11 +342,8 @@ def delete_files(sessions: sessionmaker[Session], user: str, path: str, remote_i
 
 def _at_path(query, user: str, path: str):
     """The query limited to user's Nextcloud files at path or below it."""
-    return query.where(
-        schema.Root.source == Source.NEXTCLOUD,
-        schema.Root.location == user,
-        (schema.File.path == path) | schema.File.path.startswith(path + "/"),
-    )
+    inside = (schema.File.path == path) | schema.File.path.startswith(path + "/")
+    return query.where(schema.Root.source == Source.NEXTCLOUD, schema.Root.location == user, inside)
 
 
 def users_files(user: str):
