@@ -135,13 +135,9 @@ def data_uri_bytes(uri: str) -> bytes | None:
         return None
 
 
-def _dav(nc: AsyncNextcloudApp):
-    """The DAV adapter of the user's client (see the module's text)."""
-    return nc._session.adapter_dav  # noqa: SLF001 (nc_py_api has no public CardDAV API)
-
-
 async def _request(nc: AsyncNextcloudApp, method: str, path: str, body: str, depth: str) -> ElementTree.Element:
-    response = await _dav(nc).request(
+    dav = nc._session.adapter_dav  # noqa: SLF001 (nc_py_api has no public CardDAV API: see above)
+    response = await dav.request(
         method, path, data=body.encode(),
         headers={"Content-Type": "application/xml; charset=utf-8", "Depth": depth},
     )

@@ -61,14 +61,9 @@ def fingerprint(file: NextcloudFile) -> str:
 def stored_file(user: str, row: schema.File) -> NextcloudFile:
     """The Nextcloud file a stored row of user's root stands for."""
     return NextcloudFile(
-        user=user,
-        path=row.path,
-        file_id=row.remote_id or 0,
-        kind=MediaKind(row.kind),
-        size=row.size,
-        mtime_ns=row.mtime_ns,
-        etag=row.content_hash.removeprefix(ETAG_PREFIX),
-    )
+        user=user, path=row.path, file_id=row.remote_id or 0, kind=MediaKind(row.kind),
+        size=row.size, mtime_ns=row.mtime_ns, etag=row.content_hash.removeprefix(ETAG_PREFIX),
+    )  # fmt: skip
 
 
 class TooLarge(Exception):
@@ -191,9 +186,8 @@ class NextcloudSource:
         with tempfile.NamedTemporaryFile("wb", dir=folder, suffix=suffix, delete=False) as stream:
             target = Path(stream.name)
             try:
-                await self.client(user).files.download2stream(
-                    path, _CappedWriter(stream, self.max_download_bytes)
-                )
+                capped = _CappedWriter(stream, self.max_download_bytes)
+                await self.client(user).files.download2stream(path, capped)
             except BaseException:
                 stream.close()
                 target.unlink(missing_ok=True)
@@ -203,14 +197,10 @@ class NextcloudSource:
 
 def _to_file(user: str, node: FsNode, kind: MediaKind) -> NextcloudFile:
     return NextcloudFile(
-        user=user,
-        path=node.user_path.strip("/"),
-        file_id=node.info.fileid,
-        kind=kind,
-        size=node.info.size,
-        mtime_ns=int(node.info.last_modified.timestamp()) * 1_000_000_000,
+        user=user, path=node.user_path.strip("/"), file_id=node.info.fileid, kind=kind,
+        size=node.info.size, mtime_ns=int(node.info.last_modified.timestamp()) * 1_000_000_000,
         etag=node.etag,
-    )
+    )  # fmt: skip
 
 
 class NextcloudUsers:

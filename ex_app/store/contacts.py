@@ -23,13 +23,15 @@ def _owned(column, owner: str | None):
     return column.is_(None) if owner is None else column == owner
 
 
+def _book(owner: str | None, location: str):
+    """SQL: the owner's book at location."""
+    return _owned(schema.ContactBook.owner, owner) & (schema.ContactBook.location == location)
+
+
 def book_state(session: Session, owner: str | None, location: str) -> tuple[str, str] | None:
     """(sync token, embedder) of the book as last read, None when never read."""
-    row = session.execute(
-        select(schema.ContactBook.sync_token, schema.ContactBook.embedder).where(
-            _owned(schema.ContactBook.owner, owner), schema.ContactBook.location == location
-        )
-    ).first()
+    query = select(schema.ContactBook.sync_token, schema.ContactBook.embedder)
+    row = session.execute(query.where(_book(owner, location))).first()
     return None if row is None else tuple(row)
 
 
@@ -38,11 +40,7 @@ def replace_book(
     faces: list[StoredContactFace],
 ) -> None:
     """Record the book as read now with these faces, in place of what it held."""
-    book = session.scalar(
-        select(schema.ContactBook).where(
-            _owned(schema.ContactBook.owner, owner), schema.ContactBook.location == location
-        )
-    )
+    book = session.scalar(select(schema.ContactBook).where(_book(owner, location)))
     if book is None:
         book = schema.ContactBook(owner=owner, location=location)
         session.add(book)
@@ -56,13 +54,10 @@ def replace_book(
 def forget_books_except(session: Session, owner: str | None, locations: set[str], prefix: str) -> int:
     """Delete the owner's books under prefix that are not in locations (deleted in Nextcloud,
     or no longer the owner's); returns how many."""
+    query = select(schema.ContactBook.id, schema.ContactBook.location)
+    rows = session.execute(query.where(_owned(schema.ContactBook.owner, owner)))
     gone = [
-        book_id
-        for book_id, location in session.execute(
-            select(schema.ContactBook.id, schema.ContactBook.location).where(
-                _owned(schema.ContactBook.owner, owner)
-            )
-        )
+        book_id for book_id, location in rows
         if location.startswith(prefix) and location not in locations
     ]
     if gone:
@@ -84,26 +79,22 @@ def contact_faces(session: Session, owner: str | None, embedder: str) -> list[St
 def unnamed_persons(session: Session, owner: str | None, embedder: str) -> list[tuple[int, np.ndarray]]:
     """The owner's persons without a name, shown, with prototypes of the embedder: (id,
     k×128 prototypes)."""
+    person = schema.Person
     rows = session.execute(
-        select(schema.Person.id, schema.Person.centroid).where(
-            _owned(schema.Person.owner, owner),
-            schema.Person.name.is_(None),
-            schema.Person.hidden.is_(False),
-            schema.Person.centroid.is_not(None),
-            schema.Person.embedder == embedder,
-        ).order_by(schema.Person.id)
+        select(person.id, person.centroid).where(
+            _owned(person.owner, owner), person.name.is_(None), person.hidden.is_(False),
+            person.centroid.is_not(None), person.embedder == embedder,
+        ).order_by(person.id)
     ).all()
     return [(person_id, np.frombuffer(blob, dtype=np.float32).reshape(-1, 128)) for person_id, blob in rows]
 
 
 def rejected_names(session: Session, person_ids: list[int]) -> dict[int, set[str]]:
     """Per person, the contact names the user said it is not."""
+    rejection = schema.ContactRejection
     found: dict[int, set[str]] = {}
-    for person_id, name in session.execute(
-        select(schema.ContactRejection.person_id, schema.ContactRejection.name).where(
-            schema.ContactRejection.person_id.in_(person_ids)
-        )
-    ):
+    query = select(rejection.person_id, rejection.name).where(rejection.person_id.in_(person_ids))
+    for person_id, name in session.execute(query):
         found.setdefault(person_id, set()).add(name)
     return found
 

@@ -97,9 +97,8 @@ def find_or_create_root(session: Session, source: Source, location: str) -> int:
     if root_id is None:
         try:
             with session.begin_nested():
-                root_id = session.scalar(
-                    insert(schema.Root).values(source=source, location=location).returning(schema.Root.id)
-                )
+                new = insert(schema.Root).values(source=source, location=location)
+                root_id = session.scalar(new.returning(schema.Root.id))
         except IntegrityError:
             root_id = session.scalar(query)
     return root_id
@@ -130,9 +129,7 @@ def _stored_with_tasks(session: Session, source: Source, where) -> dict[int, Sto
 
 
 def record_files(
-    sessions: sessionmaker[Session],
-    source: Recording,
-    files: Iterable[FoundFile],
+    sessions: sessionmaker[Session], source: Recording, files: Iterable[FoundFile],
     pipeline: Pipeline,
 ) -> Recorded:
     """Insert new files, refresh changed ones (dropping their results) and queue their tasks.
@@ -154,7 +151,6 @@ def _record_files(
     sessions: sessionmaker[Session], source: Recording, files: list[FoundFile], pipeline: Pipeline
 ) -> Recorded:
     recorded = Recorded()
-    report = recorded.report
     items: dict[object, FoundFile] = {}
     for item in files:  # each file once (a Files-menu selection may name it twice)
         items.setdefault(item.remote_id if item.remote_id is not None else (item.root, item.path), item)
@@ -175,7 +171,7 @@ def _record_files(
         roots = {root: find_or_create_root(session, source.name, root) for root in sorted(new_roots)}
         changed: list[StoredFile] = []
         new: list[tuple[FoundFile, schema.File]] = []
-        files_of: list[tuple[int, str]] = []  # (stored id, kind) of every file recorded
+        kept: list[tuple[FoundFile, int, str]] = []  # (item, stored id, kind) of known files
         for item in items.values():
             known = by_remote.get(item.remote_id) or by_path.get((item.root, item.path))
             digest = source.fingerprint(item, known)
@@ -191,44 +187,38 @@ def _record_files(
                 )  # fmt: skip
                 session.add(row)
                 new.append((item, row))
-                report.added += 1
+                recorded.report.added += 1
                 continue
             values = {}
             if known.digest != digest:
                 changed.append(known)
                 known.tasks = {}
                 values["content_hash"] = digest
-                report.changed += 1
+                recorded.report.changed += 1
             else:
-                report.unchanged += 1
+                recorded.report.unchanged += 1
             if (known.size, known.mtime_ns) != (item.size, item.mtime_ns):
                 values |= {"size": item.size, "mtime_ns": item.mtime_ns}
             if item.remote_id is not None and known.remote_id != item.remote_id:
                 values["remote_id"] = item.remote_id  # a new file at a path known before
             if values:
                 session.execute(update(schema.File).where(schema.File.id == known.id).values(values))
-            if item.remote_id is not None:
-                recorded.remote_ids.append(item.remote_id)
-            recorded.ids.append(known.id)
-            files_of.append((known.id, known.kind))
+            kept.append((item, known.id, known.kind))
         _drop_results(session, [known.id for known in changed])
         session.flush()  # the new files get their ids
-        for item, row in new:
-            if item.remote_id is not None:
-                recorded.remote_ids.append(item.remote_id)
-            recorded.ids.append(row.id)
-            files_of.append((row.id, row.kind))
         stored_tasks = {known.id: known.tasks for known in (*by_remote.values(), *by_path.values())}
         inserts: list[dict] = []
-        for file_id, kind in files_of:
+        for item, file_id, kind in [*kept, *((item, row.id, row.kind) for item, row in new)]:
+            if item.remote_id is not None:
+                recorded.remote_ids.append(item.remote_id)
+            recorded.ids.append(file_id)
             tasks = stored_tasks.get(file_id, {})
             work = False
             for analyzer in pipeline.enabled_analyzers(MediaKind(kind)):
                 status, model = tasks.get(analyzer, (None, None))
                 if status is None:
-                    inserts.append(
-                        {"file_id": file_id, "analyzer": analyzer, "model_version": version(analyzer)}
-                    )
+                    task = {"file_id": file_id, "analyzer": analyzer, "model_version": version(analyzer)}
+                    inserts.append(task)
                     work = True
                 elif status == TaskStatus.DONE and model != version(analyzer):
                     session.execute(
@@ -252,12 +242,9 @@ def _stored_at_paths(
     if not items:
         return {}
     wanted = {(item.root, item.path) for item in items}
-    found = _stored_with_tasks(
-        session,
-        source,
-        schema.Root.location.in_({root for root, _ in wanted})
-        & schema.File.path.in_({path for _, path in wanted}),
-    )
+    roots, paths = {root for root, _ in wanted}, {path for _, path in wanted}
+    where = schema.Root.location.in_(roots) & schema.File.path.in_(paths)
+    found = _stored_with_tasks(session, source, where)
     return {(k.location, k.path): k for k in found.values() if (k.location, k.path) in wanted}
 
 
@@ -269,9 +256,7 @@ def _drop_results(session: Session, file_ids: list[int]) -> None:
 
 
 def not_seen(
-    sessions: sessionmaker[Session],
-    source: Source,
-    scopes: Iterable[tuple[str, str | None]],
+    sessions: sessionmaker[Session], source: Source, scopes: Iterable[tuple[str, str | None]],
     seen: array,
 ) -> list[tuple[int, int | None]]:
     """(stored id, Nextcloud id) of the stored files in these scopes (root location, and one
@@ -281,19 +266,16 @@ def not_seen(
         and_(schema.Root.location == location, schema.File.path == path if path else true())
         for location, path in scopes
     ]
-    ordered = np.sort(np.frombuffer(seen, dtype=np.int64)) if len(seen) else np.zeros(0, np.int64)
+    # sorted, with a last id above any stored one so that every id finds its place in it
+    ordered = np.append(np.sort(np.frombuffer(seen, dtype=np.int64)), np.iinfo(np.int64).max)
     gone: list[tuple[int, int | None]] = []
-    query = (
-        select(schema.File.id, schema.File.remote_id)
-        .join(schema.Root)
-        .where(schema.Root.source == source, or_(false(), *where))
-        .execution_options(yield_per=SWEEP_BATCH)
-    )
+    query = select(schema.File.id, schema.File.remote_id).join(schema.Root)
+    query = query.where(schema.Root.source == source, or_(false(), *where))
+    query = query.execution_options(yield_per=SWEEP_BATCH)
     with sessions() as session:
         for batch in session.execute(query).partitions():
             ids = np.array([file_id for file_id, _ in batch], dtype=np.int64)
-            at = np.searchsorted(ordered, ids).clip(max=max(len(ordered) - 1, 0))
-            found = ordered[at] == ids if len(ordered) else np.zeros(len(batch), bool)
+            found = ordered[np.searchsorted(ordered, ids)] == ids
             gone += [tuple(row) for row, hit in zip(batch, found, strict=True) if not hit]
     return gone
 
@@ -310,24 +292,16 @@ def delete_stored(session: Session, rows: Iterable[tuple[int, int | None]]) -> N
 
 
 def work_left(
-    sessions: sessionmaker[Session],
-    *,
-    root_id: int | None = None,
-    sources: Collection[str] | None = None,
-    users: Collection[str] | None = None,
-    remote_ids: Collection[int] | None = None,
-    ready_only: bool = False,
+    sessions: sessionmaker[Session], *, root_id: int | None = None,
+    sources: Collection[str] | None = None, users: Collection[str] | None = None,
+    remote_ids: Collection[int] | None = None, ready_only: bool = False,
 ) -> bool:
     """Whether a pending task is left: of one root, of roots of these sources, of these
     Nextcloud users, or of these Nextcloud files. ``ready_only``: only those waiting for a
     worker or being worked on (not those waiting out a retry delay). Stops at the first one
     found: asked every second while a backlog of any size is worked through."""
-    query = (
-        select(schema.Task.id)
-        .join(schema.File)
-        .join(schema.Root)
-        .where(schema.Task.status == TaskStatus.PENDING)
-    )
+    query = select(schema.Task.id).join(schema.File).join(schema.Root)
+    query = query.where(schema.Task.status == TaskStatus.PENDING)
     if root_id is not None:
         query = query.where(schema.File.root_id == root_id)
     if sources is not None:
@@ -361,29 +335,21 @@ def delete_files(sessions: sessionmaker[Session], user: str, path: str, remote_i
     with sessions.begin() as session:
         by_path = _at_path(select(schema.File.id, schema.File.remote_id).join(schema.Root), user, path)
         by_id = select(schema.File.id, schema.File.remote_id).where(schema.File.remote_id == remote_id)
-        rows = {tuple(row) for row in session.execute(by_path)} | {
-            tuple(row) for row in session.execute(by_id)
-        }
+        rows = {tuple(row) for query in (by_path, by_id) for row in session.execute(query)}
         delete_stored(session, rows)
         return len(rows)
 
 
 def _at_path(query, user: str, path: str):
     """The query limited to user's Nextcloud files at path or below it."""
-    return query.where(
-        schema.Root.source == Source.NEXTCLOUD,
-        schema.Root.location == user,
-        (schema.File.path == path) | schema.File.path.startswith(path + "/"),
-    )
+    inside = (schema.File.path == path) | schema.File.path.startswith(path + "/")
+    return query.where(schema.Root.source == Source.NEXTCLOUD, schema.Root.location == user, inside)
 
 
 def users_files(user: str):
     """SQL: the stored ids of user's Nextcloud files."""
-    return (
-        select(schema.File.id)
-        .join(schema.Root)
-        .where(schema.Root.source == Source.NEXTCLOUD, schema.Root.location == user)
-    )
+    where = (schema.Root.source == Source.NEXTCLOUD, schema.Root.location == user)
+    return select(schema.File.id).join(schema.Root).where(*where)
 
 
 def withdraw_pending(sessions: sessionmaker[Session], user: str) -> int:

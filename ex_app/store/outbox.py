@@ -100,21 +100,16 @@ def take(session: Session, sink: str, limit: int = BATCH,
          now: datetime | None = None) -> list[schema.SinkOutbox]:
     """Claim up to limit of the sink's free marks, oldest first."""
     now = now or datetime.now(UTC)
-    oldest = (
-        select(schema.SinkOutbox.id)
-        .where(schema.SinkOutbox.sink == sink, _free(now))
-        .order_by(schema.SinkOutbox.id)
-        .limit(limit)
-    )
+    oldest = select(schema.SinkOutbox.id).where(schema.SinkOutbox.sink == sink, _free(now))
+    oldest = oldest.order_by(schema.SinkOutbox.id).limit(limit)
     return _claim(session, schema.SinkOutbox.id.in_(oldest.scalar_subquery()), now)
 
 
 def take_finished_requests(session: Session, now: datetime | None = None) -> list[schema.SinkOutbox]:
     """Claim the marks of every free request none of whose files has a pending task."""
     now = now or datetime.now(UTC)
-    marks = select(schema.SinkOutbox.request).where(
-        schema.SinkOutbox.sink == NOTIFICATIONS, _free(now)
-    )
+    free = (schema.SinkOutbox.sink == NOTIFICATIONS, _free(now))
+    marks = select(schema.SinkOutbox.request).where(*free)
     waiting = set(session.scalars(marks.distinct()))
     waiting -= set(session.scalars(
         marks.join(schema.Task, schema.Task.file_id == schema.SinkOutbox.file_id)
@@ -127,9 +122,8 @@ def take_finished_requests(session: Session, now: datetime | None = None) -> lis
 def _held(marks: Iterable[schema.SinkOutbox]):
     """These marks, while the drainers that took them still hold them."""
     marks = list(marks)
-    return schema.SinkOutbox.id.in_([m.id for m in marks]) & schema.SinkOutbox.drainer.in_(
-        {m.drainer for m in marks}
-    )
+    drainers = {m.drainer for m in marks}
+    return schema.SinkOutbox.id.in_([m.id for m in marks]) & schema.SinkOutbox.drainer.in_(drainers)
 
 
 def done(session: Session, marks: Iterable[schema.SinkOutbox]) -> None:
@@ -167,9 +161,8 @@ def tags_due(session: Session, file_ids: Iterable[int], person_names: bool) -> d
     their analyzers' tags and, when ``person_names``, their persons' names."""
     ids = sorted(set(file_ids))
     tags: dict[int, set[str]] = {file_id: set() for file_id in ids}
-    for file_id, tag in session.execute(
-        select(schema.FileTag.file_id, schema.FileTag.tag).where(schema.FileTag.file_id.in_(ids))
-    ):
+    query = select(schema.FileTag.file_id, schema.FileTag.tag)
+    for file_id, tag in session.execute(query.where(schema.FileTag.file_id.in_(ids))):
         tags[file_id].add(tag)
     for file_id, names in (person_tags(session, file_ids=ids) if person_names else {}).items():
         tags[file_id] |= names

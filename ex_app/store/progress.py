@@ -76,14 +76,10 @@ def _measure(session: Session, now: datetime | None, by_user: bool) -> dict[str 
 
     rows = session.execute(
         select(
-            *owner,
-            schema.Task.analyzer,
-            count(schema.Task.status == TaskStatus.DONE),
-            count(schema.Task.status == TaskStatus.PENDING),
-            count(schema.Task.status == TaskStatus.ERROR),
-            count(retrying),
-            count(finished),
-            func.min(case((finished, schema.Task.updated_at))),
+            *owner, schema.Task.analyzer,
+            *(count(schema.Task.status == status) for status in (
+                TaskStatus.DONE, TaskStatus.PENDING, TaskStatus.ERROR)),
+            count(retrying), count(finished), func.min(case((finished, schema.Task.updated_at))),
         )
         .select_from(schema.Task)
         .join(schema.File)
@@ -97,17 +93,10 @@ def _measure(session: Session, now: datetime | None, by_user: bool) -> dict[str 
         if recent:
             span = max((now - _as_utc(oldest)).total_seconds(), MIN_SPAN.total_seconds())
             per_minute = recent / span * 60
-        result[_user(row[0], row[1]) if by_user else None].append(
-            AnalyzerProgress(
-                analyzer=analyzer,
-                done=done,
-                pending=pending,
-                failed=failed,
-                per_minute=round(per_minute, 2),
-                eta_seconds=round(pending / per_minute * 60, 1) if per_minute else None,
-                retrying=retry_count,
-            )
-        )
+        eta_seconds = round(pending / per_minute * 60, 1) if per_minute else None
+        result[_user(row[0], row[1]) if by_user else None].append(AnalyzerProgress(
+            analyzer, done, pending, failed, round(per_minute, 2), eta_seconds, retry_count
+        ))  # fmt: skip
     return dict(sorted(result.items(), key=lambda item: item[0] or ""))
 
 

@@ -42,10 +42,8 @@ def plan_reembedding(session: Session, pipeline: Pipeline, embedder: str) -> lis
     for file_id, kind in session.execute(
         select(schema.File.id, schema.File.kind).where(schema.File.id.in_(others)).order_by(schema.File.id)
     ).all():
-        tasks = {
-            task.analyzer: task
-            for task in session.scalars(select(schema.Task).where(schema.Task.file_id == file_id))
-        }
+        query = select(schema.Task).where(schema.Task.file_id == file_id)
+        tasks = {task.analyzer: task for task in session.scalars(query)}
         finding = tasks.get(face_finder(kind))
         if finding is not None and finding.status == TaskStatus.PENDING:
             planned.append(file_id)
@@ -69,33 +67,23 @@ def plan_reembedding(session: Session, pipeline: Pipeline, embedder: str) -> lis
 
 def stored_faces(session: Session, file_id: int) -> list[StoredFace]:
     """The faces stored for a file, with what embedding them again needs."""
+    face = schema.Face
+    rows = session.execute(
+        select(face.id, face.x, face.y, face.w, face.h, face.score, face.landmarks)
+        .where(face.file_id == file_id)
+        .order_by(face.id)
+    )
     return [
-        StoredFace(
-            id=face_id,
-            box=(x, y, w, h),
-            score=score,
-            landmarks=np.frombuffer(landmarks, dtype=np.float32).reshape(5, 2),
-        )
-        for face_id, x, y, w, h, score, landmarks in session.execute(
-            select(
-                schema.Face.id, schema.Face.x, schema.Face.y, schema.Face.w, schema.Face.h,
-                schema.Face.score, schema.Face.landmarks,
-            )
-            .where(schema.Face.file_id == file_id)
-            .order_by(schema.Face.id)
-        )
+        StoredFace(face_id, (x, y, w, h), score, np.frombuffer(landmarks, np.float32).reshape(5, 2))
+        for face_id, x, y, w, h, score, landmarks in rows
     ]
 
 
 def waiting_files(embedder: str):
     """SQL: ids of files with faces of another embedder and work pending on them."""
-    return (
-        select(schema.Task.file_id)
-        .where(
-            schema.Task.status == TaskStatus.PENDING,
-            schema.Task.analyzer.in_((*FACE_FINDING_ANALYZERS, EMBEDDINGS)),
-            schema.Task.file_id.in_(
-                select(schema.Face.file_id).where(schema.Face.embedder != embedder)
-            ),
-        )
+    others = select(schema.Face.file_id).where(schema.Face.embedder != embedder)
+    return select(schema.Task.file_id).where(
+        schema.Task.status == TaskStatus.PENDING,
+        schema.Task.analyzer.in_((*FACE_FINDING_ANALYZERS, EMBEDDINGS)),
+        schema.Task.file_id.in_(others),
     )

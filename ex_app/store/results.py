@@ -8,12 +8,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from ex_app.analyzers.pipeline import Pipeline
-from ex_app.analyzers.registry import (
-    EMBEDDINGS,
-    FACE_FINDING_ANALYZERS,
-    FACES,
-    LABELLING_ANALYZERS,
-)
+from ex_app.analyzers.registry import EMBEDDINGS, FACE_FINDING_ANALYZERS, FACES, LABELLING_ANALYZERS
 from ex_app.analyzers.results import FileAnalysis
 from ex_app.store import outbox, schema
 from ex_app.store.files import users_files
@@ -21,10 +16,7 @@ from ex_app.store.schema import TaskStatus, utcnow
 
 
 def record_analysis(
-    session: Session,
-    file_id: int,
-    analyzers: tuple[str, ...],
-    analysis: FileAnalysis | str,
+    session: Session, file_id: int, analyzers: tuple[str, ...], analysis: FileAnalysis | str,
     pipeline: Pipeline,
 ) -> None:
     """Replace the file's results for these analyzers and mark their tasks done or failed
@@ -72,19 +64,12 @@ def record_analysis(
 def _face_row(face, embedder: str) -> schema.Face:
     x, y, w, h = (float(v) for v in face.box)
     return schema.Face(
-        embedder=embedder,
-        x=x,
-        y=y,
-        w=w,
-        h=h,
-        score=float(face.score),
-        quality=float(face.quality),
-        sharpness=float(face.sharpness),
-        pose=float(face.pose),
+        embedder=embedder, x=x, y=y, w=w, h=h, score=float(face.score),
+        quality=float(face.quality), sharpness=float(face.sharpness), pose=float(face.pose),
         landmarks=np.asarray(face.landmarks, dtype=np.float32).tobytes(),
         embedding=np.asarray(face.embedding, dtype=np.float32).tobytes(),
         frame_time=face.frame_time,
-    )
+    )  # fmt: skip
 
 
 def delete_face_data(sessions: sessionmaker[Session], user: str) -> set[int]:
@@ -100,25 +85,18 @@ def delete_face_data(sessions: sessionmaker[Session], user: str) -> set[int]:
         ).all()
         had_faces = {file_id for _, _, file_id in faces}
         session.execute(delete(schema.Face).where(schema.Face.id.in_([face.id for face in faces])))
-        session.execute(
-            delete(schema.FileTag).where(
-                schema.FileTag.file_id.in_(had_faces), schema.FileTag.analyzer == FACES
-            )
-        )
+        face_tags = (schema.FileTag.file_id.in_(had_faces), schema.FileTag.analyzer == FACES)
+        session.execute(delete(schema.FileTag).where(*face_tags))
         session.execute(  # made again by the crawl after the user opts back in
             delete(schema.Task)
             .where(schema.Task.file_id.in_(users_files(user)))
             .where(schema.Task.analyzer.in_(FACE_FINDING_ANALYZERS))
         )
         persons = {face.person_id for face in faces if face.person_id is not None}
-        still_used = set(
-            session.scalars(select(schema.Face.person_id).where(schema.Face.person_id.in_(persons)))
-        )
-        session.execute(
-            delete(schema.Person).where(
-                (schema.Person.owner == user) | schema.Person.id.in_(persons - still_used)
-            )
-        )
+        still_used = select(schema.Face.person_id).where(schema.Face.person_id.in_(persons))
+        persons -= set(session.scalars(still_used))
+        unused = (schema.Person.owner == user) | schema.Person.id.in_(persons)
+        session.execute(delete(schema.Person).where(unused))
         # the faces of the user's contacts too (read again from the address books on return)
         session.execute(delete(schema.ContactBook).where(schema.ContactBook.owner == user))
         outbox.mark(session, outbox.TAGS, had_faces)  # their tags follow

@@ -6,16 +6,7 @@ from datetime import datetime, timezone
 from enum import StrEnum
 
 from sqlalchemy import (
-    BigInteger,
-    Boolean,
-    DateTime,
-    Float,
-    ForeignKey,
-    Index,
-    Integer,
-    LargeBinary,
-    String,
-    Text,
+    BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, LargeBinary, String, Text,
     UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -23,6 +14,11 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
+
+
+def _cascading_key(target: str) -> ForeignKey:
+    """A foreign key to target ("table.id") whose rows are deleted with the row they name."""
+    return ForeignKey(target, ondelete="CASCADE")
 
 
 class Base(DeclarativeBase):
@@ -55,7 +51,7 @@ class File(Base):
     __table_args__ = (UniqueConstraint("root_id", "path"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    root_id: Mapped[int] = mapped_column(ForeignKey("roots.id", ondelete="CASCADE"), index=True)
+    root_id: Mapped[int] = mapped_column(_cascading_key("roots.id"), index=True)
     path: Mapped[str] = mapped_column(Text)
     kind: Mapped[str] = mapped_column(String(16))
     size: Mapped[int] = mapped_column(BigInteger)
@@ -85,7 +81,7 @@ class Task(Base):
     __table_args__ = (UniqueConstraint("file_id", "analyzer"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    file_id: Mapped[int] = mapped_column(ForeignKey("files.id", ondelete="CASCADE"), index=True)
+    file_id: Mapped[int] = mapped_column(_cascading_key("files.id"), index=True)
     analyzer: Mapped[str] = mapped_column(String(32))
     status: Mapped[str] = mapped_column(String(16), default=TaskStatus.PENDING, index=True)
     error: Mapped[str | None] = mapped_column(Text)
@@ -131,7 +127,7 @@ class Face(Base):
     __tablename__ = "faces"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    file_id: Mapped[int] = mapped_column(ForeignKey("files.id", ondelete="CASCADE"), index=True)
+    file_id: Mapped[int] = mapped_column(_cascading_key("files.id"), index=True)
     x: Mapped[float] = mapped_column(Float)
     y: Mapped[float] = mapped_column(Float)
     w: Mapped[float] = mapped_column(Float)
@@ -161,11 +157,9 @@ class FaceRejection(Base):
 
     __tablename__ = "face_rejections"
 
-    face_id: Mapped[int] = mapped_column(
-        ForeignKey("faces.id", ondelete="CASCADE"), primary_key=True
-    )
+    face_id: Mapped[int] = mapped_column(_cascading_key("faces.id"), primary_key=True)
     person_id: Mapped[int] = mapped_column(
-        ForeignKey("persons.id", ondelete="CASCADE"), primary_key=True, index=True
+        _cascading_key("persons.id"), primary_key=True, index=True
     )
 
 
@@ -174,12 +168,8 @@ class DistinctPersons(Base):
 
     __tablename__ = "distinct_persons"
 
-    person_id: Mapped[int] = mapped_column(
-        ForeignKey("persons.id", ondelete="CASCADE"), primary_key=True
-    )
-    other_id: Mapped[int] = mapped_column(
-        ForeignKey("persons.id", ondelete="CASCADE"), primary_key=True
-    )
+    person_id: Mapped[int] = mapped_column(_cascading_key("persons.id"), primary_key=True)
+    other_id: Mapped[int] = mapped_column(_cascading_key("persons.id"), primary_key=True)
 
 
 class Label(Base):
@@ -188,7 +178,7 @@ class Label(Base):
     __tablename__ = "labels"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    file_id: Mapped[int] = mapped_column(ForeignKey("files.id", ondelete="CASCADE"), index=True)
+    file_id: Mapped[int] = mapped_column(_cascading_key("files.id"), index=True)
     label_id: Mapped[str] = mapped_column(String(32))
     name: Mapped[str] = mapped_column(Text)
     score: Mapped[float] = mapped_column(Float)
@@ -199,9 +189,7 @@ class FileTag(Base):
 
     __tablename__ = "file_tags"
 
-    file_id: Mapped[int] = mapped_column(
-        ForeignKey("files.id", ondelete="CASCADE"), primary_key=True
-    )
+    file_id: Mapped[int] = mapped_column(_cascading_key("files.id"), primary_key=True)
     analyzer: Mapped[str] = mapped_column(String(32), primary_key=True)
     tag: Mapped[str] = mapped_column(String(128), primary_key=True)
 
@@ -240,9 +228,7 @@ class ContactFace(Base):
     __tablename__ = "contact_faces"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    book_id: Mapped[int] = mapped_column(
-        ForeignKey("contact_books.id", ondelete="CASCADE"), index=True
-    )
+    book_id: Mapped[int] = mapped_column(_cascading_key("contact_books.id"), index=True)
     uid: Mapped[str] = mapped_column(Text)
     name: Mapped[str] = mapped_column(Text)
     embedding: Mapped[bytes] = mapped_column(LargeBinary)  # 128 float32
@@ -253,9 +239,7 @@ class ContactRejection(Base):
 
     __tablename__ = "contact_rejections"
 
-    person_id: Mapped[int] = mapped_column(
-        ForeignKey("persons.id", ondelete="CASCADE"), primary_key=True
-    )
+    person_id: Mapped[int] = mapped_column(_cascading_key("persons.id"), primary_key=True)
     name: Mapped[str] = mapped_column(Text, primary_key=True)
 
 
@@ -268,7 +252,7 @@ class SinkOutbox(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     sink: Mapped[str] = mapped_column(String(32))
-    file_id: Mapped[int] = mapped_column(ForeignKey("files.id", ondelete="CASCADE"), index=True)
+    file_id: Mapped[int] = mapped_column(_cascading_key("files.id"), index=True)
     user: Mapped[str | None] = mapped_column(String(64))  # who is told (a Files menu request)
     request: Mapped[str | None] = mapped_column(String(32))  # the marks of one request share it
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
