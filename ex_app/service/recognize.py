@@ -29,12 +29,7 @@ from ex_app.sources.nextcloud import NextcloudSource, NextcloudUsers
 from ex_app.sources.sync import sync
 from ex_app.store import outbox
 from ex_app.store.files import (
-    SyncReport,
-    delete_files,
-    move_files,
-    record_files,
-    withdraw_pending,
-    work_left,
+    SyncReport, delete_files, move_files, record_files, withdraw_pending, work_left,
 )
 from ex_app.store.progress import measure_progress
 from ex_app.store.results import delete_face_data
@@ -217,9 +212,8 @@ class RecognizeService:
                 progress = "; ".join(p.line() for p in measure_progress(session)) or "nothing analyzed yet"
             form = self.admin_form(self.base, f"Progress: {progress}.")
             await AsyncNextcloudApp().ui.settings.register_form(form)
-            return CycleReport(
-                sync=synced, processed=processed, persons=persons, opted_out=len(everyone) - len(users)
-            )
+            opted_out = len(everyone) - len(users)
+            return CycleReport(sync=synced, processed=processed, persons=persons, opted_out=opted_out)
 
     async def _follow_workers(
         self, engine: Engine, users: list[str], crawling: asyncio.Task | None, until: float | None

@@ -74,15 +74,11 @@ class FileProcessor:
     def from_settings(
         cls, settings: Settings, sessions: sessionmaker[Session], pipeline: Pipeline, fetcher: FileFetcher
     ) -> FileProcessor:
+        queue = settings.queue
         return cls(
-            sessions,
-            pipeline,
-            fetcher,
-            lease=timedelta(seconds=settings.queue.lease_seconds),
-            time_limit_seconds=settings.queue.file_time_limit_seconds,
-            max_attempts=settings.queue.max_attempts,
-            retry_delay=settings.queue.retry_delay_seconds,
-            cpu=cpu_budget(settings),
+            sessions, pipeline, fetcher, lease=timedelta(seconds=queue.lease_seconds),
+            time_limit_seconds=queue.file_time_limit_seconds, max_attempts=queue.max_attempts,
+            retry_delay=queue.retry_delay_seconds, cpu=cpu_budget(settings),
         )
 
     def claim(self, file_id: int) -> ClaimedFile | None:
@@ -154,13 +150,8 @@ class Worker:
     """The loop of one worker process: messages off the queue until told to stop."""
 
     def __init__(
-        self,
-        settings: Settings,
-        queue: WorkQueue,
-        processor: FileProcessor,
-        *,
-        obey_schedule: bool = True,
-        on_file_done: Callable[[str], None] = lambda path: None,
+        self, settings: Settings, queue: WorkQueue, processor: FileProcessor, *,
+        obey_schedule: bool = True, on_file_done: Callable[[str], None] = lambda path: None,
     ):
         self.settings = settings
         self.queue = queue
@@ -191,9 +182,7 @@ class Worker:
             return None
         if in_quiet_hours(self.settings.worker.quiet_hours, datetime.now()):
             return "quiet hours"
-        if self.queue.paused:
-            return "paused"
-        return None
+        return "paused" if self.queue.paused else None
 
     def run(self, until: Callable[[], bool] | None = None) -> int:
         """Work until stopped (or until ``until()`` says so); returns the files analyzed.
