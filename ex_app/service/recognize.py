@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass
+from functools import partial
 from datetime import datetime
 
 from nc_py_api import AsyncNextcloudApp
@@ -186,13 +187,10 @@ class RecognizeService:
             self._opted_out = set(everyone) - set(users)
             crawling = None
             if crawl or returning:  # a returning user's withdrawn work is queued again
-
-                def send(fresh: list[int]) -> None:  # each chunk as the walk goes on
-                    engine.queue.enqueue_files(engine.sessions, fresh, BACKLOG)
-
-                crawling = asyncio.create_task(sync(
-                    engine.sessions, NextcloudUsers(self.source, users if crawl else returning),
-                    engine.pipeline, on_chunk=send,
+                walked = NextcloudUsers(self.source, users if crawl else returning)
+                crawling = asyncio.create_task(sync(  # each chunk is queued as the walk goes on
+                    engine.sessions, walked, engine.pipeline,
+                    on_chunk=partial(engine.queue.enqueue_files, engine.sessions, priority=BACKLOG),
                 ))  # fmt: skip
             try:  # what the workers finish is tagged while the walk goes on
                 processed = await self._follow_workers(engine, users, crawling, follow_until)
@@ -298,8 +296,6 @@ class RecognizeService:
                 crawl_due = crawl and self.last_cycle.sync is None
                 self.last_error = None
                 self.cycles += 1
-            except asyncio.CancelledError:
-                raise
             except Exception as error:  # Nextcloud away, a bug: log it, try again later
                 log.exception("recognize cycle failed")
                 self.last_error = f"{type(error).__name__}: {error}"

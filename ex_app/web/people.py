@@ -43,6 +43,7 @@ router = APIRouter(prefix="/api/people")
 MAX_ID = 2**63 - 1  # SQLite's integers are 64-bit: a larger id is refused, not a server error
 RowId = Annotated[int, Field(ge=1, le=MAX_ID)]  # a database id in a request body
 PathId = Annotated[int, FastApiPath(ge=1, le=MAX_ID)]  # a database id in the route (also contacts)
+Limit = Annotated[int, Query(ge=1, le=5000)]  # how many faces a listing gives at most
 
 PAGE = "people"  # the top menu entry: /index.php/apps/app_api/embedded/<appid>/people
 SCRIPT = "js/recognize_ex-main"  # AppAPI adds ".js" / ".css"; built by `make ui`
@@ -93,9 +94,8 @@ class Corrections:
     sessions: sessionmaker[Session]
     undo_log: dict[str, Snapshot]
 
-    def act(
-        self, label: str, persons: set[int], faces: set[int], action: Callable[[Session, str], Any]
-    ) -> Any:
+    def act(self, label: str, persons: set[int], faces: set[int],
+            action: Callable[[Session, str], Any]) -> Any:
         """Run one correction, keeping what it changes for undo (files whose person names
         change are marked for the tag sink); ids that are not the user's raise NotFound."""
         with self.sessions.begin() as session, person_tag_changes(session, self.owner):
@@ -142,34 +142,29 @@ def persons(owner: User, engine: CurrentEngine, undo_log: UndoLog, hidden: bool 
 @router.get("/persons/{person_id}/faces")
 def person_faces(person_id: PathId, owner: User, engine: CurrentEngine) -> dict:
     """A person's faces with their boxes, grouped by photo by the page."""
+    gate = QualityGate.from_settings(engine.settings)
     with engine.sessions() as session:
-        faces = operations.person_faces(
-            session, person_id, QualityGate.from_settings(engine.settings), owner=owner
-        )
+        faces = operations.person_faces(session, person_id, gate, owner=owner)
         person = session.get(schema.Person, person_id)
         summary = {"id": person.id, "name": person.name, "hidden": person.hidden}
     return {"person": summary, "faces": _faces_json(faces)}
 
 
 @router.get("/faces/unassigned")
-def unassigned_faces(
-    owner: User, engine: CurrentEngine, limit: int = Query(500, ge=1, le=5000)
-) -> dict:
+def unassigned_faces(owner: User, engine: CurrentEngine, limit: Limit = 500) -> dict:
     """Faces in no person."""
+    gate = QualityGate.from_settings(engine.settings)
     with engine.sessions() as session:
-        gate = QualityGate.from_settings(engine.settings)
         faces = operations.unassigned_faces(session, gate, limit, owner=owner)
     return {"faces": _faces_json(faces)}
 
 
 @router.get("/faces/unsure")
-def unsure_faces(owner: User, engine: CurrentEngine, limit: int = Query(500, ge=1, le=5000)) -> dict:
+def unsure_faces(owner: User, engine: CurrentEngine, limit: Limit = 500) -> dict:
     """Faces the grouping placed that lie far from their person's mean face."""
+    gate, join = QualityGate.from_settings(engine.settings), face_distances(engine.settings).join
     with engine.sessions() as session:
-        gate = QualityGate.from_settings(engine.settings)
-        faces = operations.unsure_faces(
-            session, gate, face_distances(engine.settings).join, limit, owner=owner
-        )
+        faces = operations.unsure_faces(session, gate, join, limit, owner=owner)
     return {"faces": _faces_json(faces)}
 
 
@@ -209,11 +204,9 @@ async def set_choice(
 @router.get("/suggestions")
 def suggestions(owner: User, engine: CurrentEngine) -> dict:
     """Pairs of the user's persons that may be the same human, closest first."""
+    distance, embedder = face_distances(engine.settings).suggestion, engine.settings.faces.embedder
     with engine.sessions() as session:
-        found = operations.suggest_merges(
-            session, face_distances(engine.settings).suggestion, owner=owner,
-            embedder=engine.settings.faces.embedder,
-        )
+        found = operations.suggest_merges(session, distance, owner=owner, embedder=embedder)
     return {"suggestions": [asdict(s) for s in found]}
 
 
@@ -359,9 +352,7 @@ async def _image(
             except FileGone:
                 raise HTTPException(status_code=404, detail="the photo is gone") from None
             except MediaError as error:
-                raise HTTPException(
-                    status_code=422, detail=f"the photo cannot be shown: {error}"
-                ) from None
+                raise HTTPException(422, f"the photo cannot be shown: {error}") from None
             except TransientError as error:
                 raise HTTPException(status_code=503, detail=f"try again later: {error}") from None
     return FileResponse(cached, media_type="image/jpeg", headers={"Cache-Control": IMAGE_CACHE})
