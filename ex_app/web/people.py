@@ -94,13 +94,14 @@ class Corrections:
     sessions: sessionmaker[Session]
     undo_log: dict[str, Snapshot]
 
-    def act(self, label: str, persons: set[int], faces: set[int],
-            action: Callable[[Session, str], Any]) -> Any:
-        """Run one correction, keeping what it changes for undo (files whose person names
-        change are marked for the tag sink); ids that are not the user's raise NotFound."""
+    def act(self, label: str, persons: set[int], faces: set[int], action: Callable[..., Any],
+            *args: Any) -> Any:
+        """Run one correction, action(session, *args, owner=the user), keeping what it changes
+        for undo (files whose person names change are marked for the tag sink); ids that are
+        not the user's raise NotFound."""
         with self.sessions.begin() as session, person_tag_changes(session, self.owner):
             snapshot = Snapshot.take(session, label, persons, faces)
-            result = action(session, self.owner)
+            result = action(session, *args, owner=self.owner)
             if isinstance(result, int) and result not in persons:
                 snapshot.created.add(result)
         self.undo_log[self.owner] = snapshot
@@ -216,8 +217,7 @@ class NameBody(BaseModel):
 
 @router.post("/persons/{person_id}/name")
 def rename(person_id: PathId, body: NameBody, corrections: Correct) -> dict:
-    corrections.act("rename", {person_id}, set(),
-                    lambda s, owner: operations.rename(s, person_id, body.name, owner=owner))
+    corrections.act("rename", {person_id}, set(), operations.rename, person_id, body.name)
     return {}
 
 
@@ -227,8 +227,8 @@ class HiddenBody(BaseModel):
 
 @router.post("/persons/{person_id}/hidden")
 def hide(person_id: PathId, body: HiddenBody, corrections: Correct) -> dict:
-    corrections.act("hide" if body.hidden else "show", {person_id}, set(),
-                    lambda s, owner: operations.set_hidden(s, person_id, body.hidden, owner=owner))
+    corrections.act("hide" if body.hidden else "show", {person_id}, set(), operations.set_hidden,
+                    person_id, body.hidden)
     return {}
 
 
@@ -239,8 +239,8 @@ class MergeBody(BaseModel):
 
 @router.post("/merge")
 def merge(body: MergeBody, corrections: Correct) -> dict:
-    corrections.act("merge", {body.into, *body.others}, set(),
-                    lambda s, owner: operations.merge(s, body.into, body.others, owner=owner))
+    merged = {body.into, *body.others}
+    corrections.act("merge", merged, set(), operations.merge, body.into, body.others)
     return {"person_id": body.into}
 
 
@@ -253,17 +253,15 @@ def move_face(face_id: PathId, body: MoveBody, corrections: Correct) -> dict:
     persons = corrections.persons_of_face(face_id)  # the person it leaves
     if body.person_id is not None:
         persons.add(body.person_id)
-    person_id = corrections.act(
-        "move", persons, {face_id},
-        lambda s, owner: operations.move_face(s, face_id, body.person_id, owner=owner),
-    )  # fmt: skip
+    person_id = corrections.act("move", persons, {face_id}, operations.move_face, face_id,
+                                body.person_id)
     return {"person_id": person_id}
 
 
 @router.post("/faces/{face_id}/remove")
 def remove_face(face_id: PathId, corrections: Correct) -> dict:
     corrections.act("remove", corrections.persons_of_face(face_id), {face_id},
-                    lambda s, owner: operations.remove_face(s, face_id, owner=owner))
+                    operations.remove_face, face_id)
     return {}
 
 
@@ -274,10 +272,8 @@ class DistinctBody(BaseModel):
 
 @router.post("/distinct")
 def distinct(body: DistinctBody, corrections: Correct) -> dict:
-    corrections.act(
-        "distinct", {body.person_id, body.other_id}, set(),
-        lambda s, owner: operations.mark_distinct(s, body.person_id, body.other_id, owner=owner),
-    )  # fmt: skip
+    corrections.act("distinct", {body.person_id, body.other_id}, set(), operations.mark_distinct,
+                    body.person_id, body.other_id)
     return {}
 
 
