@@ -270,8 +270,7 @@ class RecognizeService:
     async def deleted(self, user: str, path: str, remote_id: int) -> int:
         """A file or folder of user's was deleted: its faces and results go now; returns how
         many files were forgotten. Persons are regrouped by the next cycle."""
-        engine = await self.engine()
-        count = delete_files(engine.sessions, user, path.strip("/"), remote_id)
+        count = delete_files((await self.engine()).sessions, user, path.strip("/"), remote_id)
         if count:
             self._regroup_due = True
             self.wake()
