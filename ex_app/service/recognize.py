@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass
+from functools import partial
 from datetime import datetime
 
 from nc_py_api import AsyncNextcloudApp
@@ -29,12 +30,7 @@ from ex_app.sources.nextcloud import NextcloudSource, NextcloudUsers
 from ex_app.sources.sync import sync
 from ex_app.store import outbox
 from ex_app.store.files import (
-    SyncReport,
-    delete_files,
-    move_files,
-    record_files,
-    withdraw_pending,
-    work_left,
+    SyncReport, delete_files, move_files, record_files, withdraw_pending, work_left,
 )
 from ex_app.store.progress import measure_progress
 from ex_app.store.results import delete_face_data
@@ -191,13 +187,10 @@ class RecognizeService:
             self._opted_out = set(everyone) - set(users)
             crawling = None
             if crawl or returning:  # a returning user's withdrawn work is queued again
-
-                def send(fresh: list[int]) -> None:  # each chunk as the walk goes on
-                    engine.queue.enqueue_files(engine.sessions, fresh, BACKLOG)
-
-                crawling = asyncio.create_task(sync(
-                    engine.sessions, NextcloudUsers(self.source, users if crawl else returning),
-                    engine.pipeline, on_chunk=send,
+                walked = NextcloudUsers(self.source, users if crawl else returning)
+                crawling = asyncio.create_task(sync(  # each chunk is queued as the walk goes on
+                    engine.sessions, walked, engine.pipeline,
+                    on_chunk=partial(engine.queue.enqueue_files, engine.sessions, priority=BACKLOG),
                 ))  # fmt: skip
             try:  # what the workers finish is tagged while the walk goes on
                 processed = await self._follow_workers(engine, users, crawling, follow_until)
@@ -217,9 +210,8 @@ class RecognizeService:
                 progress = "; ".join(p.line() for p in measure_progress(session)) or "nothing analyzed yet"
             form = self.admin_form(self.base, f"Progress: {progress}.")
             await AsyncNextcloudApp().ui.settings.register_form(form)
-            return CycleReport(
-                sync=synced, processed=processed, persons=persons, opted_out=len(everyone) - len(users)
-            )
+            opted_out = len(everyone) - len(users)
+            return CycleReport(sync=synced, processed=processed, persons=persons, opted_out=opted_out)
 
     async def _follow_workers(
         self, engine: Engine, users: list[str], crawling: asyncio.Task | None, until: float | None
@@ -278,8 +270,7 @@ class RecognizeService:
     async def deleted(self, user: str, path: str, remote_id: int) -> int:
         """A file or folder of user's was deleted: its faces and results go now; returns how
         many files were forgotten. Persons are regrouped by the next cycle."""
-        engine = await self.engine()
-        count = delete_files(engine.sessions, user, path.strip("/"), remote_id)
+        count = delete_files((await self.engine()).sessions, user, path.strip("/"), remote_id)
         if count:
             self._regroup_due = True
             self.wake()
@@ -304,8 +295,6 @@ class RecognizeService:
                 crawl_due = crawl and self.last_cycle.sync is None
                 self.last_error = None
                 self.cycles += 1
-            except asyncio.CancelledError:
-                raise
             except Exception as error:  # Nextcloud away, a bug: log it, try again later
                 log.exception("recognize cycle failed")
                 self.last_error = f"{type(error).__name__}: {error}"

@@ -43,6 +43,7 @@ router = APIRouter(prefix="/api/people")
 MAX_ID = 2**63 - 1  # SQLite's integers are 64-bit: a larger id is refused, not a server error
 RowId = Annotated[int, Field(ge=1, le=MAX_ID)]  # a database id in a request body
 PathId = Annotated[int, FastApiPath(ge=1, le=MAX_ID)]  # a database id in the route (also contacts)
+Limit = Annotated[int, Query(ge=1, le=5000)]  # how many faces a listing gives at most
 
 PAGE = "people"  # the top menu entry: /index.php/apps/app_api/embedded/<appid>/people
 SCRIPT = "js/recognize_ex-main"  # AppAPI adds ".js" / ".css"; built by `make ui`
@@ -93,14 +94,14 @@ class Corrections:
     sessions: sessionmaker[Session]
     undo_log: dict[str, Snapshot]
 
-    def act(
-        self, label: str, persons: set[int], faces: set[int], action: Callable[[Session, str], Any]
-    ) -> Any:
-        """Run one correction, keeping what it changes for undo (files whose person names
-        change are marked for the tag sink); ids that are not the user's raise NotFound."""
+    def act(self, label: str, persons: set[int], faces: set[int], action: Callable[..., Any],
+            *args: Any) -> Any:
+        """Run one correction, action(session, *args, owner=the user), keeping what it changes
+        for undo (files whose person names change are marked for the tag sink); ids that are
+        not the user's raise NotFound."""
         with self.sessions.begin() as session, person_tag_changes(session, self.owner):
             snapshot = Snapshot.take(session, label, persons, faces)
-            result = action(session, self.owner)
+            result = action(session, *args, owner=self.owner)
             if isinstance(result, int) and result not in persons:
                 snapshot.created.add(result)
         self.undo_log[self.owner] = snapshot
@@ -142,34 +143,29 @@ def persons(owner: User, engine: CurrentEngine, undo_log: UndoLog, hidden: bool 
 @router.get("/persons/{person_id}/faces")
 def person_faces(person_id: PathId, owner: User, engine: CurrentEngine) -> dict:
     """A person's faces with their boxes, grouped by photo by the page."""
+    gate = QualityGate.from_settings(engine.settings)
     with engine.sessions() as session:
-        faces = operations.person_faces(
-            session, person_id, QualityGate.from_settings(engine.settings), owner=owner
-        )
+        faces = operations.person_faces(session, person_id, gate, owner=owner)
         person = session.get(schema.Person, person_id)
         summary = {"id": person.id, "name": person.name, "hidden": person.hidden}
     return {"person": summary, "faces": _faces_json(faces)}
 
 
 @router.get("/faces/unassigned")
-def unassigned_faces(
-    owner: User, engine: CurrentEngine, limit: int = Query(500, ge=1, le=5000)
-) -> dict:
+def unassigned_faces(owner: User, engine: CurrentEngine, limit: Limit = 500) -> dict:
     """Faces in no person."""
+    gate = QualityGate.from_settings(engine.settings)
     with engine.sessions() as session:
-        gate = QualityGate.from_settings(engine.settings)
         faces = operations.unassigned_faces(session, gate, limit, owner=owner)
     return {"faces": _faces_json(faces)}
 
 
 @router.get("/faces/unsure")
-def unsure_faces(owner: User, engine: CurrentEngine, limit: int = Query(500, ge=1, le=5000)) -> dict:
+def unsure_faces(owner: User, engine: CurrentEngine, limit: Limit = 500) -> dict:
     """Faces the grouping placed that lie far from their person's mean face."""
+    gate, join = QualityGate.from_settings(engine.settings), face_distances(engine.settings).join
     with engine.sessions() as session:
-        gate = QualityGate.from_settings(engine.settings)
-        faces = operations.unsure_faces(
-            session, gate, face_distances(engine.settings).join, limit, owner=owner
-        )
+        faces = operations.unsure_faces(session, gate, join, limit, owner=owner)
     return {"faces": _faces_json(faces)}
 
 
@@ -209,11 +205,9 @@ async def set_choice(
 @router.get("/suggestions")
 def suggestions(owner: User, engine: CurrentEngine) -> dict:
     """Pairs of the user's persons that may be the same human, closest first."""
+    distance, embedder = face_distances(engine.settings).suggestion, engine.settings.faces.embedder
     with engine.sessions() as session:
-        found = operations.suggest_merges(
-            session, face_distances(engine.settings).suggestion, owner=owner,
-            embedder=engine.settings.faces.embedder,
-        )
+        found = operations.suggest_merges(session, distance, owner=owner, embedder=embedder)
     return {"suggestions": [asdict(s) for s in found]}
 
 
@@ -223,8 +217,7 @@ class NameBody(BaseModel):
 
 @router.post("/persons/{person_id}/name")
 def rename(person_id: PathId, body: NameBody, corrections: Correct) -> dict:
-    corrections.act("rename", {person_id}, set(),
-                    lambda s, owner: operations.rename(s, person_id, body.name, owner=owner))
+    corrections.act("rename", {person_id}, set(), operations.rename, person_id, body.name)
     return {}
 
 
@@ -234,8 +227,8 @@ class HiddenBody(BaseModel):
 
 @router.post("/persons/{person_id}/hidden")
 def hide(person_id: PathId, body: HiddenBody, corrections: Correct) -> dict:
-    corrections.act("hide" if body.hidden else "show", {person_id}, set(),
-                    lambda s, owner: operations.set_hidden(s, person_id, body.hidden, owner=owner))
+    corrections.act("hide" if body.hidden else "show", {person_id}, set(), operations.set_hidden,
+                    person_id, body.hidden)
     return {}
 
 
@@ -246,8 +239,8 @@ class MergeBody(BaseModel):
 
 @router.post("/merge")
 def merge(body: MergeBody, corrections: Correct) -> dict:
-    corrections.act("merge", {body.into, *body.others}, set(),
-                    lambda s, owner: operations.merge(s, body.into, body.others, owner=owner))
+    merged = {body.into, *body.others}
+    corrections.act("merge", merged, set(), operations.merge, body.into, body.others)
     return {"person_id": body.into}
 
 
@@ -260,17 +253,15 @@ def move_face(face_id: PathId, body: MoveBody, corrections: Correct) -> dict:
     persons = corrections.persons_of_face(face_id)  # the person it leaves
     if body.person_id is not None:
         persons.add(body.person_id)
-    person_id = corrections.act(
-        "move", persons, {face_id},
-        lambda s, owner: operations.move_face(s, face_id, body.person_id, owner=owner),
-    )  # fmt: skip
+    person_id = corrections.act("move", persons, {face_id}, operations.move_face, face_id,
+                                body.person_id)
     return {"person_id": person_id}
 
 
 @router.post("/faces/{face_id}/remove")
 def remove_face(face_id: PathId, corrections: Correct) -> dict:
     corrections.act("remove", corrections.persons_of_face(face_id), {face_id},
-                    lambda s, owner: operations.remove_face(s, face_id, owner=owner))
+                    operations.remove_face, face_id)
     return {}
 
 
@@ -281,10 +272,8 @@ class DistinctBody(BaseModel):
 
 @router.post("/distinct")
 def distinct(body: DistinctBody, corrections: Correct) -> dict:
-    corrections.act(
-        "distinct", {body.person_id, body.other_id}, set(),
-        lambda s, owner: operations.mark_distinct(s, body.person_id, body.other_id, owner=owner),
-    )  # fmt: skip
+    corrections.act("distinct", {body.person_id, body.other_id}, set(), operations.mark_distinct,
+                    body.person_id, body.other_id)
     return {}
 
 
@@ -359,9 +348,7 @@ async def _image(
             except FileGone:
                 raise HTTPException(status_code=404, detail="the photo is gone") from None
             except MediaError as error:
-                raise HTTPException(
-                    status_code=422, detail=f"the photo cannot be shown: {error}"
-                ) from None
+                raise HTTPException(422, f"the photo cannot be shown: {error}") from None
             except TransientError as error:
                 raise HTTPException(status_code=503, detail=f"try again later: {error}") from None
     return FileResponse(cached, media_type="image/jpeg", headers={"Cache-Control": IMAGE_CACHE})

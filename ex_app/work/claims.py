@@ -67,27 +67,17 @@ def claim_file(
 ) -> ClaimedFile | None:
     """Claim the file's pending tasks nobody holds; None when there are none."""
     now = now or datetime.now(UTC)
-    claimed = session.execute(
-        update(schema.Task)
-        .where(
-            schema.Task.file_id == file_id,
-            schema.Task.status == TaskStatus.PENDING,
-            or_(schema.Task.lease_until.is_(None), schema.Task.lease_until < now),
-        )
-        .values(lease_until=now + lease, worker=worker)
-    )
+    claimed = session.execute(update(schema.Task).where(
+        schema.Task.file_id == file_id, schema.Task.status == TaskStatus.PENDING,
+        or_(schema.Task.lease_until.is_(None), schema.Task.lease_until < now),
+    ).values(lease_until=now + lease, worker=worker))
     if not claimed.rowcount:
         return None
     tasks = session.scalars(_held(file_id, worker)).all()
     file = session.get(schema.File, file_id)
     return ClaimedFile(
-        file_id=file_id,
-        source=file.root.source,
-        location=file.root.location,
-        path=file.path,
-        kind=file.kind,
-        content_hash=file.content_hash,
-        remote_id=file.remote_id,
+        file_id=file_id, source=file.root.source, location=file.root.location, path=file.path,
+        kind=file.kind, content_hash=file.content_hash, remote_id=file.remote_id,
         analyzers=tuple(sorted(task.analyzer for task in tasks)),
         priority=max(task.priority for task in tasks),
         attempts=max(task.attempts for task in tasks),
@@ -96,10 +86,8 @@ def claim_file(
 
 def _held(file_id: int, worker: str):
     return select(schema.Task).where(
-        schema.Task.file_id == file_id,
-        schema.Task.worker == worker,
-        schema.Task.status == TaskStatus.PENDING,
-        schema.Task.lease_until.is_not(None),
+        schema.Task.file_id == file_id, schema.Task.worker == worker,
+        schema.Task.status == TaskStatus.PENDING, schema.Task.lease_until.is_not(None),
     )
 
 
@@ -114,10 +102,7 @@ def still_held(session: Session, claimed: ClaimedFile, worker: str) -> list[sche
 
 
 def finish(
-    session: Session,
-    claimed: ClaimedFile,
-    worker: str,
-    analysis: FileAnalysis | str,
+    session: Session, claimed: ClaimedFile, worker: str, analysis: FileAnalysis | str,
     pipeline: Pipeline,
 ) -> bool:
     """Record the results (or the permanent error) and end the claim; False when the claim was
@@ -132,11 +117,7 @@ def finish(
 
 
 def fail_transiently(
-    session: Session,
-    claimed: ClaimedFile,
-    worker: str,
-    error: str,
-    max_attempts: int,
+    session: Session, claimed: ClaimedFile, worker: str, error: str, max_attempts: int,
     retry_delay: float,
 ) -> float | None:
     """Count a failure that may pass (Nextcloud away, database locked).
@@ -166,22 +147,17 @@ def fail_transiently(
 
 def release(session: Session, claimed: ClaimedFile, worker: str) -> None:
     """Give the claim back untouched (the worker stops, or cannot work at all)."""
-    session.execute(
-        update(schema.Task)
-        .where(schema.Task.file_id == claimed.file_id, schema.Task.worker == worker)
-        .where(schema.Task.status == TaskStatus.PENDING)
-        .values(lease_until=None)
-    )
+    session.execute(update(schema.Task).where(
+        schema.Task.file_id == claimed.file_id, schema.Task.worker == worker,
+        schema.Task.status == TaskStatus.PENDING,
+    ).values(lease_until=None))
 
 
 def revive_dead(session: Session) -> list[int]:
     """Dead-lettered tasks become pending with fresh attempts; returns their file ids."""
-    file_ids = sorted(
-        set(session.scalars(select(schema.Task.file_id).where(schema.Task.status == TaskStatus.ERROR)))
-    )
-    session.execute(
-        update(schema.Task)
-        .where(schema.Task.status == TaskStatus.ERROR)
-        .values(status=TaskStatus.PENDING, error=None, attempts=0, lease_until=None)
-    )
+    dead = schema.Task.status == TaskStatus.ERROR
+    file_ids = sorted(set(session.scalars(select(schema.Task.file_id).where(dead))))
+    session.execute(update(schema.Task).where(dead).values(
+        status=TaskStatus.PENDING, error=None, attempts=0, lease_until=None
+    ))
     return file_ids

@@ -57,10 +57,8 @@ def embed_contacts(contacts: list[source.Contact], embed: EmbedPhoto, report: Co
     return faces
 
 
-async def read_nextcloud_contacts(
-    sessions: sessionmaker[Session], nc: AsyncNextcloudApp, user: str, embed: EmbedPhoto,
-    embedder: str,
-) -> ContactsRead:
+async def read_nextcloud_contacts(sessions: sessionmaker[Session], nc: AsyncNextcloudApp,
+                                  user: str, embed: EmbedPhoto, embedder: str) -> ContactsRead:
     """Read the user's own address books whose sync token changed (nc acts as user)."""
     report = ContactsRead()
     books = await source.address_books(nc, user)

@@ -15,7 +15,7 @@ import resource
 import signal
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from ex_app.config import Settings
@@ -43,15 +43,11 @@ class CpuBudget:
     @contextmanager
     def slot(self) -> Iterator[int]:
         """Hold a free slot (waiting for one when all are taken); yields its number."""
-        held = None
-        for number, stream in enumerate(self._files):
-            try:
+        for held, stream in enumerate(self._files):
+            with suppress(BlockingIOError):
                 fcntl.flock(stream, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                continue
-            held = number
-            break
-        if held is None:
+                break
+        else:  # all taken: wait for one
             held = os.getpid() % self.slots
             fcntl.flock(self._files[held], fcntl.LOCK_EX)
         try:

@@ -37,6 +37,7 @@ TASK_NAME = "analyze_files"
 PAUSED_KEY = "recognize.paused"
 
 Handler = Callable[[list[int], int], None]
+WORK = (schema.Task.file_id, schema.Task.analyzer, schema.Task.priority)  # what _send_grouped takes
 
 
 def open_huey(url: str, idle_seconds: float) -> Huey:
@@ -46,14 +47,8 @@ def open_huey(url: str, idle_seconds: float) -> Huey:
         path.parent.mkdir(parents=True, exist_ok=True)
         return Huey(QUEUE_NAME, results=False, storage_class=SqliteStorage, filename=str(path), timeout=30)
     if url.startswith(("redis://", "rediss://", "unix://")):
-        return Huey(
-            QUEUE_NAME,
-            results=False,
-            storage_class=PriorityRedisStorage,
-            url=url,
-            blocking=True,
-            read_timeout=max(1, int(idle_seconds)),
-        )
+        return Huey(QUEUE_NAME, results=False, storage_class=PriorityRedisStorage, url=url,
+                    blocking=True, read_timeout=max(1, int(idle_seconds)))
     raise ValueError(f"unsupported queue URL {url!r}: use sqlite:///PATH or redis://HOST:PORT/DB")
 
 
@@ -101,22 +96,14 @@ class WorkQueue:
         with sessions.begin() as session:
             work: list[tuple[int, str, int]] = []
             for start in range(0, len(ids), 500):
-                chunk = ids[start : start + 500]
-                session.execute(
-                    update(schema.Task)
-                    .where(
-                        schema.Task.file_id.in_(chunk),
-                        schema.Task.status == TaskStatus.PENDING,
-                        schema.Task.priority < priority,
-                    )
-                    .values(priority=priority)
+                pending = (
+                    schema.Task.file_id.in_(ids[start : start + 500]),
+                    schema.Task.status == TaskStatus.PENDING,
                 )
+                session.execute(update(schema.Task).where(*pending, schema.Task.priority < priority)
+                                .values(priority=priority))
                 work += session.execute(
-                    select(schema.Task.file_id, schema.Task.analyzer, schema.Task.priority).where(
-                        schema.Task.file_id.in_(chunk),
-                        schema.Task.status == TaskStatus.PENDING,
-                        schema.Task.lease_until.is_(None),
-                    )
+                    select(*WORK).where(*pending, schema.Task.lease_until.is_(None))
                 ).all()
         return self._send_grouped(work)
 
@@ -125,7 +112,7 @@ class WorkQueue:
     ) -> int:
         """Send every pending, unclaimed task (of one root, or all); returns how many files."""
         skipped = set(skip)
-        query = select(schema.Task.file_id, schema.Task.analyzer, schema.Task.priority).where(
+        query = select(*WORK).where(
             schema.Task.status == TaskStatus.PENDING, schema.Task.lease_until.is_(None)
         )
         if root_id is not None:
@@ -161,21 +148,15 @@ class WorkQueue:
         now = now or datetime.now(UTC)
         with sessions.begin() as session:
             held = session.execute(
-                select(
-                    schema.Task.id,
-                    schema.Task.file_id,
-                    schema.Task.analyzer,
-                    schema.Task.priority,
-                    schema.Task.lease_until,
-                    schema.Task.worker,
-                ).where(schema.Task.status == TaskStatus.PENDING, schema.Task.lease_until.is_not(None))
+                select(schema.Task.id, *WORK, schema.Task.lease_until, schema.Task.worker).where(
+                    schema.Task.status == TaskStatus.PENDING, schema.Task.lease_until.is_not(None)
+                )
             ).all()
             lost = [row for row in held if _as_utc(row.lease_until) < now or worker_gone(row.worker)]
             for start in range(0, len(lost), 500):
+                chunk = [row.id for row in lost[start : start + 500]]
                 session.execute(
-                    update(schema.Task)
-                    .where(schema.Task.id.in_([row.id for row in lost[start : start + 500]]))
-                    .values(lease_until=None)
+                    update(schema.Task).where(schema.Task.id.in_(chunk)).values(lease_until=None)
                 )
         sent = self._send_grouped((row.file_id, row.analyzer, row.priority) for row in lost)
         if self.huey.pending_count() == 0 and self.huey.scheduled_count() == 0:
@@ -196,9 +177,7 @@ class WorkQueue:
     def waiting_priority(self) -> int | None:
         """The priority of the first message waiting, or None when none waits."""
         first = self.huey.storage.enqueued_items(1)
-        if not first:
-            return None
-        return self.huey.deserialize_task(first[0]).priority or 0
+        return (self.huey.deserialize_task(first[0]).priority or 0) if first else None
 
     def backlog(self) -> tuple[int, int]:
         """(messages waiting, messages scheduled for later)."""

@@ -10,6 +10,4 @@ def in_quiet_hours(quiet_hours: str, now: datetime) -> bool:
     if not quiet_hours:
         return False
     start, end = (int(hour) for hour in quiet_hours.split("-"))
-    if start <= end:
-        return start <= now.hour < end
-    return now.hour >= start or now.hour < end
+    return start <= now.hour < end if start <= end else (now.hour >= start or now.hour < end)

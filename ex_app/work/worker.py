@@ -32,7 +32,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from ex_app.analyzers.pipeline import Pipeline
 from ex_app.analyzers.registry import EMBEDDINGS
 from ex_app.analyzers.results import FileAnalysis, StoredFace
-from ex_app.config import Settings
+from ex_app.config import QueueSettings, Settings
 from ex_app.media.errors import MediaError
 from ex_app.models.store import ModelUnavailable
 from ex_app.sources.fetch import FileFetcher, SourcesFetcher, TransientError
@@ -63,10 +63,7 @@ class FileProcessor:
     sessions: sessionmaker[Session]
     pipeline: Pipeline
     fetcher: FileFetcher
-    lease: timedelta
-    time_limit_seconds: float
-    max_attempts: int
-    retry_delay: float
+    queue: QueueSettings  # the lease, the time limit, the attempts and their delay
     cpu: CpuBudget
     name: str = field(default_factory=claims.worker_name)
 
@@ -74,20 +71,12 @@ class FileProcessor:
     def from_settings(
         cls, settings: Settings, sessions: sessionmaker[Session], pipeline: Pipeline, fetcher: FileFetcher
     ) -> FileProcessor:
-        return cls(
-            sessions,
-            pipeline,
-            fetcher,
-            lease=timedelta(seconds=settings.queue.lease_seconds),
-            time_limit_seconds=settings.queue.file_time_limit_seconds,
-            max_attempts=settings.queue.max_attempts,
-            retry_delay=settings.queue.retry_delay_seconds,
-            cpu=cpu_budget(settings),
-        )
+        return cls(sessions, pipeline, fetcher, settings.queue, cpu_budget(settings))
 
     def claim(self, file_id: int) -> ClaimedFile | None:
+        lease = timedelta(seconds=self.queue.lease_seconds)
         with self.sessions.begin() as session:
-            return claims.claim_file(session, file_id, self.name, self.lease)
+            return claims.claim_file(session, file_id, self.name, lease)
 
     def process(self, claimed: ClaimedFile) -> Processed:
         """Fetch, analyze and record a claimed file."""
@@ -102,7 +91,8 @@ class FileProcessor:
             log.warning("%s failed, may retry: %s", claimed.path, error)
             with self.sessions.begin() as session:
                 delay = claims.fail_transiently(
-                    session, claimed, self.name, _reason(error), self.max_attempts, self.retry_delay
+                    session, claimed, self.name, _reason(error), self.queue.max_attempts,
+                    self.queue.retry_delay_seconds,
                 )
             return Processed(recorded=False, retry_in=delay)
         except MediaError as error:
@@ -120,7 +110,7 @@ class FileProcessor:
         """The analysis, or the permanent error to record (time limit, memory, a bug);
         ``stored``: the file's faces, for embedding them again."""
         try:
-            with self.cpu.slot(), time_limit(self.time_limit_seconds):
+            with self.cpu.slot(), time_limit(self.queue.file_time_limit_seconds):
                 return self.pipeline.analyze(path, analyzers, stored)
         except (FileTimeLimit, MemoryError) as error:
             return f"{type(error).__name__}: {error}"
@@ -154,13 +144,8 @@ class Worker:
     """The loop of one worker process: messages off the queue until told to stop."""
 
     def __init__(
-        self,
-        settings: Settings,
-        queue: WorkQueue,
-        processor: FileProcessor,
-        *,
-        obey_schedule: bool = True,
-        on_file_done: Callable[[str], None] = lambda path: None,
+        self, settings: Settings, queue: WorkQueue, processor: FileProcessor, *,
+        obey_schedule: bool = True, on_file_done: Callable[[str], None] = lambda path: None,
     ):
         self.settings = settings
         self.queue = queue
@@ -191,9 +176,7 @@ class Worker:
             return None
         if in_quiet_hours(self.settings.worker.quiet_hours, datetime.now()):
             return "quiet hours"
-        if self.queue.paused:
-            return "paused"
-        return None
+        return "paused" if self.queue.paused else None
 
     def run(self, until: Callable[[], bool] | None = None) -> int:
         """Work until stopped (or until ``until()`` says so); returns the files analyzed.
