@@ -24,7 +24,7 @@ from scratch, by the incremental path too.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from itertools import combinations
 
 import numpy as np
@@ -59,10 +59,7 @@ class StoredFaces:
     def of_owner(self, owner: str | None) -> StoredFaces:
         """The faces of one owner."""
         rows = np.array([o == owner for o in self.owners], dtype=bool).reshape(-1)
-        return StoredFaces(
-            self.ids[rows], self.embeddings[rows], self.seedable[rows],
-            self.person_ids[rows], self.file_ids[rows], self.owners[rows],
-        )
+        return StoredFaces(*(getattr(self, field.name)[rows] for field in fields(self)))
 
     def distinct_owners(self) -> list[str | None]:
         return list(dict.fromkeys(self.owners.tolist()))
@@ -87,39 +84,27 @@ def load_faces(
 ) -> StoredFaces:
     """The faces matching where (all when None) of one embedder (any when None), by id, with
     the gate applied."""
-    query = select(
-        schema.Face.id,
-        schema.Face.embedding,
-        schema.Face.w,
-        schema.Face.h,
-        schema.Face.score,
-        schema.Face.sharpness,
-        schema.Face.pose,
-        schema.Face.person_id,
-        schema.Face.file_id,
-        face_owner(),
-    ).join(schema.File, schema.File.id == schema.Face.file_id).join(schema.Root).order_by(
-        schema.Face.id
+    face = schema.Face
+    query = (
+        select(face.id, face.embedding, face.w, face.h, face.score, face.sharpness, face.pose,
+               face.person_id, face.file_id, face_owner())
+        .join(schema.File, schema.File.id == face.file_id).join(schema.Root).order_by(face.id)
     )
     if where is not None:
         query = query.where(where)
     if embedder is not None:
-        query = query.where(schema.Face.embedder == embedder)
+        query = query.where(face.embedder == embedder)
     rows = session.execute(query).all()
     if not rows:
         empty = np.empty(0, dtype=int)
-        return StoredFaces(
-            empty, np.empty((0, 128), np.float32), empty.astype(bool), empty, empty,
-            np.empty(0, dtype=object),
-        )
+        return StoredFaces(empty, np.empty((0, 128), np.float32), empty.astype(bool), empty,
+                           empty, np.empty(0, dtype=object))
     columns = list(zip(*rows))
     sizes = np.minimum(np.array(columns[2]), np.array(columns[3]))
     return StoredFaces(
         ids=np.array(columns[0]),
         embeddings=np.stack([np.frombuffer(blob, dtype=np.float32) for blob in columns[1]]),
-        seedable=passes_quality_gate(
-            sizes, np.array(columns[4]), np.array(columns[5]), np.array(columns[6]), gate
-        ),
+        seedable=passes_quality_gate(sizes, *map(np.array, columns[4:7]), gate),
         person_ids=np.array([UNASSIGNED if p is None else p for p in columns[7]]),
         file_ids=np.array(columns[8]),
         owners=_objects(columns[9]),
@@ -153,24 +138,14 @@ def regroup_all(
 
 
 def _regroup_owner(
-    session: Session,
-    mine: StoredFaces,
-    persons: dict[int, tuple[str | None, bool]],
-    owner: str | None,
-    params: ClusterParams,
-    claimed: set[int],
+    session: Session, mine: StoredFaces, persons: dict[int, tuple[str | None, bool]],
+    owner: str | None, params: ClusterParams, claimed: set[int],
 ) -> set[int]:
     """Group one owner's faces from scratch around its fixed persons; the persons touched."""
     fixed = {p for p, (o, c) in persons.items() if c and o == owner}
     groups = np.array([p if p in fixed else UNASSIGNED for p in mine.person_ids], dtype=int)
-    labels = cluster(
-        mine.embeddings,
-        mine.seedable,
-        params,
-        groups=groups,
-        forbidden=_rejections(session, mine.ids),
-        cannot_link=mine.same_photo_pairs(),
-    )
+    labels = cluster(mine.embeddings, mine.seedable, params, groups=groups,
+                     forbidden=_rejections(session, mine.ids), cannot_link=mine.same_photo_pairs())
     return _write_labels(session, mine, labels, fixed, persons, owner, claimed)
 
 
@@ -188,9 +163,8 @@ def update_persons(
     if stale:
         everything = load_faces(session, gate, embedder=embedder)
         for owner in stale:
-            touched = _regroup_owner(
-                session, everything.of_owner(owner), persons, owner, params, claimed
-            )
+            mine = everything.of_owner(owner)
+            touched = _regroup_owner(session, mine, persons, owner, params, claimed)
             _drop_empty_unconfirmed(session)
             refresh_centroids(session, touched | _persons_of(session, owner))
     for owner in loose_all.distinct_owners():
@@ -209,19 +183,18 @@ def update_persons(
         )
         centroids = [row for found in prototypes for row in found]
         pseudo = len(person_ids)
-        rejections = _rejections(session, loose.ids)
         labels = cluster(
             np.vstack([*centroids, loose.embeddings]) if pseudo else loose.embeddings,
             np.concatenate([np.zeros(pseudo, bool), loose.seedable]),
             params,
             groups=np.concatenate([person_ids, np.full(len(loose.ids), UNASSIGNED)]),
-            forbidden=rejections + np.array([pseudo, 0]),
+            forbidden=_rejections(session, loose.ids) + np.array([pseudo, 0]),
             cannot_link=loose.same_photo_pairs(offset=pseudo),
         )[pseudo:]
-        touched = _write_labels(
-            session, loose, labels, set(person_ids.tolist()), persons, owner, claimed
+        fixed = set(person_ids.tolist())
+        refresh_centroids(
+            session, _write_labels(session, loose, labels, fixed, persons, owner, claimed)
         )
-        refresh_centroids(session, touched)
     return session.scalar(select(func.count(schema.Person.id)))
 
 
@@ -229,15 +202,10 @@ def _owners_of_files(session: Session, file_ids) -> set[str | None]:
     """The owners of the files a query of file ids selects (none when it is None)."""
     if file_ids is None:
         return set()
-    return set(
-        session.scalars(
-            select(face_owner())
-            .select_from(schema.File)
-            .join(schema.Root)
-            .where(schema.File.id.in_(file_ids))
-            .distinct()
-        )
-    )
+    return set(session.scalars(
+        select(face_owner()).select_from(schema.File).join(schema.Root)
+        .where(schema.File.id.in_(file_ids)).distinct()
+    ))
 
 
 def _persons_of(session: Session, owner: str | None) -> set[int]:
@@ -246,13 +214,11 @@ def _persons_of(session: Session, owner: str | None) -> set[int]:
 
 def _owners_with_stale_persons(session: Session, embedder: str) -> set[str | None]:
     """Owners holding a person whose centroid was computed from another embedder's faces."""
-    return set(
-        session.scalars(
-            select(schema.Person.owner)
-            .where(schema.Person.centroid.is_not(None), schema.Person.embedder != embedder)
-            .distinct()
-        )
-    )
+    return set(session.scalars(
+        select(schema.Person.owner)
+        .where(schema.Person.centroid.is_not(None), schema.Person.embedder != embedder)
+        .distinct()
+    ))
 
 
 def _settle_owners(session: Session) -> dict[int, tuple[str | None, bool]]:
@@ -295,13 +261,8 @@ def _rejections(session: Session, face_ids: np.ndarray) -> np.ndarray:
 
 
 def _write_labels(
-    session: Session,
-    faces: StoredFaces,
-    labels: np.ndarray,
-    fixed: set[int],
-    persons: dict[int, tuple[str | None, bool]],
-    owner: str | None,
-    claimed: set[int],
+    session: Session, faces: StoredFaces, labels: np.ndarray, fixed: set[int],
+    persons: dict[int, tuple[str | None, bool]], owner: str | None, claimed: set[int],
 ) -> set[int]:
     """Store one owner's cluster labels as persons; returns the ids of persons whose faces
     changed.
@@ -329,11 +290,8 @@ def _write_labels(
     for face_id, old, label in zip(faces.ids, faces.person_ids, labels):
         new = UNASSIGNED if label == UNASSIGNED else persons_of_label[int(label)]
         if new != old:
-            session.execute(
-                update(schema.Face)
-                .where(schema.Face.id == int(face_id))
-                .values(person_id=None if new == UNASSIGNED else new)
-            )
+            session.execute(update(schema.Face).where(schema.Face.id == int(face_id))
+                            .values(person_id=None if new == UNASSIGNED else new))
             touched |= {int(p) for p in (old, new) if p != UNASSIGNED}
     return touched
 
@@ -373,16 +331,13 @@ def refresh_centroids(session: Session, person_ids: set[int]) -> None:
                 schema.Face.person_id.in_(batch)
             )
         ):
-            by_embedder = vectors.setdefault(person_id, {})
-            by_embedder.setdefault(embedder, []).append(np.frombuffer(blob, dtype=np.float32))
+            vector = np.frombuffer(blob, dtype=np.float32)
+            vectors.setdefault(person_id, {}).setdefault(embedder, []).append(vector)
         for person_id in batch:
             prototypes, embedder = None, None
             if person_id in vectors:
                 embedder, faces = max(vectors[person_id].items(), key=lambda item: len(item[1]))
                 link = EMBEDDER_DISTANCES[embedder].link
                 prototypes = person_prototypes(np.stack(faces), link).astype(np.float32).tobytes()
-            session.execute(
-                update(schema.Person)
-                .where(schema.Person.id == person_id)
-                .values(centroid=prototypes, embedder=embedder)
-            )
+            session.execute(update(schema.Person).where(schema.Person.id == person_id)
+                            .values(centroid=prototypes, embedder=embedder))
