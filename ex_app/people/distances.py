@@ -50,8 +50,6 @@ def face_distances(settings: Settings) -> Distances:
         "join": settings.faces.join_distance,
         "suggestion": settings.faces.suggestion_distance,
     }
-    return Distances(
-        **{key: getattr(defaults, key) if value is None else value for key, value in chosen.items()}
-    )
+    return replace(defaults, **{key: value for key, value in chosen.items() if value is not None})
 
 

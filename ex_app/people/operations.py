@@ -114,6 +114,12 @@ def face_owner_of(session: Session, face_id: int) -> tuple[schema.Face, str | No
     return None if row is None else (row[0], row[1])
 
 
+def distinct_pairs_of(person_ids):
+    """A WHERE clause keeping the "not the same" pairs these persons are in."""
+    pair = schema.DistinctPersons
+    return or_(pair.person_id.in_(person_ids), pair.other_id.in_(person_ids))
+
+
 def _face(session: Session, face_id: int, owner: Owner = ANYONE) -> tuple[schema.Face, str | None]:
     found = face_owner_of(session, face_id)
     if found is None or not owns(owner, found[1]):
@@ -145,10 +151,11 @@ def list_persons(
         .group_by(schema.Face.person_id)
         .subquery()
     )
-    query = select(schema.Person, counts.c.faces, counts.c.photos).join(
-        counts, counts.c.person_id == schema.Person.id, isouter=True
+    query = (
+        select(schema.Person, counts.c.faces, counts.c.photos)
+        .join(counts, counts.c.person_id == schema.Person.id, isouter=True)
+        .where(_owned_by(schema.Person.owner, owner))
     )
-    query = query.where(_owned_by(schema.Person.owner, owner))
     if not include_hidden:
         query = query.where(schema.Person.hidden.is_(False))
     covers: dict[int, int] = {}
@@ -160,15 +167,8 @@ def list_persons(
     ):
         covers.setdefault(person_id, face_id)  # the first row of a person is its best face
     summaries = [
-        PersonSummary(
-            id=person.id,
-            name=person.name,
-            hidden=person.hidden,
-            confirmed=person.confirmed,
-            faces=faces or 0,
-            photos=photos or 0,
-            cover_face_id=covers.get(person.id),
-        )
+        PersonSummary(person.id, person.name, person.hidden, person.confirmed, faces or 0,
+                      photos or 0, covers.get(person.id))
         for person, faces, photos in session.execute(query)
     ]
     return sorted(summaries, key=lambda p: (p.name is None, -p.faces, (p.name or "").lower(), p.id))
@@ -191,11 +191,8 @@ def set_hidden(
 def merge(session: Session, into_id: int, other_ids: list[int], *, owner: Owner = ANYONE) -> None:
     """Put the faces of the other persons into one person, for good."""
     into = _person(session, into_id, owner)
-    others = [
-        _person(session, other_id, owner)
-        for other_id in dict.fromkeys(other_ids)
-        if other_id != into_id
-    ]
+    others = [_person(session, other_id, owner) for other_id in dict.fromkeys(other_ids)
+              if other_id != into_id]
     if any(other.owner != into.owner for other in others):
         raise NotFound("persons of different owners are never merged")
     for other in others:
@@ -205,14 +202,7 @@ def merge(session: Session, into_id: int, other_ids: list[int], *, owner: Owner 
             update(schema.Face).where(schema.Face.person_id == other.id).values(person_id=into.id)
         )
         _repoint_rejections(session, other.id, into.id)
-        session.execute(
-            delete(schema.DistinctPersons).where(
-                or_(
-                    schema.DistinctPersons.person_id == other.id,
-                    schema.DistinctPersons.other_id == other.id,
-                )
-            )
-        )
+        session.execute(delete(schema.DistinctPersons).where(distinct_pairs_of({other.id})))
         session.delete(other)
     into.confirmed = True
     session.flush()
@@ -220,11 +210,9 @@ def merge(session: Session, into_id: int, other_ids: list[int], *, owner: Owner 
 
 
 def _repoint_rejections(session: Session, from_id: int, to_id: int) -> None:
-    already = set(
-        session.scalars(
-            select(schema.FaceRejection.face_id).where(schema.FaceRejection.person_id == to_id)
-        )
-    )
+    already = set(session.scalars(
+        select(schema.FaceRejection.face_id).where(schema.FaceRejection.person_id == to_id)
+    ))
     for rejection in session.scalars(
         select(schema.FaceRejection).where(schema.FaceRejection.person_id == from_id)
     ).all():
@@ -256,10 +244,9 @@ def move_face(
     if left is not None and left != target.id:
         _reject(session, face)
     face.person_id, face.pinned = target.id, True
+    rejection = schema.FaceRejection
     session.execute(
-        delete(schema.FaceRejection).where(
-            schema.FaceRejection.face_id == face.id, schema.FaceRejection.person_id == target.id
-        )
+        delete(rejection).where(rejection.face_id == face.id, rejection.person_id == target.id)
     )
     session.flush()
     refresh_centroids(session, {target.id} | ({left} if left is not None else set()))
@@ -318,12 +305,8 @@ def suggest_merges(
     embeddings = np.stack([np.frombuffer(blob, dtype=np.float32) for _, blob, _ in rows])
     persons, starts = np.unique(person_ids, return_index=True)
     centroids = np.add.reduceat(embeddings, starts) / np.diff(np.append(starts, len(rows)))[:, None]
-    distinct = {
-        (int(a), int(b))
-        for a, b in session.execute(
-            select(schema.DistinctPersons.person_id, schema.DistinctPersons.other_id)
-        )
-    }
+    pairs = select(schema.DistinctPersons.person_id, schema.DistinctPersons.other_id)
+    distinct = {(int(a), int(b)) for a, b in session.execute(pairs)}
     index = NearestNeighbors(radius=max_distance).fit(centroids)
     distances, neighbours = index.radius_neighbors(centroids, sort_results=True)
     suggestions = []

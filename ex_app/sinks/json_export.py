@@ -74,11 +74,9 @@ def export_results(session: Session, gate: QualityGate, root_id: int | None = No
                 ],
             }
         )
-    counts = dict(
-        session.execute(
-            select(schema.Face.person_id, func.count()).group_by(schema.Face.person_id)
-        ).all()
-    )
+    counts = dict(session.execute(
+        select(schema.Face.person_id, func.count()).group_by(schema.Face.person_id)
+    ).all())
     persons = [
         {"id": p.id, "name": p.name, "hidden": p.hidden, "faces": counts.get(p.id, 0)}
         for p in session.scalars(select(schema.Person).order_by(schema.Person.id))
