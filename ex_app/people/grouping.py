@@ -171,16 +171,12 @@ def update_persons(
         if owner in held or owner in stale:
             continue
         loose = loose_all.of_owner(owner)
-        rows = session.execute(
-            select(schema.Person.id, schema.Person.centroid).where(
-                schema.Person.centroid.is_not(None),
-                schema.Person.owner == owner,  # IS NULL for None
-            )
-        ).all()
+        rows = session.execute(select(schema.Person.id, schema.Person.centroid).where(
+            schema.Person.centroid.is_not(None), schema.Person.owner == owner  # IS NULL for None
+        )).all()
         prototypes = [np.frombuffer(blob, dtype=np.float32).reshape(-1, 128) for _, blob in rows]
-        person_ids = np.array(
-            [person_id for (person_id, _), found in zip(rows, prototypes) for _ in found], dtype=int
-        )
+        person_ids = np.array([person_id for (person_id, _), found in zip(rows, prototypes)
+                               for _ in found], dtype=int)
         centroids = [row for found in prototypes for row in found]
         pseudo = len(person_ids)
         labels = cluster(
@@ -304,15 +300,11 @@ def _in_order_of_first_face(labels: np.ndarray) -> list[int]:
 
 def _drop_empty_unconfirmed(session: Session) -> None:
     """Unconfirmed persons left without faces are gone; confirmed or hidden ones stay."""
-    session.execute(
-        delete(schema.Person).where(
-            schema.Person.confirmed.is_(False),
-            schema.Person.hidden.is_(False),
-            ~schema.Person.id.in_(
-                select(schema.Face.person_id).where(schema.Face.person_id.is_not(None))
-            ),
-        )
-    )
+    with_faces = select(schema.Face.person_id).where(schema.Face.person_id.is_not(None))
+    session.execute(delete(schema.Person).where(
+        schema.Person.confirmed.is_(False), schema.Person.hidden.is_(False),
+        ~schema.Person.id.in_(with_faces),
+    ))
 
 
 def refresh_centroids(session: Session, person_ids: set[int]) -> None:

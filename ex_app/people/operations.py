@@ -137,9 +137,8 @@ def check_file(session: Session, file_id: int, owner: Owner) -> schema.File:
     return row[0]
 
 
-def list_persons(
-    session: Session, include_hidden: bool = False, *, owner: Owner = ANYONE
-) -> list[PersonSummary]:
+def list_persons(session: Session, include_hidden: bool = False, *,
+                 owner: Owner = ANYONE) -> list[PersonSummary]:
     """Persons with their counts: named ones first, then by number of faces."""
     counts = (
         select(
@@ -181,9 +180,8 @@ def rename(session: Session, person_id: int, name: str | None, *, owner: Owner =
     person.confirmed = True
 
 
-def set_hidden(
-    session: Session, person_id: int, hidden: bool = True, *, owner: Owner = ANYONE
-) -> None:
+def set_hidden(session: Session, person_id: int, hidden: bool = True, *,
+               owner: Owner = ANYONE) -> None:
     """Hide a person from listings (its faces stay with it), or show it again."""
     _person(session, person_id, owner).hidden = hidden
 
@@ -223,9 +221,8 @@ def _repoint_rejections(session: Session, from_id: int, to_id: int) -> None:
     session.flush()
 
 
-def move_face(
-    session: Session, face_id: int, person_id: int | None, *, owner: Owner = ANYONE
-) -> int:
+def move_face(session: Session, face_id: int, person_id: int | None, *,
+              owner: Owner = ANYONE) -> int:
     """Put a face into a person (a new one when person_id is None); returns that person's id.
 
     The face is pinned there, the person it left rejects it, and both persons become confirmed.
@@ -272,9 +269,8 @@ def _reject(session: Session, face: schema.Face) -> None:
         session.add(schema.FaceRejection(face_id=face.id, person_id=left.id))
 
 
-def mark_distinct(
-    session: Session, person_id: int, other_id: int, *, owner: Owner = ANYONE
-) -> None:
+def mark_distinct(session: Session, person_id: int, other_id: int, *,
+                  owner: Owner = ANYONE) -> None:
     """Say two persons are not the same, so they are never suggested for merging."""
     _person(session, person_id, owner)
     _person(session, other_id, owner)
@@ -283,10 +279,8 @@ def mark_distinct(
         session.add(schema.DistinctPersons(person_id=low, other_id=high))
 
 
-def suggest_merges(
-    session: Session, max_distance: float, limit: int = 50, *, owner: Owner = ANYONE,
-    embedder: str | None = None,
-) -> list[MergeSuggestion]:
+def suggest_merges(session: Session, max_distance: float, limit: int = 50, *,
+                   owner: Owner = ANYONE, embedder: str | None = None) -> list[MergeSuggestion]:
     """Pairs of visible persons of one owner whose mean faces (of the embedder, when given:
     the one max_distance is for) are close: maybe the same human."""
     query = (
@@ -345,27 +339,22 @@ def _face_views(session: Session, where, gate: QualityGate, limit: int | None = 
     return views
 
 
-def person_faces(
-    session: Session, person_id: int, gate: QualityGate, *, owner: Owner = ANYONE
-) -> list[FaceView]:
+def person_faces(session: Session, person_id: int, gate: QualityGate, *,
+                 owner: Owner = ANYONE) -> list[FaceView]:
     """A person's faces, by photo."""
     _person(session, person_id, owner)
     return _face_views(session, schema.Face.person_id == person_id, gate)
 
 
-def unassigned_faces(
-    session: Session, gate: QualityGate, limit: int = 500, *, owner: Owner = ANYONE
-) -> list[FaceView]:
+def unassigned_faces(session: Session, gate: QualityGate, limit: int = 500, *,
+                     owner: Owner = ANYONE) -> list[FaceView]:
     """Faces in no person (noise, or below the quality gate), at most limit."""
-    return _face_views(
-        session, schema.Face.person_id.is_(None) & _owned_by(face_owner(), owner), gate, limit
-    )
+    loose = schema.Face.person_id.is_(None) & _owned_by(face_owner(), owner)
+    return _face_views(session, loose, gate, limit)
 
 
-def unsure_faces(
-    session: Session, gate: QualityGate, join_distance: float, limit: int = 500,
-    *, owner: Owner = ANYONE,
-) -> list[FaceView]:
+def unsure_faces(session: Session, gate: QualityGate, join_distance: float, limit: int = 500, *,
+                 owner: Owner = ANYONE) -> list[FaceView]:
     """Faces the grouping put in a person but would not have let join it on their own: not
     placed by the user and farther than join_distance from the person's mean face; farthest
     first."""

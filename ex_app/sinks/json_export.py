@@ -30,15 +30,11 @@ def export_results(session: Session, gate: QualityGate, root_id: int | None = No
 
     A face below the quality gate is marked ``unsure``: it never seeds a person.
     """
+    related = (schema.File.tasks, schema.File.faces, schema.File.labels, schema.File.tags,
+               schema.File.root)
     query = (
         select(schema.File)
-        .options(
-            selectinload(schema.File.tasks),
-            selectinload(schema.File.faces),
-            selectinload(schema.File.labels),
-            selectinload(schema.File.tags),
-            selectinload(schema.File.root),
-        )
+        .options(*map(selectinload, related))
         .order_by(schema.File.root_id, schema.File.path)
     )
     if root_id is not None:

@@ -43,8 +43,7 @@ def request_summary(sessions: sessionmaker[Session], file_ids: Collection[int]) 
             .outerjoin(schema.Person)
             .where(schema.File.id.in_(ids))
         ).all()
-    count = len(ids)
-    subject = f"Recognize analyzed {count} file{'s' if count != 1 else ''}"
+    subject = f"Recognize analyzed {len(ids)} file{'s' if len(ids) != 1 else ''}"
     parts = []
     if persons:
         names = sorted({name for _, name in persons if name})
