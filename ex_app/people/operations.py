@@ -106,10 +106,8 @@ def _person(session: Session, person_id: int, owner: Owner = ANYONE) -> schema.P
 def face_owner_of(session: Session, face_id: int) -> tuple[schema.Face, str | None] | None:
     """A face and its owner, or None when there is no such face."""
     row = session.execute(
-        select(schema.Face, face_owner())
-        .join(schema.File, schema.File.id == schema.Face.file_id)
-        .join(schema.Root)
-        .where(schema.Face.id == face_id)
+        select(schema.Face, face_owner()).join(schema.File, schema.File.id == schema.Face.file_id)
+        .join(schema.Root).where(schema.Face.id == face_id)
     ).first()
     return None if row is None else (row[0], row[1])
 
@@ -129,9 +127,8 @@ def _face(session: Session, face_id: int, owner: Owner = ANYONE) -> tuple[schema
 
 def check_file(session: Session, file_id: int, owner: Owner) -> schema.File:
     """The file, when it is in owner's files; else NotFound."""
-    row = session.execute(
-        select(schema.File, face_owner()).join(schema.Root).where(schema.File.id == file_id)
-    ).first()
+    query = select(schema.File, face_owner()).join(schema.Root).where(schema.File.id == file_id)
+    row = session.execute(query).first()
     if row is None or not owns(owner, row[1]):
         raise NotFound(f"no file {file_id}")
     return row[0]
@@ -141,26 +138,18 @@ def list_persons(session: Session, include_hidden: bool = False, *,
                  owner: Owner = ANYONE) -> list[PersonSummary]:
     """Persons with their counts: named ones first, then by number of faces."""
     counts = (
-        select(
-            schema.Face.person_id,
-            func.count(schema.Face.id).label("faces"),
-            func.count(func.distinct(schema.Face.file_id)).label("photos"),
-        )
-        .where(schema.Face.person_id.is_not(None))
-        .group_by(schema.Face.person_id)
-        .subquery()
+        select(schema.Face.person_id, func.count(schema.Face.id).label("faces"),
+               func.count(func.distinct(schema.Face.file_id)).label("photos"))
+        .where(schema.Face.person_id.is_not(None)).group_by(schema.Face.person_id).subquery()
     )
-    query = (
-        select(schema.Person, counts.c.faces, counts.c.photos)
-        .join(counts, counts.c.person_id == schema.Person.id, isouter=True)
-        .where(_owned_by(schema.Person.owner, owner))
-    )
+    query = (select(schema.Person, counts.c.faces, counts.c.photos)
+             .join(counts, counts.c.person_id == schema.Person.id, isouter=True)
+             .where(_owned_by(schema.Person.owner, owner)))
     if not include_hidden:
         query = query.where(schema.Person.hidden.is_(False))
     covers: dict[int, int] = {}
     for person_id, face_id in session.execute(
-        select(schema.Face.person_id, schema.Face.id)
-        .join(schema.Person)
+        select(schema.Face.person_id, schema.Face.id).join(schema.Person)
         .where(_owned_by(schema.Person.owner, owner))
         .order_by(schema.Face.person_id, schema.Face.quality.desc(), schema.Face.id)
     ):
@@ -196,9 +185,8 @@ def merge(session: Session, into_id: int, other_ids: list[int], *, owner: Owner 
     for other in others:
         if into.name is None:
             into.name = other.name
-        session.execute(
-            update(schema.Face).where(schema.Face.person_id == other.id).values(person_id=into.id)
-        )
+        session.execute(update(schema.Face).where(schema.Face.person_id == other.id)
+                        .values(person_id=into.id))
         _repoint_rejections(session, other.id, into.id)
         session.execute(delete(schema.DistinctPersons).where(distinct_pairs_of({other.id})))
         session.delete(other)
@@ -208,17 +196,11 @@ def merge(session: Session, into_id: int, other_ids: list[int], *, owner: Owner 
 
 
 def _repoint_rejections(session: Session, from_id: int, to_id: int) -> None:
-    already = set(session.scalars(
-        select(schema.FaceRejection.face_id).where(schema.FaceRejection.person_id == to_id)
-    ))
-    for rejection in session.scalars(
-        select(schema.FaceRejection).where(schema.FaceRejection.person_id == from_id)
-    ).all():
-        if rejection.face_id in already:
-            session.delete(rejection)
-        else:
-            rejection.person_id = to_id
-    session.flush()
+    rejection = schema.FaceRejection
+    already = select(rejection.face_id).where(rejection.person_id == to_id)
+    session.execute(delete(rejection).where(rejection.person_id == from_id,
+                                            rejection.face_id.in_(already)))
+    session.execute(update(rejection).where(rejection.person_id == from_id).values(person_id=to_id))
 
 
 def move_face(session: Session, face_id: int, person_id: int | None, *,
@@ -242,20 +224,19 @@ def move_face(session: Session, face_id: int, person_id: int | None, *,
         _reject(session, face)
     face.person_id, face.pinned = target.id, True
     rejection = schema.FaceRejection
-    session.execute(
-        delete(rejection).where(rejection.face_id == face.id, rejection.person_id == target.id)
-    )
+    session.execute(delete(rejection).where(rejection.face_id == face.id,
+                                            rejection.person_id == target.id))
     session.flush()
-    refresh_centroids(session, {target.id} | ({left} if left is not None else set()))
+    refresh_centroids(session, {target.id, left} - {None})
     return target.id
 
 
 def remove_face(session: Session, face_id: int, *, owner: Owner = ANYONE) -> None:
     """Take a face out of its person; it never joins that person again."""
     face, _ = _face(session, face_id, owner)
-    if face.person_id is None:
-        return
     left = face.person_id
+    if left is None:
+        return
     _reject(session, face)
     face.person_id, face.pinned = None, False
     session.flush()
@@ -283,12 +264,9 @@ def suggest_merges(session: Session, max_distance: float, limit: int = 50, *,
                    owner: Owner = ANYONE, embedder: str | None = None) -> list[MergeSuggestion]:
     """Pairs of visible persons of one owner whose mean faces (of the embedder, when given:
     the one max_distance is for) are close: maybe the same human."""
-    query = (
-        select(schema.Face.person_id, schema.Face.embedding, schema.Person.owner)
-        .join(schema.Person)
-        .where(schema.Person.hidden.is_(False), _owned_by(schema.Person.owner, owner))
-        .order_by(schema.Face.person_id)
-    )
+    query = (select(schema.Face.person_id, schema.Face.embedding, schema.Person.owner)
+             .join(schema.Person).order_by(schema.Face.person_id)
+             .where(schema.Person.hidden.is_(False), _owned_by(schema.Person.owner, owner)))
     if embedder is not None:
         query = query.where(schema.Face.embedder == embedder)
     rows = session.execute(query).all()
@@ -316,12 +294,9 @@ def _face_views(session: Session, where, gate: QualityGate, limit: int | None = 
     query = (
         select(schema.Face, schema.File.path, schema.File.width, schema.File.height,
                schema.Person.centroid, schema.File.kind, schema.File.remote_id)
-        .join(schema.File, schema.File.id == schema.Face.file_id)
-        .join(schema.Root)
+        .join(schema.File, schema.File.id == schema.Face.file_id).join(schema.Root)
         .join(schema.Person, schema.Person.id == schema.Face.person_id, isouter=True)
-        .where(where)
-        .order_by(schema.File.path, schema.Face.id)
-        .limit(limit)
+        .where(where).order_by(schema.File.path, schema.Face.id).limit(limit)
     )
     views = []
     for face, path, width, height, centroid, kind, remote_id in session.execute(query):
@@ -358,12 +333,7 @@ def unsure_faces(session: Session, gate: QualityGate, join_distance: float, limi
     """Faces the grouping put in a person but would not have let join it on their own: not
     placed by the user and farther than join_distance from the person's mean face; farthest
     first."""
-    faces = _face_views(
-        session,
-        schema.Face.person_id.is_not(None)
-        & schema.Face.pinned.is_(False)
-        & _owned_by(schema.Person.owner, owner),
-        gate,
-    )
+    placed = schema.Face.person_id.is_not(None) & schema.Face.pinned.is_(False)
+    faces = _face_views(session, placed & _owned_by(schema.Person.owner, owner), gate)
     unsure = [f for f in faces if f.distance is not None and f.distance > join_distance]
     return sorted(unsure, key=lambda f: -f.distance)[:limit]
