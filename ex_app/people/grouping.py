@@ -127,9 +127,7 @@ def regroup_all(
     held = _owners_of_files(session, waiting)
     claimed: set[int] = set()
     touched: set[int] = set()
-    for owner in faces.distinct_owners():
-        if owner in held:
-            continue
+    for owner in [owner for owner in faces.distinct_owners() if owner not in held]:
         touched |= _regroup_owner(session, faces.of_owner(owner), persons, owner, params, claimed)
         touched |= _persons_of(session, owner)
     _drop_empty_unconfirmed(session)
@@ -163,8 +161,8 @@ def update_persons(
     if stale:
         everything = load_faces(session, gate, embedder=embedder)
         for owner in stale:
-            mine = everything.of_owner(owner)
-            touched = _regroup_owner(session, mine, persons, owner, params, claimed)
+            touched = _regroup_owner(session, everything.of_owner(owner), persons, owner, params,
+                                     claimed)
             _drop_empty_unconfirmed(session)
             refresh_centroids(session, touched | _persons_of(session, owner))
     for owner in loose_all.distinct_owners():
@@ -181,16 +179,14 @@ def update_persons(
         pseudo = len(person_ids)
         labels = cluster(
             np.vstack([*centroids, loose.embeddings]) if pseudo else loose.embeddings,
-            np.concatenate([np.zeros(pseudo, bool), loose.seedable]),
-            params,
+            np.concatenate([np.zeros(pseudo, bool), loose.seedable]), params,
             groups=np.concatenate([person_ids, np.full(len(loose.ids), UNASSIGNED)]),
             forbidden=_rejections(session, loose.ids) + np.array([pseudo, 0]),
             cannot_link=loose.same_photo_pairs(offset=pseudo),
         )[pseudo:]
         fixed = set(person_ids.tolist())
-        refresh_centroids(
-            session, _write_labels(session, loose, labels, fixed, persons, owner, claimed)
-        )
+        refresh_centroids(session, _write_labels(session, loose, labels, fixed, persons, owner,
+                                                 claimed))
     return session.scalar(select(func.count(schema.Person.id)))
 
 
@@ -198,10 +194,8 @@ def _owners_of_files(session: Session, file_ids) -> set[str | None]:
     """The owners of the files a query of file ids selects (none when it is None)."""
     if file_ids is None:
         return set()
-    return set(session.scalars(
-        select(face_owner()).select_from(schema.File).join(schema.Root)
-        .where(schema.File.id.in_(file_ids)).distinct()
-    ))
+    return set(session.scalars(select(face_owner()).select_from(schema.File).join(schema.Root)
+                               .where(schema.File.id.in_(file_ids)).distinct()))
 
 
 def _persons_of(session: Session, owner: str | None) -> set[int]:
@@ -210,11 +204,8 @@ def _persons_of(session: Session, owner: str | None) -> set[int]:
 
 def _owners_with_stale_persons(session: Session, embedder: str) -> set[str | None]:
     """Owners holding a person whose centroid was computed from another embedder's faces."""
-    return set(session.scalars(
-        select(schema.Person.owner)
-        .where(schema.Person.centroid.is_not(None), schema.Person.embedder != embedder)
-        .distinct()
-    ))
+    return set(session.scalars(select(schema.Person.owner).distinct().where(
+        schema.Person.centroid.is_not(None), schema.Person.embedder != embedder)))
 
 
 def _settle_owners(session: Session) -> dict[int, tuple[str | None, bool]]:
@@ -223,10 +214,8 @@ def _settle_owners(session: Session) -> dict[int, tuple[str | None, bool]]:
     owners: dict[int, set[str | None]] = {}
     for person_id, owner in session.execute(
         select(schema.Face.person_id, face_owner())
-        .join(schema.File, schema.File.id == schema.Face.file_id)
-        .join(schema.Root)
-        .where(schema.Face.person_id.is_not(None))
-        .distinct()
+        .join(schema.File, schema.File.id == schema.Face.file_id).join(schema.Root)
+        .where(schema.Face.person_id.is_not(None)).distinct()
     ):
         owners.setdefault(person_id, set()).add(owner)
     persons = {}
@@ -246,13 +235,9 @@ def _settle_owners(session: Session) -> dict[int, tuple[str | None, bool]]:
 def _rejections(session: Session, face_ids: np.ndarray) -> np.ndarray:
     """(face row, person id) for each rejection of the given faces."""
     row_of_face = {int(face_id): row for row, face_id in enumerate(face_ids)}
-    pairs = [
-        (row_of_face[face_id], person_id)
-        for face_id, person_id in session.execute(
-            select(schema.FaceRejection.face_id, schema.FaceRejection.person_id)
-        )
-        if face_id in row_of_face
-    ]
+    rejection = schema.FaceRejection
+    rejections = session.execute(select(rejection.face_id, rejection.person_id))
+    pairs = [(row_of_face[face], person) for face, person in rejections if face in row_of_face]
     return np.array(pairs, dtype=int).reshape(-1, 2)
 
 
@@ -319,9 +304,8 @@ def refresh_centroids(session: Session, person_ids: set[int]) -> None:
         batch = ordered[start : start + CENTROID_BATCH]
         vectors: dict[int, dict[str, list[np.ndarray]]] = {}
         for person_id, blob, embedder in session.execute(
-            select(schema.Face.person_id, schema.Face.embedding, schema.Face.embedder).where(
-                schema.Face.person_id.in_(batch)
-            )
+            select(schema.Face.person_id, schema.Face.embedding, schema.Face.embedder)
+            .where(schema.Face.person_id.in_(batch))
         ):
             vector = np.frombuffer(blob, dtype=np.float32)
             vectors.setdefault(person_id, {}).setdefault(embedder, []).append(vector)
