@@ -39,22 +39,15 @@ class Snapshot:
         persons = select(schema.Person).where(schema.Person.id.in_(person_ids))
         for person in session.scalars(persons):
             snapshot.persons[person.id] = {c: getattr(person, c) for c in PERSON_COLUMNS}
-        for face_id, person_id, pinned in session.execute(
-            select(schema.Face.id, schema.Face.person_id, schema.Face.pinned).where(
-                or_(schema.Face.id.in_(face_ids), schema.Face.person_id.in_(person_ids))
-            )
-        ):
-            snapshot.faces[face_id] = (person_id, pinned)
+        faces = select(schema.Face.id, schema.Face.person_id, schema.Face.pinned).where(
+            or_(schema.Face.id.in_(face_ids), schema.Face.person_id.in_(person_ids)))
+        snapshot.faces = {face: (person, pinned) for face, person, pinned in session.execute(faces)}
+        rejections = select(schema.FaceRejection.face_id, schema.FaceRejection.person_id)
         snapshot.rejections = set(map(tuple, session.execute(
-            select(schema.FaceRejection.face_id, schema.FaceRejection.person_id).where(
-                _rejections_of(snapshot.faces, person_ids)
-            )
-        ).all()))
+            rejections.where(_rejections_of(snapshot.faces, person_ids)))))
+        pairs = select(schema.DistinctPersons.person_id, schema.DistinctPersons.other_id)
         snapshot.distinct = set(map(tuple, session.execute(
-            select(schema.DistinctPersons.person_id, schema.DistinctPersons.other_id).where(
-                distinct_pairs_of(person_ids)
-            )
-        ).all()))
+            pairs.where(distinct_pairs_of(person_ids)))))
         return snapshot
 
     def restore(self, session: Session) -> None:
