@@ -173,12 +173,10 @@ def update_persons(
             schema.Person.centroid.is_not(None), schema.Person.owner == owner  # IS NULL for None
         )).all()
         prototypes = [np.frombuffer(blob, dtype=np.float32).reshape(-1, 128) for _, blob in rows]
-        person_ids = np.array([person_id for (person_id, _), found in zip(rows, prototypes)
-                               for _ in found], dtype=int)
-        centroids = [row for found in prototypes for row in found]
+        person_ids = np.repeat([p for p, _ in rows], [len(found) for found in prototypes])
         pseudo = len(person_ids)
         labels = cluster(
-            np.vstack([*centroids, loose.embeddings]) if pseudo else loose.embeddings,
+            np.vstack([*prototypes, loose.embeddings]),
             np.concatenate([np.zeros(pseudo, bool), loose.seedable]), params,
             groups=np.concatenate([person_ids, np.full(len(loose.ids), UNASSIGNED)]),
             forbidden=_rejections(session, loose.ids) + np.array([pseudo, 0]),
