@@ -85,11 +85,9 @@ def load_faces(
     """The faces matching where (all when None) of one embedder (any when None), by id, with
     the gate applied."""
     face = schema.Face
-    query = (
-        select(face.id, face.embedding, face.w, face.h, face.score, face.sharpness, face.pose,
-               face.person_id, face.file_id, face_owner())
-        .join(schema.File, schema.File.id == face.file_id).join(schema.Root).order_by(face.id)
-    )
+    query = (select(face.id, face.embedding, face.w, face.h, face.score, face.sharpness, face.pose,
+                    face.person_id, face.file_id, face_owner())
+             .join(schema.File, schema.File.id == face.file_id).join(schema.Root).order_by(face.id))
     if where is not None:
         query = query.where(where)
     if embedder is not None:
@@ -210,11 +208,10 @@ def _settle_owners(session: Session) -> dict[int, tuple[str | None, bool]]:
     """Give each person the owner all its faces share (persons from before owners were
     recorded); returns person id → (owner, fixed): fixed when confirmed or hidden."""
     owners: dict[int, set[str | None]] = {}
-    for person_id, owner in session.execute(
-        select(schema.Face.person_id, face_owner())
-        .join(schema.File, schema.File.id == schema.Face.file_id).join(schema.Root)
-        .where(schema.Face.person_id.is_not(None)).distinct()
-    ):
+    placed = (select(schema.Face.person_id, face_owner())
+              .join(schema.File, schema.File.id == schema.Face.file_id).join(schema.Root)
+              .where(schema.Face.person_id.is_not(None)).distinct())
+    for person_id, owner in session.execute(placed):
         owners.setdefault(person_id, set()).add(owner)
     persons = {}
     for person_id, owner, confirmed, hidden in session.execute(
@@ -223,9 +220,8 @@ def _settle_owners(session: Session) -> dict[int, tuple[str | None, bool]]:
         found = owners.get(person_id, set())
         if len(found) == 1 and owner not in found:
             owner = next(iter(found))
-            session.execute(
-                update(schema.Person).where(schema.Person.id == person_id).values(owner=owner)
-            )
+            session.execute(update(schema.Person).where(schema.Person.id == person_id)
+                            .values(owner=owner))
         persons[person_id] = (owner, bool(confirmed or hidden))
     return persons
 
@@ -301,10 +297,9 @@ def refresh_centroids(session: Session, person_ids: set[int]) -> None:
     for start in range(0, len(ordered), CENTROID_BATCH):
         batch = ordered[start : start + CENTROID_BATCH]
         vectors: dict[int, dict[str, list[np.ndarray]]] = {}
-        for person_id, blob, embedder in session.execute(
-            select(schema.Face.person_id, schema.Face.embedding, schema.Face.embedder)
-            .where(schema.Face.person_id.in_(batch))
-        ):
+        query = (select(schema.Face.person_id, schema.Face.embedding, schema.Face.embedder)
+                 .where(schema.Face.person_id.in_(batch)))
+        for person_id, blob, embedder in session.execute(query):
             vector = np.frombuffer(blob, dtype=np.float32)
             vectors.setdefault(person_id, {}).setdefault(embedder, []).append(vector)
         for person_id in batch:

@@ -64,9 +64,8 @@ class Snapshot:
             session.execute(update(schema.Face).where(schema.Face.id == face_id)
                             .values(person_id=person_id, pinned=pinned))
         created = self.created - set(self.persons)
-        session.execute(
-            update(schema.Face).where(schema.Face.person_id.in_(created)).values(person_id=None)
-        )
+        session.execute(update(schema.Face).where(schema.Face.person_id.in_(created))
+                        .values(person_id=None))
         session.execute(delete(schema.Person).where(schema.Person.id.in_(created)))
         persons = set(self.persons)
         session.execute(delete(schema.FaceRejection).where(_rejections_of(self.faces, persons)))
