@@ -105,10 +105,9 @@ def _person(session: Session, person_id: int, owner: Owner = ANYONE) -> schema.P
 
 def face_owner_of(session: Session, face_id: int) -> tuple[schema.Face, str | None] | None:
     """A face and its owner, or None when there is no such face."""
-    row = session.execute(
-        select(schema.Face, face_owner()).join(schema.File, schema.File.id == schema.Face.file_id)
-        .join(schema.Root).where(schema.Face.id == face_id)
-    ).first()
+    query = (select(schema.Face, face_owner())
+             .join(schema.File, schema.File.id == schema.Face.file_id).join(schema.Root))
+    row = session.execute(query.where(schema.Face.id == face_id)).first()
     return None if row is None else (row[0], row[1])
 
 
@@ -137,22 +136,19 @@ def check_file(session: Session, file_id: int, owner: Owner) -> schema.File:
 def list_persons(session: Session, include_hidden: bool = False, *,
                  owner: Owner = ANYONE) -> list[PersonSummary]:
     """Persons with their counts: named ones first, then by number of faces."""
-    counts = (
-        select(schema.Face.person_id, func.count(schema.Face.id).label("faces"),
-               func.count(func.distinct(schema.Face.file_id)).label("photos"))
-        .where(schema.Face.person_id.is_not(None)).group_by(schema.Face.person_id).subquery()
-    )
+    counts = (select(schema.Face.person_id, func.count(schema.Face.id).label("faces"),
+                     func.count(func.distinct(schema.Face.file_id)).label("photos"))
+              .where(schema.Face.person_id.is_not(None)).group_by(schema.Face.person_id).subquery())
     query = (select(schema.Person, counts.c.faces, counts.c.photos)
              .join(counts, counts.c.person_id == schema.Person.id, isouter=True)
              .where(_owned_by(schema.Person.owner, owner)))
     if not include_hidden:
         query = query.where(schema.Person.hidden.is_(False))
     covers: dict[int, int] = {}
-    for person_id, face_id in session.execute(
-        select(schema.Face.person_id, schema.Face.id).join(schema.Person)
-        .where(_owned_by(schema.Person.owner, owner))
-        .order_by(schema.Face.person_id, schema.Face.quality.desc(), schema.Face.id)
-    ):
+    best_first = (select(schema.Face.person_id, schema.Face.id).join(schema.Person)
+                  .where(_owned_by(schema.Person.owner, owner))
+                  .order_by(schema.Face.person_id, schema.Face.quality.desc(), schema.Face.id))
+    for person_id, face_id in session.execute(best_first):
         covers.setdefault(person_id, face_id)  # the first row of a person is its best face
     summaries = [
         PersonSummary(person.id, person.name, person.hidden, person.confirmed, faces or 0,
@@ -291,13 +287,11 @@ def suggest_merges(session: Session, max_distance: float, limit: int = 50, *,
 
 
 def _face_views(session: Session, where, gate: QualityGate, limit: int | None = None) -> list[FaceView]:
-    query = (
-        select(schema.Face, schema.File.path, schema.File.width, schema.File.height,
-               schema.Person.centroid, schema.File.kind, schema.File.remote_id)
-        .join(schema.File, schema.File.id == schema.Face.file_id).join(schema.Root)
-        .join(schema.Person, schema.Person.id == schema.Face.person_id, isouter=True)
-        .where(where).order_by(schema.File.path, schema.Face.id).limit(limit)
-    )
+    query = (select(schema.Face, schema.File.path, schema.File.width, schema.File.height,
+                    schema.Person.centroid, schema.File.kind, schema.File.remote_id)
+             .join(schema.File, schema.File.id == schema.Face.file_id).join(schema.Root)
+             .join(schema.Person, schema.Person.id == schema.Face.person_id, isouter=True)
+             .where(where).order_by(schema.File.path, schema.Face.id).limit(limit))
     views = []
     for face, path, width, height, centroid, kind, remote_id in session.execute(query):
         distance = None
