@@ -72,20 +72,14 @@ class QualityGate:
 
     def admits(self, face) -> bool:
         """Whether one face (anything with w, h, score, sharpness and pose) passes the gate."""
-        return bool(
-            passes_quality_gate(
-                min(face.w, face.h), face.score, face.sharpness, face.pose, self
-            )
-        )
+        size = min(face.w, face.h)
+        return bool(passes_quality_gate(size, face.score, face.sharpness, face.pose, self))
 
     @classmethod
     def from_settings(cls, settings: Settings) -> QualityGate:
-        return cls(
-            min_size=settings.faces.gate_min_size,
-            min_score=settings.faces.gate_min_score,
-            min_sharpness=settings.faces.gate_min_sharpness,
-            min_pose=settings.faces.gate_min_pose,
-        )
+        faces = settings.faces
+        return cls(faces.gate_min_size, faces.gate_min_score, faces.gate_min_sharpness,
+                   faces.gate_min_pose)
 
 
 @dataclass(frozen=True)
@@ -107,36 +101,22 @@ class ClusterParams:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ClusterParams:
-        distances = face_distances(settings)
-        return cls(
-            neighbours=settings.faces.cluster_neighbours,
-            min_faces=settings.faces.min_faces_per_person,
-            max_distance=distances.link,
-            member_distance=distances.member,
-            merge_distance=distances.merge,
-            join_distance=distances.join,
-        )
+        found = face_distances(settings)
+        return cls(settings.faces.cluster_neighbours, settings.faces.min_faces_per_person,
+                   found.link, found.member, found.merge, found.join)
 
 
 def passes_quality_gate(
     size: np.ndarray, score: np.ndarray, sharpness: np.ndarray, pose: np.ndarray, gate: QualityGate
 ) -> np.ndarray:
     """True for each face good enough to seed a person (arrays of equal length, or numbers)."""
-    return (
-        (np.asarray(size) >= gate.min_size)
-        & (np.asarray(score) >= gate.min_score)
-        & (np.asarray(sharpness) >= gate.min_sharpness)
-        & (np.asarray(pose) >= gate.min_pose)
-    )
+    return ((np.asarray(size) >= gate.min_size) & (np.asarray(score) >= gate.min_score)
+            & (np.asarray(sharpness) >= gate.min_sharpness) & (np.asarray(pose) >= gate.min_pose))
 
 
 def cluster(
-    embeddings: np.ndarray,
-    seedable: np.ndarray,
-    params: ClusterParams,
-    *,
-    groups: np.ndarray | None = None,
-    forbidden: np.ndarray | None = None,
+    embeddings: np.ndarray, seedable: np.ndarray, params: ClusterParams, *,
+    groups: np.ndarray | None = None, forbidden: np.ndarray | None = None,
     cannot_link: np.ndarray | None = None,
 ) -> np.ndarray:
     """A person label per face: fixed groups keep theirs, new persons get new numbers.
@@ -179,12 +159,8 @@ def cluster(
     return labels
 
 
-def assign_to_persons(
-    embeddings: np.ndarray,
-    centroids: np.ndarray,
-    join_distance: float,
-    forbidden: np.ndarray | None = None,
-) -> np.ndarray:
+def assign_to_persons(embeddings: np.ndarray, centroids: np.ndarray, join_distance: float,
+                      forbidden: np.ndarray | None = None) -> np.ndarray:
     """For each new face, the row of the nearest allowed centroid within join_distance, or -1.
 
     ``forbidden``: (m, 2) rows of face row, centroid row that must not be chosen.
@@ -192,11 +168,8 @@ def assign_to_persons(
     vectors = np.asarray(embeddings, dtype=np.float32)
     banned = {(int(face), int(row)) for face, row in _pairs(forbidden)}
     candidates = _nearest_within(vectors, np.asarray(centroids, dtype=np.float32), join_distance)
-    return np.array(
-        [next((row for _, row in rows if (face, row) not in banned), UNASSIGNED)
-         for face, rows in enumerate(candidates)],
-        dtype=int,
-    )
+    return np.array([next((row for _, row in rows if (face, row) not in banned), UNASSIGNED)
+                     for face, rows in enumerate(candidates)], dtype=int)
 
 
 def person_centroids(embeddings: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -216,10 +189,7 @@ def person_prototypes(embeddings: np.ndarray, link: float) -> np.ndarray:
     vectors = np.asarray(embeddings, dtype=np.float32)
     if len(vectors) < 3:
         return vectors.mean(axis=0, keepdims=True)
-    k = min(PROTOTYPE_NEIGHBOURS, len(vectors) - 1)
-    distances, neighbours = (
-        NearestNeighbors(n_neighbors=k, algorithm="brute").fit(vectors).kneighbors()
-    )
+    distances, neighbours = _nearest_neighbours(vectors, PROTOTYPE_NEIGHBOURS)
     sets = _DisjointSets(len(vectors), np.zeros((0, 2), dtype=int))
     for face, (row_distances, row_neighbours) in enumerate(zip(distances, neighbours)):
         for distance, other in zip(row_distances, row_neighbours):
@@ -234,9 +204,8 @@ def person_prototypes(embeddings: np.ndarray, link: float) -> np.ndarray:
     return np.stack([vectors[roots == root].mean(axis=0) for root in order]).astype(np.float32)
 
 
-def all_prototypes(
-    embeddings: np.ndarray, labels: np.ndarray, link: float
-) -> tuple[np.ndarray, np.ndarray]:
+def all_prototypes(embeddings: np.ndarray, labels: np.ndarray,
+                   link: float) -> tuple[np.ndarray, np.ndarray]:
     """Per prototype row, its person id, and the prototypes of every person in labels."""
     person_ids, rows = [], []
     for person in np.unique(labels[labels != UNASSIGNED]):
@@ -248,9 +217,8 @@ def all_prototypes(
     return np.array(person_ids, dtype=int), np.vstack(rows)
 
 
-def density_clusters(
-    vectors: np.ndarray, params: ClusterParams, cannot_link: np.ndarray
-) -> np.ndarray:
+def density_clusters(vectors: np.ndarray, params: ClusterParams,
+                     cannot_link: np.ndarray) -> np.ndarray:
     """Steps 2 and 3: a cluster number per face (0, 1, … in order of first face) or UNASSIGNED.
 
     ``cannot_link``: (m, 2) rows of face indices into ``vectors``.
@@ -258,14 +226,11 @@ def density_clusters(
     count = len(vectors)
     if count < max(params.min_faces, 2):
         return np.full(count, UNASSIGNED)
-    k = min(params.neighbours, count - 1)
-    search = NearestNeighbors(n_neighbors=k, algorithm="brute").fit(vectors)
-    distances, neighbours = search.kneighbors()  # each face's k nearest others, in chunks
-    sources = np.repeat(np.arange(count), k)
-    targets = neighbours.ravel()
-    lengths = distances.ravel()
-    keep = lengths <= params.max_distance
-    merges = _single_linkage(count, sources[keep], targets[keep], lengths[keep], cannot_link)
+    distances, neighbours = _nearest_neighbours(vectors, params.neighbours)
+    sources = np.repeat(np.arange(count), neighbours.shape[1])
+    keep = distances.ravel() <= params.max_distance
+    merges = _single_linkage(count, sources[keep], neighbours.ravel()[keep],
+                             distances.ravel()[keep], cannot_link)
     numbers = _excess_of_mass(count, merges, params.min_faces, 1.0 / params.max_distance)
     numbers[merges.leaf_link > params.member_distance] = UNASSIGNED
     sizes = np.bincount(numbers[numbers != UNASSIGNED], minlength=1)
@@ -280,10 +245,7 @@ class _DisjointSets:
     def __init__(self, count: int, cannot_link: np.ndarray, anchored: np.ndarray | None = None):
         self.parent = list(range(count))
         self.anchored = [False] * count if anchored is None else [bool(a) for a in anchored]
-        self.blocked: dict[int, set[int]] = {}
-        for a, b in _pairs(cannot_link):
-            self.blocked.setdefault(int(a), set()).add(int(b))
-            self.blocked.setdefault(int(b), set()).add(int(a))
+        self.blocked = _partners(cannot_link)
 
     def find(self, x: int) -> int:
         root = x
@@ -301,8 +263,7 @@ class _DisjointSets:
         small, large = sorted((a, b), key=lambda root: len(self.blocked.get(root, ())))
         if any(self.find(member) == large for member in self.blocked.get(small, ())):
             return None
-        if small in self.blocked:
-            self.blocked.setdefault(large, set()).update(self.blocked.pop(small))
+        self.blocked.setdefault(large, set()).update(self.blocked.pop(small, ()))
         self.anchored[large] = self.anchored[large] or self.anchored[small]
         self.parent[small] = large
         return large
@@ -320,13 +281,8 @@ class _Forest:
     leaf_link: np.ndarray  # per face, the length of the link that first joined it (inf: none)
 
 
-def _single_linkage(
-    count: int,
-    sources: np.ndarray,
-    targets: np.ndarray,
-    lengths: np.ndarray,
-    cannot_link: np.ndarray,
-) -> _Forest:
+def _single_linkage(count: int, sources: np.ndarray, targets: np.ndarray, lengths: np.ndarray,
+                    cannot_link: np.ndarray) -> _Forest:
     """Kruskal's algorithm, skipping links that would join cannot-linked faces."""
     sets = _DisjointSets(count, cannot_link)
     top = list(range(count))  # set root -> its dendrogram node
@@ -368,10 +324,8 @@ def _excess_of_mass(count: int, forest: _Forest, min_size: int, birth_density: f
         return len(birth) - 1
 
     for root in forest.roots:
-        if forest.size[root] >= min_size:
-            owner[root] = new_cluster(0, birth_density)
-        else:
-            fallen[root] = True
+        owner[root] = new_cluster(0, birth_density) if forest.size[root] >= min_size else 0
+        fallen[root] = forest.size[root] < min_size
     for node in range(nodes - 1, count - 1, -1):
         merge = node - count
         children = (forest.left[merge], forest.right[merge])
@@ -397,11 +351,8 @@ def _excess_of_mass(count: int, forest: _Forest, min_size: int, birth_density: f
     chosen = np.zeros(clusters, dtype=bool)
     below = np.zeros(clusters)  # the best total stability of chosen clusters under each one
     for c in range(clusters - 1, 0, -1):
-        if stability[c] >= below[c]:
-            chosen[c] = True
-            below[parent[c]] += stability[c]
-        else:
-            below[parent[c]] += below[c]
+        chosen[c] = stability[c] >= below[c]
+        below[parent[c]] += stability[c] if chosen[c] else below[c]
     final = np.full(clusters, UNASSIGNED)
     for c in range(1, clusters):
         above = final[parent[c]]
@@ -409,13 +360,8 @@ def _excess_of_mass(count: int, forest: _Forest, min_size: int, birth_density: f
     return final[owner[:count]]
 
 
-def _merge_persons(
-    vectors: np.ndarray,
-    labels: np.ndarray,
-    first_new: int,
-    merge_distance: float,
-    constraints: _Constraints,
-) -> None:
+def _merge_persons(vectors: np.ndarray, labels: np.ndarray, first_new: int,
+                   merge_distance: float, constraints: _Constraints) -> None:
     """Step 4: persons with centroids within merge_distance become one, closest pairs first.
 
     Fixed groups (ids below first_new) are anchors: two never merge, and a merged person
@@ -462,18 +408,14 @@ class _Constraints:
         self.count = count
         self.cannot_link = _pairs(cannot_link)
         self.barred: dict[int, set[int]] = {}
-        self.apart: dict[int, set[int]] = {}
         for face, group in _pairs(forbidden):
             self.barred.setdefault(int(face), set()).add(int(group))
-        for a, b in self.cannot_link:
-            self.apart.setdefault(int(a), set()).add(int(b))
-            self.apart.setdefault(int(b), set()).add(int(a))
+        self.apart = _partners(self.cannot_link)
 
     def allows(self, face: int, person: int, labels: np.ndarray) -> bool:
         """Whether face may join person, given everyone's current labels."""
-        if person in self.barred.get(face, ()):
-            return False
-        return not any(labels[other] == person for other in self.apart.get(face, ()))
+        return person not in self.barred.get(face, ()) and not any(
+            labels[other] == person for other in self.apart.get(face, ()))
 
     def pairs_within(self, faces: np.ndarray) -> np.ndarray:
         """The cannot-link pairs among faces, as indices into faces."""
@@ -489,24 +431,34 @@ class _Constraints:
 
 
 def _pairs(rows: np.ndarray | None) -> np.ndarray:
-    if rows is None:
-        return np.zeros((0, 2), dtype=int)
-    return np.asarray(rows, dtype=int).reshape(-1, 2)
+    return np.asarray([] if rows is None else rows, dtype=int).reshape(-1, 2)
 
 
-def _nearest_within(
-    vectors: np.ndarray, centroids: np.ndarray, max_distance: float
-) -> list[list[tuple[float, int]]]:
+def _partners(pairs: np.ndarray | None) -> dict[int, set[int]]:
+    """Per face of any pair, the faces it is paired with (both ways)."""
+    partners: dict[int, set[int]] = {}
+    for a, b in _pairs(pairs).tolist():
+        partners.setdefault(a, set()).add(b)
+        partners.setdefault(b, set()).add(a)
+    return partners
+
+
+def _nearest_within(vectors: np.ndarray, centroids: np.ndarray,
+                    max_distance: float) -> list[list[tuple[float, int]]]:
     """Per vector, (distance, centroid row) of its nearest centroids within max_distance."""
     if not len(vectors) or not len(centroids):
         return [[] for _ in range(len(vectors))]
-    k = min(CENTROID_CANDIDATES, len(centroids))
-    search = NearestNeighbors(n_neighbors=k, algorithm="brute").fit(centroids)
-    distances, rows = search.kneighbors(vectors)
-    return [
-        [(float(d), int(r)) for d, r in zip(ds, rs) if d <= max_distance]
-        for ds, rs in zip(distances, rows)
-    ]
+    distances, rows = _nearest_neighbours(centroids, CENTROID_CANDIDATES, vectors)
+    return [[(float(d), int(r)) for d, r in zip(ds, rs) if d <= max_distance]
+            for ds, rs in zip(distances, rows)]
+
+
+def _nearest_neighbours(points: np.ndarray, k: int,
+                        queries: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Distances and rows of each query's k nearest points (exact, searched in chunks); without
+    queries, of each point's k nearest other points. k is capped at what there is."""
+    k = min(k, len(points) - (queries is None))
+    return NearestNeighbors(n_neighbors=k, algorithm="brute").fit(points).kneighbors(queries)
 
 
 def _nearest(candidates: list[tuple[float, int]]) -> float:

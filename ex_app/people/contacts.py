@@ -56,8 +56,7 @@ def contact_face(
     if len(faces) != 1:
         return None, f"the photo shows {len(faces)} faces, not one"
     face = faces[0]
-    scale = image.scale or 1.0
-    size = min(face.box[2], face.box[3]) / scale
+    size = min(face.box[2], face.box[3]) / (image.scale or 1.0)
     if not passes_quality_gate(size, face.score, face.sharpness, face.pose, gate):
         return None, "the face in the photo is too small, blurred or turned away"
     return face.embedding, ""

@@ -37,21 +37,12 @@ SENSITIVITY = {"strict": 0.95, "balanced": 1.0, "loose": 1.05}  # on link, membe
 def face_distances(settings: Settings) -> Distances:
     """The configured embedder's distances at the chosen sensitivity, each replaced by its
     setting where one is set."""
-    defaults = EMBEDDER_DISTANCES[settings.faces.embedder]
-    factor = SENSITIVITY[settings.faces.sensitivity]
-    defaults = replace(
-        defaults,
-        link=defaults.link * factor, member=defaults.member * factor, join=defaults.join * factor,
-    )
-    chosen = {
-        "link": settings.faces.cluster_distance,
-        "member": settings.faces.member_distance,
-        "merge": settings.faces.merge_distance,
-        "join": settings.faces.join_distance,
-        "suggestion": settings.faces.suggestion_distance,
-    }
-    return Distances(
-        **{key: getattr(defaults, key) if value is None else value for key, value in chosen.items()}
-    )
-
-
+    faces = settings.faces
+    base = EMBEDDER_DISTANCES[faces.embedder]
+    factor = SENSITIVITY[faces.sensitivity]
+    scaled = replace(base, link=base.link * factor, member=base.member * factor,
+                     join=base.join * factor)
+    chosen = {"link": faces.cluster_distance, "member": faces.member_distance,
+              "merge": faces.merge_distance, "join": faces.join_distance,
+              "suggestion": faces.suggestion_distance}
+    return replace(scaled, **{key: value for key, value in chosen.items() if value is not None})

@@ -24,7 +24,7 @@ from scratch, by the incremental path too.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from itertools import combinations
 
 import numpy as np
@@ -59,10 +59,7 @@ class StoredFaces:
     def of_owner(self, owner: str | None) -> StoredFaces:
         """The faces of one owner."""
         rows = np.array([o == owner for o in self.owners], dtype=bool).reshape(-1)
-        return StoredFaces(
-            self.ids[rows], self.embeddings[rows], self.seedable[rows],
-            self.person_ids[rows], self.file_ids[rows], self.owners[rows],
-        )
+        return StoredFaces(*(getattr(self, field.name)[rows] for field in fields(self)))
 
     def distinct_owners(self) -> list[str | None]:
         return list(dict.fromkeys(self.owners.tolist()))
@@ -87,39 +84,25 @@ def load_faces(
 ) -> StoredFaces:
     """The faces matching where (all when None) of one embedder (any when None), by id, with
     the gate applied."""
-    query = select(
-        schema.Face.id,
-        schema.Face.embedding,
-        schema.Face.w,
-        schema.Face.h,
-        schema.Face.score,
-        schema.Face.sharpness,
-        schema.Face.pose,
-        schema.Face.person_id,
-        schema.Face.file_id,
-        face_owner(),
-    ).join(schema.File, schema.File.id == schema.Face.file_id).join(schema.Root).order_by(
-        schema.Face.id
-    )
+    face = schema.Face
+    query = (select(face.id, face.embedding, face.w, face.h, face.score, face.sharpness, face.pose,
+                    face.person_id, face.file_id, face_owner())
+             .join(schema.File, schema.File.id == face.file_id).join(schema.Root).order_by(face.id))
     if where is not None:
         query = query.where(where)
     if embedder is not None:
-        query = query.where(schema.Face.embedder == embedder)
+        query = query.where(face.embedder == embedder)
     rows = session.execute(query).all()
     if not rows:
         empty = np.empty(0, dtype=int)
-        return StoredFaces(
-            empty, np.empty((0, 128), np.float32), empty.astype(bool), empty, empty,
-            np.empty(0, dtype=object),
-        )
+        return StoredFaces(empty, np.empty((0, 128), np.float32), empty.astype(bool), empty,
+                           empty, np.empty(0, dtype=object))
     columns = list(zip(*rows))
     sizes = np.minimum(np.array(columns[2]), np.array(columns[3]))
     return StoredFaces(
         ids=np.array(columns[0]),
         embeddings=np.stack([np.frombuffer(blob, dtype=np.float32) for blob in columns[1]]),
-        seedable=passes_quality_gate(
-            sizes, np.array(columns[4]), np.array(columns[5]), np.array(columns[6]), gate
-        ),
+        seedable=passes_quality_gate(sizes, *map(np.array, columns[4:7]), gate),
         person_ids=np.array([UNASSIGNED if p is None else p for p in columns[7]]),
         file_ids=np.array(columns[8]),
         owners=_objects(columns[9]),
@@ -142,9 +125,7 @@ def regroup_all(
     held = _owners_of_files(session, waiting)
     claimed: set[int] = set()
     touched: set[int] = set()
-    for owner in faces.distinct_owners():
-        if owner in held:
-            continue
+    for owner in [owner for owner in faces.distinct_owners() if owner not in held]:
         touched |= _regroup_owner(session, faces.of_owner(owner), persons, owner, params, claimed)
         touched |= _persons_of(session, owner)
     _drop_empty_unconfirmed(session)
@@ -153,24 +134,14 @@ def regroup_all(
 
 
 def _regroup_owner(
-    session: Session,
-    mine: StoredFaces,
-    persons: dict[int, tuple[str | None, bool]],
-    owner: str | None,
-    params: ClusterParams,
-    claimed: set[int],
+    session: Session, mine: StoredFaces, persons: dict[int, tuple[str | None, bool]],
+    owner: str | None, params: ClusterParams, claimed: set[int],
 ) -> set[int]:
     """Group one owner's faces from scratch around its fixed persons; the persons touched."""
     fixed = {p for p, (o, c) in persons.items() if c and o == owner}
     groups = np.array([p if p in fixed else UNASSIGNED for p in mine.person_ids], dtype=int)
-    labels = cluster(
-        mine.embeddings,
-        mine.seedable,
-        params,
-        groups=groups,
-        forbidden=_rejections(session, mine.ids),
-        cannot_link=mine.same_photo_pairs(),
-    )
+    labels = cluster(mine.embeddings, mine.seedable, params, groups=groups,
+                     forbidden=_rejections(session, mine.ids), cannot_link=mine.same_photo_pairs())
     return _write_labels(session, mine, labels, fixed, persons, owner, claimed)
 
 
@@ -188,40 +159,30 @@ def update_persons(
     if stale:
         everything = load_faces(session, gate, embedder=embedder)
         for owner in stale:
-            touched = _regroup_owner(
-                session, everything.of_owner(owner), persons, owner, params, claimed
-            )
+            touched = _regroup_owner(session, everything.of_owner(owner), persons, owner, params,
+                                     claimed)
             _drop_empty_unconfirmed(session)
             refresh_centroids(session, touched | _persons_of(session, owner))
     for owner in loose_all.distinct_owners():
         if owner in held or owner in stale:
             continue
         loose = loose_all.of_owner(owner)
-        rows = session.execute(
-            select(schema.Person.id, schema.Person.centroid).where(
-                schema.Person.centroid.is_not(None),
-                schema.Person.owner == owner,  # IS NULL for None
-            )
-        ).all()
+        rows = session.execute(select(schema.Person.id, schema.Person.centroid).where(
+            schema.Person.centroid.is_not(None), schema.Person.owner == owner  # IS NULL for None
+        )).all()
         prototypes = [np.frombuffer(blob, dtype=np.float32).reshape(-1, 128) for _, blob in rows]
-        person_ids = np.array(
-            [person_id for (person_id, _), found in zip(rows, prototypes) for _ in found], dtype=int
-        )
-        centroids = [row for found in prototypes for row in found]
+        person_ids = np.repeat([p for p, _ in rows], [len(found) for found in prototypes])
         pseudo = len(person_ids)
-        rejections = _rejections(session, loose.ids)
         labels = cluster(
-            np.vstack([*centroids, loose.embeddings]) if pseudo else loose.embeddings,
-            np.concatenate([np.zeros(pseudo, bool), loose.seedable]),
-            params,
+            np.vstack([*prototypes, loose.embeddings]),
+            np.concatenate([np.zeros(pseudo, bool), loose.seedable]), params,
             groups=np.concatenate([person_ids, np.full(len(loose.ids), UNASSIGNED)]),
-            forbidden=rejections + np.array([pseudo, 0]),
+            forbidden=_rejections(session, loose.ids) + np.array([pseudo, 0]),
             cannot_link=loose.same_photo_pairs(offset=pseudo),
         )[pseudo:]
-        touched = _write_labels(
-            session, loose, labels, set(person_ids.tolist()), persons, owner, claimed
-        )
-        refresh_centroids(session, touched)
+        fixed = set(person_ids.tolist())
+        refresh_centroids(session, _write_labels(session, loose, labels, fixed, persons, owner,
+                                                 claimed))
     return session.scalar(select(func.count(schema.Person.id)))
 
 
@@ -229,15 +190,8 @@ def _owners_of_files(session: Session, file_ids) -> set[str | None]:
     """The owners of the files a query of file ids selects (none when it is None)."""
     if file_ids is None:
         return set()
-    return set(
-        session.scalars(
-            select(face_owner())
-            .select_from(schema.File)
-            .join(schema.Root)
-            .where(schema.File.id.in_(file_ids))
-            .distinct()
-        )
-    )
+    return set(session.scalars(select(face_owner()).select_from(schema.File).join(schema.Root)
+                               .where(schema.File.id.in_(file_ids)).distinct()))
 
 
 def _persons_of(session: Session, owner: str | None) -> set[int]:
@@ -246,26 +200,18 @@ def _persons_of(session: Session, owner: str | None) -> set[int]:
 
 def _owners_with_stale_persons(session: Session, embedder: str) -> set[str | None]:
     """Owners holding a person whose centroid was computed from another embedder's faces."""
-    return set(
-        session.scalars(
-            select(schema.Person.owner)
-            .where(schema.Person.centroid.is_not(None), schema.Person.embedder != embedder)
-            .distinct()
-        )
-    )
+    return set(session.scalars(select(schema.Person.owner).distinct().where(
+        schema.Person.centroid.is_not(None), schema.Person.embedder != embedder)))
 
 
 def _settle_owners(session: Session) -> dict[int, tuple[str | None, bool]]:
     """Give each person the owner all its faces share (persons from before owners were
     recorded); returns person id → (owner, fixed): fixed when confirmed or hidden."""
     owners: dict[int, set[str | None]] = {}
-    for person_id, owner in session.execute(
-        select(schema.Face.person_id, face_owner())
-        .join(schema.File, schema.File.id == schema.Face.file_id)
-        .join(schema.Root)
-        .where(schema.Face.person_id.is_not(None))
-        .distinct()
-    ):
+    placed = (select(schema.Face.person_id, face_owner())
+              .join(schema.File, schema.File.id == schema.Face.file_id).join(schema.Root)
+              .where(schema.Face.person_id.is_not(None)).distinct())
+    for person_id, owner in session.execute(placed):
         owners.setdefault(person_id, set()).add(owner)
     persons = {}
     for person_id, owner, confirmed, hidden in session.execute(
@@ -274,9 +220,8 @@ def _settle_owners(session: Session) -> dict[int, tuple[str | None, bool]]:
         found = owners.get(person_id, set())
         if len(found) == 1 and owner not in found:
             owner = next(iter(found))
-            session.execute(
-                update(schema.Person).where(schema.Person.id == person_id).values(owner=owner)
-            )
+            session.execute(update(schema.Person).where(schema.Person.id == person_id)
+                            .values(owner=owner))
         persons[person_id] = (owner, bool(confirmed or hidden))
     return persons
 
@@ -284,24 +229,15 @@ def _settle_owners(session: Session) -> dict[int, tuple[str | None, bool]]:
 def _rejections(session: Session, face_ids: np.ndarray) -> np.ndarray:
     """(face row, person id) for each rejection of the given faces."""
     row_of_face = {int(face_id): row for row, face_id in enumerate(face_ids)}
-    pairs = [
-        (row_of_face[face_id], person_id)
-        for face_id, person_id in session.execute(
-            select(schema.FaceRejection.face_id, schema.FaceRejection.person_id)
-        )
-        if face_id in row_of_face
-    ]
+    rejection = schema.FaceRejection
+    rejections = session.execute(select(rejection.face_id, rejection.person_id))
+    pairs = [(row_of_face[face], person) for face, person in rejections if face in row_of_face]
     return np.array(pairs, dtype=int).reshape(-1, 2)
 
 
 def _write_labels(
-    session: Session,
-    faces: StoredFaces,
-    labels: np.ndarray,
-    fixed: set[int],
-    persons: dict[int, tuple[str | None, bool]],
-    owner: str | None,
-    claimed: set[int],
+    session: Session, faces: StoredFaces, labels: np.ndarray, fixed: set[int],
+    persons: dict[int, tuple[str | None, bool]], owner: str | None, claimed: set[int],
 ) -> set[int]:
     """Store one owner's cluster labels as persons; returns the ids of persons whose faces
     changed.
@@ -329,11 +265,8 @@ def _write_labels(
     for face_id, old, label in zip(faces.ids, faces.person_ids, labels):
         new = UNASSIGNED if label == UNASSIGNED else persons_of_label[int(label)]
         if new != old:
-            session.execute(
-                update(schema.Face)
-                .where(schema.Face.id == int(face_id))
-                .values(person_id=None if new == UNASSIGNED else new)
-            )
+            session.execute(update(schema.Face).where(schema.Face.id == int(face_id))
+                            .values(person_id=None if new == UNASSIGNED else new))
             touched |= {int(p) for p in (old, new) if p != UNASSIGNED}
     return touched
 
@@ -346,15 +279,11 @@ def _in_order_of_first_face(labels: np.ndarray) -> list[int]:
 
 def _drop_empty_unconfirmed(session: Session) -> None:
     """Unconfirmed persons left without faces are gone; confirmed or hidden ones stay."""
-    session.execute(
-        delete(schema.Person).where(
-            schema.Person.confirmed.is_(False),
-            schema.Person.hidden.is_(False),
-            ~schema.Person.id.in_(
-                select(schema.Face.person_id).where(schema.Face.person_id.is_not(None))
-            ),
-        )
-    )
+    with_faces = select(schema.Face.person_id).where(schema.Face.person_id.is_not(None))
+    session.execute(delete(schema.Person).where(
+        schema.Person.confirmed.is_(False), schema.Person.hidden.is_(False),
+        ~schema.Person.id.in_(with_faces),
+    ))
 
 
 def refresh_centroids(session: Session, person_ids: set[int]) -> None:
@@ -368,21 +297,16 @@ def refresh_centroids(session: Session, person_ids: set[int]) -> None:
     for start in range(0, len(ordered), CENTROID_BATCH):
         batch = ordered[start : start + CENTROID_BATCH]
         vectors: dict[int, dict[str, list[np.ndarray]]] = {}
-        for person_id, blob, embedder in session.execute(
-            select(schema.Face.person_id, schema.Face.embedding, schema.Face.embedder).where(
-                schema.Face.person_id.in_(batch)
-            )
-        ):
-            by_embedder = vectors.setdefault(person_id, {})
-            by_embedder.setdefault(embedder, []).append(np.frombuffer(blob, dtype=np.float32))
+        query = (select(schema.Face.person_id, schema.Face.embedding, schema.Face.embedder)
+                 .where(schema.Face.person_id.in_(batch)))
+        for person_id, blob, embedder in session.execute(query):
+            vector = np.frombuffer(blob, dtype=np.float32)
+            vectors.setdefault(person_id, {}).setdefault(embedder, []).append(vector)
         for person_id in batch:
             prototypes, embedder = None, None
             if person_id in vectors:
                 embedder, faces = max(vectors[person_id].items(), key=lambda item: len(item[1]))
                 link = EMBEDDER_DISTANCES[embedder].link
                 prototypes = person_prototypes(np.stack(faces), link).astype(np.float32).tobytes()
-            session.execute(
-                update(schema.Person)
-                .where(schema.Person.id == person_id)
-                .values(centroid=prototypes, embedder=embedder)
-            )
+            session.execute(update(schema.Person).where(schema.Person.id == person_id)
+                            .values(centroid=prototypes, embedder=embedder))

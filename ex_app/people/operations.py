@@ -105,13 +105,16 @@ def _person(session: Session, person_id: int, owner: Owner = ANYONE) -> schema.P
 
 def face_owner_of(session: Session, face_id: int) -> tuple[schema.Face, str | None] | None:
     """A face and its owner, or None when there is no such face."""
-    row = session.execute(
-        select(schema.Face, face_owner())
-        .join(schema.File, schema.File.id == schema.Face.file_id)
-        .join(schema.Root)
-        .where(schema.Face.id == face_id)
-    ).first()
+    query = (select(schema.Face, face_owner())
+             .join(schema.File, schema.File.id == schema.Face.file_id).join(schema.Root))
+    row = session.execute(query.where(schema.Face.id == face_id)).first()
     return None if row is None else (row[0], row[1])
+
+
+def distinct_pairs_of(person_ids):
+    """A WHERE clause keeping the "not the same" pairs these persons are in."""
+    pair = schema.DistinctPersons
+    return or_(pair.person_id.in_(person_ids), pair.other_id.in_(person_ids))
 
 
 def _face(session: Session, face_id: int, owner: Owner = ANYONE) -> tuple[schema.Face, str | None]:
@@ -123,52 +126,33 @@ def _face(session: Session, face_id: int, owner: Owner = ANYONE) -> tuple[schema
 
 def check_file(session: Session, file_id: int, owner: Owner) -> schema.File:
     """The file, when it is in owner's files; else NotFound."""
-    row = session.execute(
-        select(schema.File, face_owner()).join(schema.Root).where(schema.File.id == file_id)
-    ).first()
+    query = select(schema.File, face_owner()).join(schema.Root).where(schema.File.id == file_id)
+    row = session.execute(query).first()
     if row is None or not owns(owner, row[1]):
         raise NotFound(f"no file {file_id}")
     return row[0]
 
 
-def list_persons(
-    session: Session, include_hidden: bool = False, *, owner: Owner = ANYONE
-) -> list[PersonSummary]:
+def list_persons(session: Session, include_hidden: bool = False, *,
+                 owner: Owner = ANYONE) -> list[PersonSummary]:
     """Persons with their counts: named ones first, then by number of faces."""
-    counts = (
-        select(
-            schema.Face.person_id,
-            func.count(schema.Face.id).label("faces"),
-            func.count(func.distinct(schema.Face.file_id)).label("photos"),
-        )
-        .where(schema.Face.person_id.is_not(None))
-        .group_by(schema.Face.person_id)
-        .subquery()
-    )
-    query = select(schema.Person, counts.c.faces, counts.c.photos).join(
-        counts, counts.c.person_id == schema.Person.id, isouter=True
-    )
-    query = query.where(_owned_by(schema.Person.owner, owner))
+    counts = (select(schema.Face.person_id, func.count(schema.Face.id).label("faces"),
+                     func.count(func.distinct(schema.Face.file_id)).label("photos"))
+              .where(schema.Face.person_id.is_not(None)).group_by(schema.Face.person_id).subquery())
+    query = (select(schema.Person, counts.c.faces, counts.c.photos)
+             .join(counts, counts.c.person_id == schema.Person.id, isouter=True)
+             .where(_owned_by(schema.Person.owner, owner)))
     if not include_hidden:
         query = query.where(schema.Person.hidden.is_(False))
     covers: dict[int, int] = {}
-    for person_id, face_id in session.execute(
-        select(schema.Face.person_id, schema.Face.id)
-        .join(schema.Person)
-        .where(_owned_by(schema.Person.owner, owner))
-        .order_by(schema.Face.person_id, schema.Face.quality.desc(), schema.Face.id)
-    ):
+    best_first = (select(schema.Face.person_id, schema.Face.id).join(schema.Person)
+                  .where(_owned_by(schema.Person.owner, owner))
+                  .order_by(schema.Face.person_id, schema.Face.quality.desc(), schema.Face.id))
+    for person_id, face_id in session.execute(best_first):
         covers.setdefault(person_id, face_id)  # the first row of a person is its best face
     summaries = [
-        PersonSummary(
-            id=person.id,
-            name=person.name,
-            hidden=person.hidden,
-            confirmed=person.confirmed,
-            faces=faces or 0,
-            photos=photos or 0,
-            cover_face_id=covers.get(person.id),
-        )
+        PersonSummary(person.id, person.name, person.hidden, person.confirmed, faces or 0,
+                      photos or 0, covers.get(person.id))
         for person, faces, photos in session.execute(query)
     ]
     return sorted(summaries, key=lambda p: (p.name is None, -p.faces, (p.name or "").lower(), p.id))
@@ -181,9 +165,8 @@ def rename(session: Session, person_id: int, name: str | None, *, owner: Owner =
     person.confirmed = True
 
 
-def set_hidden(
-    session: Session, person_id: int, hidden: bool = True, *, owner: Owner = ANYONE
-) -> None:
+def set_hidden(session: Session, person_id: int, hidden: bool = True, *,
+               owner: Owner = ANYONE) -> None:
     """Hide a person from listings (its faces stay with it), or show it again."""
     _person(session, person_id, owner).hidden = hidden
 
@@ -191,28 +174,17 @@ def set_hidden(
 def merge(session: Session, into_id: int, other_ids: list[int], *, owner: Owner = ANYONE) -> None:
     """Put the faces of the other persons into one person, for good."""
     into = _person(session, into_id, owner)
-    others = [
-        _person(session, other_id, owner)
-        for other_id in dict.fromkeys(other_ids)
-        if other_id != into_id
-    ]
+    others = [_person(session, other_id, owner) for other_id in dict.fromkeys(other_ids)
+              if other_id != into_id]
     if any(other.owner != into.owner for other in others):
         raise NotFound("persons of different owners are never merged")
     for other in others:
         if into.name is None:
             into.name = other.name
-        session.execute(
-            update(schema.Face).where(schema.Face.person_id == other.id).values(person_id=into.id)
-        )
+        session.execute(update(schema.Face).where(schema.Face.person_id == other.id)
+                        .values(person_id=into.id))
         _repoint_rejections(session, other.id, into.id)
-        session.execute(
-            delete(schema.DistinctPersons).where(
-                or_(
-                    schema.DistinctPersons.person_id == other.id,
-                    schema.DistinctPersons.other_id == other.id,
-                )
-            )
-        )
+        session.execute(delete(schema.DistinctPersons).where(distinct_pairs_of({other.id})))
         session.delete(other)
     into.confirmed = True
     session.flush()
@@ -220,24 +192,15 @@ def merge(session: Session, into_id: int, other_ids: list[int], *, owner: Owner 
 
 
 def _repoint_rejections(session: Session, from_id: int, to_id: int) -> None:
-    already = set(
-        session.scalars(
-            select(schema.FaceRejection.face_id).where(schema.FaceRejection.person_id == to_id)
-        )
-    )
-    for rejection in session.scalars(
-        select(schema.FaceRejection).where(schema.FaceRejection.person_id == from_id)
-    ).all():
-        if rejection.face_id in already:
-            session.delete(rejection)
-        else:
-            rejection.person_id = to_id
-    session.flush()
+    rejection = schema.FaceRejection
+    already = select(rejection.face_id).where(rejection.person_id == to_id)
+    session.execute(delete(rejection).where(rejection.person_id == from_id,
+                                            rejection.face_id.in_(already)))
+    session.execute(update(rejection).where(rejection.person_id == from_id).values(person_id=to_id))
 
 
-def move_face(
-    session: Session, face_id: int, person_id: int | None, *, owner: Owner = ANYONE
-) -> int:
+def move_face(session: Session, face_id: int, person_id: int | None, *,
+              owner: Owner = ANYONE) -> int:
     """Put a face into a person (a new one when person_id is None); returns that person's id.
 
     The face is pinned there, the person it left rejects it, and both persons become confirmed.
@@ -256,22 +219,20 @@ def move_face(
     if left is not None and left != target.id:
         _reject(session, face)
     face.person_id, face.pinned = target.id, True
-    session.execute(
-        delete(schema.FaceRejection).where(
-            schema.FaceRejection.face_id == face.id, schema.FaceRejection.person_id == target.id
-        )
-    )
+    rejection = schema.FaceRejection
+    session.execute(delete(rejection).where(rejection.face_id == face.id,
+                                            rejection.person_id == target.id))
     session.flush()
-    refresh_centroids(session, {target.id} | ({left} if left is not None else set()))
+    refresh_centroids(session, {target.id, left} - {None})
     return target.id
 
 
 def remove_face(session: Session, face_id: int, *, owner: Owner = ANYONE) -> None:
     """Take a face out of its person; it never joins that person again."""
     face, _ = _face(session, face_id, owner)
-    if face.person_id is None:
-        return
     left = face.person_id
+    if left is None:
+        return
     _reject(session, face)
     face.person_id, face.pinned = None, False
     session.flush()
@@ -285,9 +246,8 @@ def _reject(session: Session, face: schema.Face) -> None:
         session.add(schema.FaceRejection(face_id=face.id, person_id=left.id))
 
 
-def mark_distinct(
-    session: Session, person_id: int, other_id: int, *, owner: Owner = ANYONE
-) -> None:
+def mark_distinct(session: Session, person_id: int, other_id: int, *,
+                  owner: Owner = ANYONE) -> None:
     """Say two persons are not the same, so they are never suggested for merging."""
     _person(session, person_id, owner)
     _person(session, other_id, owner)
@@ -296,18 +256,13 @@ def mark_distinct(
         session.add(schema.DistinctPersons(person_id=low, other_id=high))
 
 
-def suggest_merges(
-    session: Session, max_distance: float, limit: int = 50, *, owner: Owner = ANYONE,
-    embedder: str | None = None,
-) -> list[MergeSuggestion]:
+def suggest_merges(session: Session, max_distance: float, limit: int = 50, *,
+                   owner: Owner = ANYONE, embedder: str | None = None) -> list[MergeSuggestion]:
     """Pairs of visible persons of one owner whose mean faces (of the embedder, when given:
     the one max_distance is for) are close: maybe the same human."""
-    query = (
-        select(schema.Face.person_id, schema.Face.embedding, schema.Person.owner)
-        .join(schema.Person)
-        .where(schema.Person.hidden.is_(False), _owned_by(schema.Person.owner, owner))
-        .order_by(schema.Face.person_id)
-    )
+    query = (select(schema.Face.person_id, schema.Face.embedding, schema.Person.owner)
+             .join(schema.Person).order_by(schema.Face.person_id)
+             .where(schema.Person.hidden.is_(False), _owned_by(schema.Person.owner, owner)))
     if embedder is not None:
         query = query.where(schema.Face.embedder == embedder)
     rows = session.execute(query).all()
@@ -318,12 +273,8 @@ def suggest_merges(
     embeddings = np.stack([np.frombuffer(blob, dtype=np.float32) for _, blob, _ in rows])
     persons, starts = np.unique(person_ids, return_index=True)
     centroids = np.add.reduceat(embeddings, starts) / np.diff(np.append(starts, len(rows)))[:, None]
-    distinct = {
-        (int(a), int(b))
-        for a, b in session.execute(
-            select(schema.DistinctPersons.person_id, schema.DistinctPersons.other_id)
-        )
-    }
+    pairs = select(schema.DistinctPersons.person_id, schema.DistinctPersons.other_id)
+    distinct = {(int(a), int(b)) for a, b in session.execute(pairs)}
     index = NearestNeighbors(radius=max_distance).fit(centroids)
     distances, neighbours = index.radius_neighbors(centroids, sort_results=True)
     suggestions = []
@@ -336,16 +287,11 @@ def suggest_merges(
 
 
 def _face_views(session: Session, where, gate: QualityGate, limit: int | None = None) -> list[FaceView]:
-    query = (
-        select(schema.Face, schema.File.path, schema.File.width, schema.File.height,
-               schema.Person.centroid, schema.File.kind, schema.File.remote_id)
-        .join(schema.File, schema.File.id == schema.Face.file_id)
-        .join(schema.Root)
-        .join(schema.Person, schema.Person.id == schema.Face.person_id, isouter=True)
-        .where(where)
-        .order_by(schema.File.path, schema.Face.id)
-        .limit(limit)
-    )
+    query = (select(schema.Face, schema.File.path, schema.File.width, schema.File.height,
+                    schema.Person.centroid, schema.File.kind, schema.File.remote_id)
+             .join(schema.File, schema.File.id == schema.Face.file_id).join(schema.Root)
+             .join(schema.Person, schema.Person.id == schema.Face.person_id, isouter=True)
+             .where(where).order_by(schema.File.path, schema.Face.id).limit(limit))
     views = []
     for face, path, width, height, centroid, kind, remote_id in session.execute(query):
         distance = None
@@ -362,36 +308,26 @@ def _face_views(session: Session, where, gate: QualityGate, limit: int | None = 
     return views
 
 
-def person_faces(
-    session: Session, person_id: int, gate: QualityGate, *, owner: Owner = ANYONE
-) -> list[FaceView]:
+def person_faces(session: Session, person_id: int, gate: QualityGate, *,
+                 owner: Owner = ANYONE) -> list[FaceView]:
     """A person's faces, by photo."""
     _person(session, person_id, owner)
     return _face_views(session, schema.Face.person_id == person_id, gate)
 
 
-def unassigned_faces(
-    session: Session, gate: QualityGate, limit: int = 500, *, owner: Owner = ANYONE
-) -> list[FaceView]:
+def unassigned_faces(session: Session, gate: QualityGate, limit: int = 500, *,
+                     owner: Owner = ANYONE) -> list[FaceView]:
     """Faces in no person (noise, or below the quality gate), at most limit."""
-    return _face_views(
-        session, schema.Face.person_id.is_(None) & _owned_by(face_owner(), owner), gate, limit
-    )
+    loose = schema.Face.person_id.is_(None) & _owned_by(face_owner(), owner)
+    return _face_views(session, loose, gate, limit)
 
 
-def unsure_faces(
-    session: Session, gate: QualityGate, join_distance: float, limit: int = 500,
-    *, owner: Owner = ANYONE,
-) -> list[FaceView]:
+def unsure_faces(session: Session, gate: QualityGate, join_distance: float, limit: int = 500, *,
+                 owner: Owner = ANYONE) -> list[FaceView]:
     """Faces the grouping put in a person but would not have let join it on their own: not
     placed by the user and farther than join_distance from the person's mean face; farthest
     first."""
-    faces = _face_views(
-        session,
-        schema.Face.person_id.is_not(None)
-        & schema.Face.pinned.is_(False)
-        & _owned_by(schema.Person.owner, owner),
-        gate,
-    )
+    placed = schema.Face.person_id.is_not(None) & schema.Face.pinned.is_(False)
+    faces = _face_views(session, placed & _owned_by(schema.Person.owner, owner), gate)
     unsure = [f for f in faces if f.distance is not None and f.distance > join_distance]
     return sorted(unsure, key=lambda f: -f.distance)[:limit]

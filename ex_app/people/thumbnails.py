@@ -27,13 +27,8 @@ class FaceMissing(LookupError):
 
 
 def face_thumbnail(
-    session: Session,
-    face_id: int,
-    cache_dir: Path,
-    local_file: Callable[[schema.File], Path],
-    size: int = 256,
-    max_pixels: int = 178_956_970,
-    video_timeout: float = 120,
+    session: Session, face_id: int, cache_dir: Path, local_file: Callable[[schema.File], Path],
+    size: int = 256, max_pixels: int = 178_956_970, video_timeout: float = 120,
 ) -> Path:
     """The path of a size×size JPEG of the face; cached by file content, face and size.
 

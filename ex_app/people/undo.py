@@ -14,6 +14,7 @@ from sqlalchemy import delete, or_, select, update
 from sqlalchemy.orm import Session
 
 from ex_app.people.grouping import refresh_centroids
+from ex_app.people.operations import distinct_pairs_of
 from ex_app.store import schema
 
 PERSON_COLUMNS = ("owner", "name", "hidden", "confirmed", "centroid", "created_at")
@@ -35,26 +36,18 @@ class Snapshot:
         cls, session: Session, label: str, person_ids: set[int], face_ids: set[int] = frozenset()
     ) -> Snapshot:
         snapshot = cls(label)
-        for person in session.scalars(
-            select(schema.Person).where(schema.Person.id.in_(person_ids))
-        ):
+        persons = select(schema.Person).where(schema.Person.id.in_(person_ids))
+        for person in session.scalars(persons):
             snapshot.persons[person.id] = {c: getattr(person, c) for c in PERSON_COLUMNS}
-        for face_id, person_id, pinned in session.execute(
-            select(schema.Face.id, schema.Face.person_id, schema.Face.pinned).where(
-                or_(schema.Face.id.in_(face_ids), schema.Face.person_id.in_(person_ids))
-            )
-        ):
-            snapshot.faces[face_id] = (person_id, pinned)
+        faces = select(schema.Face.id, schema.Face.person_id, schema.Face.pinned).where(
+            or_(schema.Face.id.in_(face_ids), schema.Face.person_id.in_(person_ids)))
+        snapshot.faces = {face: (person, pinned) for face, person, pinned in session.execute(faces)}
+        rejections = select(schema.FaceRejection.face_id, schema.FaceRejection.person_id)
         snapshot.rejections = set(map(tuple, session.execute(
-            select(schema.FaceRejection.face_id, schema.FaceRejection.person_id).where(
-                _rejections_of(snapshot.faces, person_ids)
-            )
-        ).all()))
+            rejections.where(_rejections_of(snapshot.faces, person_ids)))))
+        pairs = select(schema.DistinctPersons.person_id, schema.DistinctPersons.other_id)
         snapshot.distinct = set(map(tuple, session.execute(
-            select(schema.DistinctPersons.person_id, schema.DistinctPersons.other_id).where(
-                _distinct_of(person_ids)
-            )
-        ).all()))
+            pairs.where(distinct_pairs_of(person_ids)))))
         return snapshot
 
     def restore(self, session: Session) -> None:
@@ -68,20 +61,16 @@ class Snapshot:
                     setattr(person, column, value)
         session.flush()
         for face_id, (person_id, pinned) in self.faces.items():
-            session.execute(
-                update(schema.Face)
-                .where(schema.Face.id == face_id)
-                .values(person_id=person_id, pinned=pinned)
-            )
+            session.execute(update(schema.Face).where(schema.Face.id == face_id)
+                            .values(person_id=person_id, pinned=pinned))
         created = self.created - set(self.persons)
-        session.execute(
-            update(schema.Face).where(schema.Face.person_id.in_(created)).values(person_id=None)
-        )
+        session.execute(update(schema.Face).where(schema.Face.person_id.in_(created))
+                        .values(person_id=None))
         session.execute(delete(schema.Person).where(schema.Person.id.in_(created)))
         persons = set(self.persons)
         session.execute(delete(schema.FaceRejection).where(_rejections_of(self.faces, persons)))
         session.add_all(schema.FaceRejection(face_id=f, person_id=p) for f, p in self.rejections)
-        session.execute(delete(schema.DistinctPersons).where(_distinct_of(persons)))
+        session.execute(delete(schema.DistinctPersons).where(distinct_pairs_of(persons)))
         session.add_all(schema.DistinctPersons(person_id=a, other_id=b) for a, b in self.distinct)
         session.flush()
         refresh_centroids(session, persons)
@@ -91,9 +80,3 @@ def _rejections_of(face_ids, person_ids):
     """The rejections of these faces or by these persons."""
     rejection = schema.FaceRejection
     return or_(rejection.face_id.in_(face_ids), rejection.person_id.in_(person_ids))
-
-
-def _distinct_of(person_ids):
-    """The "not the same" pairs these persons are in."""
-    pair = schema.DistinctPersons
-    return or_(pair.person_id.in_(person_ids), pair.other_id.in_(person_ids))

@@ -27,24 +27,14 @@ def request_summary(sessions: sessionmaker[Session], file_ids: Collection[int]) 
     """The subject and message of the notification for these stored files."""
     ids = list(file_ids)
     with sessions() as session:
-        failed = session.execute(
-            select(schema.File.path, schema.Task.error)
-            .join(schema.Task)
-            .where(schema.File.id.in_(ids), schema.Task.status == TaskStatus.ERROR)
-        ).all()
-        tags = Counter(
-            session.scalars(
-                select(schema.FileTag.tag).join(schema.File).where(schema.File.id.in_(ids))
-            )
-        )
-        persons = session.execute(
-            select(schema.Face.person_id, schema.Person.name)
-            .join(schema.File)
-            .outerjoin(schema.Person)
-            .where(schema.File.id.in_(ids))
-        ).all()
-    count = len(ids)
-    subject = f"Recognize analyzed {count} file{'s' if count != 1 else ''}"
+        in_files = schema.File.id.in_(ids)
+        failed = session.execute(select(schema.File.path, schema.Task.error).join(schema.Task)
+                                 .where(in_files, schema.Task.status == TaskStatus.ERROR)).all()
+        tags = Counter(session.scalars(select(schema.FileTag.tag).join(schema.File)
+                                       .where(in_files)))
+        persons = session.execute(select(schema.Face.person_id, schema.Person.name)
+                                  .join(schema.File).outerjoin(schema.Person).where(in_files)).all()
+    subject = f"Recognize analyzed {len(ids)} file{'s' if len(ids) != 1 else ''}"
     parts = []
     if persons:
         names = sorted({name for _, name in persons if name})

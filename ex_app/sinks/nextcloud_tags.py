@@ -129,10 +129,8 @@ class NextcloudTagSink:
 
     def _ours(self, tags: Iterable[SystemTag]) -> dict[str, int]:
         """Tag ids by name, of the tags with the visibility this app gives that name."""
-        return {
-            t.display_name: t.tag_id for t in tags
-            if t.user_visible and t.user_assignable != (t.display_name in self.restricted)
-        }
+        return {t.display_name: t.tag_id for t in tags
+                if t.user_visible and t.user_assignable != (t.display_name in self.restricted)}
 
     async def admin(self) -> AsyncNextcloudApp:
         """This app acting as a member of Nextcloud's admin group (looked up once)."""
