@@ -430,9 +430,11 @@ def progress(engine: Engine, as_json: bool, per_user: bool) -> None:
         rows.sort(key=lambda p: order.index(p.analyzer) if p.analyzer in order else len(order))
     if as_json:
         instance = [p.as_dict() for p in report]
-        by_user = {user: [p.as_dict() for p in rows] for user, rows in users.items()}
-        click.echo(json.dumps({"instance": instance, "users": by_user} if per_user else instance,
-                              indent=1))
+        if per_user:
+            by_user = {user: [p.as_dict() for p in rows] for user, rows in users.items()}
+            click.echo(json.dumps({"instance": instance, "users": by_user}, indent=1))
+        else:
+            click.echo(json.dumps(instance, indent=1))
         return
     for p in report:
         click.echo(p.line())

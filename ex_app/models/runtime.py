@@ -39,8 +39,10 @@ def onnx_providers(available: list[str] | None = None) -> list[str]:
         import onnxruntime
 
         available = onnxruntime.get_available_providers()
-    # The preference ends in CPUExecutionProvider, which is always used, even if not reported.
-    return [p for p in ONNX_PROVIDER_PREFERENCE[:-1] if p in available] + ["CPUExecutionProvider"]
+    chosen = [p for p in ONNX_PROVIDER_PREFERENCE if p in available]
+    if "CPUExecutionProvider" not in chosen:
+        chosen.append("CPUExecutionProvider")
+    return chosen
 
 
 class OnnxSession:

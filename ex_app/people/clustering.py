@@ -324,8 +324,10 @@ def _excess_of_mass(count: int, forest: _Forest, min_size: int, birth_density: f
         return len(birth) - 1
 
     for root in forest.roots:
-        owner[root] = new_cluster(0, birth_density) if forest.size[root] >= min_size else 0
-        fallen[root] = forest.size[root] < min_size
+        if forest.size[root] >= min_size:
+            owner[root] = new_cluster(0, birth_density)
+        else:
+            fallen[root] = True
     for node in range(nodes - 1, count - 1, -1):
         merge = node - count
         children = (forest.left[merge], forest.right[merge])

@@ -171,7 +171,8 @@ def update_persons(
             schema.Person.centroid.is_not(None), schema.Person.owner == owner  # IS NULL for None
         )).all()
         prototypes = [np.frombuffer(blob, dtype=np.float32).reshape(-1, 128) for _, blob in rows]
-        person_ids = np.repeat([p for p, _ in rows], [len(found) for found in prototypes])
+        person_ids = np.repeat(np.array([p for p, _ in rows], dtype=int),
+                               [len(found) for found in prototypes])
         pseudo = len(person_ids)
         labels = cluster(
             np.vstack([*prototypes, loose.embeddings]),

@@ -210,8 +210,8 @@ class RecognizeService:
                 progress = "; ".join(p.line() for p in measure_progress(session)) or "nothing analyzed yet"
             form = self.admin_form(self.base, f"Progress: {progress}.")
             await AsyncNextcloudApp().ui.settings.register_form(form)
-            opted_out = len(everyone) - len(users)
-            return CycleReport(sync=synced, processed=processed, persons=persons, opted_out=opted_out)
+            return CycleReport(sync=synced, processed=processed, persons=persons,
+                               opted_out=len(everyone) - len(users))
 
     async def _follow_workers(
         self, engine: Engine, users: list[str], crawling: asyncio.Task | None, until: float | None

@@ -30,30 +30,55 @@ def export_results(session: Session, gate: QualityGate, root_id: int | None = No
 
     A face below the quality gate is marked ``unsure``: it never seeds a person.
     """
-    related = (schema.File.tasks, schema.File.faces, schema.File.labels, schema.File.tags,
-               schema.File.root)
-    query = select(schema.File).options(*map(selectinload, related))
-    query = query.order_by(schema.File.root_id, schema.File.path)
+    query = (
+        select(schema.File)
+        .options(
+            selectinload(schema.File.tasks),
+            selectinload(schema.File.faces),
+            selectinload(schema.File.labels),
+            selectinload(schema.File.tags),
+            selectinload(schema.File.root),
+        )
+        .order_by(schema.File.root_id, schema.File.path)
+    )
     if root_id is not None:
         query = query.where(schema.File.root_id == root_id)
     files = []
     for file in session.scalars(query):
         errors = [t.error for t in file.tasks if t.status == TaskStatus.ERROR]
-        files.append({
-            "path": file.path, "root": file.root.location, "kind": file.kind,
-            "status": overall_status({t.status for t in file.tasks}),
-            "error": errors[0] if errors else None, "width": file.width, "height": file.height,
-            "tags": sorted({t.tag for t in file.tags}),
-            "labels": [{"id": l.label_id, "name": l.name, "score": round(l.score, 4)}
-                       for l in sorted(file.labels, key=lambda l: -l.score)],
-            "faces": [{
-                "id": f.id, "box": [round(v, 1) for v in (f.x, f.y, f.w, f.h)],
-                "score": round(f.score, 4), "quality": round(f.quality, 4),
-                "unsure": not gate.admits(f), "person": f.person_id, "frame_time": f.frame_time,
-            } for f in sorted(file.faces, key=lambda f: (f.x, f.y))],
-        })
-    per_person = select(schema.Face.person_id, func.count()).group_by(schema.Face.person_id)
-    counts = dict(session.execute(per_person).all())
+        files.append(
+            {
+                "path": file.path,
+                "root": file.root.location,
+                "kind": file.kind,
+                "status": overall_status({t.status for t in file.tasks}),
+                "error": errors[0] if errors else None,
+                "width": file.width,
+                "height": file.height,
+                "tags": sorted({t.tag for t in file.tags}),
+                "labels": [
+                    {"id": l.label_id, "name": l.name, "score": round(l.score, 4)}
+                    for l in sorted(file.labels, key=lambda l: -l.score)
+                ],
+                "faces": [
+                    {
+                        "id": f.id,
+                        "box": [round(v, 1) for v in (f.x, f.y, f.w, f.h)],
+                        "score": round(f.score, 4),
+                        "quality": round(f.quality, 4),
+                        "unsure": not gate.admits(f),
+                        "person": f.person_id,
+                        "frame_time": f.frame_time,
+                    }
+                    for f in sorted(file.faces, key=lambda f: (f.x, f.y))
+                ],
+            }
+        )
+    counts = dict(
+        session.execute(
+            select(schema.Face.person_id, func.count()).group_by(schema.Face.person_id)
+        ).all()
+    )
     persons = [
         {"id": p.id, "name": p.name, "hidden": p.hidden, "faces": counts.get(p.id, 0)}
         for p in session.scalars(select(schema.Person).order_by(schema.Person.id))

@@ -217,8 +217,8 @@ def _record_files(
             for analyzer in pipeline.enabled_analyzers(MediaKind(kind)):
                 status, model = tasks.get(analyzer, (None, None))
                 if status is None:
-                    task = {"file_id": file_id, "analyzer": analyzer, "model_version": version(analyzer)}
-                    inserts.append(task)
+                    inserts.append({"file_id": file_id, "analyzer": analyzer,
+                                    "model_version": version(analyzer)})
                     work = True
                 elif status == TaskStatus.DONE and model != version(analyzer):
                     session.execute(

@@ -135,7 +135,7 @@ def signed_user(headers: Headers) -> str:
     try:
         token = base64.b64decode(values["authorization-app-api"][0], validate=True).decode()
     except (binascii.Error, UnicodeDecodeError):
-        token = ""  # refused below, as one without a colon
+        raise bad_signature("AUTHORIZATION-APP-API is not base64 of user:secret") from None
     user, colon, secret = token.partition(":")
     if not colon:
         raise bad_signature("AUTHORIZATION-APP-API is not base64 of user:secret")
